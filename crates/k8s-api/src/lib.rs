@@ -1,0 +1,129 @@
+//! Kubernetes wire types Bowline reads, and their conversion into [`bowline_model`] objects.
+//!
+//! Core kinds come from `k8s-openapi`; the CRDs (MCS ServiceExport/ServiceImport, KEP-2149
+//! ClusterProperty, Istio's WorkloadEntry/WorkloadGroup/ServiceEntry) are declared here with
+//! the upstream field names, so users' YAML works unchanged. [`decode`] turns one object, as
+//! JSON, into a model object, or says which rule it broke.
+
+mod convert;
+pub mod crds;
+
+use bowline_model::{Object, ObjectKey, ObjectKind, RejectReason};
+use serde::de::DeserializeOwned;
+
+/// An object that could not be read, with as much of its identity as is known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}: {message}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct DecodeError {
+    /// The object, when its kind and name could be read.
+    pub key: Option<ObjectKey>,
+    /// Why it was refused.
+    pub reason: RejectReason,
+    /// The rule broken, naming the field.
+    pub message: String,
+}
+
+/// `apiVersion`s Bowline reads for each kind.
+pub fn supported_versions(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::Namespace | ObjectKind::Node | ObjectKind::Pod | ObjectKind::Service => &["v1"],
+        ObjectKind::EndpointSlice => &["discovery.k8s.io/v1"],
+        ObjectKind::ServiceExport | ObjectKind::ServiceImport => &[
+            "multicluster.x-k8s.io/v1alpha1",
+            "multicluster.x-k8s.io/v1beta1",
+        ],
+        ObjectKind::ClusterProperty => &["about.k8s.io/v1alpha1", "about.k8s.io/v1beta1"],
+        ObjectKind::WorkloadEntry | ObjectKind::WorkloadGroup | ObjectKind::ServiceEntry => &[
+            "networking.istio.io/v1",
+            "networking.istio.io/v1beta1",
+            "networking.istio.io/v1alpha3",
+        ],
+    }
+}
+
+fn kind_named(kind: &str) -> Option<ObjectKind> {
+    ObjectKind::ALL.into_iter().find(|k| k.as_str() == kind)
+}
+
+/// Decodes one Kubernetes object given as JSON.
+///
+/// Returns `Ok(None)` for kinds Bowline does not read (Deployments, ConfigMaps...), which are
+/// normal in a cluster's manifests. Namespaced objects without a namespace land in `default`,
+/// as `kubectl apply` would put them.
+pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let kind_name = value
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if api_version.is_empty() || kind_name.is_empty() {
+        return Err(DecodeError {
+            key: None,
+            reason: RejectReason::InvalidObject,
+            message: "apiVersion and kind are required".into(),
+        });
+    }
+    let Some(kind) = kind_named(kind_name) else {
+        return Ok(None);
+    };
+    let key = key_of(kind, &value);
+    if !supported_versions(kind).contains(&api_version) {
+        return Err(DecodeError {
+            key: Some(key),
+            reason: RejectReason::UnsupportedApiVersion,
+            message: format!(
+                "apiVersion {api_version:?} is not read for {kind}; use one of {:?}",
+                supported_versions(kind)
+            ),
+        });
+    }
+    let converted = match kind {
+        ObjectKind::Namespace => wire(value).and_then(convert::namespace),
+        ObjectKind::Node => wire(value).and_then(convert::node),
+        ObjectKind::Pod => wire(value).and_then(convert::pod),
+        ObjectKind::Service => wire(value).and_then(convert::service),
+        ObjectKind::EndpointSlice => wire(value).and_then(convert::endpoint_slice),
+        ObjectKind::ServiceExport => wire(value).and_then(convert::service_export),
+        ObjectKind::ServiceImport => wire(value).and_then(convert::service_import),
+        ObjectKind::ClusterProperty => wire(value).and_then(convert::cluster_property),
+        ObjectKind::WorkloadEntry => wire(value).and_then(convert::workload_entry),
+        ObjectKind::WorkloadGroup => wire(value).and_then(convert::workload_group),
+        ObjectKind::ServiceEntry => wire(value).and_then(convert::service_entry),
+    };
+    converted.map(Some).map_err(|message| DecodeError {
+        key: Some(key),
+        reason: RejectReason::InvalidObject,
+        message,
+    })
+}
+
+/// Deserializes the wire type, naming the field that failed.
+fn wire<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        }
+    })
+}
+
+/// Best-effort identity of a document, for error reports.
+fn key_of(kind: ObjectKind, value: &serde_json::Value) -> ObjectKey {
+    let meta = value.get("metadata");
+    let field = |name: &str| {
+        meta.and_then(|m| m.get(name))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
+    let namespace = match (kind.cluster_scoped(), field("namespace")) {
+        (true, _) => "",
+        (false, "") => "default",
+        (false, ns) => ns,
+    };
+    ObjectKey::new(kind, namespace, field("name"))
+}

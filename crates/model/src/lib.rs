@@ -1,0 +1,25 @@
+//! Bowline's domain model: the pure types and rules every other crate shares.
+//!
+//! Nothing here does IO or knows Kubernetes' wire types, tokio or gRPC. Sources convert
+//! Kubernetes objects into the [`objects`] types; the registry derives [`endpoint`]s and
+//! service views from them; servers read those views.
+
+pub mod cluster;
+pub mod endpoint;
+pub mod labels;
+pub mod names;
+pub mod objects;
+pub mod rejection;
+pub mod service;
+
+pub use cluster::{ClusterId, ClusterIdError, MemberName};
+pub use endpoint::{Endpoint, EndpointPort, IpFamily, Locality, Network, WorkloadRef};
+pub use objects::{Object, ObjectKey, ObjectKind};
+pub use rejection::{RejectReason, Rejection};
+pub use service::{Protocol, ServiceKey, ServicePort, ServiceType, TargetPort};
+
+/// A set of Kubernetes labels or annotations, ordered so that output is deterministic.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// Shared immutable string, cheap to clone: names that appear in many endpoints.
+pub type Strng = std::sync::Arc<str>;
