@@ -1,1 +1,1 @@
-//! placeholder
+//! Bowline admin (in progress).

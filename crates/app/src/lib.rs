@@ -1,1 +1,1 @@
-//! placeholder
+//! Bowline app (in progress).

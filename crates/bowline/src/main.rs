@@ -1,1 +1,2 @@
+//! The bowline binary.
 fn main() {}

@@ -155,13 +155,13 @@ pub fn derive_identity(
     inputs: &IdentityInputs<'_>,
     cluster_set: &str,
 ) -> Result<(ClusterId, IdSource), IdentityError> {
-    if let Some(found) = inputs.clusterset_property {
-        if found != cluster_set {
-            return Err(IdentityError::ClusterSetMismatch {
-                found: found.chars().take(80).collect(),
-                expected: cluster_set.to_string(),
-            });
-        }
+    if let Some(found) = inputs.clusterset_property
+        && found != cluster_set
+    {
+        return Err(IdentityError::ClusterSetMismatch {
+            found: found.chars().take(80).collect(),
+            expected: cluster_set.to_string(),
+        });
     }
     let (value, from) = match (inputs.id_property, inputs.id_property_rejected) {
         (Some(v), _) => (v, IdSource::ClusterProperty),

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod endpoint;
+pub mod event;
 pub mod labels;
 pub mod names;
 pub mod objects;
@@ -14,6 +15,7 @@ pub mod service;
 
 pub use cluster::{ClusterId, ClusterIdError, MemberName};
 pub use endpoint::{Endpoint, EndpointPort, IpFamily, Locality, Network, WorkloadRef};
+pub use event::{Change, EventBody, SourceEvent};
 pub use objects::{Object, ObjectKey, ObjectKind};
 pub use rejection::{RejectReason, Rejection};
 pub use service::{Protocol, ServiceKey, ServicePort, ServiceType, TargetPort};

@@ -1,1 +1,489 @@
-//! placeholder
+//! The registry: one deterministic state machine that merges every member's objects into the
+//! ClusterSet view. It does no IO and knows neither Kubernetes' wire types nor gRPC.
+//!
+//! ```text
+//!  SourceEvent{member, Reset | Changes}           (from manifest directories or API watches)
+//!        │
+//!        ▼
+//!  Store per member ──► admission (ids unique, first admitted keeps its id)
+//!        │                      │
+//!        ▼                      ▼
+//!  MemberService per (member, service)   recomputed only for what an event touched
+//!        │
+//!        ▼
+//!  ServiceView per service ──► watch::Sender, woken only when the view changed
+//!  Gateways per network    ──► watch::Sender
+//! ```
+//!
+//! The same events applied in any order across members give the same view: every derived
+//! value is a function of the stores, recomputed from scratch for the keys an event touches.
+
+mod derive;
+mod gateways;
+mod identity;
+mod store;
+mod view;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use bowline_model::{
+    Change, EventBody, MemberName, Network, Object, ObjectKind, RejectReason, Rejection,
+    ServiceKey, SourceEvent, Strng,
+};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::{
+    derive::{Derived, MemberContext},
+    store::{NsName, Store, Touched},
+};
+pub use crate::{
+    derive::{locality, network},
+    view::{Admission, Gateway, Gateways, MemberService, MemberStatus, ServiceView},
+};
+
+/// A registry shared by the composition root, servers and admin.
+///
+/// The lock guards the whole state machine: it is taken for writing once per batch of source
+/// events and for reading to take snapshots; it is never held across an `.await`.
+pub type Shared = Arc<parking_lot::RwLock<Registry>>;
+
+/// A configured member, as the registry needs it.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    /// Unique configured name.
+    pub name: MemberName,
+    /// Configured id, used when the member has no `cluster.clusterset.k8s.io` ClusterProperty.
+    pub id: Option<String>,
+    /// Network of its endpoints unless a pod or namespace label says otherwise.
+    pub network: Network,
+}
+
+/// What a batch of events changed, as published.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services whose view changed (created, updated or removed).
+    pub services: BTreeSet<ServiceKey>,
+    /// Number of (member, service) contributions recomputed.
+    pub recomputed: usize,
+    /// The gateways changed.
+    pub gateways: bool,
+    /// A member's status (sync, admission, rejections) changed.
+    pub members: bool,
+}
+
+pub(crate) struct Member {
+    pub config: MemberConfig,
+    pub store: Store,
+    pub synced: bool,
+    pub source_error: Option<String>,
+    pub source_rejections: Vec<Rejection>,
+    pub admission: Admission,
+    derived: BTreeMap<ServiceKey, Derived>,
+    pod_refs: HashMap<NsName, BTreeSet<ServiceKey>>,
+    node_refs: HashMap<Strng, BTreeSet<ServiceKey>>,
+}
+
+/// The ClusterSet's state: members' objects in, service views and gateways out.
+pub struct Registry {
+    cluster_set: String,
+    members: Vec<Member>,
+    by_name: HashMap<MemberName, usize>,
+    views: BTreeMap<ServiceKey, watch::Sender<Option<Arc<ServiceView>>>>,
+    gateways: watch::Sender<Arc<Gateways>>,
+    gateway_rejections: Vec<Rejection>,
+}
+
+impl Registry {
+    /// A registry for the ClusterSet `cluster_set` with the configured members, in order
+    /// (the order breaks ties when two members claim one id at once).
+    pub fn new(
+        cluster_set: impl Into<String>,
+        members: impl IntoIterator<Item = MemberConfig>,
+    ) -> Self {
+        let members: Vec<Member> = members
+            .into_iter()
+            .map(|config| Member {
+                config,
+                store: Store::default(),
+                synced: false,
+                source_error: None,
+                source_rejections: Vec::new(),
+                admission: Admission::Pending,
+                derived: BTreeMap::new(),
+                pod_refs: HashMap::new(),
+                node_refs: HashMap::new(),
+            })
+            .collect();
+        let by_name = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.config.name.clone(), i))
+            .collect();
+        Self {
+            cluster_set: cluster_set.into(),
+            members,
+            by_name,
+            views: BTreeMap::new(),
+            gateways: watch::Sender::new(Arc::default()),
+            gateway_rejections: Vec::new(),
+        }
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, event: SourceEvent) -> Changes {
+        self.apply_all([event])
+    }
+
+    /// Applies a batch of events together: views are recomputed and published once.
+    pub fn apply_all(&mut self, events: impl IntoIterator<Item = SourceEvent>) -> Changes {
+        let mut changes = Changes::default();
+        let mut dirty: BTreeMap<usize, BTreeSet<ServiceKey>> = BTreeMap::new();
+        for event in events {
+            let Some(&i) = self.by_name.get(&event.member) else {
+                warn!(member = %event.member, "event from an unknown member ignored");
+                continue;
+            };
+            let keys = dirty.entry(i).or_default();
+            let member = &mut self.members[i];
+            match event.body {
+                EventBody::Reset {
+                    objects,
+                    rejections,
+                } => {
+                    keys.extend(member.store.keys());
+                    keys.extend(member.derived.keys().cloned());
+                    member.store = Store::default();
+                    let mut touched = Touched::default();
+                    for object in objects {
+                        member
+                            .store
+                            .apply(&object.key(), Some(object), &mut touched);
+                    }
+                    keys.extend(member.store.keys());
+                    member.source_rejections = rejections;
+                    member.synced = true;
+                    member.source_error = None;
+                    changes.gateways = true;
+                    changes.members = true;
+                }
+                EventBody::Changes {
+                    changes: list,
+                    rejections,
+                } => {
+                    let mut touched = Touched::default();
+                    for change in list {
+                        match change {
+                            Change::Apply(object) => {
+                                member
+                                    .store
+                                    .apply(&object.key(), Some(object), &mut touched)
+                            }
+                            Change::Delete(key) => member.store.apply(&key, None, &mut touched),
+                        }
+                    }
+                    member.collect_dirty(touched, keys, &mut changes);
+                    if let Some(rejections) = rejections {
+                        changes.members |= member.source_rejections != rejections;
+                        member.source_rejections = rejections;
+                    }
+                    changes.members |= member.source_error.take().is_some();
+                }
+                EventBody::SourceError(message) => {
+                    warn!(member = %member.config.name, cluster = ?member.admission.id(), "source failing, last known objects kept: {message}");
+                    member.source_error = Some(message);
+                    changes.members = true;
+                }
+            }
+        }
+        for i in identity::reconcile(&mut self.members, &self.cluster_set) {
+            let member = &self.members[i];
+            let keys = dirty.entry(i).or_default();
+            keys.extend(member.store.keys());
+            keys.extend(member.derived.keys().cloned());
+            changes.gateways = true;
+            changes.members = true;
+        }
+        let mut touched_views = BTreeSet::new();
+        for (i, keys) in dirty {
+            for key in keys {
+                changes.recomputed += 1;
+                if self.members[i].recompute(&key) {
+                    touched_views.insert(key);
+                }
+            }
+        }
+        for key in touched_views {
+            if self.publish(&key) {
+                changes.services.insert(key);
+            }
+        }
+        if changes.gateways {
+            changes.gateways = self.publish_gateways();
+        }
+        changes
+    }
+
+    fn publish(&mut self, key: &ServiceKey) -> bool {
+        let members: BTreeMap<_, _> = self
+            .members
+            .iter()
+            .filter_map(|m| Some((m.admission.id()?.clone(), m.derived.get(key)?.view.clone())))
+            .collect();
+        let next = (!members.is_empty()).then(|| {
+            Arc::new(ServiceView {
+                key: key.clone(),
+                members,
+            })
+        });
+        let sender = self
+            .views
+            .entry(key.clone())
+            .or_insert_with(|| watch::Sender::new(None));
+        let changed = sender.send_if_modified(|current| {
+            let differs = *current != next;
+            if differs {
+                current.clone_from(&next);
+            }
+            differs
+        });
+        if next.is_none() && sender.receiver_count() == 0 {
+            self.views.remove(key);
+        }
+        changed
+    }
+
+    fn publish_gateways(&mut self) -> bool {
+        let (gateways, rejections) = gateways::derive(&self.members);
+        self.gateway_rejections = rejections;
+        self.gateways.send_if_modified(|current| {
+            let differs = **current != gateways;
+            if differs {
+                *current = Arc::new(gateways);
+            }
+            differs
+        })
+    }
+
+    /// The ClusterSet's name.
+    pub fn cluster_set(&self) -> &str {
+        &self.cluster_set
+    }
+
+    /// The current view of a service, if any member has something of that name.
+    pub fn service(&self, key: &ServiceKey) -> Option<Arc<ServiceView>> {
+        self.views.get(key).and_then(|tx| tx.borrow().clone())
+    }
+
+    /// Every service view, ordered by key.
+    pub fn services(&self) -> Vec<Arc<ServiceView>> {
+        self.views
+            .values()
+            .filter_map(|tx| tx.borrow().clone())
+            .collect()
+    }
+
+    /// Subscribes to one service's view; the receiver wakes only when that view changes.
+    pub fn subscribe(&mut self, key: &ServiceKey) -> watch::Receiver<Option<Arc<ServiceView>>> {
+        self.views
+            .entry(key.clone())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe()
+    }
+
+    /// The current gateways.
+    pub fn gateways(&self) -> Arc<Gateways> {
+        self.gateways.borrow().clone()
+    }
+
+    /// Subscribes to the gateways.
+    pub fn subscribe_gateways(&self) -> watch::Receiver<Arc<Gateways>> {
+        self.gateways.subscribe()
+    }
+
+    /// Every member's status, in configuration order.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.members
+            .iter()
+            .map(|m| MemberStatus {
+                name: m.config.name.clone(),
+                admission: m.admission.clone(),
+                network: m.config.network.clone(),
+                synced: m.synced,
+                source_error: m.source_error.clone(),
+                objects: m.store.counts(),
+                endpoints: m.derived.values().map(|d| d.view.endpoints.len()).sum(),
+                rejected: m.source_rejections.len(),
+            })
+            .collect()
+    }
+
+    /// Everything refused: documents the sources skipped, members not admitted, and gateway
+    /// Services that cannot be used.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        let mut all: Vec<Rejection> = self
+            .members
+            .iter()
+            .flat_map(|m| m.source_rejections.iter().cloned())
+            .collect();
+        for member in &self.members {
+            if let Admission::Refused { reason, message } = &member.admission {
+                let object = matches!(
+                    reason,
+                    RejectReason::InvalidClusterId | RejectReason::DuplicateClusterId
+                )
+                .then(identity::id_property_key)
+                .filter(|key| member.store.properties.contains_key(&key.name));
+                all.push(Rejection {
+                    member: member.config.name.clone(),
+                    origin: String::new(),
+                    object,
+                    reason: *reason,
+                    message: message.clone(),
+                });
+            }
+        }
+        all.extend(self.gateway_rejections.iter().cloned());
+        all
+    }
+
+    /// The objects of one kind a member holds (for debugging and later controllers).
+    pub fn objects(&self, member: &MemberName, kind: ObjectKind) -> Vec<Object> {
+        let Some(&i) = self.by_name.get(member) else {
+            return Vec::new();
+        };
+        let s = &self.members[i].store;
+        match kind {
+            ObjectKind::Namespace => s
+                .namespaces
+                .values()
+                .cloned()
+                .map(Object::Namespace)
+                .collect(),
+            ObjectKind::Node => s.nodes.values().cloned().map(Object::Node).collect(),
+            ObjectKind::Pod => s.pods.values().cloned().map(Object::Pod).collect(),
+            ObjectKind::Service => s
+                .services
+                .values()
+                .map(|o| Object::Service((**o).clone()))
+                .collect(),
+            ObjectKind::EndpointSlice => s
+                .slices
+                .values()
+                .cloned()
+                .map(Object::EndpointSlice)
+                .collect(),
+            ObjectKind::ServiceExport => s
+                .exports
+                .values()
+                .map(|o| Object::ServiceExport((**o).clone()))
+                .collect(),
+            ObjectKind::ServiceImport => s
+                .imports
+                .values()
+                .map(|o| Object::ServiceImport((**o).clone()))
+                .collect(),
+            ObjectKind::ClusterProperty => s
+                .properties
+                .values()
+                .cloned()
+                .map(Object::ClusterProperty)
+                .collect(),
+            ObjectKind::WorkloadEntry => s
+                .workload_entries
+                .values()
+                .cloned()
+                .map(Object::WorkloadEntry)
+                .collect(),
+            ObjectKind::WorkloadGroup => s
+                .workload_groups
+                .values()
+                .cloned()
+                .map(Object::WorkloadGroup)
+                .collect(),
+            ObjectKind::ServiceEntry => s
+                .service_entries
+                .values()
+                .cloned()
+                .map(Object::ServiceEntry)
+                .collect(),
+        }
+    }
+}
+
+impl Member {
+    /// Turns what a batch of changes touched into the services to recompute.
+    fn collect_dirty(
+        &self,
+        touched: Touched,
+        keys: &mut BTreeSet<ServiceKey>,
+        changes: &mut Changes,
+    ) {
+        keys.extend(touched.keys);
+        for ns in &touched.namespaces {
+            keys.extend(self.store.keys_in(ns));
+        }
+        for pod in &touched.pods {
+            keys.extend(self.pod_refs.get(pod).into_iter().flatten().cloned());
+        }
+        for node in &touched.nodes {
+            keys.extend(self.node_refs.get(node).into_iter().flatten().cloned());
+        }
+        changes.gateways |= touched.gateways;
+        changes.members |= touched.identity;
+    }
+
+    /// Recomputes this member's contribution to `key`; true when it changed.
+    fn recompute(&mut self, key: &ServiceKey) -> bool {
+        let next = self.admission.id().and_then(|id| {
+            let cx = MemberContext {
+                id,
+                default_network: &self.config.network,
+                store: &self.store,
+            };
+            derive::member_service(&cx, key)
+        });
+        let previous = self.derived.remove(key);
+        if let Some(previous) = &previous {
+            for pod in &previous.pods {
+                unlink(&mut self.pod_refs, pod, key);
+            }
+            for node in &previous.nodes {
+                unlink(&mut self.node_refs, node, key);
+            }
+        }
+        let changed = previous.as_ref().map(|d| &d.view) != next.as_ref().map(|d| &d.view);
+        if let Some(next) = next {
+            for pod in &next.pods {
+                self.pod_refs
+                    .entry(pod.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            for node in &next.nodes {
+                self.node_refs
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            self.derived.insert(key.clone(), next);
+        }
+        changed
+    }
+}
+
+fn unlink<K: std::hash::Hash + Eq>(
+    refs: &mut HashMap<K, BTreeSet<ServiceKey>>,
+    at: &K,
+    key: &ServiceKey,
+) {
+    if let Some(keys) = refs.get_mut(at) {
+        keys.remove(key);
+        if keys.is_empty() {
+            refs.remove(at);
+        }
+    }
+}

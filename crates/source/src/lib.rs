@@ -1,1 +1,1 @@
-//! placeholder
+//! Bowline source (in progress).

@@ -1,1 +1,376 @@
-//! placeholder
+//! Builders for model objects and source events, so tests read like the manifests they stand for.
+//!
+//! ```
+//! use bowline_test_support::*;
+//! let svc = service("demo", "echo").cluster_ips(&["10.0.0.1"]).port("http", 80).build();
+//! let slice = slice("demo", "echo-v4", "echo").port("http", 8080).endpoint(ep("10.1.0.5").pod("echo-0")).build();
+//! let event = reset("east", vec![svc, slice]);
+//! assert_eq!(event.member.as_str(), "east");
+//! ```
+
+use std::{net::IpAddr, sync::Arc};
+
+use bowline_model::{
+    Change, EndpointPort, EventBody, IpFamily, Labels, MemberName, Object, ObjectKey, ObjectKind,
+    Protocol, Rejection, ServicePort, ServiceType, SourceEvent, TargetPort,
+    cluster::{CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY},
+    objects::{
+        AddressType, ClusterProperty, EndpointSlice, Meta, Namespace, Node, Pod, Service,
+        ServiceExport, SliceEndpoint, TargetRef,
+    },
+};
+
+fn meta(namespace: &str, name: &str) -> Meta {
+    Meta::named(namespace, name)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("{s:?} is not an IP address"))
+}
+
+/// A member name.
+pub fn member(name: &str) -> MemberName {
+    MemberName::new(name)
+}
+
+/// A full listing of a member.
+pub fn reset(member_name: &str, objects: Vec<Object>) -> SourceEvent {
+    reset_with(member_name, objects, Vec::new())
+}
+
+/// A full listing of a member, with refused documents.
+pub fn reset_with(
+    member_name: &str,
+    objects: Vec<Object>,
+    rejections: Vec<Rejection>,
+) -> SourceEvent {
+    SourceEvent {
+        member: member(member_name),
+        body: EventBody::Reset {
+            objects,
+            rejections,
+        },
+    }
+}
+
+/// Objects created or updated in a member.
+pub fn applied(member_name: &str, objects: Vec<Object>) -> SourceEvent {
+    changes(
+        member_name,
+        objects.into_iter().map(Change::Apply).collect(),
+    )
+}
+
+/// Objects deleted from a member.
+pub fn deleted(member_name: &str, keys: Vec<ObjectKey>) -> SourceEvent {
+    changes(member_name, keys.into_iter().map(Change::Delete).collect())
+}
+
+/// Changes in a member.
+pub fn changes(member_name: &str, changes: Vec<Change>) -> SourceEvent {
+    SourceEvent {
+        member: member(member_name),
+        body: EventBody::Changes {
+            changes,
+            rejections: None,
+        },
+    }
+}
+
+/// The key of a namespaced object.
+pub fn key(kind: ObjectKind, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(kind, namespace, name)
+}
+
+/// A ClusterProperty `cluster.clusterset.k8s.io`.
+pub fn cluster_id(value: &str) -> Object {
+    property(CLUSTER_ID_PROPERTY, value)
+}
+
+/// A ClusterProperty `clusterset.k8s.io`.
+pub fn clusterset(value: &str) -> Object {
+    property(CLUSTERSET_PROPERTY, value)
+}
+
+/// A ClusterProperty.
+pub fn property(name: &str, value: &str) -> Object {
+    Object::ClusterProperty(ClusterProperty {
+        meta: meta("", name),
+        value: value.into(),
+    })
+}
+
+/// A Namespace with labels.
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Object {
+    let mut meta = meta("", name);
+    meta.labels = to_labels(labels);
+    Object::Namespace(Namespace { meta })
+}
+
+/// The `kube-system` Namespace with a UID.
+pub fn kube_system(uid: &str) -> Object {
+    let mut meta = meta("", "kube-system");
+    meta.uid = Some(uid.into());
+    Object::Namespace(Namespace { meta })
+}
+
+/// A Node with labels.
+pub fn node(name: &str, labels: &[(&str, &str)]) -> Object {
+    let mut meta = meta("", name);
+    meta.labels = to_labels(labels);
+    Object::Node(Node { meta })
+}
+
+/// A Pod with labels.
+pub fn pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Object {
+    let mut meta = meta(namespace, name);
+    meta.labels = to_labels(labels);
+    Object::Pod(Pod { meta })
+}
+
+/// A ServiceExport.
+pub fn export(namespace: &str, name: &str) -> Object {
+    Object::ServiceExport(ServiceExport {
+        meta: meta(namespace, name),
+        exported_labels: Labels::new(),
+        exported_annotations: Labels::new(),
+    })
+}
+
+fn to_labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Builds a Service.
+pub struct ServiceBuilder(Service);
+
+/// A ClusterIP Service with no IPs and no ports yet.
+pub fn service(namespace: &str, name: &str) -> ServiceBuilder {
+    ServiceBuilder(Service {
+        meta: meta(namespace, name),
+        service_type: ServiceType::ClusterIP,
+        cluster_ips: Vec::new(),
+        ip_families: Vec::new(),
+        ports: Vec::new(),
+        selector: None,
+        external_name: None,
+        external_addresses: Vec::new(),
+        external_hostnames: Vec::new(),
+        session_affinity: "None".into(),
+        session_affinity_timeout: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
+    })
+}
+
+impl ServiceBuilder {
+    /// Sets the cluster IPs (and the families from them).
+    pub fn cluster_ips(mut self, ips: &[&str]) -> Self {
+        self.0.cluster_ips = ips.iter().map(|s| ip(s)).collect();
+        self.0.ip_families = self.0.cluster_ips.iter().map(IpFamily::of).collect();
+        self
+    }
+
+    /// Makes it headless with the given families.
+    pub fn headless(mut self, families: &[IpFamily]) -> Self {
+        self.0.service_type = ServiceType::Headless;
+        self.0.cluster_ips.clear();
+        self.0.ip_families = families.to_vec();
+        self
+    }
+
+    /// Adds a TCP port.
+    pub fn port(mut self, name: &str, port: u16) -> Self {
+        self.0.ports.push(ServicePort {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            port,
+            target_port: Some(TargetPort::Number(port)),
+            app_protocol: None,
+        });
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.meta.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an external (load-balancer) address.
+    pub fn external(mut self, address: &str) -> Self {
+        self.0.external_addresses.push(ip(address));
+        self
+    }
+
+    /// The object.
+    pub fn build(self) -> Object {
+        Object::Service(self.0)
+    }
+}
+
+/// Builds an EndpointSlice endpoint.
+pub struct EndpointBuilder(SliceEndpoint);
+
+/// A ready endpoint at `address`.
+pub fn ep(address: &str) -> EndpointBuilder {
+    EndpointBuilder(SliceEndpoint {
+        addresses: vec![ip(address)],
+        ready: true,
+        serving: true,
+        terminating: false,
+        hostname: None,
+        node_name: None,
+        zone: None,
+        target: None,
+    })
+}
+
+impl EndpointBuilder {
+    /// Backed by the pod `name` (in the slice's namespace, filled in by the slice builder).
+    pub fn pod(mut self, name: &str) -> Self {
+        self.0.target = Some(TargetRef {
+            kind: "Pod".into(),
+            namespace: "".into(),
+            name: name.into(),
+        });
+        self
+    }
+
+    /// On node `name`.
+    pub fn node(mut self, name: &str) -> Self {
+        self.0.node_name = Some(name.into());
+        self
+    }
+
+    /// In zone `zone`.
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.0.zone = Some(zone.into());
+        self
+    }
+
+    /// With hostname `name`.
+    pub fn hostname(mut self, name: &str) -> Self {
+        self.0.hostname = Some(name.into());
+        self
+    }
+
+    /// Not ready (nor serving).
+    pub fn not_ready(mut self) -> Self {
+        self.0.ready = false;
+        self.0.serving = false;
+        self
+    }
+}
+
+/// Builds an EndpointSlice.
+pub struct SliceBuilder {
+    slice: EndpointSlice,
+    ports: Vec<EndpointPort>,
+}
+
+/// An EndpointSlice `name` of service `service`; its address type follows its first endpoint.
+pub fn slice(namespace: &str, name: &str, service: &str) -> SliceBuilder {
+    let mut meta = meta(namespace, name);
+    meta.labels
+        .insert(bowline_model::labels::SERVICE_NAME.into(), service.into());
+    SliceBuilder {
+        slice: EndpointSlice {
+            meta,
+            service_name: Some(service.into()),
+            address_type: AddressType::IPv4,
+            endpoints: Vec::new(),
+            ports: Arc::new([]),
+        },
+        ports: Vec::new(),
+    }
+}
+
+impl SliceBuilder {
+    /// Adds a TCP port.
+    pub fn port(mut self, name: &str, port: u16) -> Self {
+        self.ports.push(EndpointPort {
+            name: name.into(),
+            port,
+            protocol: Protocol::Tcp,
+            app_protocol: None,
+        });
+        self
+    }
+
+    /// Adds an endpoint.
+    pub fn endpoint(mut self, endpoint: EndpointBuilder) -> Self {
+        let mut ep = endpoint.0;
+        if let Some(target) = &mut ep.target {
+            target.namespace = self.slice.meta.namespace.clone();
+        }
+        if self.slice.endpoints.is_empty() {
+            self.slice.address_type = match IpFamily::of(&ep.addresses[0]) {
+                IpFamily::IPv4 => AddressType::IPv4,
+                IpFamily::IPv6 => AddressType::IPv6,
+            };
+        }
+        self.slice.endpoints.push(ep);
+        self
+    }
+
+    /// The object.
+    pub fn build(mut self) -> Object {
+        self.slice.ports = self.ports.into();
+        Object::EndpointSlice(self.slice)
+    }
+}
+
+/// A synthetic ClusterSet for benchmarks: `members` members (`m0`, `m1`...), each with
+/// `services` services in namespace `bench`, each with `endpoints` dual-stack-free IPv4
+/// endpoints backed by pods on 10 nodes, in slices of at most 100 endpoints.
+pub fn scale_events(members: usize, services: usize, endpoints: usize) -> Vec<SourceEvent> {
+    (0..members)
+        .map(|m| {
+            let mut objects = vec![cluster_id(&format!("m{m}")), namespace("bench", &[])];
+            objects.extend(
+                (0..10).map(|n| node(&format!("node{n}"), &[(bowline_model::labels::ZONE, "z1")])),
+            );
+            for s in 0..services {
+                let name = format!("svc{s}");
+                objects.push(
+                    service("bench", &name)
+                        .cluster_ips(&["10.96.0.1"])
+                        .port("http", 80)
+                        .build(),
+                );
+                for chunk in 0..endpoints.div_ceil(100) {
+                    objects.push(scale_slice(m, s, chunk, endpoints, false));
+                }
+            }
+            reset(&format!("m{m}"), objects)
+        })
+        .collect()
+}
+
+/// Slice `chunk` of service `s` in member `m` as [`scale_events`] builds it; `flip` marks its
+/// first endpoint not ready, to make a one-endpoint change.
+pub fn scale_slice(m: usize, s: usize, chunk: usize, endpoints: usize, flip: bool) -> Object {
+    let name = format!("svc{s}");
+    let mut builder = slice("bench", &format!("{name}-{chunk}"), &name).port("http", 8080);
+    for e in chunk * 100..endpoints.min(chunk * 100 + 100) {
+        let addr = format!(
+            "10.{}.{}.{}",
+            m,
+            (s * endpoints + e) / 256 % 256,
+            (s * endpoints + e) % 256
+        );
+        let mut endpoint = ep(&addr)
+            .pod(&format!("{name}-{e}"))
+            .node(&format!("node{}", e % 10));
+        if flip && e == chunk * 100 {
+            endpoint = endpoint.not_ready();
+        }
+        builder = builder.endpoint(endpoint);
+    }
+    builder.build()
+}

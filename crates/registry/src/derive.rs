@@ -1,0 +1,279 @@
+//! One member's contribution to one service: endpoints merged across address families, with
+//! their network and locality.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use bowline_model::{
+    ClusterId, Endpoint, EndpointPort, IpFamily, Labels, Locality, Network, ServiceKey, Strng,
+    WorkloadRef, labels,
+    objects::{AddressType, SliceEndpoint, TargetRef},
+};
+
+use crate::{
+    store::{NsName, Store},
+    view::MemberService,
+};
+
+/// A member's contribution to a service and what it was derived from, so that a change to a
+/// pod or node finds the services to recompute.
+#[derive(Debug)]
+pub(crate) struct Derived {
+    pub view: Arc<MemberService>,
+    pub pods: Vec<NsName>,
+    pub nodes: Vec<Strng>,
+}
+
+/// The identity under which slice endpoints of one workload are merged into one endpoint.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Identity {
+    Target(TargetRef),
+    Address(IpAddr),
+}
+
+/// What the member knows about its network layout.
+pub(crate) struct MemberContext<'a> {
+    pub id: &'a ClusterId,
+    pub default_network: &'a Network,
+    pub store: &'a Store,
+}
+
+/// Derives the member's contribution to `key`, or `None` when it has nothing of that name.
+pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option<Derived> {
+    let store = cx.store;
+    let service = store.services.get(key).cloned();
+    let export = store.exports.get(key).cloned();
+    let import = store.imports.get(key).cloned();
+    let slice_names = store.slices_by_service.get(key);
+    if service.is_none() && export.is_none() && import.is_none() && slice_names.is_none() {
+        return None;
+    }
+    let primary = service
+        .as_ref()
+        .and_then(|s| s.ip_families.first().copied())
+        .unwrap_or(IpFamily::IPv4);
+
+    let mut merged: BTreeMap<Identity, Endpoint> = BTreeMap::new();
+    let mut pods = Vec::new();
+    let mut nodes = Vec::new();
+    for name in slice_names.into_iter().flatten() {
+        let Some(slice) = store.slices.get(&(key.namespace.clone(), name.clone())) else {
+            continue;
+        };
+        if slice.address_type == AddressType::FQDN {
+            continue;
+        }
+        for ep in &slice.endpoints {
+            let identity = match &ep.target {
+                Some(target) => Identity::Target(target.clone()),
+                None => Identity::Address(ep.addresses[0]),
+            };
+            if let Some(target) = ep.target.as_ref().filter(|t| &*t.kind == "Pod") {
+                pods.push((target.namespace.clone(), target.name.clone()));
+            }
+            nodes.extend(ep.node_name.clone());
+            match merged.get_mut(&identity) {
+                Some(existing) => merge_into(existing, ep, &slice.ports),
+                None => {
+                    let endpoint = new_endpoint(cx, key, ep, &slice.ports);
+                    merged.insert(identity, endpoint);
+                }
+            }
+        }
+    }
+    let mut endpoints: Vec<Endpoint> = merged
+        .into_values()
+        .map(|mut ep| {
+            ep.addresses
+                .sort_by_key(|a| (IpFamily::of(a) != primary, *a));
+            ep.addresses.dedup();
+            ep
+        })
+        .collect();
+    endpoints.sort_by(|a, b| (&a.addresses, &a.workload).cmp(&(&b.addresses, &b.workload)));
+    pods.sort();
+    pods.dedup();
+    nodes.sort();
+    nodes.dedup();
+    Some(Derived {
+        view: Arc::new(MemberService {
+            cluster: cx.id.clone(),
+            service,
+            export,
+            import,
+            endpoints,
+        }),
+        pods,
+        nodes,
+    })
+}
+
+fn new_endpoint(
+    cx: &MemberContext<'_>,
+    key: &ServiceKey,
+    ep: &SliceEndpoint,
+    ports: &Arc<[EndpointPort]>,
+) -> Endpoint {
+    let store = cx.store;
+    let pod_labels = ep
+        .target
+        .as_ref()
+        .filter(|t| &*t.kind == "Pod")
+        .and_then(|t| store.pods.get(&(t.namespace.clone(), t.name.clone())))
+        .map(|p| &p.meta.labels);
+    let namespace_labels = store
+        .namespaces
+        .get(&key.namespace)
+        .map(|ns| &ns.meta.labels);
+    let node_labels = ep
+        .node_name
+        .as_ref()
+        .and_then(|n| store.nodes.get(n))
+        .map(|n| &n.meta.labels);
+    Endpoint {
+        cluster: cx.id.clone(),
+        network: network(pod_labels, namespace_labels, cx.default_network),
+        locality: locality(pod_labels, node_labels, ep.zone.as_deref()),
+        addresses: ep.addresses.clone(),
+        ports: ports.clone(),
+        hostname: ep.hostname.clone(),
+        node_name: ep.node_name.clone(),
+        workload: ep.target.as_ref().map(|t| WorkloadRef {
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+        }),
+        ready: ep.ready,
+        serving: ep.serving,
+        terminating: ep.terminating,
+    }
+}
+
+/// The same workload seen in another slice (its other address family, or another port set).
+fn merge_into(existing: &mut Endpoint, ep: &SliceEndpoint, ports: &Arc<[EndpointPort]>) {
+    existing.addresses.extend(ep.addresses.iter().copied());
+    if !Arc::ptr_eq(&existing.ports, ports) && existing.ports != *ports {
+        let mut union: Vec<EndpointPort> =
+            existing.ports.iter().chain(ports.iter()).cloned().collect();
+        union.sort();
+        union.dedup();
+        existing.ports = union.into();
+    }
+    existing.ready &= ep.ready;
+    existing.serving &= ep.serving;
+    existing.terminating |= ep.terminating;
+    if existing.hostname.is_none() {
+        existing.hostname = ep.hostname.clone();
+    }
+    if existing.node_name.is_none() {
+        existing.node_name = ep.node_name.clone();
+    }
+}
+
+/// Network of an endpoint: the pod's `topology.istio.io/network` label, else its namespace's,
+/// else the member's default network.
+pub fn network(pod: Option<&Labels>, namespace: Option<&Labels>, default: &Network) -> Network {
+    [pod, namespace]
+        .into_iter()
+        .flatten()
+        .find_map(|labels| labels.get(labels::NETWORK))
+        .map(|n| Network::new(n.as_str()))
+        .unwrap_or_else(|| default.clone())
+}
+
+/// Locality of an endpoint: the pod's `topology.istio.io/locality` (`region.zone.subzone`) when
+/// set; otherwise region and subzone from its Node's labels, and zone from the Node's label or,
+/// failing that, the EndpointSlice's `zone`.
+pub fn locality(pod: Option<&Labels>, node: Option<&Labels>, slice_zone: Option<&str>) -> Locality {
+    if let Some(value) = pod
+        .and_then(|l| l.get(labels::POD_LOCALITY))
+        .filter(|v| !v.is_empty())
+    {
+        return Locality::parse_slashed(&value.replace('.', "/"));
+    }
+    let node_label = |name: &str| {
+        node.and_then(|l| l.get(name))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    Locality {
+        region: node_label(labels::REGION).unwrap_or_default().into(),
+        zone: node_label(labels::ZONE)
+            .or(slice_zone)
+            .unwrap_or_default()
+            .into(),
+        subzone: node_label(labels::SUBZONE).unwrap_or_default().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn network_rules() {
+        let default = Network::new("net-default");
+        let pod = labels(&[(labels::NETWORK, "net-pod")]);
+        let ns = labels(&[(labels::NETWORK, "net-ns")]);
+        let empty = Labels::new();
+        let cases = [
+            ("pod label wins", Some(&pod), Some(&ns), "net-pod"),
+            ("namespace label next", Some(&empty), Some(&ns), "net-ns"),
+            ("pod unknown, namespace label", None, Some(&ns), "net-ns"),
+            (
+                "member default last",
+                Some(&empty),
+                Some(&empty),
+                "net-default",
+            ),
+            ("nothing known", None, None, "net-default"),
+        ];
+        for (name, pod, ns, want) in cases {
+            assert_eq!(network(pod, ns, &default).as_str(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn locality_rules() {
+        let node = labels(&[
+            (labels::REGION, "eu"),
+            (labels::ZONE, "eu-1a"),
+            (labels::SUBZONE, "rack1"),
+        ]);
+        let node_region_only = labels(&[(labels::REGION, "eu")]);
+        let pod = labels(&[(labels::POD_LOCALITY, "us.us-2b.r9")]);
+        let cases = [
+            (
+                "node labels",
+                None,
+                Some(&node),
+                Some("slice-zone"),
+                "eu/eu-1a/rack1",
+            ),
+            (
+                "slice zone when node has none",
+                None,
+                Some(&node_region_only),
+                Some("z9"),
+                "eu/z9/",
+            ),
+            ("slice zone, node unknown", None, None, Some("z9"), "/z9/"),
+            (
+                "pod label wins",
+                Some(&pod),
+                Some(&node),
+                Some("z9"),
+                "us/us-2b/r9",
+            ),
+            ("nothing", None, None, None, "//"),
+        ];
+        for (name, pod, node, zone, want) in cases {
+            assert_eq!(locality(pod, node, zone).to_string(), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One member's objects, as the source last reported them, with the few indexes derivation needs.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use bowline_model::{
+    Object, ObjectKey, ObjectKind, ServiceKey, Strng,
+    objects::{
+        ClusterProperty, EndpointSlice, Namespace, Node, Pod, Service, ServiceEntry, ServiceExport,
+        ServiceImport, WorkloadEntry, WorkloadGroup,
+    },
+};
+
+/// Namespace and name of a namespaced object.
+pub(crate) type NsName = (Strng, Strng);
+
+/// What applying one change to a store may have affected.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    /// Services whose contribution from this member must be recomputed.
+    pub keys: BTreeSet<ServiceKey>,
+    /// Namespaces whose every service must be recomputed (namespace labels changed).
+    pub namespaces: BTreeSet<Strng>,
+    /// Pods whose label change affects the services that reference them.
+    pub pods: BTreeSet<NsName>,
+    /// Nodes whose label change affects the services that reference them.
+    pub nodes: BTreeSet<Strng>,
+    /// The member's identity inputs may have changed.
+    pub identity: bool,
+    /// Gateways may have changed.
+    pub gateways: bool,
+}
+
+/// A member's objects by kind. Values are `Arc`s so that views share them.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    pub namespaces: BTreeMap<Strng, Namespace>,
+    pub nodes: HashMap<Strng, Node>,
+    pub pods: HashMap<NsName, Pod>,
+    pub services: BTreeMap<ServiceKey, Arc<Service>>,
+    pub slices: HashMap<NsName, EndpointSlice>,
+    /// Slice names of each service, from the `kubernetes.io/service-name` label.
+    pub slices_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
+    pub exports: BTreeMap<ServiceKey, Arc<ServiceExport>>,
+    pub imports: BTreeMap<ServiceKey, Arc<ServiceImport>>,
+    pub properties: BTreeMap<Strng, ClusterProperty>,
+    pub workload_entries: BTreeMap<NsName, WorkloadEntry>,
+    pub workload_groups: BTreeMap<NsName, WorkloadGroup>,
+    pub service_entries: BTreeMap<NsName, ServiceEntry>,
+    /// Services labelled as east-west gateways.
+    pub gateway_services: BTreeSet<ServiceKey>,
+}
+
+fn service_key(key: &ObjectKey) -> ServiceKey {
+    ServiceKey::new(key.namespace.clone(), key.name.clone())
+}
+
+fn ns_name(key: &ObjectKey) -> NsName {
+    (key.namespace.clone(), key.name.clone())
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    slice
+        .service_name
+        .as_ref()
+        .map(|name| ServiceKey::new(slice.meta.namespace.clone(), name.clone()))
+}
+
+impl Store {
+    /// Applies (or with `None`, deletes) one object, recording what it touched.
+    pub fn apply(&mut self, key: &ObjectKey, object: Option<Object>, touched: &mut Touched) {
+        match key.kind {
+            ObjectKind::Namespace => {
+                if let Some(Object::Namespace(ns)) = object {
+                    self.namespaces.insert(key.name.clone(), ns);
+                } else {
+                    self.namespaces.remove(&key.name);
+                }
+                touched.namespaces.insert(key.name.clone());
+                touched.identity |= &*key.name == bowline_model::labels::KUBE_SYSTEM;
+            }
+            ObjectKind::Node => {
+                if let Some(Object::Node(node)) = object {
+                    self.nodes.insert(key.name.clone(), node);
+                } else {
+                    self.nodes.remove(&key.name);
+                }
+                touched.nodes.insert(key.name.clone());
+            }
+            ObjectKind::Pod => {
+                if let Some(Object::Pod(pod)) = object {
+                    self.pods.insert(ns_name(key), pod);
+                } else {
+                    self.pods.remove(&ns_name(key));
+                }
+                touched.pods.insert(ns_name(key));
+            }
+            ObjectKind::Service => {
+                let skey = service_key(key);
+                let is_gateway =
+                    |s: &Service| s.meta.labels.contains_key(bowline_model::labels::NETWORK);
+                let old = match object {
+                    Some(Object::Service(svc)) => {
+                        if is_gateway(&svc) {
+                            touched.gateways = true;
+                            self.gateway_services.insert(skey.clone());
+                        }
+                        self.services.insert(skey.clone(), Arc::new(svc))
+                    }
+                    _ => self.services.remove(&skey),
+                };
+                if old.is_some_and(|o| is_gateway(&o)) {
+                    touched.gateways = true;
+                    if !self.services.get(&skey).is_some_and(|s| is_gateway(s)) {
+                        self.gateway_services.remove(&skey);
+                    }
+                }
+                touched.keys.insert(skey);
+            }
+            ObjectKind::EndpointSlice => {
+                let name = ns_name(key);
+                if let Some(old) = self.slices.remove(&name)
+                    && let Some(skey) = slice_service(&old)
+                {
+                    self.unlink_slice(&skey, &key.name);
+                    touched.keys.insert(skey);
+                }
+                if let Some(Object::EndpointSlice(slice)) = object {
+                    if let Some(skey) = slice_service(&slice) {
+                        self.slices_by_service
+                            .entry(skey.clone())
+                            .or_default()
+                            .insert(key.name.clone());
+                        touched.keys.insert(skey);
+                    }
+                    self.slices.insert(name, slice);
+                }
+            }
+            ObjectKind::ServiceExport => {
+                let skey = service_key(key);
+                match object {
+                    Some(Object::ServiceExport(export)) => {
+                        self.exports.insert(skey.clone(), Arc::new(export))
+                    }
+                    _ => self.exports.remove(&skey),
+                };
+                touched.keys.insert(skey);
+            }
+            ObjectKind::ServiceImport => {
+                let skey = service_key(key);
+                match object {
+                    Some(Object::ServiceImport(import)) => {
+                        self.imports.insert(skey.clone(), Arc::new(import))
+                    }
+                    _ => self.imports.remove(&skey),
+                };
+                touched.keys.insert(skey);
+            }
+            ObjectKind::ClusterProperty => {
+                match object {
+                    Some(Object::ClusterProperty(p)) => self.properties.insert(key.name.clone(), p),
+                    _ => self.properties.remove(&key.name),
+                };
+                touched.identity = true;
+            }
+            ObjectKind::WorkloadEntry => {
+                match object {
+                    Some(Object::WorkloadEntry(o)) => self.workload_entries.insert(ns_name(key), o),
+                    _ => self.workload_entries.remove(&ns_name(key)),
+                };
+            }
+            ObjectKind::WorkloadGroup => {
+                match object {
+                    Some(Object::WorkloadGroup(o)) => self.workload_groups.insert(ns_name(key), o),
+                    _ => self.workload_groups.remove(&ns_name(key)),
+                };
+            }
+            ObjectKind::ServiceEntry => {
+                match object {
+                    Some(Object::ServiceEntry(o)) => self.service_entries.insert(ns_name(key), o),
+                    _ => self.service_entries.remove(&ns_name(key)),
+                };
+            }
+        }
+    }
+
+    fn unlink_slice(&mut self, skey: &ServiceKey, slice: &Strng) {
+        if let Some(names) = self.slices_by_service.get_mut(skey) {
+            names.remove(slice);
+            if names.is_empty() {
+                self.slices_by_service.remove(skey);
+            }
+        }
+    }
+
+    /// Every service key this member has any object for.
+    pub fn keys(&self) -> BTreeSet<ServiceKey> {
+        self.services
+            .keys()
+            .chain(self.slices_by_service.keys())
+            .chain(self.exports.keys())
+            .chain(self.imports.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Every service key this member has any object for in `namespace`.
+    pub fn keys_in(&self, namespace: &Strng) -> BTreeSet<ServiceKey> {
+        let start = ServiceKey::new(namespace.clone(), "");
+        fn in_ns<'a, V>(
+            map: &'a BTreeMap<ServiceKey, V>,
+            start: &ServiceKey,
+        ) -> impl Iterator<Item = &'a ServiceKey> {
+            let ns = start.namespace.clone();
+            map.range(start.clone()..)
+                .map(|(k, _)| k)
+                .take_while(move |k| k.namespace == ns)
+        }
+        in_ns(&self.services, &start)
+            .chain(in_ns(&self.slices_by_service, &start))
+            .chain(in_ns(&self.exports, &start))
+            .chain(in_ns(&self.imports, &start))
+            .cloned()
+            .collect()
+    }
+
+    /// Number of objects by kind.
+    pub fn counts(&self) -> BTreeMap<ObjectKind, usize> {
+        BTreeMap::from([
+            (ObjectKind::Namespace, self.namespaces.len()),
+            (ObjectKind::Node, self.nodes.len()),
+            (ObjectKind::Pod, self.pods.len()),
+            (ObjectKind::Service, self.services.len()),
+            (ObjectKind::EndpointSlice, self.slices.len()),
+            (ObjectKind::ServiceExport, self.exports.len()),
+            (ObjectKind::ServiceImport, self.imports.len()),
+            (ObjectKind::ClusterProperty, self.properties.len()),
+            (ObjectKind::WorkloadEntry, self.workload_entries.len()),
+            (ObjectKind::WorkloadGroup, self.workload_groups.len()),
+            (ObjectKind::ServiceEntry, self.service_entries.len()),
+        ])
+    }
+}

@@ -1,0 +1,118 @@
+//! The published views: per-service snapshots, gateways and member status.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use bowline_model::{
+    ClusterId, Endpoint, MemberName, Network, ObjectKind, RejectReason, ServiceKey,
+    cluster::IdSource,
+    objects::{Service, ServiceExport, ServiceImport},
+};
+use serde::Serialize;
+
+/// What one member contributes to a service: its Service, export, import and endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberService {
+    /// The member's id.
+    pub cluster: ClusterId,
+    /// The member's Service of that name, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Arc<Service>>,
+    /// The member's ServiceExport of that name, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<Arc<ServiceExport>>,
+    /// The member's ServiceImport of that name, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<Arc<ServiceImport>>,
+    /// Endpoints in this member, sorted; a dual-stack pod is one endpoint with two addresses.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A service across the ClusterSet: what every admitted member has of `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceView {
+    /// Namespace and name.
+    pub key: ServiceKey,
+    /// Contributions by member id; members sharing nothing of this name are absent.
+    pub members: BTreeMap<ClusterId, Arc<MemberService>>,
+}
+
+impl ServiceView {
+    /// Every endpoint of every member, in member order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.members.values().flat_map(|m| m.endpoints.iter())
+    }
+}
+
+/// An east-west gateway: how other networks reach endpoints of `network`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Gateway {
+    /// The network it serves.
+    pub network: Network,
+    /// The member its Service lives in.
+    pub cluster: ClusterId,
+    /// A reachable address (load-balancer ingress or external IP).
+    pub address: IpAddr,
+    /// The mTLS port (15443 unless `networking.istio.io/gatewayPort`).
+    pub port: u16,
+    /// The gateway Service.
+    pub service: ServiceKey,
+}
+
+/// Gateways by network, each list sorted.
+pub type Gateways = BTreeMap<Network, Vec<Gateway>>;
+
+/// Whether a member takes part in the ClusterSet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum Admission {
+    /// Its first sync has not completed.
+    Pending,
+    /// It is a member under `id`.
+    Admitted {
+        /// Its id.
+        id: ClusterId,
+        /// Where the id came from.
+        from: IdSource,
+    },
+    /// It is not admitted, for `reason`.
+    Refused {
+        /// Why, for metrics.
+        reason: RejectReason,
+        /// Why, in words.
+        message: String,
+    },
+}
+
+impl Admission {
+    /// The id, when admitted.
+    pub fn id(&self) -> Option<&ClusterId> {
+        match self {
+            Self::Admitted { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// A member as `/debug/members` and the metrics show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Configured name.
+    pub name: MemberName,
+    /// Admission and id.
+    pub admission: Admission,
+    /// Default network of its endpoints.
+    pub network: Network,
+    /// True once its first full listing arrived.
+    pub synced: bool,
+    /// The source's last error, when it is currently failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
+    /// Objects held, by kind.
+    pub objects: BTreeMap<ObjectKind, usize>,
+    /// Endpoints it contributes to the view.
+    pub endpoints: usize,
+    /// Objects of this member that were refused.
+    pub rejected: usize,
+}

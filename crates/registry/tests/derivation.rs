@@ -1,0 +1,376 @@
+//! Endpoint derivation through the registry: dual-stack merging, networks, localities,
+//! gateways, and which subscribers wake.
+
+use std::{net::IpAddr, sync::Arc};
+
+use bowline_model::{IpFamily, Network, ObjectKind, RejectReason, ServiceKey, labels};
+use bowline_registry::{MemberConfig, Registry, ServiceView};
+use bowline_test_support::*;
+
+fn registry(members: &[(&str, &str)]) -> Registry {
+    Registry::new(
+        "demo",
+        members.iter().map(|(name, network)| MemberConfig {
+            name: member(name),
+            id: Some(format!("{name}-id")),
+            network: Network::new(*network),
+        }),
+    )
+}
+
+fn view(reg: &Registry, ns: &str, name: &str) -> Arc<ServiceView> {
+    reg.service(&ServiceKey::new(ns, name))
+        .unwrap_or_else(|| panic!("no view of {ns}/{name}"))
+}
+
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn dual_stack_pod_is_one_endpoint_with_primary_family_first() {
+    for (families, want) in [
+        (vec!["10.0.0.1", "fd00::1"], vec!["10.1.0.5", "fd00:1::5"]),
+        (vec!["fd00::1", "10.0.0.1"], vec!["fd00:1::5", "10.1.0.5"]),
+    ] {
+        let mut reg = registry(&[("west", "net-west")]);
+        reg.apply(reset(
+            "west",
+            vec![
+                service("demo", "echo")
+                    .cluster_ips(&families)
+                    .port("http", 80)
+                    .build(),
+                slice("demo", "echo-v4", "echo")
+                    .port("http", 8080)
+                    .endpoint(ep("10.1.0.5").pod("echo-0"))
+                    .build(),
+                slice("demo", "echo-v6", "echo")
+                    .port("http", 8080)
+                    .endpoint(ep("fd00:1::5").pod("echo-0"))
+                    .build(),
+                slice("demo", "echo-v4b", "echo")
+                    .port("http", 8080)
+                    .endpoint(ep("10.1.0.6"))
+                    .build(),
+            ],
+        ));
+        let view = view(&reg, "demo", "echo");
+        let eps: Vec<_> = view.endpoints().collect();
+        assert_eq!(
+            eps.len(),
+            2,
+            "the dual-stack pod is one endpoint, the address-only one another"
+        );
+        let dual = eps
+            .iter()
+            .find(|e| e.addresses.len() == 2)
+            .expect("a dual-stack endpoint");
+        assert_eq!(dual.addresses, addrs(&want));
+        assert_eq!(dual.workload.as_ref().map(|w| &*w.name), Some("echo-0"));
+        assert_eq!(dual.cluster.as_str(), "west-id");
+    }
+}
+
+#[test]
+fn dual_stack_merge_is_ready_only_when_every_slice_says_so() {
+    let mut reg = registry(&[("west", "")]);
+    reg.apply(reset(
+        "west",
+        vec![
+            slice("demo", "a-v4", "a")
+                .endpoint(ep("10.1.0.5").pod("a-0"))
+                .build(),
+            slice("demo", "a-v6", "a")
+                .endpoint(ep("fd00::5").pod("a-0").not_ready())
+                .build(),
+        ],
+    ));
+    let view = view(&reg, "demo", "a");
+    let ep = view.endpoints().next().unwrap();
+    assert_eq!(ep.addresses.len(), 2);
+    assert!(!ep.ready);
+}
+
+#[test]
+fn network_follows_pod_then_namespace_then_member_default_and_late_arrivals() {
+    let mut reg = registry(&[("east", "net-east")]);
+    reg.apply(reset(
+        "east",
+        vec![
+            namespace("labelled", &[(labels::NETWORK, "net-ns")]),
+            slice("plain", "s", "svc")
+                .endpoint(ep("10.0.0.1").pod("p1"))
+                .build(),
+            slice("labelled", "s", "svc")
+                .endpoint(ep("10.0.0.2").pod("p2"))
+                .endpoint(ep("10.0.0.3").pod("p3"))
+                .build(),
+            pod("labelled", "p3", &[(labels::NETWORK, "net-pod")]),
+        ],
+    ));
+    let network_of = |reg: &Registry, ns: &str, addr: &str| {
+        let view = view(reg, ns, "svc");
+        let ep = view
+            .endpoints()
+            .find(|e| e.addresses[0].to_string() == addr)
+            .unwrap();
+        ep.network.as_str().to_string()
+    };
+    assert_eq!(
+        network_of(&reg, "plain", "10.0.0.1"),
+        "net-east",
+        "member default"
+    );
+    assert_eq!(
+        network_of(&reg, "labelled", "10.0.0.2"),
+        "net-ns",
+        "namespace label"
+    );
+    assert_eq!(
+        network_of(&reg, "labelled", "10.0.0.3"),
+        "net-pod",
+        "pod label"
+    );
+
+    // A pod that arrives after its slice, and a namespace label that changes, both re-derive.
+    let changes = reg.apply(applied(
+        "east",
+        vec![pod("plain", "p1", &[(labels::NETWORK, "net-late")])],
+    ));
+    assert_eq!(
+        changes.services.into_iter().collect::<Vec<_>>(),
+        vec![ServiceKey::new("plain", "svc")]
+    );
+    assert_eq!(network_of(&reg, "plain", "10.0.0.1"), "net-late");
+    reg.apply(applied(
+        "east",
+        vec![namespace("labelled", &[(labels::NETWORK, "net-ns2")])],
+    ));
+    assert_eq!(network_of(&reg, "labelled", "10.0.0.2"), "net-ns2");
+    assert_eq!(network_of(&reg, "labelled", "10.0.0.3"), "net-pod");
+}
+
+#[test]
+fn locality_from_node_labels_or_slice_zone() {
+    let mut reg = registry(&[("east", "")]);
+    reg.apply(reset(
+        "east",
+        vec![
+            slice("demo", "s", "svc")
+                .endpoint(ep("10.0.0.1").node("n1").zone("z-slice"))
+                .endpoint(ep("10.0.0.2").zone("z-only"))
+                .build(),
+        ],
+    ));
+    let localities = |reg: &Registry| -> Vec<String> {
+        view(reg, "demo", "svc")
+            .endpoints()
+            .map(|e| e.locality.to_string())
+            .collect()
+    };
+    assert_eq!(localities(&reg), vec!["/z-slice/", "/z-only/"]);
+    reg.apply(applied(
+        "east",
+        vec![node(
+            "n1",
+            &[
+                (labels::REGION, "eu"),
+                (labels::ZONE, "eu-1a"),
+                (labels::SUBZONE, "r1"),
+            ],
+        )],
+    ));
+    assert_eq!(
+        localities(&reg),
+        vec!["eu/eu-1a/r1", "/z-only/"],
+        "a node arriving later re-derives"
+    );
+}
+
+#[test]
+fn one_endpoint_change_recomputes_one_contribution_and_wakes_one_subscriber() {
+    let mut reg = registry(&[("east", ""), ("west", "")]);
+    for m in ["east", "west"] {
+        reg.apply(reset(
+            m,
+            vec![
+                slice("demo", "a", "a").endpoint(ep("10.0.0.1")).build(),
+                slice("demo", "b", "b").endpoint(ep("10.0.0.2")).build(),
+            ],
+        ));
+    }
+    let mut rx_a = reg.subscribe(&ServiceKey::new("demo", "a"));
+    let mut rx_b = reg.subscribe(&ServiceKey::new("demo", "b"));
+    rx_a.mark_unchanged();
+    rx_b.mark_unchanged();
+    let changes = reg.apply(applied(
+        "east",
+        vec![slice("demo", "a", "a").endpoint(ep("10.0.0.9")).build()],
+    ));
+    assert_eq!(changes.recomputed, 1);
+    assert_eq!(changes.services.len(), 1);
+    assert!(rx_a.has_changed().unwrap());
+    assert!(!rx_b.has_changed().unwrap());
+    // Re-applying the same object changes nothing and wakes nobody.
+    rx_a.mark_unchanged();
+    let changes = reg.apply(applied(
+        "east",
+        vec![slice("demo", "a", "a").endpoint(ep("10.0.0.9")).build()],
+    ));
+    assert!(changes.services.is_empty());
+    assert!(!rx_a.has_changed().unwrap());
+}
+
+#[test]
+fn reset_deletes_what_is_no_longer_listed() {
+    let mut reg = registry(&[("east", "")]);
+    reg.apply(reset(
+        "east",
+        vec![service("demo", "a").build(), service("demo", "b").build()],
+    ));
+    assert_eq!(reg.services().len(), 2);
+    let changes = reg.apply(reset("east", vec![service("demo", "a").build()]));
+    assert_eq!(
+        changes.services.into_iter().collect::<Vec<_>>(),
+        vec![ServiceKey::new("demo", "b")]
+    );
+    assert!(reg.service(&ServiceKey::new("demo", "b")).is_none());
+}
+
+#[test]
+fn slices_moving_between_services_and_deletes() {
+    let mut reg = registry(&[("east", "")]);
+    reg.apply(reset(
+        "east",
+        vec![slice("demo", "s", "a").endpoint(ep("10.0.0.1")).build()],
+    ));
+    reg.apply(applied(
+        "east",
+        vec![slice("demo", "s", "b").endpoint(ep("10.0.0.1")).build()],
+    ));
+    assert!(reg.service(&ServiceKey::new("demo", "a")).is_none());
+    assert_eq!(view(&reg, "demo", "b").endpoints().count(), 1);
+    reg.apply(deleted(
+        "east",
+        vec![key(ObjectKind::EndpointSlice, "demo", "s")],
+    ));
+    assert!(reg.services().is_empty());
+}
+
+#[test]
+fn gateways_by_network_with_port_rules() {
+    let mut reg = registry(&[("east", "net-east"), ("west", "net-west")]);
+    reg.apply(reset(
+        "east",
+        vec![
+            service("istio-system", "eastwest")
+                .label(labels::NETWORK, "net-east")
+                .port("tls", 15443)
+                .external("192.0.2.10")
+                .build(),
+        ],
+    ));
+    reg.apply(reset(
+        "west",
+        vec![
+            service("istio-system", "eastwest")
+                .label(labels::NETWORK, "net-west")
+                .label(labels::GATEWAY_PORT, "16443")
+                .port("tls", 16443)
+                .external("198.51.100.10")
+                .external("2001:db8::10")
+                .build(),
+            service("istio-system", "broken")
+                .label(labels::NETWORK, "net-west")
+                .port("http", 80)
+                .external("198.51.100.11")
+                .build(),
+        ],
+    ));
+    let gateways = reg.gateways();
+    let summary: Vec<(String, String, String, u16)> = gateways
+        .values()
+        .flatten()
+        .map(|g| {
+            (
+                g.network.to_string(),
+                g.cluster.to_string(),
+                g.address.to_string(),
+                g.port,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "net-east".into(),
+                "east-id".into(),
+                "192.0.2.10".into(),
+                15443
+            ),
+            (
+                "net-west".into(),
+                "west-id".into(),
+                "198.51.100.10".into(),
+                16443
+            ),
+            (
+                "net-west".into(),
+                "west-id".into(),
+                "2001:db8::10".into(),
+                16443
+            ),
+        ]
+    );
+    let rejected: Vec<_> = reg
+        .rejections()
+        .into_iter()
+        .filter(|r| r.reason == RejectReason::InvalidGateway)
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0]
+            .message
+            .contains("does not expose its mTLS port 15443"),
+        "{}",
+        rejected[0].message
+    );
+
+    // Removing the label removes the gateway.
+    let changes = reg.apply(applied(
+        "east",
+        vec![
+            service("istio-system", "eastwest")
+                .port("tls", 15443)
+                .build(),
+        ],
+    ));
+    assert!(changes.gateways);
+    assert!(!reg.gateways().contains_key(&Network::new("net-east")));
+}
+
+#[test]
+fn headless_families_are_kept() {
+    let mut reg = registry(&[("east", "")]);
+    reg.apply(reset(
+        "east",
+        vec![
+            service("demo", "db")
+                .headless(&[IpFamily::IPv6])
+                .port("pg", 5432)
+                .build(),
+        ],
+    ));
+    let view = view(&reg, "demo", "db");
+    let svc = view
+        .members
+        .values()
+        .next()
+        .unwrap()
+        .service
+        .clone()
+        .unwrap();
+    assert_eq!(svc.ip_families, vec![IpFamily::IPv6]);
+}
