@@ -10,7 +10,8 @@ use bowline_model::{
 use serde::Serialize;
 
 /// What one member contributes to a service: its Service, export, import and endpoints.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+// `Eq` lets `Arc<MemberService>` comparisons short-cut on pointer equality.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberService {
     /// The member's id.
@@ -29,7 +30,7 @@ pub struct MemberService {
 }
 
 /// A service across the ClusterSet: what every admitted member has of `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServiceView {
     /// Namespace and name.
     pub key: ServiceKey,

@@ -1,1 +1,12 @@
-//! Bowline source (in progress).
+//! Member sources: where each member's Kubernetes objects come from.
+//!
+//! A manifest-directory member ([`manifests`]) is a directory of YAML files holding one
+//! cluster's objects; it is watched, and every rescan is turned into one atomic registry
+//! event. Whatever Bowline writes into a member lives under `<dir>/.bowline/`, which is
+//! never read back as user manifests.
+
+pub mod documents;
+pub mod manifests;
+mod scan;
+
+pub use manifests::{ManifestMember, scan_directory};
