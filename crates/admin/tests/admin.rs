@@ -1,0 +1,152 @@
+//! The admin routes over a registry built in memory.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{body::Body, http::Request};
+use bowline_admin::{AdminState, Readiness, RegistryCollector, router};
+use bowline_model::{Network, RejectReason, Rejection, labels};
+use bowline_registry::{MemberConfig, Registry};
+use bowline_test_support::*;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn state(timeout: Duration) -> AdminState {
+    let registry = Registry::new(
+        "demo",
+        ["east", "west"].map(|m| MemberConfig {
+            name: member(m),
+            id: None,
+            network: Network::new(format!("net-{m}")),
+        }),
+    );
+    let registry = Arc::new(parking_lot::RwLock::new(registry));
+    let mut metrics = prometheus_client::registry::Registry::default();
+    metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
+    AdminState {
+        registry,
+        metrics: Arc::new(metrics),
+        readiness: Readiness::new(timeout),
+    }
+}
+
+async fn get(state: &AdminState, path: &str) -> (u16, String) {
+    let response = router(state.clone())
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_waits_for_every_member_then_reports_stragglers() {
+    let state = state(Duration::from_secs(30));
+    assert_eq!(get(&state, "/healthz").await, (200, "ok\n".into()));
+    let (code, body) = get(&state, "/readyz").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "waiting for the first sync of: east, west\n")
+    );
+    state
+        .registry
+        .write()
+        .apply(reset("east", vec![cluster_id("east")]));
+    assert_eq!(
+        get(&state, "/readyz").await,
+        (503, "waiting for the first sync of: west\n".into())
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(
+        get(&state, "/readyz").await,
+        (
+            200,
+            "ready; members not synced after the 30s sync timeout: west\n".into()
+        )
+    );
+    state
+        .registry
+        .write()
+        .apply(reset("west", vec![cluster_id("west")]));
+    assert_eq!(get(&state, "/readyz").await, (200, "ready\n".into()));
+}
+
+#[tokio::test]
+async fn debug_views_and_metrics() {
+    let state = state(Duration::from_secs(30));
+    let rejected = Rejection {
+        member: member("west"),
+        origin: "bad.yaml:3 (document 1)".into(),
+        object: None,
+        reason: RejectReason::ParseError,
+        message: "invalid YAML".into(),
+    };
+    state.registry.write().apply_all([
+        reset(
+            "east",
+            vec![
+                cluster_id("east"),
+                node(
+                    "n1",
+                    &[(labels::REGION, "us-east"), (labels::ZONE, "us-east-1a")],
+                ),
+                service("demo", "echo")
+                    .cluster_ips(&["10.96.0.10"])
+                    .port("http", 80)
+                    .build(),
+                slice("demo", "echo-v4", "echo")
+                    .port("http", 8080)
+                    .endpoint(ep("10.1.1.10").pod("echo-a").node("n1"))
+                    .build(),
+            ],
+        ),
+        reset_with("west", vec![cluster_id("west")], vec![rejected]),
+    ]);
+
+    let (code, body) = get(&state, "/debug/services/demo/echo").await;
+    assert_eq!(code, 200);
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ep = &view["members"]["east"]["endpoints"][0];
+    assert_eq!(ep["cluster"], "east");
+    assert_eq!(ep["network"], "net-east");
+    assert_eq!(ep["locality"]["region"], "us-east");
+    assert_eq!(ep["locality"]["zone"], "us-east-1a");
+    assert_eq!(ep["addresses"], serde_json::json!(["10.1.1.10"]));
+
+    assert_eq!(get(&state, "/debug/services/demo/nope").await.0, 404);
+    let (_, body) = get(&state, "/debug/services").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (_, body) = get(&state, "/debug/rejected").await;
+    let rejected: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rejected[0]["origin"], "bad.yaml:3 (document 1)");
+    assert_eq!(rejected[0]["reason"], "ParseError");
+
+    let (_, body) = get(&state, "/debug/members").await;
+    let members: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(members[0]["admission"]["id"], "east");
+    assert_eq!(members[1]["rejected"], 1);
+
+    let (code, metrics) = get(&state, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "bowline_members{state=\"admitted\"} 2",
+        "bowline_member_endpoints{member=\"east\",cluster=\"east\"} 1",
+        "bowline_member_objects{member=\"east\",cluster=\"east\",kind=\"Service\"} 1",
+        "bowline_rejected_objects{member=\"west\",cluster=\"west\",reason=\"ParseError\"} 1",
+        "bowline_services 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert_eq!(get(&state, "/").await.0, 200);
+}
