@@ -1,1 +1,8 @@
-//! Bowline app (in progress).
+//! The composition root: reads the configuration, starts one source per member, applies their
+//! events to the registry and serves the admin endpoints.
+
+pub mod config;
+pub mod demo;
+mod run;
+
+pub use crate::run::{Running, start};

@@ -1,2 +1,169 @@
-//! The bowline binary.
-fn main() {}
+//! The `bowline` binary: a thin command line over `bowline-app`.
+// A command-line tool talks to its user on stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod validate;
+
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use bowline_app::config::Config;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// Bowline ties Kubernetes clusters, networks and VMs into one ClusterSet: it merges every
+/// member's services and endpoints, acts as the Multi-Cluster Services controller and serves
+/// the result over xDS and DNS.
+///
+/// Logs go to stderr; set RUST_LOG (for example RUST_LOG=debug or RUST_LOG=bowline_source=debug)
+/// to change what is logged.
+#[derive(Parser)]
+#[command(name = "bowline", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane from a configuration file.
+    Run {
+        /// The configuration file (see docs/configuration.md).
+        #[arg(long, short, default_value = "bowline.yaml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and every manifest it points at; print every problem and
+    /// exit non-zero if there is any.
+    Validate {
+        /// The configuration file.
+        #[arg(long, short, default_value = "bowline.yaml")]
+        config: PathBuf,
+    },
+    /// Run the embedded demo ClusterSet (three members, two networks, IPv4, IPv6 and dual
+    /// stack, a headless service, a VM group) from a copy you can edit while it runs.
+    Demo {
+        /// Where to write the demo's files (default: a new temporary directory, removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Admin listen address (default: the demo's `listen.admin`, 127.0.0.1:15014).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `validate` prints its findings itself; its logs would only repeat them.
+    let default_filter = if matches!(cli.command, Command::Validate { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(config).await,
+            Command::Validate { config } => validate::validate(&config),
+            Command::Demo { dir, admin } => demo(dir, admin).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&config)?;
+    let running = bowline_app::start(&config, None).await?;
+    say(&format!(
+        "bowline: ClusterSet {:?}, admin on http://{}/\n",
+        config.cluster_set, running.admin_addr
+    ));
+    wait_for_signal(&running).await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(dir: Option<PathBuf>, admin: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let temp;
+    let root = match dir {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile::Builder::new().prefix("bowline-demo-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    bowline_app::demo::write_to(&root)
+        .with_context(|| format!("cannot write the demo to {}", root.display()))?;
+    let config = Config::load(&root.join("bowline.yaml"))?;
+    let address = admin.unwrap_or(config.listen.admin);
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address}; pick another port with --admin 127.0.0.1:PORT")
+    })?;
+    let running = bowline_app::start(&config, Some(listener)).await?;
+    let admin = running.admin_addr;
+    let root = root.display();
+    say(&format!(
+        "Bowline demo ClusterSet {:?} is running from {root}\n\
+         \x20 edit the manifests under {root}/members/ and watch the views change\n\
+         \x20 admin: http://{admin}/\n\
+         \x20   curl http://{admin}/readyz\n\
+         \x20   curl http://{admin}/debug/members\n\
+         \x20   curl http://{admin}/debug/services/demo/echo\n\
+         \x20   curl http://{admin}/debug/gateways\n\
+         \x20   curl http://{admin}/debug/rejected\n\
+         \x20   curl http://{admin}/metrics\n\
+         Press Ctrl-C to stop.\n",
+        config.cluster_set
+    ));
+    wait_for_signal(&running).await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the user something on stdout. A closed stdout must not stop a running control plane,
+/// so write errors are ignored (`println!` would panic on them).
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+async fn wait_for_signal(running: &bowline_app::Running) {
+    let token = running.shutdown_token();
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+        _ = token.cancelled() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -115,6 +115,8 @@ impl Scanner {
             seen.insert(file.clone());
             let documents = match self.read(&file) {
                 Ok(documents) => documents,
+                // Removed between listing and reading: it is gone, like its objects.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     let origin = Origin {
                         file: file.clone(),

@@ -37,6 +37,7 @@ pub struct Service {
     /// ClusterIP, headless or ExternalName.
     pub service_type: ServiceType,
     /// Cluster IPs, primary first (empty when headless or ExternalName).
+    #[serde(rename = "clusterIPs")]
     pub cluster_ips: Vec<IpAddr>,
     /// Address families, primary first.
     pub ip_families: Vec<IpFamily>,

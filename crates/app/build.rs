@@ -1,0 +1,4 @@
+//! Rebuild when the embedded demo changes.
+fn main() {
+    println!("cargo:rerun-if-changed=../../examples/demo");
+}

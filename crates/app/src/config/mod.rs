@@ -1,0 +1,259 @@
+//! `bowline.yaml`: the one configuration file, parsed strictly and validated as a whole, so
+//! that every problem is reported at once with the file, the field and the rule.
+
+mod validate;
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bowline_model::Network;
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration, after validation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The ClusterSet's name; members' `clusterset.k8s.io` must equal it.
+    pub cluster_set: String,
+    /// Members, in order.
+    pub members: Vec<Member>,
+    /// Auto-export policy.
+    pub export: ExportPolicy,
+    /// ClusterSetIP allocation pools.
+    pub cluster_set_ips: Vec<ipnet::IpNet>,
+    /// Listen addresses.
+    pub listen: Listen,
+    /// How long `/readyz` waits for a member's first sync before reporting it instead.
+    pub member_sync_timeout: Duration,
+    /// How manifest directories are watched.
+    pub watch: Watch,
+}
+
+/// A member of the ClusterSet.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Unique name (logs, metrics, debug views).
+    pub name: String,
+    /// Where its objects come from.
+    pub source: MemberSource,
+    /// Default network of its endpoints.
+    pub network: Network,
+    /// Configured id, used when it has no `cluster.clusterset.k8s.io` ClusterProperty.
+    pub id: Option<String>,
+}
+
+/// Where a member's objects come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberSource {
+    /// A directory of manifests (absolute, canonical).
+    Manifests(PathBuf),
+}
+
+/// Auto-export policy (applied by the MCS controller).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportPolicy {
+    /// Export every Service unless opted out (`All`), or only opted-in ones (`None`).
+    pub default: ExportDefault,
+    /// Host patterns never exported.
+    pub cluster_local: Vec<String>,
+}
+
+/// `export.default`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportDefault {
+    /// Export every Service unless opted out.
+    All,
+    /// Export only Services opted in.
+    None,
+}
+
+/// Listen addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// xDS (gRPC).
+    pub xds: SocketAddr,
+    /// DNS (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+}
+
+/// Manifest-directory watching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Quiet period after a file event before rescanning.
+    pub debounce: Duration,
+    /// Rescan at least this often.
+    pub resync: Duration,
+}
+
+/// Defaults, shared by the parser and the docs.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `export.clusterLocal`.
+    pub const CLUSTER_LOCAL: &[&str] = &["*.kube-system.svc.cluster.local"];
+    /// `clusterSetIPs`.
+    pub const CLUSTER_SET_IPS: &[&str] = &["241.0.0.0/16", "fd00:241::/112"];
+    /// `listen.xds`.
+    pub const XDS: &str = "[::]:15010";
+    /// `listen.dns`.
+    pub const DNS: &str = "[::]:15053";
+    /// `listen.admin`.
+    pub const ADMIN: &str = "127.0.0.1:15014";
+    /// `memberSyncTimeout`.
+    pub const MEMBER_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `watch.debounce`.
+    pub const DEBOUNCE: Duration = Duration::from_millis(50);
+    /// `watch.resync`.
+    pub const RESYNC: Duration = Duration::from_secs(30);
+}
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The field, as a path (`members[1].manifests`), or empty for the whole file.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.field.as_str() {
+                "" => write!(f, "{}: {}", self.file.display(), p.message)?,
+                field => write!(f, "{}: {field}: {}", self.file.display(), p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The file as written (before validation): every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    cluster_set: Option<String>,
+    #[serde(default)]
+    members: Vec<RawMember>,
+    #[serde(default)]
+    export: RawExport,
+    #[serde(rename = "clusterSetIPs")]
+    cluster_set_ips: Option<Vec<String>>,
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default, deserialize_with = "duration")]
+    member_sync_timeout: Option<Duration>,
+    #[serde(default)]
+    watch: RawWatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMember {
+    name: Option<String>,
+    manifests: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    in_cluster: Option<bool>,
+    network: Option<String>,
+    id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawExport {
+    default: Option<ExportDefault>,
+    cluster_local: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    xds: Option<String>,
+    dns: Option<String>,
+    admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    #[serde(default, deserialize_with = "duration")]
+    debounce: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    resync: Option<Duration>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as 500ms, 30s or 5m: {e}"
+        ))
+    })
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths in it are relative to the
+    /// file's directory.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses and validates configuration text read from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let error = |field: String, message: String| ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem { field, message }],
+        };
+        let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+            let first = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .to_string();
+            error(String::new(), format!("invalid YAML: {first}"))
+        })?;
+        let value = if value.is_null() {
+            serde_json::json!({})
+        } else {
+            value
+        };
+        let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            error(field, e.into_inner().to_string())
+        })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        validate::validate(file, &base, raw)
+    }
+}

@@ -1,0 +1,285 @@
+//! Whole-file validation: every rule checked, every problem reported.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use bowline_model::{ClusterId, Network, cluster::validate_property_value};
+
+use super::{
+    Config, ConfigError, ExportDefault, ExportPolicy, Listen, Member, MemberSource, Problem, Raw,
+    Watch, defaults,
+};
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, ConfigError> {
+    let mut problems = Problems(Vec::new());
+    let cluster_set = raw.cluster_set.unwrap_or_default();
+    if cluster_set.is_empty() {
+        problems.add("clusterSet", "required: the ClusterSet's name, which members' clusterset.k8s.io ClusterProperty must equal");
+    } else if let Err(e) = validate_property_value(&cluster_set) {
+        problems.add("clusterSet", e.replace("spec.value", "the name"));
+    }
+    let members = members(base, raw.members, &mut problems);
+    let export = ExportPolicy {
+        default: raw.export.default.unwrap_or(ExportDefault::All),
+        cluster_local: raw.export.cluster_local.unwrap_or_else(|| {
+            defaults::CLUSTER_LOCAL
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+    };
+    for (i, pattern) in export.cluster_local.iter().enumerate() {
+        if let Err(e) = host_pattern(pattern) {
+            problems.add(format!("export.clusterLocal[{i}]"), e);
+        }
+    }
+    let pools = raw.cluster_set_ips.unwrap_or_else(|| {
+        defaults::CLUSTER_SET_IPS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    let cluster_set_ips = cidrs(&pools, &mut problems);
+    let mut address = |field: &str, value: Option<String>, default: &str| -> SocketAddr {
+        let text = value.unwrap_or_else(|| default.to_string());
+        text.parse().unwrap_or_else(|_| {
+            problems.add(
+                format!("listen.{field}"),
+                format!("{text:?} is not an address:port such as {default}"),
+            );
+            default.parse().expect("defaults parse")
+        })
+    };
+    let listen = Listen {
+        xds: address("xds", raw.listen.xds, defaults::XDS),
+        dns: address("dns", raw.listen.dns, defaults::DNS),
+        admin: address("admin", raw.listen.admin, defaults::ADMIN),
+    };
+    let watch = Watch {
+        debounce: raw.watch.debounce.unwrap_or(defaults::DEBOUNCE),
+        resync: raw.watch.resync.unwrap_or(defaults::RESYNC),
+    };
+    if watch.resync.is_zero() {
+        problems.add("watch.resync", "must be more than 0");
+    }
+    if !problems.0.is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            problems: problems.0,
+        });
+    }
+    Ok(Config {
+        file: file.to_path_buf(),
+        cluster_set,
+        members,
+        export,
+        cluster_set_ips,
+        listen,
+        member_sync_timeout: raw
+            .member_sync_timeout
+            .unwrap_or(defaults::MEMBER_SYNC_TIMEOUT),
+        watch,
+    })
+}
+
+fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> Vec<Member> {
+    if raw.is_empty() {
+        problems.add("members", "at least one member is required");
+    }
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut dirs: HashMap<PathBuf, usize> = HashMap::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for (i, m) in raw.into_iter().enumerate() {
+        let at = |field: &str| format!("members[{i}].{field}");
+        let source = match (&m.manifests, &m.kubeconfig, m.in_cluster.unwrap_or(false)) {
+            (Some(dir), None, false) => {
+                let path = base.join(dir);
+                match path.canonicalize() {
+                    Ok(canonical) if canonical.is_dir() => {
+                        if let Some(first) = dirs.insert(canonical.clone(), i) {
+                            problems.add(
+                                at("manifests"),
+                                format!(
+                                    "{} is already the directory of members[{first}]",
+                                    dir.display()
+                                ),
+                            );
+                        }
+                        Some(MemberSource::Manifests(canonical))
+                    }
+                    Ok(_) => {
+                        problems.add(
+                            at("manifests"),
+                            format!("{} is not a directory", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        problems.add(
+                            at("manifests"),
+                            format!("directory {} cannot be used: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(_), false) | (None, None, true) => {
+                problems.add(
+                    at(if m.kubeconfig.is_some() { "kubeconfig" } else { "inCluster" }),
+                    "Kubernetes API members are not yet supported by this version of Bowline; give the member's objects as a `manifests:` directory",
+                );
+                None
+            }
+            (None, None, false) => {
+                problems.add(
+                    format!("members[{i}]"),
+                    "one of `manifests`, `kubeconfig` or `inCluster` is required",
+                );
+                None
+            }
+            _ => {
+                problems.add(
+                    format!("members[{i}]"),
+                    "only one of `manifests`, `kubeconfig` and `inCluster` may be set",
+                );
+                None
+            }
+        };
+        if m.context.is_some() && m.kubeconfig.is_none() {
+            problems.add(at("context"), "only meaningful with `kubeconfig`");
+        }
+        let name = m.name.clone().unwrap_or_else(|| default_name(&m));
+        if name.is_empty() {
+            problems.add(at("name"), "must not be empty");
+        } else if let Some(first) = names.insert(name.clone(), i) {
+            let hint = if m.name.is_none() {
+                " (named after its directory; set `name:` to tell them apart)"
+            } else {
+                ""
+            };
+            problems.add(
+                at("name"),
+                format!("{name:?} is already the name of members[{first}]{hint}"),
+            );
+        }
+        if let Some(id) = &m.id {
+            if let Err(e) = ClusterId::new(id) {
+                problems.add(at("id"), e.to_string());
+            } else if let Some(first) = ids.insert(id.clone(), i) {
+                problems.add(at("id"), format!("{id:?} is already the id of members[{first}]; ids must be unique in the ClusterSet"));
+            }
+        }
+        let network = m.network.clone().unwrap_or_default();
+        if let Err(e) = label_value(&network) {
+            problems.add(at("network"), e);
+        }
+        if let Some(source) = source {
+            out.push(Member {
+                name,
+                source,
+                network: Network::new(network),
+                id: m.id,
+            });
+        }
+    }
+    out
+}
+
+fn default_name(m: &super::RawMember) -> String {
+    if let Some(dir) = &m.manifests {
+        let dir = dir
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect::<PathBuf>();
+        return dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+    m.context.clone().unwrap_or_default()
+}
+
+/// A Kubernetes label value: at most 63 characters, alphanumeric at both ends, `-_.` inside.
+fn label_value(value: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let edges = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    if value.len() > 63
+        || !value.chars().all(ok_char)
+        || !edges(value.chars().next())
+        || !edges(value.chars().last())
+    {
+        return Err(format!(
+            "{value:?} is not a valid label value (at most 63 of [A-Za-z0-9-_.], starting and ending alphanumeric), as topology.istio.io/network requires"
+        ));
+    }
+    Ok(())
+}
+
+/// `svc.ns.svc.cluster.local` or `*.ns.svc.cluster.local` style patterns.
+fn host_pattern(pattern: &str) -> Result<(), String> {
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    if host.is_empty() || pattern == "*" {
+        return Ok(());
+    }
+    bowline_model::names::validate_subdomain(host)
+        .map_err(|e| format!("{pattern:?} is not a host name or `*.`-prefixed pattern: {e}"))
+}
+
+fn cidrs(pools: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {
+    let mut out: Vec<(usize, ipnet::IpNet)> = Vec::new();
+    for (i, text) in pools.iter().enumerate() {
+        let field = format!("clusterSetIPs[{i}]");
+        let net: ipnet::IpNet = match text.parse() {
+            Ok(net) => net,
+            Err(_) => {
+                problems.add(
+                    field,
+                    format!("{text:?} is not a CIDR such as 241.0.0.0/16 or fd00:241::/112"),
+                );
+                continue;
+            }
+        };
+        if net.trunc() != net {
+            problems.add(
+                field,
+                format!("{text} has host bits set; did you mean {}?", net.trunc()),
+            );
+            continue;
+        }
+        let host_bits = net.max_prefix_len() - net.prefix_len();
+        if host_bits < 2 {
+            problems.add(
+                field,
+                format!(
+                    "{text} is too small to allocate from: use a prefix of at most /{}",
+                    net.max_prefix_len() - 2
+                ),
+            );
+            continue;
+        }
+        if let Some((j, other)) = out
+            .iter()
+            .find(|(_, o)| o.contains(&net.network()) || net.contains(&o.network()))
+        {
+            problems.add(field, format!("{text} overlaps clusterSetIPs[{j}] {other}"));
+            continue;
+        }
+        out.push((i, net));
+    }
+    out.into_iter().map(|(_, net)| net).collect()
+}

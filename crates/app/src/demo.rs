@@ -1,0 +1,13 @@
+//! The embedded demo ClusterSet (`examples/demo`), written out to a directory to run and edit.
+
+use std::{io, path::Path};
+
+use include_dir::{Dir, include_dir};
+
+static DEMO: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../examples/demo");
+
+/// Writes the demo (its `bowline.yaml` and member directories) into `target`.
+pub fn write_to(target: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    DEMO.extract(target)
+}

@@ -1,0 +1,230 @@
+//! Starting and stopping the control plane: a few small `spawn_*` steps.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use bowline_admin::{AdminState, Readiness, RegistryCollector};
+use bowline_model::{MemberName, SourceEvent};
+use bowline_registry::{MemberConfig, Registry, Shared};
+use bowline_source::ManifestMember;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span, debug, info, info_span};
+
+use crate::config::{Config, MemberSource};
+
+/// Largest number of source events applied to the registry under one lock.
+const MAX_BATCH: usize = 256;
+
+/// A running control plane.
+pub struct Running {
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// The registry.
+    pub registry: Shared,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops every task and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// A token that stops the control plane when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    member: String,
+}
+
+/// Counters of the event pump.
+#[derive(Default)]
+struct PumpMetrics {
+    events: Family<MemberLabel, Counter>,
+    batches: Counter,
+    recomputed: Counter,
+}
+
+/// Starts sources, the registry pump and the admin server. `admin` overrides the configured
+/// admin listener (tests and the demo bind port 0).
+pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Result<Running> {
+    let registry: Shared = Arc::new(parking_lot::RwLock::new(Registry::new(
+        config.cluster_set.clone(),
+        config.members.iter().map(|m| MemberConfig {
+            name: MemberName::new(m.name.as_str()),
+            id: m.id.clone(),
+            network: m.network.clone(),
+        }),
+    )));
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let pump_metrics = Arc::new(PumpMetrics::default());
+    let metrics = metrics_registry(&registry, &pump_metrics);
+
+    let admin = match admin {
+        Some(listener) => listener,
+        None => TcpListener::bind(config.listen.admin)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on the admin address {} (listen.admin)",
+                    config.listen.admin
+                )
+            })?,
+    };
+    let admin_addr = admin.local_addr()?;
+    spawn_admin(
+        &mut tasks,
+        admin,
+        AdminState {
+            registry: registry.clone(),
+            metrics,
+            readiness: Readiness::new(config.member_sync_timeout),
+        },
+        shutdown.clone(),
+    );
+
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let spans = spawn_sources(&mut tasks, config, events_tx, &shutdown);
+    spawn_pump(&mut tasks, registry.clone(), events_rx, spans, pump_metrics);
+    info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, "bowline started");
+    Ok(Running {
+        admin_addr,
+        registry,
+        shutdown,
+        tasks,
+    })
+}
+
+fn metrics_registry(
+    registry: &Shared,
+    pump: &Arc<PumpMetrics>,
+) -> Arc<prometheus_client::registry::Registry> {
+    let mut metrics = prometheus_client::registry::Registry::default();
+    metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
+    metrics.register(
+        "bowline_source_events",
+        "Events received from member sources.",
+        pump.events.clone(),
+    );
+    metrics.register(
+        "bowline_registry_batches",
+        "Batches of source events applied to the registry.",
+        pump.batches.clone(),
+    );
+    metrics.register(
+        "bowline_registry_recomputed",
+        "(member, service) contributions recomputed by the registry.",
+        pump.recomputed.clone(),
+    );
+    Arc::new(metrics)
+}
+
+fn spawn_admin(
+    tasks: &mut JoinSet<()>,
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = bowline_admin::serve(listener, state, shutdown.cancelled_owned()).await {
+            tracing::error!("admin server stopped: {e}");
+        }
+    });
+}
+
+/// One source per member, each in a span that later carries the member's cluster id.
+fn spawn_sources(
+    tasks: &mut JoinSet<()>,
+    config: &Config,
+    events: mpsc::Sender<SourceEvent>,
+    shutdown: &CancellationToken,
+) -> HashMap<MemberName, Span> {
+    let mut spans = HashMap::new();
+    for member in &config.members {
+        let name = MemberName::new(member.name.as_str());
+        let span = info_span!("member", member = %name, cluster = tracing::field::Empty);
+        match &member.source {
+            MemberSource::Manifests(dir) => {
+                let source = ManifestMember {
+                    member: name.clone(),
+                    dir: dir.clone(),
+                    debounce: config.watch.debounce,
+                    resync: config.watch.resync,
+                };
+                tasks.spawn(
+                    source
+                        .run(events.clone(), shutdown.clone())
+                        .instrument(span.clone()),
+                );
+            }
+        }
+        spans.insert(name, span);
+    }
+    spans
+}
+
+/// Applies source events to the registry in batches; records admitted ids into member spans.
+fn spawn_pump(
+    tasks: &mut JoinSet<()>,
+    registry: Shared,
+    mut events: mpsc::Receiver<SourceEvent>,
+    spans: HashMap<MemberName, Span>,
+    metrics: Arc<PumpMetrics>,
+) {
+    tasks.spawn(async move {
+        let mut recorded: HashMap<MemberName, bowline_model::ClusterId> = HashMap::new();
+        while let Some(first) = events.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            for event in &batch {
+                metrics
+                    .events
+                    .get_or_create(&MemberLabel {
+                        member: event.member.to_string(),
+                    })
+                    .inc();
+            }
+            let (changes, members) = {
+                let mut reg = registry.write();
+                let changes = reg.apply_all(batch);
+                let members = changes.members.then(|| reg.members());
+                (changes, members)
+            };
+            metrics.batches.inc();
+            metrics.recomputed.inc_by(changes.recomputed as u64);
+            for member in members.into_iter().flatten() {
+                let (Some(id), Some(span)) = (member.admission.id(), spans.get(&member.name))
+                else {
+                    continue;
+                };
+                if recorded.get(&member.name) != Some(id) {
+                    span.record("cluster", id.as_str());
+                    recorded.insert(member.name.clone(), id.clone());
+                }
+            }
+            debug!(
+                services = changes.services.len(),
+                recomputed = changes.recomputed,
+                gateways = changes.gateways,
+                "registry updated"
+            );
+        }
+    });
+}

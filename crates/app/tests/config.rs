@@ -1,0 +1,198 @@
+//! Configuration parsing: defaults, and every refusal naming the file, the field and the rule.
+
+use std::{fs, path::Path, time::Duration};
+
+use bowline_app::config::{Config, ConfigError, ExportDefault, MemberSource};
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in ["east", "west"] {
+        fs::create_dir_all(dir.path().join("clusters").join(m)).unwrap();
+    }
+    fs::write(dir.path().join("clusters/not-a-dir.yaml"), "").unwrap();
+    dir
+}
+
+fn parse(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+    Config::parse(&dir.join("bowline.yaml"), text)
+}
+
+#[test]
+fn minimal_config_gets_sane_defaults() {
+    let dir = setup();
+    let config = parse(
+        dir.path(),
+        "clusterSet: prod\nmembers:\n- manifests: clusters/east\n  network: net-east\n",
+    )
+    .unwrap();
+    assert_eq!(config.cluster_set, "prod");
+    assert_eq!(config.members.len(), 1);
+    let member = &config.members[0];
+    assert_eq!(member.name, "east", "named after its directory");
+    assert_eq!(member.network.as_str(), "net-east");
+    assert_eq!(
+        member.source,
+        MemberSource::Manifests(dir.path().join("clusters/east").canonicalize().unwrap())
+    );
+    assert_eq!(config.export.default, ExportDefault::All);
+    assert_eq!(
+        config.export.cluster_local,
+        vec!["*.kube-system.svc.cluster.local"]
+    );
+    assert_eq!(
+        config
+            .cluster_set_ips
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+        vec!["241.0.0.0/16", "fd00:241::/112"]
+    );
+    assert_eq!(config.listen.admin.to_string(), "127.0.0.1:15014");
+    assert_eq!(config.listen.xds.to_string(), "[::]:15010");
+    assert_eq!(config.listen.dns.to_string(), "[::]:15053");
+    assert_eq!(config.member_sync_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn full_config() {
+    let dir = setup();
+    let text = r#"
+clusterSet: prod
+members:
+  - name: e
+    manifests: ./clusters/east
+    id: east-1
+  - manifests: clusters/west
+export:
+  default: none
+  clusterLocal: ["*.kube-system.svc.cluster.local", "db.prod.svc.cluster.local"]
+clusterSetIPs: [10.200.0.0/16]
+listen: {xds: "127.0.0.1:1", dns: "[::1]:2", admin: "127.0.0.1:3"}
+memberSyncTimeout: 5m
+watch: {debounce: 10ms, resync: 1h}
+"#;
+    let config = parse(dir.path(), text).unwrap();
+    assert_eq!(config.members[0].name, "e");
+    assert_eq!(config.members[0].id.as_deref(), Some("east-1"));
+    assert_eq!(config.export.default, ExportDefault::None);
+    assert_eq!(config.member_sync_timeout, Duration::from_secs(300));
+    assert_eq!(config.watch.debounce, Duration::from_millis(10));
+}
+
+#[test]
+fn every_problem_is_named_with_file_and_field() {
+    let dir = setup();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "members: []",
+            &[
+                "bowline.yaml: clusterSet: required",
+                "bowline.yaml: members: at least one member is required",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- manifests: clusters/east\n  netwrk: a\n",
+            &["members[0]", "unknown field `netwrk`"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- manifests: clusters/nope\n",
+            &[
+                "members[0].manifests: directory",
+                "clusters/nope cannot be used",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- manifests: clusters/not-a-dir.yaml\n",
+            &["members[0].manifests: ", "is not a directory"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- manifests: clusters/east\n- manifests: ./clusters/east/\n",
+            &["members[1].manifests: ./clusters/east/ is already the directory of members[0]"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, name: a}\n- {manifests: clusters/west, name: a}\n",
+            &["members[1].name: \"a\" is already the name of members[0]"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, id: East}\n",
+            &["members[0].id: cluster id \"East\" contains 'E'"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, id: a}\n- {manifests: clusters/west, id: a}\n",
+            &["members[1].id: \"a\" is already the id of members[0]"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, network: 'net east'}\n",
+            &["members[0].network: \"net east\" is not a valid label value"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {kubeconfig: ~/.kube/config, context: west}\n",
+            &["members[0].kubeconfig: Kubernetes API members are not yet supported"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, kubeconfig: k}\n",
+            &["members[0]: only one of `manifests`, `kubeconfig` and `inCluster` may be set"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {}\n",
+            &["members[0]: one of `manifests`, `kubeconfig` or `inCluster` is required"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nclusterSetIPs: [241.0.0.1/16]\n",
+            &["clusterSetIPs[0]: 241.0.0.1/16 has host bits set; did you mean 241.0.0.0/16?"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nclusterSetIPs: [10.0.0.0/8, 10.1.0.0/16]\n",
+            &["clusterSetIPs[1]: 10.1.0.0/16 overlaps clusterSetIPs[0] 10.0.0.0/8"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nclusterSetIPs: [banana]\n",
+            &["clusterSetIPs[0]: \"banana\" is not a CIDR"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nclusterSetIPs: [10.0.0.0/31]\n",
+            &["clusterSetIPs[0]: 10.0.0.0/31 is too small"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nlisten: {admin: localhost}\n",
+            &["listen.admin: \"localhost\" is not an address:port"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nexport: {default: some}\n",
+            &["export.default", "unknown variant `some`"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nexport: {clusterLocal: ['*.Bad_ns.svc']}\n",
+            &["export.clusterLocal[0]: \"*.Bad_ns.svc\" is not a host name"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nmemberSyncTimeout: soon\n",
+            &["memberSyncTimeout", "\"soon\" is not a duration"],
+        ),
+        ("clusterSet: [unclosed\n", &["bowline.yaml: invalid YAML"]),
+    ];
+    for (text, needles) in cases {
+        let err = parse(dir.path(), text).expect_err(text).to_string();
+        for needle in *needles {
+            assert!(
+                err.contains(needle),
+                "config {text:?}\nerror {err:?}\nshould contain {needle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let dir = setup();
+    let err = parse(dir.path(), "members:\n- {manifests: clusters/nope}\n- {manifests: clusters/east, id: X}\nclusterSetIPs: [1.2.3.4/8]\n").unwrap_err();
+    assert_eq!(err.problems.len(), 4, "{err}");
+}
+
+#[test]
+fn the_demo_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    bowline_app::demo::write_to(dir.path()).unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    assert_eq!(config.members.len(), 3);
+}

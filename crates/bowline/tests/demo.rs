@@ -1,0 +1,183 @@
+//! End to end: `bowline demo` on a fresh directory reaches readiness, shows every member's
+//! endpoints, and follows live edits of its manifests.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bowline_test_support::http_get;
+use serde_json::Value;
+
+struct Demo {
+    child: Child,
+    admin: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Demo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args(["demo", "--admin", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bowline starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep reading stdout for the whole run, as a terminal would.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("admin: http://") {
+                let _ = tx.send(url.trim_end_matches('/').to_string());
+            }
+        }
+    });
+    let admin = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo prints its admin address");
+    Demo { child, admin }
+}
+
+/// Polls until `check` holds; the deadline only guards against a hang.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json(demo: &Demo, path: &str) -> Option<Value> {
+    match http_get(&demo.admin, path).ok()? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// (member, network, zone, addresses) of every endpoint of a service.
+fn endpoints(view: &Value) -> Vec<(String, String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for (member, contribution) in view["members"].as_object().unwrap() {
+        for ep in contribution["endpoints"].as_array().unwrap() {
+            assert_eq!(ep["cluster"], member.as_str());
+            out.push((
+                member.clone(),
+                ep["network"].as_str().unwrap().to_string(),
+                ep["locality"]["zone"].as_str().unwrap().to_string(),
+                ep["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_comes_up_and_follows_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = start(dir.path());
+    eventually("/readyz", || {
+        (http_get(&demo.admin, "/readyz").ok()?.0 == 200).then_some(())
+    });
+
+    let echo = json(&demo, "/debug/services/demo/echo").unwrap();
+    let eps = endpoints(&echo);
+    let members: std::collections::BTreeSet<_> = eps.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        members.into_iter().collect::<Vec<_>>(),
+        vec!["central", "east", "west"]
+    );
+    assert!(eps.contains(&(
+        "east".into(),
+        "net-east".into(),
+        "us-east-1a".into(),
+        vec!["10.1.1.10".into()]
+    )));
+    assert!(eps.contains(&(
+        "west".into(),
+        "net-west".into(),
+        "us-west-2a".into(),
+        vec!["10.2.1.10".into(), "fd00:2:1::10".into()]
+    )));
+    assert!(eps.contains(&(
+        "central".into(),
+        "net-east".into(),
+        "eu-central-1a".into(),
+        vec!["fd00:3:1::10".into()]
+    )));
+    assert!(
+        eps.iter().any(|e| e.1 == "net-central-edge"),
+        "a pod label overrides the member's network"
+    );
+    let all = json(&demo, "/debug/services").unwrap();
+    assert!(all.as_array().unwrap().len() >= 6);
+
+    // Add an endpoint.
+    let east = dir.path().join("members/east");
+    std::fs::write(
+        east.join("extra.yaml"),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-extra\n  namespace: demo\n  labels: {kubernetes.io/service-name: echo}\naddressType: IPv4\nendpoints:\n- addresses: [10.1.1.99]\n  zone: us-east-1a\nports:\n- {name: http, port: 8080, protocol: TCP}\n",
+    )
+    .unwrap();
+    eventually("the new endpoint", || {
+        let view = json(&demo, "/debug/services/demo/echo")?;
+        endpoints(&view)
+            .iter()
+            .any(|e| e.3 == vec!["10.1.1.99".to_string()])
+            .then_some(())
+    });
+
+    // Delete a Service: east's reviews goes, west's stays.
+    std::fs::remove_file(east.join("reviews.yaml")).unwrap();
+    eventually("east's reviews gone", || {
+        let view = json(&demo, "/debug/services/demo/reviews")?;
+        let members: Vec<&String> = view["members"].as_object()?.keys().collect();
+        (members == vec!["west"]).then_some(())
+    });
+
+    // Break a document: it is listed, nothing else is lost.
+    std::fs::write(
+        dir.path().join("members/west/broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    )
+    .unwrap();
+    let rejected = eventually("the broken document in /debug/rejected", || {
+        let list = json(&demo, "/debug/rejected")?;
+        list.as_array()?
+            .iter()
+            .find(|r| {
+                r["origin"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("broken.yaml:1"))
+            })
+            .cloned()
+    });
+    assert_eq!(rejected["member"], "west");
+    assert_eq!(rejected["reason"], "ParseError");
+    let echo = json(&demo, "/debug/services/demo/echo").unwrap();
+    assert_eq!(endpoints(&echo).len(), eps.len() + 1, "nothing else lost");
+    let (code, metrics) = http_get(&demo.admin, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "bowline_rejected_objects{member=\"west\",cluster=\"west\",reason=\"ParseError\"} 1"
+        ),
+        "{metrics}"
+    );
+}
