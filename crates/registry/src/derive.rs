@@ -1,7 +1,7 @@
 //! One member's contribution to one service: endpoints merged across address families, with
 //! their network and locality.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use bowline_model::{
     ClusterId, Endpoint, EndpointPort, IpFamily, Labels, Locality, Network, ServiceKey, Strng,
@@ -24,7 +24,7 @@ pub(crate) struct Derived {
 }
 
 /// The identity under which slice endpoints of one workload are merged into one endpoint.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum Identity {
     Target(TargetRef),
     Address(IpAddr),
@@ -52,7 +52,14 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         .and_then(|s| s.ip_families.first().copied())
         .unwrap_or(IpFamily::IPv4);
 
-    let mut merged: BTreeMap<Identity, Endpoint> = BTreeMap::new();
+    // Endpoints are large: keep them in place in a Vec, indexed by workload identity.
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut by_identity: HashMap<Identity, usize> = HashMap::new();
+    let mut localities = LocalityCache::default();
+    let namespace_labels = store
+        .namespaces
+        .get(&key.namespace)
+        .map(|ns| &ns.meta.labels);
     let mut pods = Vec::new();
     let mut nodes = Vec::new();
     for name in slice_names.into_iter().flatten() {
@@ -71,24 +78,28 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
                 pods.push((target.namespace.clone(), target.name.clone()));
             }
             nodes.extend(ep.node_name.clone());
-            match merged.get_mut(&identity) {
-                Some(existing) => merge_into(existing, ep, &slice.ports),
+            match by_identity.get(&identity) {
+                Some(&i) => merge_into(&mut endpoints[i], ep, &slice.ports),
                 None => {
-                    let endpoint = new_endpoint(cx, key, ep, &slice.ports);
-                    merged.insert(identity, endpoint);
+                    by_identity.insert(identity, endpoints.len());
+                    endpoints.push(new_endpoint(
+                        cx,
+                        namespace_labels,
+                        ep,
+                        &slice.ports,
+                        &mut localities,
+                    ));
                 }
             }
         }
     }
-    let mut endpoints: Vec<Endpoint> = merged
-        .into_values()
-        .map(|mut ep| {
+    for ep in &mut endpoints {
+        if ep.addresses.len() > 1 {
             ep.addresses
                 .sort_by_key(|a| (IpFamily::of(a) != primary, *a));
             ep.addresses.dedup();
-            ep
-        })
-        .collect();
+        }
+    }
     endpoints.sort_by(|a, b| (&a.addresses, &a.workload).cmp(&(&b.addresses, &b.workload)));
     pods.sort();
     pods.dedup();
@@ -107,11 +118,17 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
     })
 }
 
+/// Localities already derived in this recomputation, by (node, slice zone): endpoints share a
+/// handful of nodes, so their locality strings are built once and shared.
+#[derive(Default)]
+struct LocalityCache(HashMap<(Option<Strng>, Option<Strng>), Locality>);
+
 fn new_endpoint(
     cx: &MemberContext<'_>,
-    key: &ServiceKey,
+    namespace_labels: Option<&Labels>,
     ep: &SliceEndpoint,
     ports: &Arc<[EndpointPort]>,
+    localities: &mut LocalityCache,
 ) -> Endpoint {
     let store = cx.store;
     let pod_labels = ep
@@ -120,10 +137,6 @@ fn new_endpoint(
         .filter(|t| &*t.kind == "Pod")
         .and_then(|t| store.pods.get(&(t.namespace.clone(), t.name.clone())))
         .map(|p| &p.meta.labels);
-    let namespace_labels = store
-        .namespaces
-        .get(&key.namespace)
-        .map(|ns| &ns.meta.labels);
     let node_labels = ep
         .node_name
         .as_ref()
@@ -132,7 +145,14 @@ fn new_endpoint(
     Endpoint {
         cluster: cx.id.clone(),
         network: network(pod_labels, namespace_labels, cx.default_network),
-        locality: locality(pod_labels, node_labels, ep.zone.as_deref()),
+        locality: match pod_labels.is_some_and(|l| l.contains_key(labels::POD_LOCALITY)) {
+            true => locality(pod_labels, node_labels, ep.zone.as_deref()),
+            false => localities
+                .0
+                .entry((ep.node_name.clone(), ep.zone.clone()))
+                .or_insert_with(|| locality(None, node_labels, ep.zone.as_deref()))
+                .clone(),
+        },
         addresses: ep.addresses.clone(),
         ports: ports.clone(),
         hostname: ep.hostname.clone(),

@@ -447,28 +447,33 @@ impl Member {
             derive::member_service(&cx, key)
         });
         let previous = self.derived.remove(key);
-        if let Some(previous) = &previous {
-            for pod in &previous.pods {
-                unlink(&mut self.pod_refs, pod, key);
+        let changed = previous.as_ref().map(|d| &d.view) != next.as_ref().map(|d| &d.view);
+        let same_deps = matches!((&previous, &next), (Some(p), Some(n)) if p.pods == n.pods && p.nodes == n.nodes);
+        if !same_deps {
+            if let Some(previous) = &previous {
+                for pod in &previous.pods {
+                    unlink(&mut self.pod_refs, pod, key);
+                }
+                for node in &previous.nodes {
+                    unlink(&mut self.node_refs, node, key);
+                }
             }
-            for node in &previous.nodes {
-                unlink(&mut self.node_refs, node, key);
+            if let Some(next) = &next {
+                for pod in &next.pods {
+                    self.pod_refs
+                        .entry(pod.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                for node in &next.nodes {
+                    self.node_refs
+                        .entry(node.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
             }
         }
-        let changed = previous.as_ref().map(|d| &d.view) != next.as_ref().map(|d| &d.view);
         if let Some(next) = next {
-            for pod in &next.pods {
-                self.pod_refs
-                    .entry(pod.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            for node in &next.nodes {
-                self.node_refs
-                    .entry(node.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
             self.derived.insert(key.clone(), next);
         }
         changed
