@@ -155,3 +155,22 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary text, and text built from YAML's structural characters, never panics
+        /// the splitter or the parser.
+        #[test]
+        fn parse_never_panics(text in "(apiVersion: v1\n|kind: Service\n|---\n|\\.\\.\\.\n|  |- |: |\\{|\\}|\\[|\\]|'|\"|&a |\\*a|!!str |#|[a-z0-9]{1,6}|\n){0,60}") {
+            let _ = super::parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_string(text in any::<String>()) {
+            let _ = super::parse(&text);
+        }
+    }
+}
