@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod event;
+pub mod export;
 pub mod labels;
 pub mod names;
 pub mod objects;
