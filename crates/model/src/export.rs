@@ -61,7 +61,10 @@ impl HostPattern {
             return Some(0);
         }
         match body.strip_prefix("*.") {
-            Some(suffix) => host.strip_suffix(suffix).filter(|rest| rest.ends_with('.')).map(|_| suffix.len()),
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .filter(|rest| rest.ends_with('.'))
+                .map(|_| suffix.len()),
             None => (body == host).then_some(usize::MAX),
         }
     }
@@ -85,7 +88,10 @@ pub struct ExportPolicy {
 
 impl Default for ExportPolicy {
     fn default() -> Self {
-        Self { default: ExportDefault::All, cluster_local: vec![HostPattern::new("*.kube-system.svc.cluster.local")] }
+        Self {
+            default: ExportDefault::All,
+            cluster_local: vec![HostPattern::new("*.kube-system.svc.cluster.local")],
+        }
     }
 }
 
@@ -131,7 +137,9 @@ impl Decision {
     pub fn exports(&self) -> bool {
         match self {
             Self::ServiceExport => true,
-            Self::ServiceLabel { export } | Self::ServiceAnnotation { export } | Self::NamespaceLabel { export } => *export,
+            Self::ServiceLabel { export }
+            | Self::ServiceAnnotation { export }
+            | Self::NamespaceLabel { export } => *export,
             Self::Default { default } => *default == ExportDefault::All,
             Self::ClusterLocal { .. } | Self::ExternalName | Self::Nothing => false,
         }
@@ -147,14 +155,33 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = |e: &bool| if *e { "exported" } else { "not exported" };
         match self {
-            Self::ClusterLocal { pattern } => write!(f, "not exported: cluster-local host (export.clusterLocal {pattern:?})"),
+            Self::ClusterLocal { pattern } => write!(
+                f,
+                "not exported: cluster-local host (export.clusterLocal {pattern:?})"
+            ),
             Self::ServiceExport => write!(f, "exported: the member has a ServiceExport"),
-            Self::ServiceLabel { export } => write!(f, "{}: Service label {EXPORT_LABEL}={export}", verb(export)),
-            Self::ServiceAnnotation { export } => write!(f, "{}: Service annotation {EXPORT_LABEL}={export}", verb(export)),
-            Self::NamespaceLabel { export } => write!(f, "{}: Namespace label {EXPORT_LABEL}={export}", verb(export)),
-            Self::Default { default: ExportDefault::All } => write!(f, "exported: export.default is all"),
-            Self::Default { default: ExportDefault::None } => write!(f, "not exported: export.default is none"),
-            Self::ExternalName => write!(f, "not exported: ExternalName Services cannot be exported"),
+            Self::ServiceLabel { export } => {
+                write!(f, "{}: Service label {EXPORT_LABEL}={export}", verb(export))
+            }
+            Self::ServiceAnnotation { export } => write!(
+                f,
+                "{}: Service annotation {EXPORT_LABEL}={export}",
+                verb(export)
+            ),
+            Self::NamespaceLabel { export } => write!(
+                f,
+                "{}: Namespace label {EXPORT_LABEL}={export}",
+                verb(export)
+            ),
+            Self::Default {
+                default: ExportDefault::All,
+            } => write!(f, "exported: export.default is all"),
+            Self::Default {
+                default: ExportDefault::None,
+            } => write!(f, "not exported: export.default is none"),
+            Self::ExternalName => {
+                write!(f, "not exported: ExternalName Services cannot be exported")
+            }
             Self::Nothing => write!(f, "not exported: no Service and no ServiceExport"),
         }
     }
@@ -191,12 +218,16 @@ impl ExportPolicy {
     ) -> Decision {
         let host = format!("{name}.{namespace}.svc.cluster.local");
         if let Some(pattern) = self.cluster_local(&host) {
-            return Decision::ClusterLocal { pattern: pattern.to_string() };
+            return Decision::ClusterLocal {
+                pattern: pattern.to_string(),
+            };
         }
         if user_export {
             return Decision::ServiceExport;
         }
-        let Some(service) = service else { return Decision::Nothing };
+        let Some(service) = service else {
+            return Decision::Nothing;
+        };
         if service.service_type == ServiceType::ExternalName {
             return Decision::ExternalName;
         }
@@ -209,6 +240,8 @@ impl ExportPolicy {
         if let Some(export) = namespace_labels.and_then(opinion) {
             return Decision::NamespaceLabel { export };
         }
-        Decision::Default { default: self.default }
+        Decision::Default {
+            default: self.default,
+        }
     }
 }

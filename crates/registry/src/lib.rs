@@ -350,6 +350,42 @@ impl Registry {
         all
     }
 
+    /// A member's namespaces and their labels.
+    pub fn namespaces(&self, member: &MemberName) -> BTreeMap<Strng, bowline_model::Labels> {
+        let Some(&i) = self.by_name.get(member) else {
+            return BTreeMap::new();
+        };
+        self.members[i]
+            .store
+            .namespaces
+            .iter()
+            .map(|(name, ns)| (name.clone(), ns.meta.labels.clone()))
+            .collect()
+    }
+
+    /// The address families a member is seen to use: those of its Services' cluster IPs and
+    /// `ipFamilies` and of its endpoints' addresses. Empty when nothing says.
+    pub fn families(&self, member: &MemberName) -> BTreeSet<bowline_model::IpFamily> {
+        let Some(&i) = self.by_name.get(member) else {
+            return BTreeSet::new();
+        };
+        let store = &self.members[i].store;
+        let services = store
+            .services
+            .values()
+            .flat_map(|s| s.ip_families.iter().copied());
+        let endpoints = store.slices.values().filter_map(|s| match s.address_type {
+            bowline_model::objects::AddressType::IPv4 if !s.endpoints.is_empty() => {
+                Some(bowline_model::IpFamily::IPv4)
+            }
+            bowline_model::objects::AddressType::IPv6 if !s.endpoints.is_empty() => {
+                Some(bowline_model::IpFamily::IPv6)
+            }
+            _ => None,
+        });
+        services.chain(endpoints).collect()
+    }
+
     /// The objects of one kind a member holds (for debugging and later controllers).
     pub fn objects(&self, member: &MemberName, kind: ObjectKind) -> Vec<Object> {
         let Some(&i) = self.by_name.get(member) else {

@@ -138,6 +138,27 @@ pub fn export(namespace: &str, name: &str) -> Object {
     })
 }
 
+/// A ServiceExport created at `created` (RFC 3339), exporting labels and annotations.
+pub fn export_at(
+    namespace: &str,
+    name: &str,
+    created: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> Object {
+    let mut meta = meta(namespace, name);
+    meta.created = Some(
+        created
+            .parse()
+            .unwrap_or_else(|_| panic!("{created:?} is not RFC 3339")),
+    );
+    Object::ServiceExport(ServiceExport {
+        meta,
+        exported_labels: to_labels(labels),
+        exported_annotations: to_labels(annotations),
+    })
+}
+
 fn to_labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
@@ -195,9 +216,49 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a port with a protocol.
+    pub fn port_proto(mut self, name: &str, port: u16, protocol: Protocol) -> Self {
+        self = self.port(name, port);
+        self.0.ports.last_mut().expect("just added").protocol = protocol;
+        self
+    }
+
+    /// Sets `sessionAffinity: ClientIP` with a timeout.
+    pub fn client_ip_affinity(mut self, timeout: i32) -> Self {
+        self.0.session_affinity = "ClientIP".into();
+        self.0.session_affinity_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `internalTrafficPolicy`.
+    pub fn internal_traffic_policy(mut self, policy: &str) -> Self {
+        self.0.internal_traffic_policy = Some(policy.into());
+        self
+    }
+
+    /// Sets `trafficDistribution`.
+    pub fn traffic_distribution(mut self, distribution: &str) -> Self {
+        self.0.traffic_distribution = Some(distribution.into());
+        self
+    }
+
+    /// Makes it an ExternalName Service.
+    pub fn external_name(mut self, name: &str) -> Self {
+        self.0.service_type = ServiceType::ExternalName;
+        self.0.cluster_ips.clear();
+        self.0.external_name = Some(name.into());
+        self
+    }
+
     /// Adds a label.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.0.meta.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0.meta.annotations.insert(key.into(), value.into());
         self
     }
 
@@ -297,6 +358,17 @@ impl SliceBuilder {
             name: name.into(),
             port,
             protocol: Protocol::Tcp,
+            app_protocol: None,
+        });
+        self
+    }
+
+    /// Adds a port with a protocol.
+    pub fn port_proto(mut self, name: &str, port: u16, protocol: Protocol) -> Self {
+        self.ports.push(EndpointPort {
+            name: name.into(),
+            port,
+            protocol,
             app_protocol: None,
         });
         self

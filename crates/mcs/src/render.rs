@@ -1,0 +1,236 @@
+//! The Kubernetes objects Bowline writes into members, as JSON: ServiceImports, imported
+//! EndpointSlices, auto-export ServiceExports and the status of users' ServiceExports.
+
+use std::net::IpAddr;
+
+use bowline_model::{
+    ClusterId, Endpoint, IpFamily, ServiceKey,
+    export::{AUTO_EXPORT, MANAGED_BY_LABEL},
+    labels::{ENDPOINTSLICE_MANAGED_BY, MCS_SERVICE_NAME, MCS_SOURCE_CLUSTER},
+};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::merge::{ImportPort, Merged};
+
+/// API version of the MCS objects written.
+pub const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
+/// `endpointslice.kubernetes.io/managed-by` of imported EndpointSlices.
+pub const SLICE_MANAGER: &str = "bowline.io";
+/// `bowline.io/managed-by` of ServiceImports and imported EndpointSlices.
+pub const MCS_CONTROLLER: &str = "mcs-controller";
+
+/// A `metav1.Condition`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Valid`, `Ready` or `Conflict`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: String,
+}
+
+impl Condition {
+    /// A condition, its transition time taken from `previous` when its status is unchanged.
+    pub fn new(
+        type_: &str,
+        ok: bool,
+        reason: &str,
+        message: String,
+        previous: Option<&Value>,
+        now: &str,
+    ) -> Self {
+        let status = if ok { "True" } else { "False" };
+        let last_transition_time = previous
+            .and_then(|p| {
+                p.pointer("/status/conditions")?
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == type_)
+                    .cloned()
+            })
+            .filter(|c| c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str().map(String::from))
+            .unwrap_or_else(|| now.to_string());
+        Self {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time,
+        }
+    }
+}
+
+fn ports_json(ports: &[ImportPort]) -> Value {
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| {
+                let mut port =
+                    json!({"name": p.name, "protocol": p.protocol.as_str(), "port": p.port});
+                if let Some(app) = &p.app_protocol {
+                    port["appProtocol"] = json!(app);
+                }
+                port
+            })
+            .collect(),
+    )
+}
+
+fn family_name(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::IPv4 => "IPv4",
+        IpFamily::IPv6 => "IPv6",
+    }
+}
+
+/// A ServiceImport for one member.
+pub fn service_import(
+    key: &ServiceKey,
+    merged: &Merged,
+    ips: &[IpAddr],
+    ip_families: &[IpFamily],
+    clusters: &[ClusterId],
+    ready: &Condition,
+) -> Value {
+    let mut labels: Map<String, Value> = merged
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    labels.insert(MANAGED_BY_LABEL.into(), json!(MCS_CONTROLLER));
+    let mut spec = json!({
+        "type": format!("{:?}", merged.import_type),
+        "ports": ports_json(&merged.ports),
+        "ipFamilies": ip_families.iter().map(|f| family_name(*f)).collect::<Vec<_>>(),
+        "sessionAffinity": merged.session_affinity,
+    });
+    if !ips.is_empty() {
+        spec["ips"] = json!(ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>());
+    }
+    if let Some(timeout) = merged.session_affinity_timeout {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": timeout}});
+    }
+    if let Some(policy) = &merged.internal_traffic_policy {
+        spec["internalTrafficPolicy"] = json!(policy);
+    }
+    if let Some(distribution) = &merged.traffic_distribution {
+        spec["trafficDistribution"] = json!(distribution);
+    }
+    let mut metadata = json!({"name": &*key.name, "namespace": &*key.namespace, "labels": labels});
+    if !merged.annotations.is_empty() {
+        metadata["annotations"] = json!(merged.annotations);
+    }
+    json!({
+        "apiVersion": MCS_API_VERSION,
+        "kind": "ServiceImport",
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "clusters": clusters.iter().map(|c| json!({"cluster": c.as_str()})).collect::<Vec<_>>(),
+            "conditions": [ready],
+        },
+    })
+}
+
+/// The name of the imported EndpointSlice of `key` from `source` for `family` (`group` > 0
+/// when a source's endpoints serve different port sets).
+pub fn slice_name(key: &ServiceKey, source: &ClusterId, family: IpFamily, group: usize) -> String {
+    let family = match family {
+        IpFamily::IPv4 => "ipv4",
+        IpFamily::IPv6 => "ipv6",
+    };
+    let suffix = if group == 0 {
+        String::new()
+    } else {
+        format!("-{group}")
+    };
+    format!("imported-{}-{source}-{family}{suffix}", key.name)
+}
+
+/// Ports of an imported slice: `(name, port on the endpoints, protocol, appProtocol)`.
+pub type SlicePort = (String, u16, bowline_model::Protocol, Option<String>);
+
+/// An imported EndpointSlice: one source member, one family, the ports it serves.
+pub fn endpoint_slice(
+    key: &ServiceKey,
+    name: &str,
+    source: &ClusterId,
+    family: IpFamily,
+    ports: &[SlicePort],
+    endpoints: &[&Endpoint],
+) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .filter_map(|ep| {
+            let address = ep.addresses.iter().find(|a| IpFamily::of(a) == family)?;
+            let mut e = json!({
+                "addresses": [address.to_string()],
+                "conditions": {"ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating},
+            });
+            if let Some(hostname) = &ep.hostname {
+                e["hostname"] = json!(&**hostname);
+            }
+            if !ep.locality.zone.is_empty() {
+                e["zone"] = json!(&*ep.locality.zone);
+            }
+            Some(e)
+        })
+        .collect();
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(name, port, protocol, app)| {
+            let mut p = json!({"name": name, "port": port, "protocol": protocol.as_str()});
+            if let Some(app) = app {
+                p["appProtocol"] = json!(app);
+            }
+            p
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": &*key.namespace,
+            "labels": {
+                MCS_SERVICE_NAME: &*key.name,
+                MCS_SOURCE_CLUSTER: source.as_str(),
+                ENDPOINTSLICE_MANAGED_BY: SLICE_MANAGER,
+                MANAGED_BY_LABEL: MCS_CONTROLLER,
+            },
+        },
+        "addressType": family_name(family),
+        "endpoints": endpoints,
+        "ports": ports,
+    })
+}
+
+/// A ServiceExport: Bowline's own (auto-export, with labels and spec) or the status of a
+/// user's (metadata identifies it; only `status` is Bowline's).
+pub fn service_export(
+    key: &ServiceKey,
+    auto: bool,
+    created: &str,
+    conditions: &[Condition],
+) -> Value {
+    let mut object = json!({
+        "apiVersion": MCS_API_VERSION,
+        "kind": "ServiceExport",
+        "metadata": {"name": &*key.name, "namespace": &*key.namespace, "creationTimestamp": created},
+        "status": {"conditions": conditions},
+    });
+    if auto {
+        object["metadata"]["labels"] = json!({MANAGED_BY_LABEL: AUTO_EXPORT});
+        object["spec"] = json!({});
+    }
+    object
+}
