@@ -18,13 +18,23 @@ const ENDPOINTS: usize = 10;
 fn full_reconcile(c: &mut Criterion) {
     let mut registry = Registry::new(
         "bench",
-        (0..MEMBERS).map(|m| MemberConfig { name: member(&format!("m{m}")), id: None, network: Network::new("net") }),
+        (0..MEMBERS).map(|m| MemberConfig {
+            name: member(&format!("m{m}")),
+            id: None,
+            network: Network::new("net"),
+        }),
     );
     registry.apply_all(scale_events(MEMBERS, SERVICES, ENDPOINTS));
     let snapshot = Snapshot::from_registry(&registry);
     let config = McsConfig {
-        policy: ExportPolicy { default: ExportDefault::All, cluster_local: vec![] },
-        pools: vec!["241.0.0.0/16".parse().unwrap(), "fd00:241::/112".parse().unwrap()],
+        policy: ExportPolicy {
+            default: ExportDefault::All,
+            cluster_local: vec![],
+        },
+        pools: vec![
+            "241.0.0.0/16".parse().unwrap(),
+            "fd00:241::/112".parse().unwrap(),
+        ],
     };
     let mut controller = Controller::new(config, BTreeMap::new());
     let now = "2026-11-22T00:00:00Z".parse().unwrap();

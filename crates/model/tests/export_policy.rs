@@ -44,6 +44,16 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// (name, policy, Service, namespace labels, user export, expected decision).
+type Case<'a> = (
+    &'a str,
+    &'a ExportPolicy,
+    Option<Service>,
+    Labels,
+    bool,
+    Decision,
+);
+
 #[test]
 fn precedence_table() {
     const L: &str = "bowline.io/export";
@@ -67,7 +77,7 @@ fn precedence_table() {
         ],
     };
     let ip = ServiceType::ClusterIP;
-    let cases: Vec<(&str, &ExportPolicy, Option<Service>, Labels, bool, Decision)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "default all",
             &all,
