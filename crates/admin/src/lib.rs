@@ -28,6 +28,8 @@ pub struct AdminState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// When the process is ready.
     pub readiness: Readiness,
+    /// The MCS controller's latest outcome (empty in consumer mode).
+    pub mcs: tokio::sync::watch::Receiver<Arc<bowline_mcs::Outcome>>,
 }
 
 /// The admin routes.
@@ -38,6 +40,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/debug/members", get(members))
+        .route("/debug/members/{id}/written", get(written))
+        .route("/debug/imports", get(imports))
+        .route("/debug/imports/{namespace}/{name}", get(import))
         .route("/debug/services", get(services))
         .route("/debug/services/{namespace}/{name}", get(service))
         .route("/debug/gateways", get(gateways))
@@ -89,6 +94,56 @@ async fn members(State(state): State<AdminState>) -> Response {
     Json(state.registry.read().members()).into_response()
 }
 
+/// The objects Bowline writes into a member (by cluster id or configured name).
+async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    let member = state
+        .registry
+        .read()
+        .members()
+        .into_iter()
+        .find(|m| m.admission.id().is_some_and(|i| i.as_str() == id) || m.name.as_str() == id);
+    let Some(member) = member else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no member with id or name {id:?}\n"),
+        )
+            .into_response();
+    };
+    let outcome = state.mcs.borrow().clone();
+    let objects: Vec<&serde_json::Value> = outcome
+        .writes
+        .get(&member.name)
+        .into_iter()
+        .flat_map(|w| w.values())
+        .collect();
+    Json(objects).into_response()
+}
+
+async fn imports(State(state): State<AdminState>) -> Response {
+    let outcome = state.mcs.borrow().clone();
+    Json(outcome.imports.values().cloned().collect::<Vec<_>>()).into_response()
+}
+
+/// One import: its merged definition, conflicts, addresses, and each member's export
+/// decision (whether its endpoints are part of the ClusterSet service, and why).
+async fn import(
+    State(state): State<AdminState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let key = ServiceKey::new(namespace, name);
+    let outcome = state.mcs.borrow().clone();
+    let import = outcome.imports.get(&key);
+    let exports = outcome.exports.get(&key);
+    if import.is_none() && exports.is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{key} is neither imported nor exported anywhere\n"),
+        )
+            .into_response();
+    }
+    Json(serde_json::json!({"key": key, "import": import, "exports": exports})).into_response()
+}
+
 async fn services(State(state): State<AdminState>) -> Response {
     Json(state.registry.read().services()).into_response()
 }
@@ -98,14 +153,19 @@ async fn service(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let key = ServiceKey::new(namespace, name);
-    match state.registry.read().service(&key) {
-        Some(view) => Json(view).into_response(),
-        None => (
+    let Some(view) = state.registry.read().service(&key) else {
+        return (
             StatusCode::NOT_FOUND,
             format!("no member has a service {key}\n"),
         )
-            .into_response(),
+            .into_response();
+    };
+    // Whether each member's endpoints are part of the ClusterSet service, and why.
+    let mut body = serde_json::to_value(&*view).unwrap_or_default();
+    if let Some(exports) = state.mcs.borrow().exports.get(&key) {
+        body["clusterSet"] = serde_json::to_value(exports).unwrap_or_default();
     }
+    Json(body).into_response()
 }
 
 async fn gateways(State(state): State<AdminState>) -> Response {

@@ -22,10 +22,12 @@ fn state(timeout: Duration) -> AdminState {
     let registry = Arc::new(parking_lot::RwLock::new(registry));
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
+    let (_, mcs) = tokio::sync::watch::channel(Arc::new(bowline_mcs::Outcome::default()));
     AdminState {
         registry,
         metrics: Arc::new(metrics),
         readiness: Readiness::new(timeout),
+        mcs,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+mod mcs;
 mod run;
 
 pub use crate::run::{Running, start};

@@ -11,11 +11,18 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, info_span};
 
-use crate::config::{Config, MemberSource};
+use crate::{
+    config::{Config, MemberSource},
+    mcs::{McsMetrics, spawn_mcs},
+};
 
 /// Largest number of source events applied to the registry under one lock.
 const MAX_BATCH: usize = 256;
@@ -43,9 +50,10 @@ impl Running {
     }
 }
 
+/// Metric labels naming a member.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MemberLabel {
-    member: String,
+pub(crate) struct MemberLabel {
+    pub member: String,
 }
 
 /// Counters of the event pump.
@@ -70,7 +78,9 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let pump_metrics = Arc::new(PumpMetrics::default());
-    let metrics = metrics_registry(&registry, &pump_metrics);
+    let mcs_metrics = Arc::new(McsMetrics::default());
+    let metrics = metrics_registry(&registry, &pump_metrics, &mcs_metrics);
+    let (outcomes, mcs_outcome) = watch::channel(Arc::new(bowline_mcs::Outcome::default()));
 
     let admin = match admin {
         Some(listener) => listener,
@@ -91,6 +101,7 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
             registry: registry.clone(),
             metrics,
             readiness: Readiness::new(config.member_sync_timeout),
+            mcs: mcs_outcome,
         },
         shutdown.clone(),
     );
@@ -98,6 +109,14 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
     let (events_tx, events_rx) = mpsc::channel(1024);
     let spans = spawn_sources(&mut tasks, config, events_tx, &shutdown);
     spawn_pump(&mut tasks, registry.clone(), events_rx, spans, pump_metrics);
+    spawn_mcs(
+        &mut tasks,
+        config,
+        registry.clone(),
+        outcomes,
+        mcs_metrics,
+        shutdown.clone(),
+    );
     info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, "bowline started");
     Ok(Running {
         admin_addr,
@@ -110,6 +129,7 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
 fn metrics_registry(
     registry: &Shared,
     pump: &Arc<PumpMetrics>,
+    mcs: &Arc<McsMetrics>,
 ) -> Arc<prometheus_client::registry::Registry> {
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
@@ -127,6 +147,26 @@ fn metrics_registry(
         "bowline_registry_recomputed",
         "(member, service) contributions recomputed by the registry.",
         pump.recomputed.clone(),
+    );
+    metrics.register(
+        "bowline_mcs_reconciles",
+        "MCS desired-state computations.",
+        mcs.reconciles.clone(),
+    );
+    metrics.register(
+        "bowline_mcs_objects_written",
+        "Objects written into members by the MCS controller.",
+        mcs.written.clone(),
+    );
+    metrics.register(
+        "bowline_mcs_objects_deleted",
+        "Objects deleted from members by the MCS controller.",
+        mcs.deleted.clone(),
+    );
+    metrics.register(
+        "bowline_mcs_write_errors",
+        "Failed MCS reconciles of a member.",
+        mcs.errors.clone(),
     );
     Arc::new(metrics)
 }

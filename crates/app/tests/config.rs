@@ -37,8 +37,11 @@ fn minimal_config_gets_sane_defaults() {
     assert_eq!(config.export.default, ExportDefault::All);
     assert_eq!(
         config.export.cluster_local,
-        vec!["*.kube-system.svc.cluster.local"]
+        vec![bowline_app::config::HostPattern::new(
+            "*.kube-system.svc.cluster.local"
+        )]
     );
+    assert_eq!(config.mcs.mode, bowline_app::config::McsMode::Controller);
     assert_eq!(
         config
             .cluster_set_ips
@@ -68,6 +71,7 @@ export:
   clusterLocal: ["*.kube-system.svc.cluster.local", "db.prod.svc.cluster.local"]
 clusterSetIPs: [10.200.0.0/16]
 listen: {xds: "127.0.0.1:1", dns: "[::1]:2", admin: "127.0.0.1:3"}
+mcs: {mode: consumer, resync: 2s}
 memberSyncTimeout: 5m
 watch: {debounce: 10ms, resync: 1h}
 "#;
@@ -77,6 +81,16 @@ watch: {debounce: 10ms, resync: 1h}
     assert_eq!(config.export.default, ExportDefault::None);
     assert_eq!(config.member_sync_timeout, Duration::from_secs(300));
     assert_eq!(config.watch.debounce, Duration::from_millis(10));
+    assert_eq!(config.mcs.mode, bowline_app::config::McsMode::Consumer);
+    assert_eq!(
+        config.export.cluster_local[1].to_string(),
+        "db.prod.svc.cluster.local"
+    );
+    assert_eq!(config.mcs.mode, bowline_app::config::McsMode::Consumer);
+    assert_eq!(
+        config.export.cluster_local[1].to_string(),
+        "db.prod.svc.cluster.local"
+    );
 }
 
 #[test]
@@ -170,6 +184,14 @@ fn every_problem_is_named_with_file_and_field() {
             &["memberSyncTimeout", "\"soon\" is not a duration"],
         ),
         ("clusterSet: [unclosed\n", &["bowline.yaml: invalid YAML"]),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nmcs: {mode: producer}\n",
+            &["mcs.mode", "unknown variant `producer`"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nmcs: {mode: producer}\n",
+            &["mcs.mode", "unknown variant `producer`"],
+        ),
     ];
     for (text, needles) in cases {
         let err = parse(dir.path(), text).expect_err(text).to_string();

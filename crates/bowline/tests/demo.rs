@@ -181,3 +181,95 @@ fn demo_comes_up_and_follows_edits() {
         "{metrics}"
     );
 }
+
+fn read_ips(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let start = text.find("ips:")?;
+    Some(text[start..].lines().take(3).collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn mcs_objects_are_written_restored_and_stable_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let import = dir
+        .path()
+        .join("members/east/.bowline/serviceimports/demo/echo.yaml");
+    let ips = {
+        let demo = start(dir.path());
+        let ips = eventually("the echo ServiceImport in east", || read_ips(&import));
+        assert!(
+            ips.contains("241.0.0.") && ips.contains("fd00:241::"),
+            "{ips}"
+        );
+
+        // The written objects are listed per member.
+        let written = eventually("/debug/members/west/written", || {
+            json(&demo, "/debug/members/west/written")
+                .filter(|w| w.as_array().is_some_and(|a| !a.is_empty()))
+        });
+        let kinds: Vec<String> = written
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert!(
+            kinds.contains(&"ServiceImport reviews".to_string()),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&"EndpointSlice imported-echo-west-ipv6".to_string()),
+            "{kinds:?}"
+        );
+        let reviews = json(&demo, "/debug/imports/demo/reviews").unwrap();
+        assert_eq!(
+            reviews["import"]["merged"]["conflicts"][0][0],
+            "PortConflict"
+        );
+        assert_eq!(reviews["exports"]["west"]["exported"], true);
+        let cache = json(&demo, "/debug/services/local-only/cache").unwrap();
+        assert_eq!(
+            cache["clusterSet"]["west"]["why"],
+            "not exported: Namespace label bowline.io/export=false"
+        );
+
+        // A deleted or hand-edited generated file is restored.
+        std::fs::remove_file(&import).unwrap();
+        eventually("the deleted import restored", || {
+            read_ips(&import).filter(|i| *i == ips)
+        });
+        std::fs::write(&import, "spec: {ips: [10.9.9.9]}\n").unwrap();
+        eventually("the edited import restored", || {
+            read_ips(&import).filter(|i| *i == ips)
+        });
+        ips
+    };
+
+    // While Bowline is down, a service that sorts first is exported. After the restart the
+    // addresses read back from the written files are kept; the newcomer gets new ones.
+    std::fs::write(
+        dir.path().join("members/east/aaa.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: aaa, namespace: demo}\nspec:\n  clusterIP: 10.96.0.99\n  ports: [{name: http, port: 80}]\n",
+    )
+    .unwrap();
+    let demo = start(dir.path());
+    eventually("/readyz after restart", || {
+        (http_get(&demo.admin, "/readyz").ok()?.0 == 200).then_some(())
+    });
+    let aaa = dir
+        .path()
+        .join("members/east/.bowline/serviceimports/demo/aaa.yaml");
+    let aaa_ips = eventually("the new service's import", || read_ips(&aaa));
+    assert_eq!(
+        read_ips(&import).unwrap(),
+        ips,
+        "echo keeps its ClusterSetIPs across the restart"
+    );
+    assert_ne!(aaa_ips, ips);
+}

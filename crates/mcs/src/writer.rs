@@ -1,1 +1,268 @@
-//! Writers.
+//! Writers make a member hold exactly its desired objects. The embedded writer keeps them as
+//! YAML files under `<member dir>/.bowline/`, one per object, written atomically.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs, io,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde_json::Value;
+
+use crate::{WriteKey, WriteKind, WriteSet};
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct WriteError {
+    /// What was being done.
+    pub action: &'static str,
+    /// The file.
+    pub path: String,
+    /// The error.
+    pub source: io::Error,
+}
+
+/// What a reconcile changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Objects created or rewritten.
+    pub written: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+}
+
+/// Makes a member hold exactly a set of objects. Called from a blocking task.
+pub trait Writer: Send {
+    /// What the member holds now (read back at start).
+    fn read(&mut self) -> Result<WriteSet, WriteError>;
+    /// Writes objects that differ from `desired`, deletes those not in it. Level-triggered:
+    /// an object changed or removed behind Bowline's back is restored.
+    fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError>;
+}
+
+/// Directory Bowline writes into inside a manifest member.
+pub const DIR: &str = ".bowline";
+
+fn kind_dir(kind: WriteKind) -> &'static str {
+    match kind {
+        WriteKind::ServiceImport => "serviceimports",
+        WriteKind::EndpointSlice => "endpointslices",
+        WriteKind::ServiceExport => "serviceexports",
+        WriteKind::ServiceExportStatus => "serviceexport-status",
+    }
+}
+
+const KINDS: [WriteKind; 4] = [
+    WriteKind::ServiceImport,
+    WriteKind::EndpointSlice,
+    WriteKind::ServiceExport,
+    WriteKind::ServiceExportStatus,
+];
+
+/// The embedded writer: `<member dir>/.bowline/<kind>/<namespace>/<name>.yaml`.
+#[derive(Debug)]
+pub struct FileWriter {
+    root: PathBuf,
+    /// What this writer last wrote or verified, by path: the bytes and the file's
+    /// (length, modification time) then, so that an untouched file is not read again.
+    known: HashMap<PathBuf, (Vec<u8>, u64, Option<SystemTime>)>,
+}
+
+fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
+    move |source| WriteError {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl FileWriter {
+    /// A writer for the member directory `member_dir`.
+    pub fn new(member_dir: &Path) -> Self {
+        Self {
+            root: member_dir.join(DIR),
+            known: HashMap::new(),
+        }
+    }
+
+    fn path(&self, key: &WriteKey) -> PathBuf {
+        self.root
+            .join(kind_dir(key.kind))
+            .join(&*key.namespace)
+            .join(format!("{}.yaml", key.name))
+    }
+
+    /// Every file under the kind directories, with its key.
+    fn files(&self) -> Result<BTreeMap<WriteKey, PathBuf>, WriteError> {
+        let mut out = BTreeMap::new();
+        for kind in KINDS {
+            let dir = self.root.join(kind_dir(kind));
+            let namespaces = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err("cannot list", &dir)(e)),
+            };
+            for ns in namespaces.flatten().filter(|e| e.path().is_dir()) {
+                let ns_name = ns.file_name().to_string_lossy().into_owned();
+                for file in fs::read_dir(ns.path())
+                    .map_err(err("cannot list", &ns.path()))?
+                    .flatten()
+                {
+                    let name = file.file_name().to_string_lossy().into_owned();
+                    if let Some(stem) = name.strip_suffix(".yaml").filter(|s| !s.starts_with('.')) {
+                        out.insert(WriteKey::new(kind, &ns_name, stem), file.path());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn stat(path: &Path) -> Option<(u64, Option<SystemTime>)> {
+        let meta = fs::metadata(path).ok()?;
+        Some((meta.len(), meta.modified().ok()))
+    }
+
+    /// True when the file holds `bytes`: known unchanged since verified, or read and equal.
+    fn holds(&mut self, path: &Path, bytes: &[u8]) -> bool {
+        let Some((len, modified)) = Self::stat(path) else {
+            return false;
+        };
+        if let Some((known, known_len, known_modified)) = self.known.get(path)
+            && known == bytes
+            && *known_len == len
+            && *known_modified == modified
+        {
+            return true;
+        }
+        let same = fs::read(path).is_ok_and(|current| current == bytes);
+        if same {
+            self.known
+                .insert(path.to_path_buf(), (bytes.to_vec(), len, modified));
+        }
+        same
+    }
+
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+        let dir = path.parent().expect("object files live in a directory");
+        fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
+        let file_name = path
+            .file_name()
+            .expect("object files have names")
+            .to_string_lossy();
+        let temp = dir.join(format!(".{file_name}.tmp"));
+        fs::write(&temp, bytes).map_err(err("cannot write", &temp))?;
+        fs::rename(&temp, path).map_err(err("cannot rename into", path))?;
+        let (len, modified) = Self::stat(path).unwrap_or((bytes.len() as u64, None));
+        self.known
+            .insert(path.to_path_buf(), (bytes.to_vec(), len, modified));
+        Ok(())
+    }
+}
+
+/// The YAML Bowline writes for an object.
+pub fn to_yaml(object: &Value) -> String {
+    let body =
+        serde_saphyr::to_string(object).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    format!("# Written by Bowline; edits are overwritten.\n{body}")
+}
+
+impl Writer for FileWriter {
+    fn read(&mut self) -> Result<WriteSet, WriteError> {
+        let mut out = WriteSet::new();
+        for (key, path) in self.files()? {
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            // A file that no longer parses is not kept: reconcile rewrites or deletes it.
+            if let Ok(value) = serde_saphyr::from_str::<Value>(&text) {
+                out.insert(key, value);
+            }
+        }
+        Ok(out)
+    }
+
+    fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        for (key, object) in desired {
+            let path = self.path(key);
+            let bytes = to_yaml(object).into_bytes();
+            if !self.holds(&path, &bytes) {
+                self.write(&path, &bytes)?;
+                report.written += 1;
+            }
+        }
+        for (key, path) in self.files()? {
+            if !desired.contains_key(&key) {
+                fs::remove_file(&path).map_err(err("cannot delete", &path))?;
+                self.known.remove(&path);
+                report.deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn desired() -> WriteSet {
+        let mut set = WriteSet::new();
+        set.insert(
+            WriteKey::new(WriteKind::ServiceImport, "demo", "echo"),
+            json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"ips": ["241.0.0.1"]}}),
+        );
+        set
+    }
+
+    #[test]
+    fn writes_reads_back_restores_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = FileWriter::new(dir.path());
+        let want = desired();
+        assert_eq!(
+            writer.reconcile(&want).unwrap(),
+            WriteReport {
+                written: 1,
+                deleted: 0
+            }
+        );
+        let path = dir.path().join(".bowline/serviceimports/demo/echo.yaml");
+        assert!(fs::read_to_string(&path).unwrap().contains("241.0.0.1"));
+        assert_eq!(
+            writer.reconcile(&want).unwrap(),
+            WriteReport::default(),
+            "only changed objects are rewritten"
+        );
+
+        // Read back by a new writer (a restart).
+        assert_eq!(FileWriter::new(dir.path()).read().unwrap(), want);
+
+        // Hand edits and deletions are undone.
+        fs::write(&path, "spec: {ips: [10.9.9.9]}\n").unwrap();
+        assert_eq!(writer.reconcile(&want).unwrap().written, 1);
+        assert!(fs::read_to_string(&path).unwrap().contains("241.0.0.1"));
+        fs::remove_file(&path).unwrap();
+        assert_eq!(writer.reconcile(&want).unwrap().written, 1);
+
+        // Objects no longer desired are deleted, stray files included.
+        fs::write(
+            dir.path().join(".bowline/serviceimports/demo/stray.yaml"),
+            "a: 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            writer.reconcile(&WriteSet::new()).unwrap(),
+            WriteReport {
+                written: 0,
+                deleted: 2
+            }
+        );
+        assert!(FileWriter::new(dir.path()).read().unwrap().is_empty());
+    }
+}

@@ -24,7 +24,7 @@ pub const MANAGED_BY_LABEL: &str = "bowline.io/managed-by";
 pub const AUTO_EXPORT: &str = "auto-export";
 
 /// `export.default`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportDefault {
     /// Export every Service unless opted out.

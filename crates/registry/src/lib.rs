@@ -95,6 +95,8 @@ pub struct Registry {
     views: BTreeMap<ServiceKey, watch::Sender<Option<Arc<ServiceView>>>>,
     gateways: watch::Sender<Arc<Gateways>>,
     gateway_rejections: Vec<Rejection>,
+    /// Counts applied batches: wakes controllers that derive from the whole state.
+    generation: watch::Sender<u64>,
 }
 
 impl Registry {
@@ -130,6 +132,7 @@ impl Registry {
             views: BTreeMap::new(),
             gateways: watch::Sender::new(Arc::default()),
             gateway_rejections: Vec::new(),
+            generation: watch::Sender::new(0),
         }
     }
 
@@ -224,7 +227,13 @@ impl Registry {
         if changes.gateways {
             changes.gateways = self.publish_gateways();
         }
+        self.generation.send_modify(|g| *g += 1);
         changes
+    }
+
+    /// Wakes on every applied batch, whatever it changed (namespaces and labels included).
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     fn publish(&mut self, key: &ServiceKey) -> bool {

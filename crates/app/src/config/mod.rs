@@ -32,6 +32,8 @@ pub struct Config {
     pub member_sync_timeout: Duration,
     /// How manifest directories are watched.
     pub watch: Watch,
+    /// Multi-Cluster Services.
+    pub mcs: Mcs,
 }
 
 /// A member of the ClusterSet.
@@ -54,23 +56,27 @@ pub enum MemberSource {
     Manifests(PathBuf),
 }
 
-/// Auto-export policy (applied by the MCS controller).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportPolicy {
-    /// Export every Service unless opted out (`All`), or only opted-in ones (`None`).
-    pub default: ExportDefault,
-    /// Host patterns never exported.
-    pub cluster_local: Vec<String>,
-}
+pub use bowline_model::export::{ExportDefault, ExportPolicy, HostPattern};
 
-/// `export.default`.
+/// `mcs.mode`: what Bowline does about Multi-Cluster Services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ExportDefault {
-    /// Export every Service unless opted out.
-    All,
-    /// Export only Services opted in.
-    None,
+pub enum McsMode {
+    /// Bowline is the MCS controller: it writes ServiceImports, imported EndpointSlices,
+    /// auto-export ServiceExports and ServiceExport status into members.
+    Controller,
+    /// Another MCS provider writes them; Bowline writes nothing and reads its ServiceImports
+    /// and EndpointSlices as the ClusterSet view.
+    Consumer,
+}
+
+/// The `mcs` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mcs {
+    /// Controller or consumer.
+    pub mode: McsMode,
+    /// How often written objects are checked and restored if changed behind Bowline's back.
+    pub resync: Duration,
 }
 
 /// Listen addresses.
@@ -113,6 +119,8 @@ pub mod defaults {
     pub const DEBOUNCE: Duration = Duration::from_millis(50);
     /// `watch.resync`.
     pub const RESYNC: Duration = Duration::from_secs(30);
+    /// `mcs.resync`.
+    pub const MCS_RESYNC: Duration = Duration::from_millis(500);
 }
 
 /// One problem in a configuration file.
@@ -165,6 +173,16 @@ struct Raw {
     member_sync_timeout: Option<Duration>,
     #[serde(default)]
     watch: RawWatch,
+    #[serde(default)]
+    mcs: RawMcs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcs {
+    mode: Option<McsMode>,
+    #[serde(default, deserialize_with = "duration")]
+    resync: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,8 +9,8 @@ use std::{
 use bowline_model::{ClusterId, Network, cluster::validate_property_value};
 
 use super::{
-    Config, ConfigError, ExportDefault, ExportPolicy, Listen, Member, MemberSource, Problem, Raw,
-    Watch, defaults,
+    Config, ConfigError, ExportDefault, ExportPolicy, HostPattern, Listen, Member, MemberSource,
+    Problem, Raw, Watch, defaults,
 };
 
 struct Problems(Vec<Problem>);
@@ -33,20 +33,21 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         problems.add("clusterSet", e.replace("spec.value", "the name"));
     }
     let members = members(base, raw.members, &mut problems);
-    let export = ExportPolicy {
-        default: raw.export.default.unwrap_or(ExportDefault::All),
-        cluster_local: raw.export.cluster_local.unwrap_or_else(|| {
-            defaults::CLUSTER_LOCAL
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }),
-    };
-    for (i, pattern) in export.cluster_local.iter().enumerate() {
+    let patterns = raw.export.cluster_local.unwrap_or_else(|| {
+        defaults::CLUSTER_LOCAL
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    for (i, pattern) in patterns.iter().enumerate() {
         if let Err(e) = host_pattern(pattern) {
             problems.add(format!("export.clusterLocal[{i}]"), e);
         }
     }
+    let export = ExportPolicy {
+        default: raw.export.default.unwrap_or(ExportDefault::All),
+        cluster_local: patterns.into_iter().map(HostPattern::new).collect(),
+    };
     let pools = raw.cluster_set_ips.unwrap_or_else(|| {
         defaults::CLUSTER_SET_IPS
             .iter()
@@ -76,6 +77,20 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     if watch.resync.is_zero() {
         problems.add("watch.resync", "must be more than 0");
     }
+    let mcs = super::Mcs {
+        mode: raw.mcs.mode.unwrap_or(super::McsMode::Controller),
+        resync: raw.mcs.resync.unwrap_or(defaults::MCS_RESYNC),
+    };
+    if mcs.resync.is_zero() {
+        problems.add("mcs.resync", "must be more than 0");
+    }
+    let mcs = super::Mcs {
+        mode: raw.mcs.mode.unwrap_or(super::McsMode::Controller),
+        resync: raw.mcs.resync.unwrap_or(defaults::MCS_RESYNC),
+    };
+    if mcs.resync.is_zero() {
+        problems.add("mcs.resync", "must be more than 0");
+    }
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -93,6 +108,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             .member_sync_timeout
             .unwrap_or(defaults::MEMBER_SYNC_TIMEOUT),
         watch,
+        mcs,
     })
 }
 
@@ -232,12 +248,13 @@ fn label_value(value: &str) -> Result<(), String> {
 
 /// `svc.ns.svc.cluster.local` or `*.ns.svc.cluster.local` style patterns.
 fn host_pattern(pattern: &str) -> Result<(), String> {
-    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
-    if host.is_empty() || pattern == "*" {
+    let unnegated = pattern.strip_prefix('!').unwrap_or(pattern);
+    let host = unnegated.strip_prefix("*.").unwrap_or(unnegated);
+    if host.is_empty() || unnegated == "*" {
         return Ok(());
     }
     bowline_model::names::validate_subdomain(host)
-        .map_err(|e| format!("{pattern:?} is not a host name or `*.`-prefixed pattern: {e}"))
+        .map_err(|e| format!("{pattern:?} is not a host name or `*.`-prefixed pattern (`!` in front makes an exception): {e}"))
 }
 
 fn cidrs(pools: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {

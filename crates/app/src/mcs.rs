@@ -1,0 +1,178 @@
+//! The MCS loop: recompute the desired state when the registry changes, and make every
+//! manifest member's `.bowline/` hold it, checking every `mcs.resync` for tampering.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bowline_mcs::{
+    Controller, McsConfig, Outcome, Snapshot, WriteSet,
+    writer::{FileWriter, Writer},
+};
+use bowline_model::MemberName;
+use bowline_registry::{Admission, Shared};
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{Config, McsMode, MemberSource},
+    run::MemberLabel,
+};
+
+/// Quiet period after a registry change before recomputing, so that a burst of edits is
+/// reconciled once.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Counters of the MCS loop.
+#[derive(Default)]
+pub(crate) struct McsMetrics {
+    pub written: Family<MemberLabel, Counter>,
+    pub deleted: Family<MemberLabel, Counter>,
+    pub errors: Family<MemberLabel, Counter>,
+    pub reconciles: Counter,
+}
+
+/// What a member should hold now: its write set when admitted, nothing when refused (it is
+/// not a member), and `None` (leave it alone) while its first sync is pending.
+fn plan(outcome: &Outcome, admission: Option<&Admission>, member: &MemberName) -> Option<WriteSet> {
+    match admission? {
+        Admission::Admitted { .. } => Some(outcome.writes.get(member).cloned().unwrap_or_default()),
+        Admission::Refused { .. } => Some(WriteSet::new()),
+        Admission::Pending => None,
+    }
+}
+
+pub(crate) fn spawn_mcs(
+    tasks: &mut JoinSet<()>,
+    config: &Config,
+    registry: Shared,
+    outcomes: watch::Sender<Arc<Outcome>>,
+    metrics: Arc<McsMetrics>,
+    shutdown: CancellationToken,
+) {
+    if config.mcs.mode == McsMode::Consumer {
+        info!("MCS consumer mode: Bowline writes nothing into members");
+        return;
+    }
+    let writers: Vec<(MemberName, FileWriter)> = config
+        .members
+        .iter()
+        .map(|m| match &m.source {
+            MemberSource::Manifests(dir) => {
+                (MemberName::new(m.name.as_str()), FileWriter::new(dir))
+            }
+        })
+        .collect();
+    let mcs_config = McsConfig {
+        policy: config.export.clone(),
+        pools: config.cluster_set_ips.clone(),
+    };
+    let resync = config.mcs.resync;
+    tasks.spawn(async move {
+        let (mut writers, existing) = tokio::task::spawn_blocking(move || read_back(writers))
+            .await
+            .expect("reading written objects does not panic");
+        let mut controller = Controller::new(mcs_config, existing);
+        let mut changes = registry.read().subscribe_changes();
+        let mut tick = tokio::time::interval(resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = true;
+        loop {
+            if dirty {
+                dirty = false;
+                let snapshot = Snapshot::from_registry(&registry.read());
+                let outcome = Arc::new(controller.reconcile(&snapshot, jiff::Timestamp::now()));
+                metrics.reconciles.inc();
+                debug!(
+                    imports = outcome.imports.len(),
+                    "MCS desired state computed"
+                );
+                outcomes.send_replace(outcome);
+            }
+            let outcome = outcomes.borrow().clone();
+            let admissions: BTreeMap<MemberName, Admission> = registry
+                .read()
+                .members()
+                .into_iter()
+                .map(|m| (m.name, m.admission))
+                .collect();
+            let metrics_for_write = metrics.clone();
+            writers = tokio::task::spawn_blocking(move || {
+                write_all(&mut writers, &outcome, &admissions, &metrics_for_write);
+                writers
+            })
+            .await
+            .expect("writing does not panic");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                    changes.mark_unchanged();
+                    dirty = true;
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    });
+}
+
+fn read_back(
+    writers: Vec<(MemberName, FileWriter)>,
+) -> (
+    Vec<(MemberName, FileWriter)>,
+    BTreeMap<MemberName, WriteSet>,
+) {
+    let mut existing = BTreeMap::new();
+    let mut out = Vec::new();
+    for (member, mut writer) in writers {
+        match writer.read() {
+            Ok(objects) => {
+                if !objects.is_empty() {
+                    info!(member = %member, objects = objects.len(), "read back the objects Bowline wrote before");
+                }
+                existing.insert(member.clone(), objects);
+            }
+            Err(e) => warn!(member = %member, "cannot read back written objects: {e}"),
+        }
+        out.push((member, writer));
+    }
+    (out, existing)
+}
+
+fn write_all(
+    writers: &mut [(MemberName, FileWriter)],
+    outcome: &Outcome,
+    admissions: &BTreeMap<MemberName, Admission>,
+    metrics: &McsMetrics,
+) {
+    for (member, writer) in writers.iter_mut() {
+        let Some(desired) = plan(outcome, admissions.get(member), member) else {
+            continue;
+        };
+        let label = MemberLabel {
+            member: member.to_string(),
+        };
+        match writer.reconcile(&desired) {
+            Ok(report) => {
+                metrics
+                    .written
+                    .get_or_create(&label)
+                    .inc_by(report.written as u64);
+                metrics
+                    .deleted
+                    .get_or_create(&label)
+                    .inc_by(report.deleted as u64);
+                if report.written + report.deleted > 0 {
+                    debug!(member = %member, written = report.written, deleted = report.deleted, "member reconciled");
+                }
+            }
+            Err(e) => {
+                metrics.errors.get_or_create(&label).inc();
+                warn!(member = %member, "cannot write MCS objects: {e}");
+            }
+        }
+    }
+}
