@@ -110,7 +110,7 @@ async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Res
             .into_response();
     };
     let outcome = state.mcs.borrow().clone();
-    let objects: Vec<&serde_json::Value> = outcome
+    let objects: Vec<&Arc<serde_json::Value>> = outcome
         .writes
         .get(&member.name)
         .into_iter()

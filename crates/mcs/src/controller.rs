@@ -57,8 +57,10 @@ impl WriteKey {
     }
 }
 
-/// Everything written to one member.
-pub type WriteSet = BTreeMap<WriteKey, Value>;
+/// Everything written to one member. Objects are shared: an imported EndpointSlice is the
+/// same in every importing member, and unchanged objects keep their identity between
+/// reconciles, which lets writers skip them cheaply.
+pub type WriteSet = BTreeMap<WriteKey, Arc<Value>>;
 
 /// An admitted member as the controller needs it.
 #[derive(Clone, Debug)]
@@ -214,6 +216,7 @@ impl Controller {
         self.previous
             .get(member)?
             .get(&WriteKey::new(kind, ns, name))
+            .map(|v| &**v)
     }
 
     fn candidates<'a>(
@@ -395,7 +398,10 @@ impl Controller {
                     .writes
                     .entry(c.member.name.clone())
                     .or_default()
-                    .insert(WriteKey::new(kind, &key.namespace, &key.name), object);
+                    .insert(
+                        WriteKey::new(kind, &key.namespace, &key.name),
+                        Arc::new(object),
+                    );
             }
             exports.insert(
                 c.member.id.clone(),
@@ -412,12 +418,13 @@ impl Controller {
         }
 
         let Some(import) = import else { return };
+        let slices = imported_slices(&import, &constituents);
         for member in snapshot
             .members
             .iter()
             .filter(|m| m.namespaces.contains_key(&key.namespace))
         {
-            self.write_import(member, &import, &constituents, now_text, outcome);
+            self.write_import(member, &import, &slices, now_text, outcome);
         }
         outcome.imports.insert(key.clone(), Arc::new(import));
     }
@@ -467,7 +474,7 @@ impl Controller {
         &self,
         member: &MemberInput,
         import: &Import,
-        constituents: &[Constituent<'_>],
+        slices: &[(WriteKey, Arc<Value>)],
         now: &str,
         outcome: &mut Outcome,
     ) {
@@ -522,37 +529,51 @@ impl Controller {
         let writes = outcome.writes.entry(member.name.clone()).or_default();
         writes.insert(
             WriteKey::new(WriteKind::ServiceImport, &key.namespace, &key.name),
-            render::service_import(
+            Arc::new(render::service_import(
                 key,
                 &import.merged,
                 &import.ips,
                 &import.ip_families,
                 &clusters,
                 &ready,
-            ),
+            )),
         );
-        for source in constituents {
-            let ports = slice_ports(&import.merged, source);
-            if ports.is_empty() {
+        writes.extend(slices.iter().cloned());
+    }
+}
+
+/// The imported EndpointSlices of an import, the same in every importing member: one per
+/// source member and family, with the ports that source serves.
+fn imported_slices(
+    import: &Import,
+    constituents: &[Constituent<'_>],
+) -> Vec<(WriteKey, Arc<Value>)> {
+    let key = &import.key;
+    let mut out = Vec::new();
+    for source in constituents {
+        let ports = slice_ports(&import.merged, source);
+        if ports.is_empty() {
+            continue;
+        }
+        for family in &import.ip_families {
+            let endpoints: Vec<&Endpoint> = source
+                .endpoints
+                .iter()
+                .filter(|e| e.addresses.iter().any(|a| IpFamily::of(a) == *family))
+                .collect();
+            if endpoints.is_empty() {
                 continue;
             }
-            for family in &import.ip_families {
-                let endpoints: Vec<&Endpoint> = source
-                    .endpoints
-                    .iter()
-                    .filter(|e| e.addresses.iter().any(|a| IpFamily::of(a) == *family))
-                    .collect();
-                if endpoints.is_empty() {
-                    continue;
-                }
-                let name = render::slice_name(key, source.cluster, *family, 0);
-                writes.insert(
-                    WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
-                    render::endpoint_slice(key, &name, source.cluster, *family, &ports, &endpoints),
-                );
-            }
+            let name = render::slice_name(key, source.cluster, *family, 0);
+            let slice =
+                render::endpoint_slice(key, &name, source.cluster, *family, &ports, &endpoints);
+            out.push((
+                WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
+                Arc::new(slice),
+            ));
         }
     }
+    out
 }
 
 static EMPTY: Labels = Labels::new();

@@ -5,6 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs, io,
     path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -61,13 +62,21 @@ const KINDS: [WriteKind; 4] = [
     WriteKind::ServiceExportStatus,
 ];
 
+#[derive(Debug)]
+struct Known {
+    object: Arc<Value>,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
 /// The embedded writer: `<member dir>/.bowline/<kind>/<namespace>/<name>.yaml`.
 #[derive(Debug)]
 pub struct FileWriter {
     root: PathBuf,
-    /// What this writer last wrote or verified, by path: the bytes and the file's
-    /// (length, modification time) then, so that an untouched file is not read again.
-    known: HashMap<PathBuf, (Vec<u8>, u64, Option<SystemTime>)>,
+    /// What this writer last wrote or verified, by path: the object, its bytes and the
+    /// file's (length, modification time) then, so that an unchanged object whose file was
+    /// not touched is neither rendered nor read again.
+    known: HashMap<PathBuf, Known>,
 }
 
 fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
@@ -125,40 +134,39 @@ impl FileWriter {
         Some((meta.len(), meta.modified().ok()))
     }
 
-    /// True when the file holds `bytes`: known unchanged since verified, or read and equal.
-    fn holds(&mut self, path: &Path, bytes: &[u8]) -> bool {
-        let Some((len, modified)) = Self::stat(path) else {
-            return false;
-        };
-        if let Some((known, known_len, known_modified)) = self.known.get(path)
-            && known == bytes
-            && *known_len == len
-            && *known_modified == modified
+    /// Makes the file hold `object`; true when it had to be written.
+    fn ensure(&mut self, path: &Path, object: &Arc<Value>) -> Result<bool, WriteError> {
+        let stat = Self::stat(path);
+        if let (Some(known), Some((len, modified))) = (self.known.get(path), stat)
+            && known.len == len
+            && known.modified == modified
+            && (Arc::ptr_eq(&known.object, object) || known.object == *object)
         {
-            return true;
+            return Ok(false);
         }
-        let same = fs::read(path).is_ok_and(|current| current == bytes);
-        if same {
-            self.known
-                .insert(path.to_path_buf(), (bytes.to_vec(), len, modified));
+        let bytes = to_yaml(object).into_bytes();
+        let same = stat.is_some() && fs::read(path).is_ok_and(|current| current == bytes);
+        if !same {
+            let dir = path.parent().expect("object files live in a directory");
+            fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
+            let file_name = path
+                .file_name()
+                .expect("object files have names")
+                .to_string_lossy();
+            let temp = dir.join(format!(".{file_name}.tmp"));
+            fs::write(&temp, &bytes).map_err(err("cannot write", &temp))?;
+            fs::rename(&temp, path).map_err(err("cannot rename into", path))?;
         }
-        same
-    }
-
-    fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-        let dir = path.parent().expect("object files live in a directory");
-        fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
-        let file_name = path
-            .file_name()
-            .expect("object files have names")
-            .to_string_lossy();
-        let temp = dir.join(format!(".{file_name}.tmp"));
-        fs::write(&temp, bytes).map_err(err("cannot write", &temp))?;
-        fs::rename(&temp, path).map_err(err("cannot rename into", path))?;
         let (len, modified) = Self::stat(path).unwrap_or((bytes.len() as u64, None));
-        self.known
-            .insert(path.to_path_buf(), (bytes.to_vec(), len, modified));
-        Ok(())
+        self.known.insert(
+            path.to_path_buf(),
+            Known {
+                object: object.clone(),
+                len,
+                modified,
+            },
+        );
+        Ok(!same)
     }
 }
 
@@ -178,7 +186,7 @@ impl Writer for FileWriter {
             };
             // A file that no longer parses is not kept: reconcile rewrites or deletes it.
             if let Ok(value) = serde_saphyr::from_str::<Value>(&text) {
-                out.insert(key, value);
+                out.insert(key, Arc::new(value));
             }
         }
         Ok(out)
@@ -188,9 +196,7 @@ impl Writer for FileWriter {
         let mut report = WriteReport::default();
         for (key, object) in desired {
             let path = self.path(key);
-            let bytes = to_yaml(object).into_bytes();
-            if !self.holds(&path, &bytes) {
-                self.write(&path, &bytes)?;
+            if self.ensure(&path, object)? {
                 report.written += 1;
             }
         }
@@ -215,7 +221,7 @@ mod tests {
         let mut set = WriteSet::new();
         set.insert(
             WriteKey::new(WriteKind::ServiceImport, "demo", "echo"),
-            json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"ips": ["241.0.0.1"]}}),
+            Arc::new(json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"ips": ["241.0.0.1"]}})),
         );
         set
     }

@@ -84,6 +84,7 @@ impl Set {
             .writes
             .get(&MemberName::new(m))?
             .get(&WriteKey::new(kind, NS, name))
+            .map(|v| &**v)
     }
 
     fn import(&self, m: &str) -> Option<&Value> {
@@ -95,7 +96,7 @@ impl Set {
         writes
             .iter()
             .filter(|(k, _)| k.kind == WriteKind::EndpointSlice)
-            .map(|(_, v)| v)
+            .map(|(_, v)| &**v)
             .collect()
     }
 
@@ -862,7 +863,7 @@ fn written_objects_are_valid_kubernetes_objects() {
     set.apply("c2", exported_hello("c2", "10.0.1.1", T2));
     for writes in set.outcome.writes.values() {
         for (key, object) in writes {
-            let decoded = bowline_k8s_api::decode(object.clone());
+            let decoded = bowline_k8s_api::decode((**object).clone());
             assert!(
                 matches!(decoded, Ok(Some(_))),
                 "{key:?} does not decode: {decoded:?}"
