@@ -51,7 +51,8 @@ pub(crate) fn spawn_mcs(
     shutdown: CancellationToken,
 ) {
     if config.mcs.mode == McsMode::Consumer {
-        info!("MCS consumer mode: Bowline writes nothing into members");
+        info!("MCS consumer mode: Bowline writes nothing and reads the provider's ServiceImports");
+        tasks.spawn(consume_loop(registry, outcomes, metrics, shutdown));
         return;
     }
     let writers: Vec<(MemberName, FileWriter)> = config
@@ -117,6 +118,31 @@ pub(crate) fn spawn_mcs(
             }
         }
     });
+}
+
+/// Consumer mode: republish the provider's view whenever the registry changes.
+async fn consume_loop(
+    registry: Shared,
+    outcomes: watch::Sender<Arc<Outcome>>,
+    metrics: Arc<McsMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = registry.read().subscribe_changes();
+    loop {
+        let snapshot = Snapshot::from_registry(&registry.read());
+        outcomes.send_replace(Arc::new(bowline_mcs::consumer::consume(&snapshot)));
+        metrics.reconciles.inc();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(SETTLE).await;
+                changes.mark_unchanged();
+            }
+        }
+    }
 }
 
 fn read_back(

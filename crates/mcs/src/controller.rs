@@ -125,6 +125,9 @@ pub struct Import {
     pub clusters: Vec<ClusterId>,
     /// For each exporting member, the import port names it serves.
     pub served_ports: BTreeMap<ClusterId, Vec<String>>,
+    /// Each exporting member's endpoints (shared with the registry's views).
+    #[serde(skip)]
+    pub sources: BTreeMap<ClusterId, Arc<[Endpoint]>>,
 }
 
 /// The result of a reconcile.
@@ -322,7 +325,11 @@ impl Controller {
                 }
             })
             .collect();
-        let import = (!constituents.is_empty()).then(|| self.import(key, &constituents));
+        let sources: BTreeMap<ClusterId, Arc<[Endpoint]>> = valid
+            .iter()
+            .map(|c| (c.member.id.clone(), c.contribution.endpoints.clone()))
+            .collect();
+        let import = (!constituents.is_empty()).then(|| self.import(key, &constituents, sources));
         let importers = snapshot
             .members
             .iter()
@@ -429,7 +436,12 @@ impl Controller {
         outcome.imports.insert(key.clone(), Arc::new(import));
     }
 
-    fn import(&mut self, key: &ServiceKey, constituents: &[Constituent<'_>]) -> Import {
+    fn import(
+        &mut self,
+        key: &ServiceKey,
+        constituents: &[Constituent<'_>],
+        sources: BTreeMap<ClusterId, Arc<[Endpoint]>>,
+    ) -> Import {
         let merged = merge(constituents);
         let mut ips = Vec::new();
         let mut ip_families = Vec::new();
@@ -467,6 +479,7 @@ impl Controller {
             ip_families,
             exhausted,
             served_ports,
+            sources,
         }
     }
 

@@ -16,6 +16,7 @@
 //! objects. Writers ([`writer`]) make each member hold exactly its write set.
 
 mod alloc;
+pub mod consumer;
 mod controller;
 pub mod merge;
 pub mod render;

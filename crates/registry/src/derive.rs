@@ -44,7 +44,13 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
     let export = store.exports.get(key).cloned();
     let import = store.imports.get(key).cloned();
     let slice_names = store.slices_by_service.get(key);
-    if service.is_none() && export.is_none() && import.is_none() && slice_names.is_none() {
+    let imported_names = store.imported_by_service.get(key);
+    if service.is_none()
+        && export.is_none()
+        && import.is_none()
+        && slice_names.is_none()
+        && imported_names.is_none()
+    {
         return None;
     }
     let primary = service
@@ -111,11 +117,47 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
             service,
             export,
             import,
-            endpoints,
+            endpoints: endpoints.into(),
+            imported: imported_endpoints(store, key, imported_names),
         }),
         pods,
         nodes,
     })
+}
+
+/// Endpoints an MCS provider imported into this member, one per slice endpoint, carrying the
+/// slice's `multicluster.kubernetes.io/source-cluster` as their cluster (slices whose source
+/// is not a valid cluster id are skipped). Their network is unknown here: empty.
+fn imported_endpoints(
+    store: &Store,
+    key: &ServiceKey,
+    names: Option<&std::collections::BTreeSet<Strng>>,
+) -> Arc<[Endpoint]> {
+    let mut out = Vec::new();
+    for name in names.into_iter().flatten() {
+        let Some(slice) = store.slices.get(&(key.namespace.clone(), name.clone())) else {
+            continue;
+        };
+        let source = slice.meta.labels.get(labels::MCS_SOURCE_CLUSTER);
+        let Some(cluster) = source.and_then(|s| ClusterId::new(s).ok()) else {
+            continue;
+        };
+        out.extend(slice.endpoints.iter().map(|ep| Endpoint {
+            cluster: cluster.clone(),
+            network: Network::default(),
+            locality: locality(None, None, ep.zone.as_deref()),
+            addresses: ep.addresses.clone(),
+            ports: slice.ports.clone(),
+            hostname: ep.hostname.clone(),
+            node_name: None,
+            workload: None,
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+        }));
+    }
+    out.sort_by(|a, b| (&a.cluster, &a.addresses).cmp(&(&b.cluster, &b.addresses)));
+    out.into()
 }
 
 /// Localities already derived in this recomputation, by (node, slice zone): endpoints share a

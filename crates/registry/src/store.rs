@@ -43,6 +43,9 @@ pub(crate) struct Store {
     pub slices: HashMap<NsName, EndpointSlice>,
     /// Slice names of each service, from the `kubernetes.io/service-name` label.
     pub slices_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
+    /// Names of imported (MCS) slices of each service, from the
+    /// `multicluster.kubernetes.io/service-name` label.
+    pub imported_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
     pub exports: BTreeMap<ServiceKey, Arc<ServiceExport>>,
     pub imports: BTreeMap<ServiceKey, Arc<ServiceImport>>,
     pub properties: BTreeMap<Strng, ClusterProperty>,
@@ -61,11 +64,32 @@ fn ns_name(key: &ObjectKey) -> NsName {
     (key.namespace.clone(), key.name.clone())
 }
 
+/// The service an MCS-imported slice belongs to (only slices not also owned by a local Service).
+fn imported_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    if slice.service_name.is_some() {
+        return None;
+    }
+    let name = slice
+        .meta
+        .labels
+        .get(bowline_model::labels::MCS_SERVICE_NAME)?;
+    Some(ServiceKey::new(slice.meta.namespace.clone(), name.as_str()))
+}
+
 fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
     slice
         .service_name
         .as_ref()
         .map(|name| ServiceKey::new(slice.meta.namespace.clone(), name.clone()))
+}
+
+fn unlink(index: &mut BTreeMap<ServiceKey, BTreeSet<Strng>>, skey: &ServiceKey, slice: &Strng) {
+    if let Some(names) = index.get_mut(skey) {
+        names.remove(slice);
+        if names.is_empty() {
+            index.remove(skey);
+        }
+    }
 }
 
 impl Store {
@@ -121,19 +145,29 @@ impl Store {
             }
             ObjectKind::EndpointSlice => {
                 let name = ns_name(key);
-                if let Some(old) = self.slices.remove(&name)
-                    && let Some(skey) = slice_service(&old)
-                {
-                    self.unlink_slice(&skey, &key.name);
-                    touched.keys.insert(skey);
+                if let Some(old) = self.slices.remove(&name) {
+                    if let Some(skey) = slice_service(&old) {
+                        unlink(&mut self.slices_by_service, &skey, &key.name);
+                        touched.keys.insert(skey);
+                    }
+                    if let Some(skey) = imported_service(&old) {
+                        unlink(&mut self.imported_by_service, &skey, &key.name);
+                        touched.keys.insert(skey);
+                    }
                 }
                 if let Some(Object::EndpointSlice(slice)) = object {
-                    if let Some(skey) = slice_service(&slice) {
-                        self.slices_by_service
-                            .entry(skey.clone())
-                            .or_default()
-                            .insert(key.name.clone());
-                        touched.keys.insert(skey);
+                    let owners = [
+                        (slice_service(&slice), &mut self.slices_by_service),
+                        (imported_service(&slice), &mut self.imported_by_service),
+                    ];
+                    for (owner, index) in owners {
+                        if let Some(skey) = owner {
+                            index
+                                .entry(skey.clone())
+                                .or_default()
+                                .insert(key.name.clone());
+                            touched.keys.insert(skey);
+                        }
                     }
                     self.slices.insert(name, slice);
                 }
@@ -186,20 +220,12 @@ impl Store {
         }
     }
 
-    fn unlink_slice(&mut self, skey: &ServiceKey, slice: &Strng) {
-        if let Some(names) = self.slices_by_service.get_mut(skey) {
-            names.remove(slice);
-            if names.is_empty() {
-                self.slices_by_service.remove(skey);
-            }
-        }
-    }
-
     /// Every service key this member has any object for.
     pub fn keys(&self) -> BTreeSet<ServiceKey> {
         self.services
             .keys()
             .chain(self.slices_by_service.keys())
+            .chain(self.imported_by_service.keys())
             .chain(self.exports.keys())
             .chain(self.imports.keys())
             .cloned()
@@ -220,6 +246,7 @@ impl Store {
         }
         in_ns(&self.services, &start)
             .chain(in_ns(&self.slices_by_service, &start))
+            .chain(in_ns(&self.imported_by_service, &start))
             .chain(in_ns(&self.exports, &start))
             .chain(in_ns(&self.imports, &start))
             .cloned()

@@ -26,7 +26,12 @@ pub struct MemberService {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<Arc<ServiceImport>>,
     /// Endpoints in this member, sorted; a dual-stack pod is one endpoint with two addresses.
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Arc<[Endpoint]>,
+    /// Endpoints of other clusters that an MCS provider imported into this member
+    /// (EndpointSlices labelled `multicluster.kubernetes.io/service-name`), each carrying its
+    /// `multicluster.kubernetes.io/source-cluster` as its cluster. Read in MCS consumer mode.
+    #[serde(skip_serializing_if = "<[Endpoint]>::is_empty")]
+    pub imported: Arc<[Endpoint]>,
 }
 
 /// A service across the ClusterSet: what every admitted member has of `namespace/name`.

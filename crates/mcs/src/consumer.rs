@@ -1,0 +1,92 @@
+//! MCS consumer mode: another provider writes ServiceImports and imported EndpointSlices;
+//! Bowline writes nothing and reads them as the ClusterSet view.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use bowline_model::{ClusterId, Endpoint, Labels};
+
+use crate::{
+    Import, Outcome, Snapshot,
+    merge::{ImportPort, Merged},
+};
+
+/// The ClusterSet view as the provider wrote it. For each name, the ServiceImport of the
+/// first member (in configuration order) that has one is taken, with the endpoints the
+/// provider imported into that member, grouped by source cluster. Nothing is written.
+pub fn consume(snapshot: &Snapshot) -> Outcome {
+    let mut outcome = Outcome::default();
+    for view in &snapshot.services {
+        let found = snapshot
+            .members
+            .iter()
+            .filter_map(|m| view.members.get(&m.id))
+            .find_map(|contribution| Some((contribution, contribution.import.as_deref()?)));
+        let Some((contribution, import)) = found else {
+            continue;
+        };
+        let mut sources: BTreeMap<ClusterId, Vec<Endpoint>> = BTreeMap::new();
+        for ep in contribution.imported.iter() {
+            sources
+                .entry(ep.cluster.clone())
+                .or_default()
+                .push(ep.clone());
+        }
+        let ports: Vec<ImportPort> = import.ports.iter().map(ImportPort::from).collect();
+        let served_ports = sources
+            .iter()
+            .map(|(cluster, eps)| {
+                let names: BTreeSet<&str> = eps
+                    .iter()
+                    .flat_map(|e| e.ports.iter().map(|p| p.name.as_str()))
+                    .collect();
+                let served = ports
+                    .iter()
+                    .filter(|p| names.contains(p.name.as_str()))
+                    .map(|p| p.name.clone())
+                    .collect();
+                (cluster.clone(), served)
+            })
+            .collect();
+        let clusters: Vec<ClusterId> = import
+            .clusters
+            .iter()
+            .filter_map(|c| ClusterId::new(c).ok())
+            .collect();
+        let merged = Merged {
+            winner: clusters
+                .first()
+                .cloned()
+                .unwrap_or_else(|| contribution.cluster.clone()),
+            import_type: import.import_type,
+            ports,
+            ip_families: import.ip_families.clone(),
+            session_affinity: import.session_affinity.clone(),
+            session_affinity_timeout: None,
+            internal_traffic_policy: None,
+            traffic_distribution: None,
+            labels: Labels::new(),
+            annotations: Labels::new(),
+            conflicts: Vec::new(),
+        };
+        outcome.imports.insert(
+            view.key.clone(),
+            Arc::new(Import {
+                key: view.key.clone(),
+                merged,
+                ips: import.ips.clone(),
+                ip_families: import.ip_families.clone(),
+                exhausted: Vec::new(),
+                clusters,
+                served_ports,
+                sources: sources
+                    .into_iter()
+                    .map(|(c, eps)| (c, eps.into()))
+                    .collect(),
+            }),
+        );
+    }
+    outcome
+}
