@@ -871,3 +871,65 @@ fn written_objects_are_valid_kubernetes_objects() {
         }
     }
 }
+
+#[test]
+fn three_members_conflict_counts_and_placement() {
+    let mut set = Set::new(3);
+    set.apply("c1", exported_hello("c1", "10.0.0.1", T1));
+    set.apply(
+        "c2",
+        vec![
+            hello("10.0.1.1").build(),
+            export_at(NS, "hello", T2, &[], &[]),
+        ],
+    );
+    set.apply(
+        "c3",
+        vec![
+            service(NS, "hello")
+                .cluster_ips(&["10.0.2.1"])
+                .port_proto("tcp", 43, Protocol::Tcp)
+                .client_ip_affinity(10)
+                .build(),
+            export_at(NS, "hello", "2026-11-01T10:00:04Z", &[], &[]),
+        ],
+    );
+    for m in ["c1", "c2", "c3"] {
+        assert_eq!(
+            set.import(m).unwrap()["status"]["clusters"],
+            json!([{"cluster": "c1"}, {"cluster": "c2"}, {"cluster": "c3"}]),
+            "{m}"
+        );
+        assert!(
+            set.export_conditions(m).contains(&(
+                "Conflict".into(),
+                "True".into(),
+                "PortConflict".into()
+            )),
+            "{m}"
+        );
+    }
+    assert!(
+        set.condition_message("c2", "Conflict")
+            .contains("1/3 members differ (c3)")
+    );
+    // c3 serves no port of the import; c1 and c2 both serve both ports.
+    let sources: Vec<String> = set
+        .slices("c3")
+        .iter()
+        .map(|sl| s(&sl["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"]))
+        .collect();
+    assert_eq!(
+        sources,
+        vec!["c1"],
+        "c2 has no endpoints, c3 serves no import port"
+    );
+
+    // A member without the namespace gets no import; creating the namespace brings it.
+    set.registry
+        .apply(deleted("c3", vec![key(ObjectKind::Namespace, "", NS)]));
+    set.reconcile();
+    assert!(set.import("c3").is_none());
+    set.apply("c3", vec![namespace(NS, &[])]);
+    assert!(set.import("c3").is_some());
+}
