@@ -105,13 +105,10 @@ pub(crate) fn spawn_mcs(
             .await
             .expect("writing does not panic");
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = changes.changed() => {
-                    if changed.is_err() {
+                more = settled_change(&mut changes, &shutdown) => {
+                    if !more {
                         return;
                     }
-                    tokio::time::sleep(SETTLE).await;
-                    changes.mark_unchanged();
                     dirty = true;
                 }
                 _ = tick.tick() => {}
@@ -132,15 +129,23 @@ async fn consume_loop(
         let snapshot = Snapshot::from_registry(&registry.read());
         outcomes.send_replace(Arc::new(bowline_mcs::consumer::consume(&snapshot)));
         metrics.reconciles.inc();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                tokio::time::sleep(SETTLE).await;
-                changes.mark_unchanged();
+        if !settled_change(&mut changes, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Waits for a registry change and lets a burst of them settle; false on shutdown.
+async fn settled_change(changes: &mut watch::Receiver<u64>, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        changed = changes.changed() => {
+            if changed.is_err() {
+                return false;
             }
+            tokio::time::sleep(SETTLE).await;
+            changes.mark_unchanged();
+            true
         }
     }
 }
