@@ -1,0 +1,261 @@
+//! Network-aware endpoint selection and weighting (Istio's sidecar-mode EDS rule).
+//!
+//! Endpoints in the proxy's network, or in a network without gateways, are sent directly.
+//! Endpoints in another network that has east-west gateways are replaced by those gateways
+//! (the endpoint's own member's gateways first), and every real endpoint contributes the same
+//! weight `S` (the least common multiple of all gateway counts), split evenly over the gateways
+//! that reach it. Load is therefore even over all endpoints of all members.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use bowline_model::{ClusterId, Endpoint, IpFamily, Locality, Network};
+use bowline_registry::{Gateway, Gateways};
+
+/// The address families a proxy can use, from its `INSTANCE_IPS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyFamilies {
+    /// No instance IPs known: every family.
+    #[default]
+    Unknown,
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+    /// Both.
+    Dual,
+}
+
+impl ProxyFamilies {
+    /// From the proxy's instance IPs.
+    pub fn of(ips: &[IpAddr]) -> Self {
+        match (
+            ips.iter().any(IpAddr::is_ipv4),
+            ips.iter().any(IpAddr::is_ipv6),
+        ) {
+            (true, true) => Self::Dual,
+            (true, false) => Self::V4,
+            (false, true) => Self::V6,
+            (false, false) => Self::Unknown,
+        }
+    }
+
+    fn allows(self, family: IpFamily) -> bool {
+        match self {
+            Self::Unknown | Self::Dual => true,
+            Self::V4 => family == IpFamily::IPv4,
+            Self::V6 => family == IpFamily::IPv6,
+        }
+    }
+
+    /// The family the proxy prefers as an endpoint's primary address.
+    fn preferred(self) -> Option<IpFamily> {
+        match self {
+            Self::V4 | Self::Dual => Some(IpFamily::IPv4),
+            Self::V6 => Some(IpFamily::IPv6),
+            Self::Unknown => None,
+        }
+    }
+}
+
+/// The proxy the assignment is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyView {
+    /// Its network (empty: reaches every network directly).
+    pub network: Network,
+    /// Its address families.
+    pub families: ProxyFamilies,
+}
+
+/// One candidate endpoint with the port it serves this cluster on.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Its port for the cluster's service port.
+    pub port: u16,
+}
+
+/// What an endpoint sent to a proxy stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The real endpoint, reached directly.
+    Direct {
+        /// Its workload name, when known.
+        workload: Option<String>,
+    },
+    /// An east-west gateway standing for the endpoints of its network behind it.
+    Gateway,
+}
+
+/// An endpoint as sent: primary address, the others, port, weight and what it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbEndpoint {
+    /// Primary address.
+    pub address: IpAddr,
+    /// Other addresses (dual stack), same port.
+    pub additional: Vec<IpAddr>,
+    /// Port.
+    pub port: u16,
+    /// Load-balancing weight (≥ 1).
+    pub weight: u32,
+    /// Member it belongs to.
+    pub cluster: ClusterId,
+    /// Network it belongs to.
+    pub network: Network,
+    /// Direct or through a gateway.
+    pub via: Via,
+}
+
+/// Endpoints of one locality.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalityEndpoints {
+    /// The locality.
+    pub locality: Locality,
+    /// Sum of the endpoints' weights (≥ 1).
+    pub weight: u32,
+    /// Direct endpoints first, then gateways sorted by (address, port).
+    pub endpoints: Vec<LbEndpoint>,
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The scale factor: the least common multiple of the gateway counts per network and per
+/// (network, member); 1 without gateways.
+pub fn scale_factor(gateways: &Gateways) -> u32 {
+    let mut counts: Vec<u64> = gateways.values().map(|g| g.len() as u64).collect();
+    let mut per_cluster: BTreeMap<(&Network, &ClusterId), u64> = BTreeMap::new();
+    for g in gateways.values().flatten() {
+        *per_cluster.entry((&g.network, &g.cluster)).or_default() += 1;
+    }
+    counts.extend(per_cluster.into_values());
+    let lcm = counts
+        .into_iter()
+        .filter(|c| *c > 0)
+        .fold(1u64, |acc, c| acc / gcd(acc, c) * c);
+    u32::try_from(lcm).unwrap_or(u32::MAX)
+}
+
+/// The gateways that reach `endpoint`, for this proxy: its own member's gateways in its
+/// network, else any of the network's; only addresses of families the proxy can use.
+fn reaching<'g>(
+    gateways: &'g Gateways,
+    endpoint: &Endpoint,
+    proxy: &ProxyView,
+) -> (bool, Vec<&'g Gateway>) {
+    let Some(network) = gateways.get(&endpoint.network) else {
+        return (false, Vec::new());
+    };
+    let own: Vec<&Gateway> = network
+        .iter()
+        .filter(|g| g.cluster == endpoint.cluster)
+        .collect();
+    let chosen = if own.is_empty() {
+        network.iter().collect()
+    } else {
+        own
+    };
+    let reach = chosen
+        .into_iter()
+        .filter(|g| proxy.families.allows(IpFamily::of(&g.address)))
+        .collect();
+    (true, reach)
+}
+
+/// Orders an endpoint's addresses for the proxy: its preferred family first, families it
+/// cannot use dropped. `None` when nothing usable is left.
+fn addresses_for(endpoint: &Endpoint, proxy: &ProxyView) -> Option<(IpAddr, Vec<IpAddr>)> {
+    let mut usable: Vec<IpAddr> = endpoint
+        .addresses
+        .iter()
+        .copied()
+        .filter(|a| proxy.families.allows(IpFamily::of(a)))
+        .collect();
+    if let Some(preferred) = proxy.families.preferred() {
+        usable.sort_by_key(|a| IpFamily::of(a) != preferred);
+    }
+    let mut rest = usable.into_iter();
+    Some((rest.next()?, rest.collect()))
+}
+
+/// Builds the localities of a cluster load assignment for `proxy`.
+pub fn assign(
+    targets: &[Target<'_>],
+    gateways: &Gateways,
+    proxy: &ProxyView,
+) -> Vec<LocalityEndpoints> {
+    let scale = if gateways.is_empty() {
+        1
+    } else {
+        scale_factor(gateways)
+    };
+    let mut by_locality: BTreeMap<&Locality, Vec<&Target<'_>>> = BTreeMap::new();
+    for target in targets
+        .iter()
+        .filter(|t| t.endpoint.ready && !t.endpoint.terminating)
+    {
+        by_locality
+            .entry(&target.endpoint.locality)
+            .or_default()
+            .push(target);
+    }
+    let mut out = Vec::new();
+    for (locality, members) in by_locality {
+        let mut endpoints = Vec::new();
+        let mut through: BTreeMap<(IpAddr, u16), (u64, &Gateway)> = BTreeMap::new();
+        for target in members {
+            let ep = target.endpoint;
+            let (network_has_gateways, reach) = reaching(gateways, ep, proxy);
+            let in_network =
+                proxy.network == ep.network || proxy.network.is_empty() || ep.network.is_empty();
+            let force = proxy.network.is_empty() && !ep.network.is_empty() && network_has_gateways;
+            if !force && (in_network || !network_has_gateways) {
+                if let Some((address, additional)) = addresses_for(ep, proxy) {
+                    endpoints.push(LbEndpoint {
+                        address,
+                        additional,
+                        port: target.port,
+                        weight: scale,
+                        cluster: ep.cluster.clone(),
+                        network: ep.network.clone(),
+                        via: Via::Direct {
+                            workload: ep.workload.as_ref().map(|w| w.name.to_string()),
+                        },
+                    });
+                }
+                continue;
+            }
+            if reach.is_empty() {
+                continue;
+            }
+            let share = u64::from(scale) / reach.len() as u64;
+            for g in reach {
+                through.entry((g.address, g.port)).or_insert((0, g)).0 += share;
+            }
+        }
+        endpoints.extend(
+            through
+                .into_iter()
+                .map(|((address, port), (weight, g))| LbEndpoint {
+                    address,
+                    additional: Vec::new(),
+                    port,
+                    weight: u32::try_from(weight).unwrap_or(u32::MAX).max(1),
+                    cluster: g.cluster.clone(),
+                    network: g.network.clone(),
+                    via: Via::Gateway,
+                }),
+        );
+        if endpoints.is_empty() {
+            continue;
+        }
+        let weight = endpoints.iter().map(|e| u64::from(e.weight)).sum::<u64>();
+        out.push(LocalityEndpoints {
+            locality: locality.clone(),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX).max(1),
+            endpoints,
+        });
+    }
+    out
+}
