@@ -13,3 +13,25 @@
 //! ```
 
 pub mod eds;
+pub mod node;
+pub mod resources;
+pub mod server;
+pub mod status;
+
+use std::future::Future;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serves ADS on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    ads: server::Ads,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(AggregatedDiscoveryServiceServer::new(ads))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

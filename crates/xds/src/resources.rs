@@ -1,0 +1,366 @@
+//! The resources a proxy is sent: for every service port it can reach, a CDS cluster
+//! `outbound|<port>||<host>` of type EDS over ADS and its ClusterLoadAssignment; for proxyless
+//! gRPC, an LDS `api_listener` `<host>:<port>` and its RouteConfiguration.
+//!
+//! Hosts: `<svc>.<ns>.svc.clusterset.local` for every import (endpoints of the members that
+//! export it and serve the port), and `<svc>.<ns>.svc.cluster.local` for every Service of the
+//! proxy's own member (its own endpoints plus those of members that export the service).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use bowline_mcs::Outcome;
+use bowline_model::{ClusterId, Endpoint};
+use bowline_registry::{Gateways, ServiceView};
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+            },
+            core::v3::{
+                Address, AggregatedConfigSource, ApiVersion, ConfigSource, Locality as PbLocality,
+                Metadata, SocketAddress, address, config_source::ConfigSourceSpecifier,
+                socket_address::PortSpecifier,
+            },
+            endpoint::v3::{
+                ClusterLoadAssignment, Endpoint as PbEndpoint, LbEndpoint, LocalityLbEndpoints,
+                endpoint::AdditionalAddress, lb_endpoint::HostIdentifier,
+            },
+            listener::v3::{ApiListener, Listener},
+            route::v3::{
+                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
+                route_action::ClusterSpecifier, route_match::PathSpecifier,
+            },
+        },
+        extensions::filters::{
+            http::router::v3::Router,
+            network::http_connection_manager::v3::{
+                HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
+                http_filter::ConfigType,
+            },
+        },
+    },
+    google::protobuf::{Any, Duration, Struct, UInt32Value, Value, value::Kind},
+};
+use envoy_types::util::pack_any;
+
+use crate::{
+    eds::{self, Target, Via},
+    node::{ProxyInfo, ProxyKind},
+};
+
+/// Type URLs served.
+pub mod type_url {
+    /// Clusters.
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    /// Cluster load assignments.
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    /// Listeners.
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    /// Route configurations.
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+}
+
+/// Everything the xDS server serves from, taken together so that a push never holds the
+/// registry's lock.
+#[derive(Clone, Debug, Default)]
+pub struct XdsSnapshot {
+    /// Service views.
+    pub services: Vec<Arc<ServiceView>>,
+    /// The MCS outcome (imports, export decisions).
+    pub outcome: Arc<Outcome>,
+    /// East-west gateways.
+    pub gateways: Arc<Gateways>,
+}
+
+/// One port of one host a proxy can reach, and who serves it.
+#[derive(Clone, Debug)]
+struct HostPort {
+    host: String,
+    port: u16,
+    port_name: String,
+    sources: Vec<(ClusterId, Arc<[Endpoint]>)>,
+}
+
+impl HostPort {
+    fn cluster_name(&self) -> String {
+        format!("outbound|{}||{}", self.port, self.host)
+    }
+
+    fn listener_name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Every host port the proxy can reach, by cluster name.
+fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, HostPort> {
+    let mut out = BTreeMap::new();
+    for import in snapshot.outcome.imports.values() {
+        let host = format!(
+            "{}.{}.svc.clusterset.local",
+            import.key.name, import.key.namespace
+        );
+        for port in &import.merged.ports {
+            let sources = import
+                .sources
+                .iter()
+                .filter(|(cluster, _)| {
+                    import
+                        .served_ports
+                        .get(*cluster)
+                        .is_some_and(|p| p.contains(&port.name))
+                })
+                .map(|(c, eps)| (c.clone(), eps.clone()))
+                .collect();
+            let hp = HostPort {
+                host: host.clone(),
+                port: port.port,
+                port_name: port.name.clone(),
+                sources,
+            };
+            out.insert(hp.cluster_name(), hp);
+        }
+    }
+    let Some(member) = proxy.member.as_deref() else {
+        return out;
+    };
+    for view in &snapshot.services {
+        let Some((own_id, own)) = view.members.iter().find(|(id, _)| id.as_str() == member) else {
+            continue;
+        };
+        let Some(service) = own.service.as_deref() else {
+            continue;
+        };
+        let exports = snapshot.outcome.exports.get(&view.key);
+        let mut sources = vec![(own_id.clone(), own.endpoints.clone())];
+        sources.extend(
+            view.members
+                .iter()
+                .filter(|(id, _)| {
+                    *id != own_id && exports.and_then(|e| e.get(*id)).is_some_and(|e| e.exported)
+                })
+                .map(|(id, m)| (id.clone(), m.endpoints.clone())),
+        );
+        let host = format!("{}.{}.svc.cluster.local", view.key.name, view.key.namespace);
+        for port in &service.ports {
+            let hp = HostPort {
+                host: host.clone(),
+                port: port.port,
+                port_name: port.name.clone(),
+                sources: sources.clone(),
+            };
+            out.insert(hp.cluster_name(), hp);
+        }
+    }
+    out
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+fn cluster(hp: &HostPort) -> Cluster {
+    Cluster {
+        name: hp.cluster_name(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: hp.cluster_name(),
+        }),
+        connect_timeout: Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        ..Default::default()
+    }
+}
+
+fn socket(address: std::net::IpAddr, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(port.into())),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Endpoint metadata: `filter_metadata["bowline"]["endpoint"] = "<member>;<network>;<workload>;<direct|gateway>"`.
+/// One key in one map, like Istio's `istio.workload`: protobuf maps encode in hash order, and
+/// a single entry keeps the encoding (and so change detection) deterministic.
+fn metadata(cluster: &str, network: &str, workload: &str, via: &str) -> Metadata {
+    let value = Value {
+        kind: Some(Kind::StringValue(format!(
+            "{cluster};{network};{workload};{via}"
+        ))),
+    };
+    let bowline = Struct {
+        fields: [("endpoint".to_string(), value)].into_iter().collect(),
+    };
+    Metadata {
+        filter_metadata: [("bowline".to_string(), bowline)].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+fn load_assignment(
+    hp: &HostPort,
+    proxy: &ProxyInfo,
+    snapshot: &XdsSnapshot,
+) -> ClusterLoadAssignment {
+    let targets: Vec<Target<'_>> = hp
+        .sources
+        .iter()
+        .flat_map(|(_, eps)| eps.iter())
+        .filter_map(|endpoint| {
+            let port = if hp.port_name.is_empty() && endpoint.ports.len() == 1 {
+                endpoint.ports[0].port
+            } else {
+                endpoint.ports.iter().find(|p| p.name == hp.port_name)?.port
+            };
+            Some(Target { endpoint, port })
+        })
+        .collect();
+    let localities = eds::assign(&targets, &snapshot.gateways, &proxy.view());
+    ClusterLoadAssignment {
+        cluster_name: hp.cluster_name(),
+        endpoints: localities
+            .into_iter()
+            .map(|l| LocalityLbEndpoints {
+                locality: Some(PbLocality {
+                    region: l.locality.region.to_string(),
+                    zone: l.locality.zone.to_string(),
+                    sub_zone: l.locality.subzone.to_string(),
+                }),
+                load_balancing_weight: Some(UInt32Value { value: l.weight }),
+                lb_endpoints: l
+                    .endpoints
+                    .into_iter()
+                    .map(|e| {
+                        let workload = match &e.via {
+                            Via::Direct { workload } => workload.clone().unwrap_or_default(),
+                            Via::Gateway => String::new(),
+                        };
+                        let via = if e.via == Via::Gateway {
+                            "gateway"
+                        } else {
+                            "direct"
+                        };
+                        LbEndpoint {
+                            host_identifier: Some(HostIdentifier::Endpoint(PbEndpoint {
+                                address: Some(socket(e.address, e.port)),
+                                additional_addresses: e
+                                    .additional
+                                    .iter()
+                                    .map(|a| AdditionalAddress {
+                                        address: Some(socket(*a, e.port)),
+                                    })
+                                    .collect(),
+                                ..Default::default()
+                            })),
+                            load_balancing_weight: Some(UInt32Value { value: e.weight }),
+                            metadata: Some(metadata(
+                                e.cluster.as_str(),
+                                e.network.as_str(),
+                                &workload,
+                                via,
+                            )),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn hcm(route_config_name: String) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: route_config_name.clone(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name,
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(ConfigType::TypedConfig(pack_any(Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn api_listener(hp: &HostPort) -> Listener {
+    Listener {
+        name: hp.listener_name(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack_any(hcm(hp.listener_name()))),
+        }),
+        ..Default::default()
+    }
+}
+
+fn route_config(hp: &HostPort) -> RouteConfiguration {
+    RouteConfiguration {
+        name: hp.listener_name(),
+        virtual_hosts: vec![VirtualHost {
+            name: hp.listener_name(),
+            domains: vec![hp.host.clone(), hp.listener_name()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(Action::Route(RouteAction {
+                    cluster_specifier: Some(ClusterSpecifier::Cluster(hp.cluster_name())),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The resources of `type_url` for `proxy`: all of them when `names` is `None` (wildcard),
+/// else those named that exist.
+pub fn generate(
+    type_url: &str,
+    proxy: &ProxyInfo,
+    snapshot: &XdsSnapshot,
+    names: Option<&std::collections::BTreeSet<String>>,
+) -> BTreeMap<String, Any> {
+    let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
+    let ports = host_ports(proxy, snapshot);
+    let mut out = BTreeMap::new();
+    for hp in ports.values() {
+        match type_url {
+            type_url::CLUSTER if wanted(&hp.cluster_name()) => {
+                out.insert(hp.cluster_name(), pack_any(cluster(hp)));
+            }
+            type_url::ENDPOINT if wanted(&hp.cluster_name()) => {
+                out.insert(
+                    hp.cluster_name(),
+                    pack_any(load_assignment(hp, proxy, snapshot)),
+                );
+            }
+            type_url::LISTENER if proxy.kind == ProxyKind::Grpc && wanted(&hp.listener_name()) => {
+                out.insert(hp.listener_name(), pack_any(api_listener(hp)));
+            }
+            type_url::ROUTE if proxy.kind == ProxyKind::Grpc && wanted(&hp.listener_name()) => {
+                out.insert(hp.listener_name(), pack_any(route_config(hp)));
+            }
+            _ => {}
+        }
+    }
+    out
+}

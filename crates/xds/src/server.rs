@@ -1,0 +1,395 @@
+//! The ADS server: `StreamAggregatedResources` (state of the world) and
+//! `DeltaAggregatedResources`, one task per stream, with per-stream state so that an unchanged
+//! resource is never resent and a NACK is logged and counted but never answered with the same
+//! content in a loop.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use envoy_types::pb::{
+    envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        Resource, aggregated_discovery_service_server::AggregatedDiscoveryService,
+    },
+    google::protobuf::Any,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    node::ProxyInfo,
+    resources::{XdsSnapshot, generate, type_url},
+    status::{Connections, TypeStatus},
+};
+
+/// Types that are state-of-the-world: every response holds all of them, and an empty
+/// subscription is a wildcard.
+fn is_wildcard_type(type_url: &str) -> bool {
+    matches!(type_url, type_url::CLUSTER | type_url::LISTENER)
+}
+
+fn digest(any: &Any) -> u64 {
+    let mut h = DefaultHasher::new();
+    any.value.hash(&mut h);
+    h.finish()
+}
+
+/// The ADS service.
+#[derive(Clone)]
+pub struct Ads {
+    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    connections: Connections,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Ads {
+    /// A server reading `snapshots`, recording its streams in `connections`.
+    pub fn new(snapshots: watch::Receiver<Arc<XdsSnapshot>>, connections: Connections) -> Self {
+        Self {
+            snapshots,
+            connections,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+/// Per-type state of one stream.
+#[derive(Default)]
+struct TypeState {
+    /// `None`: wildcard.
+    names: Option<BTreeSet<String>>,
+    /// Digest of each resource as last sent.
+    sent: BTreeMap<String, u64>,
+    version: u64,
+    nonce: Option<String>,
+}
+
+/// Resources to send and names removed.
+type Diff = (Vec<(String, Any)>, Vec<String>);
+
+/// One stream's state.
+struct Stream_ {
+    id: u64,
+    proxy: Option<ProxyInfo>,
+    types: HashMap<String, TypeState>,
+    nonce: u64,
+    connections: Connections,
+}
+
+impl Stream_ {
+    fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    fn record(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        self.connections.update_type(self.id, type_url, f);
+    }
+
+    /// Handles a request's ACK/NACK part; false when the request is stale (an old nonce).
+    fn acknowledge(&mut self, type_url: &str, nonce: &str, error: Option<String>) -> bool {
+        let state = self.types.entry(type_url.to_string()).or_default();
+        if nonce.is_empty() {
+            return true;
+        }
+        if state.nonce.as_deref() != Some(nonce) {
+            debug!(type_url, nonce, "stale nonce, request ignored");
+            return false;
+        }
+        let version = state.version.to_string();
+        match error {
+            Some(message) => {
+                let node = self
+                    .proxy
+                    .as_ref()
+                    .map(|p| p.id.clone())
+                    .unwrap_or_default();
+                warn!(node = %node, type_url, version = %version, "NACK: {message}");
+                self.connections.nack();
+                self.record(type_url, |t| {
+                    t.last_nack = Some(format!("version {version}: {message}"))
+                });
+            }
+            None => self.record(type_url, |t| t.acked_version = Some(version.clone())),
+        }
+        true
+    }
+
+    /// What changed for a type since the last response: (resources to send, removed names).
+    /// `force` sends even when nothing changed (first request of a type).
+    fn diff(&mut self, type_url: &str, snapshot: &XdsSnapshot, force: bool) -> Option<Diff> {
+        let proxy = self.proxy.as_ref()?;
+        let state = self.types.get_mut(type_url)?;
+        let current = generate(type_url, proxy, snapshot, state.names.as_ref());
+        let digests: BTreeMap<String, u64> = current
+            .iter()
+            .map(|(n, a)| (n.clone(), digest(a)))
+            .collect();
+        let changed: Vec<(String, Any)> = current
+            .into_iter()
+            .filter(|(name, _)| state.sent.get(name) != digests.get(name))
+            .collect();
+        let removed: Vec<String> = state
+            .sent
+            .keys()
+            .filter(|n| !digests.contains_key(*n))
+            .cloned()
+            .collect();
+        if changed.is_empty() && removed.is_empty() && !force {
+            return None;
+        }
+        state.sent = digests;
+        state.version += 1;
+        Some((changed, removed))
+    }
+}
+
+/// The SotW response for `type_url`: everything current for wildcard types, the changed
+/// resources otherwise.
+fn sotw_response(
+    stream: &mut Stream_,
+    type_url: &str,
+    snapshot: &XdsSnapshot,
+    force: bool,
+) -> Option<DiscoveryResponse> {
+    let (changed, _removed) = stream.diff(type_url, snapshot, force)?;
+    let state = stream.types.get(type_url)?;
+    let resources = if is_wildcard_type(type_url) {
+        let proxy = stream.proxy.as_ref()?;
+        generate(type_url, proxy, snapshot, state.names.as_ref())
+            .into_values()
+            .collect()
+    } else {
+        changed.into_iter().map(|(_, a)| a).collect()
+    };
+    let version_info = state.version.to_string();
+    let nonce = stream.next_nonce();
+    stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
+    stream.record(type_url, |t| t.sent_version = Some(version_info.clone()));
+    Some(DiscoveryResponse {
+        version_info,
+        resources,
+        type_url: type_url.to_string(),
+        nonce,
+        ..Default::default()
+    })
+}
+
+type SotwStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = SotwStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut snapshots = self.snapshots.clone();
+        let connections = self.connections.clone();
+        let span = info_span!("xds", stream = id, node = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone() };
+                loop {
+                    tokio::select! {
+                        message = inbound.message() => {
+                            let request = match message {
+                                Ok(Some(r)) => r,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    debug!("stream ended: {e}");
+                                    break;
+                                }
+                            };
+                            if stream.proxy.is_none() {
+                                let Some(node) = request.node.as_ref() else {
+                                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                                    break;
+                                };
+                                let proxy = ProxyInfo::from_node(node);
+                                tracing::Span::current().record("node", proxy.id.as_str());
+                                info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, peer = ?peer, "proxy connected (state of the world)");
+                                connections.connect(id, proxy.clone(), "sotw");
+                                stream.proxy = Some(proxy);
+                            }
+                            let type_url = request.type_url.clone();
+                            let error = request.error_detail.as_ref().map(|e| e.message.clone());
+                            if !stream.acknowledge(&type_url, &request.response_nonce, error) {
+                                continue;
+                            }
+                            let names: BTreeSet<String> = request.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+                            let wildcard = is_wildcard_type(&type_url) && names.is_empty();
+                            let state = stream.types.entry(type_url.clone()).or_default();
+                            let first = state.nonce.is_none();
+                            let subscription = if wildcard { None } else { Some(names) };
+                            let resubscribed = state.names != subscription;
+                            state.names = subscription;
+                            stream.record(&type_url, |t| t.subscribed = state_names(&stream_names(&stream, &type_url)));
+                            let snapshot = snapshots.borrow().clone();
+                            if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed)
+                                && tx.send(Ok(response)).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        changed = snapshots.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                            let snapshot = snapshots.borrow_and_update().clone();
+                            let types: Vec<String> = stream.types.keys().cloned().collect();
+                            for type_url in types {
+                                if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, false) {
+                                    connections.pushed();
+                                    if tx.send(Ok(response)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                connections.disconnect(id);
+                info!("proxy disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut snapshots = self.snapshots.clone();
+        let connections = self.connections.clone();
+        let span = info_span!("xds", stream = id, node = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone() };
+                loop {
+                    tokio::select! {
+                        message = inbound.message() => {
+                            let request = match message {
+                                Ok(Some(r)) => r,
+                                _ => break,
+                            };
+                            if stream.proxy.is_none() {
+                                let Some(node) = request.node.as_ref() else {
+                                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
+                                    break;
+                                };
+                                let proxy = ProxyInfo::from_node(node);
+                                tracing::Span::current().record("node", proxy.id.as_str());
+                                info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, "proxy connected (delta)");
+                                connections.connect(id, proxy.clone(), "delta");
+                                stream.proxy = Some(proxy);
+                            }
+                            let type_url = request.type_url.clone();
+                            let error = request.error_detail.as_ref().map(|e| e.message.clone());
+                            if !stream.acknowledge(&type_url, &request.response_nonce, error) || !request.response_nonce.is_empty() && request.resource_names_subscribe.is_empty() && request.resource_names_unsubscribe.is_empty() {
+                                continue;
+                            }
+                            let state = stream.types.entry(type_url.clone()).or_default();
+                            let first = state.nonce.is_none() && state.sent.is_empty();
+                            let mut names = state.names.take().unwrap_or_default();
+                            let mut wildcard = first && request.resource_names_subscribe.is_empty() && is_wildcard_type(&type_url);
+                            for name in &request.resource_names_subscribe {
+                                if name == "*" { wildcard = true } else { names.insert(name.clone()); }
+                            }
+                            for name in &request.resource_names_unsubscribe {
+                                names.remove(name);
+                                state.sent.remove(name);
+                            }
+                            state.names = if wildcard { None } else { Some(names) };
+                            let snapshot = snapshots.borrow().clone();
+                            if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, first)
+                                && tx.send(Ok(response)).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        changed = snapshots.changed() => {
+                            if changed.is_err() {
+                                break;
+                            }
+                            let snapshot = snapshots.borrow_and_update().clone();
+                            let types: Vec<String> = stream.types.keys().cloned().collect();
+                            for type_url in types {
+                                if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, false) {
+                                    connections.pushed();
+                                    if tx.send(Ok(response)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                connections.disconnect(id);
+                info!("proxy disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn stream_names(stream: &Stream_, type_url: &str) -> Option<BTreeSet<String>> {
+    stream.types.get(type_url).and_then(|t| t.names.clone())
+}
+
+fn state_names(names: &Option<BTreeSet<String>>) -> Vec<String> {
+    match names {
+        None => vec!["*".into()],
+        Some(n) => n.iter().cloned().collect(),
+    }
+}
+
+fn delta_response(
+    stream: &mut Stream_,
+    type_url: &str,
+    snapshot: &XdsSnapshot,
+    force: bool,
+) -> Option<DeltaDiscoveryResponse> {
+    let (changed, removed) = stream.diff(type_url, snapshot, force)?;
+    let version = stream.types.get(type_url)?.version.to_string();
+    let nonce = stream.next_nonce();
+    stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
+    stream.record(type_url, |t| t.sent_version = Some(version.clone()));
+    Some(DeltaDiscoveryResponse {
+        system_version_info: version.clone(),
+        resources: changed
+            .into_iter()
+            .map(|(name, resource)| Resource {
+                version: format!("{:x}", digest(&resource)),
+                name,
+                resource: Some(resource),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: type_url.to_string(),
+        removed_resources: removed,
+        nonce,
+        ..Default::default()
+    })
+}

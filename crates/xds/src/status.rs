@@ -1,0 +1,98 @@
+//! What every connected proxy was sent and acknowledged, for `/debug/connections` and metrics.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::node::ProxyInfo;
+
+/// Per-type state of a connection as shown in debug views.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeStatus {
+    /// Subscribed names (`*`: wildcard).
+    pub subscribed: Vec<String>,
+    /// Version last sent.
+    pub sent_version: Option<String>,
+    /// Version last ACKed.
+    pub acked_version: Option<String>,
+    /// Last NACK, with the proxy's error.
+    pub last_nack: Option<String>,
+}
+
+/// One connected proxy.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The proxy.
+    pub proxy: ProxyInfo,
+    /// `sotw` or `delta`.
+    pub protocol: &'static str,
+    /// Per type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Guards the table of connections; held only to update or copy it, never across an await.
+    connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
+    nacks: AtomicU64,
+    pushes: AtomicU64,
+}
+
+/// The table of connected proxies, shared by the server and the admin views.
+#[derive(Clone, Default)]
+pub struct Connections(Arc<Inner>);
+
+impl Connections {
+    pub(crate) fn connect(&self, id: u64, proxy: ProxyInfo, protocol: &'static str) {
+        self.0.connections.lock().insert(
+            id,
+            ConnectionStatus {
+                proxy,
+                protocol,
+                types: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub(crate) fn disconnect(&self, id: u64) {
+        self.0.connections.lock().remove(&id);
+    }
+
+    pub(crate) fn update_type(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(c) = self.0.connections.lock().get_mut(&id) {
+            f(c.types.entry(type_url.to_string()).or_default());
+        }
+    }
+
+    pub(crate) fn nack(&self) {
+        self.0.nacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pushed(&self) {
+        self.0.pushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every connected proxy.
+    pub fn list(&self) -> Vec<ConnectionStatus> {
+        self.0.connections.lock().values().cloned().collect()
+    }
+
+    /// NACKs received since start.
+    pub fn nacks(&self) -> u64 {
+        self.0.nacks.load(Ordering::Relaxed)
+    }
+
+    /// Responses pushed because the ClusterSet changed, since start.
+    pub fn pushes(&self) -> u64 {
+        self.0.pushes.load(Ordering::Relaxed)
+    }
+}

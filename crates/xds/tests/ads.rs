@@ -1,0 +1,319 @@
+//! The ADS server scripted message by message from a real gRPC client on loopback.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bowline_mcs::{Controller, McsConfig, Snapshot};
+use bowline_model::{
+    Network,
+    export::{ExportDefault, ExportPolicy},
+    labels,
+};
+use bowline_registry::{MemberConfig, Registry};
+use bowline_test_support::*;
+use bowline_xds::{
+    resources::{XdsSnapshot, type_url},
+    server::Ads,
+    status::Connections,
+};
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::Cluster,
+            core::v3::Node,
+            endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
+            listener::v3::Listener,
+            route::v3::RouteConfiguration,
+        },
+        service::discovery::v3::{
+            DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    },
+    google::{
+        protobuf::{Struct, Value, value::Kind},
+        rpc::Status as RpcStatus,
+    },
+};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+fn registry(extra_west_endpoint: bool) -> Registry {
+    let mut reg = Registry::new(
+        "demo",
+        [("east", "net-east"), ("west", "net-west")].map(|(m, n)| MemberConfig {
+            name: member(m),
+            id: Some(m.into()),
+            network: Network::new(n),
+        }),
+    );
+    reg.apply(reset(
+        "east",
+        vec![
+            namespace("demo", &[]),
+            service("demo", "echo")
+                .cluster_ips(&["10.96.0.10"])
+                .port("http", 80)
+                .build(),
+            slice("demo", "echo-e", "echo")
+                .port("http", 8080)
+                .endpoint(ep("10.1.0.1").pod("e1").zone("z1"))
+                .build(),
+        ],
+    ));
+    let mut west_slice = slice("demo", "echo-w", "echo")
+        .port("http", 8080)
+        .endpoint(ep("10.2.0.1").pod("w1").zone("z2"));
+    if extra_west_endpoint {
+        west_slice = west_slice.endpoint(ep("10.2.0.2").pod("w2").zone("z2"));
+    }
+    reg.apply(reset(
+        "west",
+        vec![
+            namespace("demo", &[]),
+            service("demo", "echo")
+                .cluster_ips(&["10.97.0.10"])
+                .port("http", 80)
+                .build(),
+            west_slice.build(),
+            service("istio-system", "eastwest")
+                .label(labels::NETWORK, "net-west")
+                .port("tls", 15443)
+                .external("192.0.2.20")
+                .build(),
+        ],
+    ));
+    reg
+}
+
+fn snapshot(extra_west_endpoint: bool) -> Arc<XdsSnapshot> {
+    let reg = registry(extra_west_endpoint);
+    let mut controller = Controller::new(
+        McsConfig {
+            policy: ExportPolicy {
+                default: ExportDefault::All,
+                cluster_local: vec![],
+            },
+            pools: vec!["241.0.0.0/16".parse().unwrap()],
+        },
+        BTreeMap::new(),
+    );
+    let outcome = controller.reconcile(
+        &Snapshot::from_registry(&reg),
+        "2026-11-22T00:00:00Z".parse().unwrap(),
+    );
+    Arc::new(XdsSnapshot {
+        services: reg.services(),
+        outcome: Arc::new(outcome),
+        gateways: reg.gateways(),
+    })
+}
+
+fn node() -> Node {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    Node {
+        id: "client-1".into(),
+        user_agent_name: "gRPC Python".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("CLUSTER_ID", s("east")),
+                ("NETWORK", s("net-east")),
+                ("INSTANCE_IPS", s("10.1.0.99")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+struct Client {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: tonic::Streaming<DiscoveryResponse>,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        type_url: &str,
+        names: &[&str],
+        ack: Option<&DiscoveryResponse>,
+        error: Option<&str>,
+    ) {
+        self.tx
+            .send(DiscoveryRequest {
+                node: Some(node()),
+                type_url: type_url.into(),
+                resource_names: names.iter().map(|s| s.to_string()).collect(),
+                version_info: ack.map(|r| r.version_info.clone()).unwrap_or_default(),
+                response_nonce: ack.map(|r| r.nonce.clone()).unwrap_or_default(),
+                error_detail: error.map(|m| RpcStatus {
+                    code: 3,
+                    message: m.into(),
+                    details: vec![],
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn recv(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("a response")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn nothing(&mut self) {
+        let got = tokio::time::timeout(Duration::from_millis(300), self.rx.message()).await;
+        assert!(got.is_err(), "expected no response, got {got:?}");
+    }
+}
+
+const EDS_NAME: &str = "outbound|80||echo.demo.svc.clusterset.local";
+
+#[tokio::test]
+async fn grpc_client_conversation() {
+    let (snapshots, rx) = watch::channel(snapshot(false));
+    let connections = Connections::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(rx, connections.clone()),
+        std::future::pending(),
+    ));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, requests) = mpsc::channel(16);
+    let rx = grpc
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = Client { tx, rx };
+
+    // LDS for the target, as gRPC asks first: an api_listener with RDS over ADS and the router.
+    let listener_name = "echo.demo.svc.clusterset.local:80";
+    client
+        .send(type_url::LISTENER, &[listener_name], None, None)
+        .await;
+    let lds = client.recv().await;
+    assert_eq!(lds.resources.len(), 1);
+    let listener = Listener::decode(lds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(listener.name, listener_name);
+    assert!(listener.api_listener.is_some());
+    client
+        .send(type_url::LISTENER, &[listener_name], Some(&lds), None)
+        .await;
+
+    client
+        .send(type_url::ROUTE, &[listener_name], None, None)
+        .await;
+    let rds = client.recv().await;
+    let routes = RouteConfiguration::decode(rds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(
+        routes.virtual_hosts[0].domains,
+        vec!["echo.demo.svc.clusterset.local", listener_name]
+    );
+    client
+        .send(type_url::ROUTE, &[listener_name], Some(&rds), None)
+        .await;
+
+    // CDS: the cluster, EDS over ADS.
+    client
+        .send(type_url::CLUSTER, &[EDS_NAME], None, None)
+        .await;
+    let cds = client.recv().await;
+    let clusters: Vec<String> = cds
+        .resources
+        .iter()
+        .map(|r| Cluster::decode(r.value.as_slice()).unwrap().name)
+        .collect();
+    assert_eq!(clusters, vec![EDS_NAME]);
+    client
+        .send(type_url::CLUSTER, &[EDS_NAME], Some(&cds), None)
+        .await;
+
+    // EDS: east's endpoint directly, west's behind its gateway, every locality weighted.
+    client
+        .send(type_url::ENDPOINT, &[EDS_NAME], None, None)
+        .await;
+    let eds = client.recv().await;
+    let weights = |r: &DiscoveryResponse| -> Vec<(String, u32, u32)> {
+        let cla = ClusterLoadAssignment::decode(r.resources[0].value.as_slice()).unwrap();
+        cla.endpoints
+            .iter()
+            .flat_map(|l| {
+                let lw = l.load_balancing_weight.as_ref().unwrap().value;
+                l.lb_endpoints.iter().map(move |e| {
+                    let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                        panic!()
+                    };
+                    let Some(
+                        envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                            sa,
+                        ),
+                    ) = &ep.address.as_ref().unwrap().address
+                    else {
+                        panic!()
+                    };
+                    (
+                        sa.address.clone(),
+                        e.load_balancing_weight.as_ref().unwrap().value,
+                        lw,
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(
+        weights(&eds),
+        vec![("10.1.0.1".into(), 1, 1), ("192.0.2.20".into(), 1, 1)]
+    );
+    client
+        .send(type_url::ENDPOINT, &[EDS_NAME], Some(&eds), None)
+        .await;
+    client.nothing().await;
+
+    // A second endpoint in west: only EDS is pushed, the gateway now weighs 2.
+    snapshots.send(snapshot(true)).unwrap();
+    let push = client.recv().await;
+    assert_eq!(push.type_url, type_url::ENDPOINT);
+    assert_eq!(
+        weights(&push),
+        vec![("10.1.0.1".into(), 1, 1), ("192.0.2.20".into(), 2, 2)]
+    );
+    client.nothing().await;
+
+    // A NACK is recorded and not answered with the same content.
+    client
+        .send(
+            type_url::ENDPOINT,
+            &[EDS_NAME],
+            Some(&push),
+            Some("bad endpoint"),
+        )
+        .await;
+    client.nothing().await;
+    assert_eq!(connections.nacks(), 1);
+    let status = &connections.list()[0];
+    assert_eq!(status.proxy.member.as_deref(), Some("east"));
+    assert!(
+        status.types[type_url::ENDPOINT]
+            .last_nack
+            .as_deref()
+            .unwrap()
+            .contains("bad endpoint")
+    );
+    assert_eq!(
+        status.types[type_url::CLUSTER].acked_version.as_deref(),
+        Some("1")
+    );
+}
