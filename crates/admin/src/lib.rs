@@ -4,7 +4,7 @@
 mod metrics;
 mod readiness;
 
-use std::{future::Future, sync::Arc};
+use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -30,7 +30,13 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// The MCS controller's latest outcome (empty in consumer mode).
     pub mcs: tokio::sync::watch::Receiver<Arc<bowline_mcs::Outcome>>,
+    /// More debug views, registered by the composition root for servers the admin does not
+    /// know (`/debug/<name>`): each renders its JSON when asked.
+    pub views: BTreeMap<&'static str, DebugView>,
 }
+
+/// A debug view rendered on request.
+pub type DebugView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
@@ -47,6 +53,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/services/{namespace}/{name}", get(service))
         .route("/debug/gateways", get(gateways))
         .route("/debug/rejected", get(rejected))
+        .route("/debug/{view}", get(extra_view))
         .with_state(state)
 }
 
@@ -171,6 +178,13 @@ async fn service(
 async fn gateways(State(state): State<AdminState>) -> Response {
     let gateways = state.registry.read().gateways();
     Json(gateways.values().flatten().cloned().collect::<Vec<_>>()).into_response()
+}
+
+async fn extra_view(State(state): State<AdminState>, Path(view): Path<String>) -> Response {
+    match state.views.get(view.as_str()) {
+        Some(render) => Json(render()).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no debug view {view:?}\n")).into_response(),
+    }
 }
 
 async fn rejected(State(state): State<AdminState>) -> Response {

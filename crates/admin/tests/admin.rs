@@ -28,6 +28,7 @@ fn state(timeout: Duration) -> AdminState {
         metrics: Arc::new(metrics),
         readiness: Readiness::new(timeout),
         mcs,
+        views: Default::default(),
     }
 }
 

@@ -5,5 +5,6 @@ pub mod config;
 pub mod demo;
 mod mcs;
 mod run;
+mod xds;
 
-pub use crate::run::{Running, start};
+pub use crate::run::{Listeners, Running, start};

@@ -31,6 +31,8 @@ const MAX_BATCH: usize = 256;
 pub struct Running {
     /// Where the admin server listens.
     pub admin_addr: SocketAddr,
+    /// Where the xDS server listens.
+    pub xds_addr: SocketAddr,
     /// The registry.
     pub registry: Shared,
     shutdown: CancellationToken,
@@ -64,9 +66,31 @@ struct PumpMetrics {
     recomputed: Counter,
 }
 
-/// Starts sources, the registry pump and the admin server. `admin` overrides the configured
-/// admin listener (tests and the demo bind port 0).
-pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Result<Running> {
+/// Listeners bound by the caller instead of the configured addresses (tests and the demo
+/// bind port 0).
+#[derive(Default)]
+pub struct Listeners {
+    /// Admin HTTP.
+    pub admin: Option<TcpListener>,
+    /// xDS gRPC.
+    pub xds: Option<TcpListener>,
+}
+
+async fn bind(
+    given: Option<TcpListener>,
+    addr: std::net::SocketAddr,
+    field: &str,
+) -> anyhow::Result<TcpListener> {
+    match given {
+        Some(listener) => Ok(listener),
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({field})")),
+    }
+}
+
+/// Starts sources, the registry pump, the MCS controller, the xDS server and the admin server.
+pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Running> {
     let registry: Shared = Arc::new(parking_lot::RwLock::new(Registry::new(
         config.cluster_set.clone(),
         config.members.iter().map(|m| MemberConfig {
@@ -79,21 +103,39 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
     let mut tasks = JoinSet::new();
     let pump_metrics = Arc::new(PumpMetrics::default());
     let mcs_metrics = Arc::new(McsMetrics::default());
-    let metrics = metrics_registry(&registry, &pump_metrics, &mcs_metrics);
+    let mut metrics = metrics_registry(&registry, &pump_metrics, &mcs_metrics);
     let (outcomes, mcs_outcome) = watch::channel(Arc::new(bowline_mcs::Outcome::default()));
 
-    let admin = match admin {
-        Some(listener) => listener,
-        None => TcpListener::bind(config.listen.admin)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on the admin address {} (listen.admin)",
-                    config.listen.admin
-                )
-            })?,
-    };
+    let admin = bind(listeners.admin, config.listen.admin, "listen.admin").await?;
     let admin_addr = admin.local_addr()?;
+    let xds = bind(listeners.xds, config.listen.xds, "listen.xds").await?;
+    let xds_addr = xds.local_addr()?;
+    let connections = bowline_xds::status::Connections::default();
+    metrics.register_collector(Box::new(crate::xds::XdsCollector(connections.clone())));
+    let metrics = Arc::new(metrics);
+    let (xds_snapshots, xds_snapshot) =
+        watch::channel(Arc::new(bowline_xds::resources::XdsSnapshot::default()));
+    crate::xds::spawn_snapshots(
+        &mut tasks,
+        registry.clone(),
+        mcs_outcome.clone(),
+        xds_snapshots,
+        shutdown.clone(),
+    );
+    crate::xds::spawn_server(
+        &mut tasks,
+        xds,
+        bowline_xds::server::Ads::new(xds_snapshot, connections.clone()),
+        shutdown.clone(),
+    );
+    let listed = connections.clone();
+    let views: std::collections::BTreeMap<&'static str, bowline_admin::DebugView> = [(
+        "connections",
+        Arc::new(move || serde_json::to_value(listed.list()).unwrap_or_default())
+            as bowline_admin::DebugView,
+    )]
+    .into_iter()
+    .collect();
     spawn_admin(
         &mut tasks,
         admin,
@@ -102,6 +144,7 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
             metrics,
             readiness: Readiness::new(config.member_sync_timeout),
             mcs: mcs_outcome,
+            views,
         },
         shutdown.clone(),
     );
@@ -117,9 +160,10 @@ pub async fn start(config: &Config, admin: Option<TcpListener>) -> anyhow::Resul
         mcs_metrics,
         shutdown.clone(),
     );
-    info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, "bowline started");
+    info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, xds = %xds_addr, "bowline started");
     Ok(Running {
         admin_addr,
+        xds_addr,
         registry,
         shutdown,
         tasks,
@@ -130,7 +174,7 @@ fn metrics_registry(
     registry: &Shared,
     pump: &Arc<PumpMetrics>,
     mcs: &Arc<McsMetrics>,
-) -> Arc<prometheus_client::registry::Registry> {
+) -> prometheus_client::registry::Registry {
     let mut metrics = prometheus_client::registry::Registry::default();
     metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
     metrics.register(
@@ -168,7 +212,7 @@ fn metrics_registry(
         "Failed MCS reconciles of a member.",
         mcs.errors.clone(),
     );
-    Arc::new(metrics)
+    metrics
 }
 
 fn spawn_admin(

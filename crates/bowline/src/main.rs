@@ -48,6 +48,9 @@ enum Command {
         /// Admin listen address (default: the demo's `listen.admin`, 127.0.0.1:15014).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// xDS listen address (default: the demo's `listen.xds`, [::]:15010).
+        #[arg(long)]
+        xds: Option<SocketAddr>,
     },
 }
 
@@ -81,7 +84,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Validate { config } => validate::validate(&config),
-            Command::Demo { dir, admin } => demo(dir, admin).await,
+            Command::Demo { dir, admin, xds } => demo(dir, admin, xds).await,
         }
     });
     match result {
@@ -95,17 +98,21 @@ fn main() -> ExitCode {
 
 async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config)?;
-    let running = bowline_app::start(&config, None).await?;
+    let running = bowline_app::start(&config, bowline_app::Listeners::default()).await?;
     say(&format!(
-        "bowline: ClusterSet {:?}, admin on http://{}/\n",
-        config.cluster_set, running.admin_addr
+        "bowline: ClusterSet {:?}, admin on http://{}/, xDS on {}\n",
+        config.cluster_set, running.admin_addr, running.xds_addr
     ));
     wait_for_signal(&running).await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn demo(dir: Option<PathBuf>, admin: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+async fn demo(
+    dir: Option<PathBuf>,
+    admin: Option<SocketAddr>,
+    xds: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let temp;
     let root = match dir {
         Some(dir) => dir,
@@ -118,11 +125,20 @@ async fn demo(dir: Option<PathBuf>, admin: Option<SocketAddr>) -> anyhow::Result
         .with_context(|| format!("cannot write the demo to {}", root.display()))?;
     let config = Config::load(&root.join("bowline.yaml"))?;
     let address = admin.unwrap_or(config.listen.admin);
-    let listener = TcpListener::bind(address).await.with_context(|| {
+    let admin = TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address}; pick another port with --admin 127.0.0.1:PORT")
     })?;
-    let running = bowline_app::start(&config, Some(listener)).await?;
+    let address = xds.unwrap_or(config.listen.xds);
+    let xds = TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address}; pick another port with --xds 127.0.0.1:PORT")
+    })?;
+    let listeners = bowline_app::Listeners {
+        admin: Some(admin),
+        xds: Some(xds),
+    };
+    let running = bowline_app::start(&config, listeners).await?;
     let admin = running.admin_addr;
+    let xds = running.xds_addr;
     let root = root.display();
     say(&format!(
         "Bowline demo ClusterSet {:?} is running from {root}\n\
@@ -134,6 +150,8 @@ async fn demo(dir: Option<PathBuf>, admin: Option<SocketAddr>) -> anyhow::Result
          \x20   curl http://{admin}/debug/gateways\n\
          \x20   curl http://{admin}/debug/rejected\n\
          \x20   curl http://{admin}/metrics\n\
+         \x20   curl http://{admin}/debug/connections\n\
+         \x20 xds: {xds} (ADS, state of the world and delta; e.g. GRPC_XDS_BOOTSTRAP for xds:///echo.demo.svc.clusterset.local:80)\n\
          Press Ctrl-C to stop.\n",
         config.cluster_set
     ));

@@ -25,7 +25,14 @@ impl Drop for Demo {
 
 fn start(dir: &Path) -> Demo {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bowline"))
-        .args(["demo", "--admin", "127.0.0.1:0", "--dir"])
+        .args([
+            "demo",
+            "--admin",
+            "127.0.0.1:0",
+            "--xds",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,0 +1,95 @@
+//! The xDS server in the composition root: snapshots chained after the MCS outcome, the
+//! listener, and its debug view and metrics.
+
+use std::sync::Arc;
+
+use bowline_mcs::Outcome;
+use bowline_registry::Shared;
+use bowline_xds::{resources::XdsSnapshot, server::Ads, status::Connections};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Republishes an xDS snapshot every time the MCS outcome is published, which happens after
+/// every registry change: services, gateways and imports are taken together.
+pub(crate) fn spawn_snapshots(
+    tasks: &mut JoinSet<()>,
+    registry: Shared,
+    mut outcomes: watch::Receiver<Arc<Outcome>>,
+    snapshots: watch::Sender<Arc<XdsSnapshot>>,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        loop {
+            let outcome = outcomes.borrow_and_update().clone();
+            let (services, gateways) = {
+                let reg = registry.read();
+                (reg.services(), reg.gateways())
+            };
+            snapshots.send_replace(Arc::new(XdsSnapshot {
+                services,
+                outcome,
+                gateways,
+            }));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = outcomes.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+pub(crate) fn spawn_server(
+    tasks: &mut JoinSet<()>,
+    listener: TcpListener,
+    ads: Ads,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = bowline_xds::serve(listener, ads, shutdown.cancelled_owned()).await {
+            error!("xDS server stopped: {e}");
+        }
+    });
+}
+
+/// xDS metrics, read at scrape time.
+pub(crate) struct XdsCollector(pub Connections);
+
+impl std::fmt::Debug for XdsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XdsCollector")
+    }
+}
+
+impl Collector for XdsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let connections = self.0.list();
+        let family = encoder.encode_descriptor(
+            "bowline_xds_connected_proxies",
+            "Proxies connected to the xDS server.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(connections.len() as i64).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "bowline_xds_nacks",
+            "NACKs received from proxies.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.nacks()).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "bowline_xds_pushes",
+            "Responses pushed to proxies because the ClusterSet changed.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.pushes()).encode(family)?;
+        Ok(())
+    }
+}
