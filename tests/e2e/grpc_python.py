@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""End to end: Python grpcio resolves xds:///echo.shop.svc.clusterset.local through Bowline.
+
+Two members (east, west), each with test gRPC servers on loopback addresses standing in for
+pods. The client, told by its bootstrap that it runs in east, sends real RPCs; every server
+must get its even share (round robin over every endpoint of every member). Then an endpoint is
+removed from a manifest, and new RPCs stop reaching it without restarting the client.
+
+Usage: grpc_python.py PATH_TO_BOWLINE
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent import futures
+
+SERVERS = {"east": ["127.0.0.11", "127.0.0.12"], "west": ["127.0.0.21", "127.0.0.22"]}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def member_yaml(member, addrs, port, service_port):
+    endpoints = "\n".join(
+        f"- addresses: [{a}]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: echo-{member}-{i}, namespace: shop}}"
+        for i, a in enumerate(addrs)
+    )
+    return f"""apiVersion: about.k8s.io/v1beta1
+kind: ClusterProperty
+metadata: {{name: cluster.clusterset.k8s.io}}
+spec: {{value: {member}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: shop}}
+spec:
+  clusterIP: 10.96.0.{10 if member == 'east' else 20}
+  ports: [{{name: grpc, port: {service_port}, targetPort: {port}}}]
+---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {{name: echo, namespace: shop}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-{member}
+  namespace: shop
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+endpoints:
+{endpoints}
+"""
+
+
+def start_servers(grpc, port):
+    servers = []
+    for addrs in SERVERS.values():
+        for addr in addrs:
+            def handler(request, context, name=addr):
+                return name.encode()
+
+            generic = grpc.method_handlers_generic_handler(
+                "echo.Echo", {"Call": grpc.unary_unary_rpc_method_handler(handler)}
+            )
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+            server.add_generic_rpc_handlers((generic,))
+            server.add_insecure_port(f"{addr}:{port}")
+            server.start()
+            servers.append(server)
+    return servers
+
+
+def main():
+    bowline = sys.argv[1]
+    work = tempfile.mkdtemp(prefix="bowline-e2e-")
+    port, service_port = free_port(), 50051
+    for member, addrs in SERVERS.items():
+        os.makedirs(os.path.join(work, member))
+        with open(os.path.join(work, member, "echo.yaml"), "w") as f:
+            f.write(member_yaml(member, addrs, port, service_port))
+    admin, xds = free_port(), free_port()
+    with open(os.path.join(work, "bowline.yaml"), "w") as f:
+        f.write(
+            "clusterSet: e2e\n"
+            "members:\n  - {manifests: east, network: net-a}\n  - {manifests: west, network: net-a}\n"
+            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}'}}\n"
+        )
+    bootstrap = {
+        "xds_servers": [{"server_uri": f"127.0.0.1:{xds}", "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+        "node": {"id": "e2e-python", "cluster": "e2e", "locality": {"region": "r", "zone": "z"},
+                 "metadata": {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1"}},
+    }
+    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)
+    import grpc  # after the bootstrap is in the environment
+
+    proc = subprocess.Popen([bowline, "run", "--config", os.path.join(work, "bowline.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "bowline.log"), "w"))
+    servers = start_servers(grpc, port)
+    try:
+        target = f"xds:///echo.shop.svc.clusterset.local:{service_port}"
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary("/echo.Echo/Call")
+        deadline = time.time() + 60
+        while True:
+            try:
+                call(b"hi", timeout=5)
+                break
+            except grpc.RpcError as e:
+                if time.time() > deadline:
+                    raise SystemExit(f"no RPC succeeded through xDS within 60 s: {e}")
+                time.sleep(0.5)
+
+        def spread(n):
+            counts = Counter(call(b"hi", timeout=5).decode() for _ in range(n))
+            return counts
+
+        all_addrs = [a for addrs in SERVERS.values() for a in addrs]
+        counts = spread(400)
+        print("spread over every endpoint of both members:", dict(counts))
+        for addr in all_addrs:
+            share = counts[addr] / 400
+            assert 0.15 <= share <= 0.35, f"{addr} got {share:.0%} of the RPCs, expected about 25%: {dict(counts)}"
+
+        # Remove one west endpoint from its manifest: new RPCs stop reaching it, no restart.
+        removed = SERVERS["west"][1]
+        with open(os.path.join(work, "west", "echo.yaml"), "w") as f:
+            f.write(member_yaml("west", SERVERS["west"][:1], port, service_port))
+        deadline = time.time() + 30
+        while True:
+            counts = spread(60)
+            if counts[removed] == 0:
+                break
+            if time.time() > deadline:
+                raise SystemExit(f"{removed} still receives RPCs 30 s after its removal: {dict(counts)}")
+            time.sleep(0.2)
+        counts = spread(300)
+        print("after removing", removed, ":", dict(counts))
+        assert counts[removed] == 0
+        for addr in [a for a in all_addrs if a != removed]:
+            share = counts[addr] / 300
+            assert 0.2 <= share <= 0.47, f"{addr} got {share:.0%}, expected about 33%: {dict(counts)}"
+        print("grpc_python: ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for s in servers:
+            s.stop(0)
+
+
+if __name__ == "__main__":
+    main()
