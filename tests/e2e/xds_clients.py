@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""End to end: Python grpcio resolves xds:///echo.shop.svc.clusterset.local through Bowline.
+"""End to end: gRPC's own xDS clients resolve xds:///echo.shop.svc.clusterset.local through Bowline.
 
 Two members (east, west), each with test gRPC servers on loopback addresses standing in for
-pods. The client, told by its bootstrap that it runs in east, sends real RPCs; every server
-must get its even share (round robin over every endpoint of every member). Then an endpoint is
-removed from a manifest, and new RPCs stop reaching it without restarting the client.
+pods. Each client (Python grpcio in this process, Node @grpc/grpc-js-xds as a long-lived
+subprocess), told by its bootstrap that it runs in east, sends real RPCs; every server must get
+its even share (round robin over every endpoint of every member). Then an endpoint is removed
+from a manifest, and new RPCs stop reaching it without restarting the clients.
 
-Usage: grpc_python.py PATH_TO_BOWLINE
+Usage: grpc_python.py PATH_TO_BOWLINE [NODE_MODULES_DIR]
 """
 
 import json
@@ -125,41 +126,76 @@ def main():
                     raise SystemExit(f"no RPC succeeded through xDS within 60 s: {e}")
                 time.sleep(0.5)
 
-        def spread(n):
-            counts = Counter(call(b"hi", timeout=5).decode() for _ in range(n))
-            return counts
+        def python_spread(n):
+            return Counter(call(b"hi", timeout=5).decode() for _ in range(n))
 
-        all_addrs = [a for addrs in SERVERS.values() for a in addrs]
+        clients = [("python grpcio", python_spread)]
+        node = None
+        if len(sys.argv) > 2:
+            env = dict(os.environ, NODE_PATH=sys.argv[2])
+            node = subprocess.Popen(["node", os.path.join(os.path.dirname(__file__), "grpc_node_client.js"), target],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+            def node_spread(n):
+                node.stdin.write(f"spread {n}\n")
+                node.stdin.flush()
+                reply = json.loads(node.stdout.readline())
+                if "error" in reply:
+                    raise RuntimeError(reply["error"])
+                return Counter(reply["counts"])
+
+            deadline = time.time() + 60
+            while True:
+                try:
+                    node_spread(1)
+                    break
+                except RuntimeError as e:
+                    if time.time() > deadline:
+                        raise SystemExit(f"the Node client made no RPC through xDS within 60 s: {e}")
+                    time.sleep(0.5)
+            clients.append(("node grpc-js-xds", node_spread))
+        try:
+            check(clients, port, service_port, work)
+        finally:
+            if node:
+                node.stdin.close()
+                node.wait(timeout=10)
+        print("xds clients: ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for s in servers:
+            s.stop(0)
+
+
+def check(clients, port, service_port, work):
+    all_addrs = [a for addrs in SERVERS.values() for a in addrs]
+    for name, spread in clients:
         counts = spread(400)
-        print("spread over every endpoint of both members:", dict(counts))
+        print(f"{name}: spread over every endpoint of both members: {dict(counts)}")
         for addr in all_addrs:
             share = counts[addr] / 400
-            assert 0.15 <= share <= 0.35, f"{addr} got {share:.0%} of the RPCs, expected about 25%: {dict(counts)}"
+            assert 0.15 <= share <= 0.35, f"{name}: {addr} got {share:.0%} of the RPCs, expected about 25%: {dict(counts)}"
 
-        # Remove one west endpoint from its manifest: new RPCs stop reaching it, no restart.
-        removed = SERVERS["west"][1]
-        with open(os.path.join(work, "west", "echo.yaml"), "w") as f:
-            f.write(member_yaml("west", SERVERS["west"][:1], port, service_port))
+    # Remove one west endpoint from its manifest: new RPCs stop reaching it, no restart.
+    removed = SERVERS["west"][1]
+    with open(os.path.join(work, "west", "echo.yaml"), "w") as f:
+        f.write(member_yaml("west", SERVERS["west"][:1], port, service_port))
+    for name, spread in clients:
         deadline = time.time() + 30
         while True:
             counts = spread(60)
             if counts[removed] == 0:
                 break
             if time.time() > deadline:
-                raise SystemExit(f"{removed} still receives RPCs 30 s after its removal: {dict(counts)}")
+                raise SystemExit(f"{name}: {removed} still receives RPCs 30 s after its removal: {dict(counts)}")
             time.sleep(0.2)
         counts = spread(300)
-        print("after removing", removed, ":", dict(counts))
+        print(f"{name}: after removing {removed}: {dict(counts)}")
         assert counts[removed] == 0
         for addr in [a for a in all_addrs if a != removed]:
             share = counts[addr] / 300
-            assert 0.2 <= share <= 0.47, f"{addr} got {share:.0%}, expected about 33%: {dict(counts)}"
-        print("grpc_python: ok")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for s in servers:
-            s.stop(0)
+            assert 0.2 <= share <= 0.47, f"{name}: {addr} got {share:.0%}, expected about 33%: {dict(counts)}"
 
 
 if __name__ == "__main__":
