@@ -4,7 +4,8 @@
 //! Metadata keys understood (Istio's): `CLUSTER_ID` (member id), `NETWORK`, `INSTANCE_IPS`
 //! (comma-separated), `NAMESPACE`, `LABELS` (a struct of strings). A node whose
 //! `user_agent_name` starts with `envoy` is Envoy; any other (`gRPC Python`, `grpc-node-js`,
-//! `grpc-go`...) is a proxyless gRPC client.
+//! `grpc-go`...) is a proxyless gRPC client. Bowline's own key `BOWLINE_LISTEN_ADDRESS` sets
+//! the address Envoy's outbound listeners bind (default `127.0.0.1`).
 
 use std::net::IpAddr;
 
@@ -46,6 +47,8 @@ pub struct ProxyInfo {
     pub labels: Labels,
     /// `node.user_agent_name`.
     pub user_agent: String,
+    /// `BOWLINE_LISTEN_ADDRESS`: where Envoy's outbound listeners bind.
+    pub listen_address: IpAddr,
 }
 
 fn string(s: &Struct, key: &str) -> Option<String> {
@@ -93,6 +96,9 @@ impl ProxyInfo {
             namespace: string(meta, "NAMESPACE"),
             labels,
             user_agent: node.user_agent_name.clone(),
+            listen_address: string(meta, "BOWLINE_LISTEN_ADDRESS")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         }
     }
 

@@ -27,7 +27,7 @@ use envoy_types::pb::{
                 ClusterLoadAssignment, Endpoint as PbEndpoint, LbEndpoint, LocalityLbEndpoints,
                 endpoint::AdditionalAddress, lb_endpoint::HostIdentifier,
             },
-            listener::v3::{ApiListener, Listener},
+            listener::v3::{ApiListener, Filter, FilterChain, Listener, filter},
             route::v3::{
                 Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
                 route_action::ClusterSpecifier, route_match::PathSpecifier,
@@ -331,6 +331,36 @@ fn route_config(hp: &HostPort) -> RouteConfiguration {
     }
 }
 
+/// Envoy's outbound listener for a port: `outbound_<port>` on the proxy's listen address,
+/// an HTTP connection manager whose routes (RDS `<port>`) hold one virtual host per host.
+fn envoy_listener(port: u16, proxy: &ProxyInfo) -> Listener {
+    let hcm = hcm(port.to_string());
+    Listener {
+        name: format!("outbound_{port}"),
+        address: Some(socket(proxy.listen_address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Envoy's routes for a port: one virtual host per host served on it.
+fn envoy_routes(port: u16, hosts: &[&HostPort]) -> RouteConfiguration {
+    RouteConfiguration {
+        name: port.to_string(),
+        virtual_hosts: hosts
+            .iter()
+            .map(|hp| route_config(hp).virtual_hosts.remove(0))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// The resources of `type_url` for `proxy`: all of them when `names` is `None` (wildcard),
 /// else those named that exist.
 pub fn generate(
@@ -342,6 +372,24 @@ pub fn generate(
     let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
     let ports = host_ports(proxy, snapshot);
     let mut out = BTreeMap::new();
+    if proxy.kind == ProxyKind::Envoy && matches!(type_url, type_url::LISTENER | type_url::ROUTE) {
+        let mut by_port: BTreeMap<u16, Vec<&HostPort>> = BTreeMap::new();
+        for hp in ports.values() {
+            by_port.entry(hp.port).or_default().push(hp);
+        }
+        for (port, hosts) in by_port {
+            if type_url == type_url::LISTENER && wanted(&format!("outbound_{port}")) {
+                out.insert(
+                    format!("outbound_{port}"),
+                    pack_any(envoy_listener(port, proxy)),
+                );
+            }
+            if type_url == type_url::ROUTE && wanted(&port.to_string()) {
+                out.insert(port.to_string(), pack_any(envoy_routes(port, &hosts)));
+            }
+        }
+        return out;
+    }
     for hp in ports.values() {
         match type_url {
             type_url::CLUSTER if wanted(&hp.cluster_name()) => {
