@@ -35,8 +35,12 @@ pub struct AdminState {
     pub views: BTreeMap<&'static str, DebugView>,
 }
 
-/// A debug view rendered on request.
-pub type DebugView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// A debug view rendered on request from its query parameters; `Err` is a 404 with a reason.
+pub type DebugView = Arc<
+    dyn Fn(&std::collections::HashMap<String, String>) -> Result<serde_json::Value, String>
+        + Send
+        + Sync,
+>;
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
@@ -180,9 +184,14 @@ async fn gateways(State(state): State<AdminState>) -> Response {
     Json(gateways.values().flatten().cloned().collect::<Vec<_>>()).into_response()
 }
 
-async fn extra_view(State(state): State<AdminState>, Path(view): Path<String>) -> Response {
-    match state.views.get(view.as_str()) {
-        Some(render) => Json(render()).into_response(),
+async fn extra_view(
+    State(state): State<AdminState>,
+    Path(view): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    match state.views.get(view.as_str()).map(|render| render(&query)) {
+        Some(Ok(body)) => Json(body).into_response(),
+        Some(Err(reason)) => (StatusCode::NOT_FOUND, format!("{reason}\n")).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no debug view {view:?}\n")).into_response(),
     }
 }

@@ -125,17 +125,10 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     crate::xds::spawn_server(
         &mut tasks,
         xds,
-        bowline_xds::server::Ads::new(xds_snapshot, connections.clone()),
+        bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone()),
         shutdown.clone(),
     );
-    let listed = connections.clone();
-    let views: std::collections::BTreeMap<&'static str, bowline_admin::DebugView> = [(
-        "connections",
-        Arc::new(move || serde_json::to_value(listed.list()).unwrap_or_default())
-            as bowline_admin::DebugView,
-    )]
-    .into_iter()
-    .collect();
+    let views = crate::xds::debug_views(&connections, &xds_snapshot);
     spawn_admin(
         &mut tasks,
         admin,

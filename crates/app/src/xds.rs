@@ -57,6 +57,38 @@ pub(crate) fn spawn_server(
     });
 }
 
+/// `/debug/connections` (every connected proxy: node, member, network, kind, subscriptions,
+/// versions sent and ACKed, last NACK) and `/debug/config_dump?node=ID` (what that proxy is
+/// served now).
+pub(crate) fn debug_views(
+    connections: &Connections,
+    snapshots: &watch::Receiver<Arc<XdsSnapshot>>,
+) -> std::collections::BTreeMap<&'static str, bowline_admin::DebugView> {
+    let listed = connections.clone();
+    let connections_view: bowline_admin::DebugView =
+        Arc::new(move |_| serde_json::to_value(listed.list()).map_err(|e| e.to_string()));
+    let listed = connections.clone();
+    let snapshots = snapshots.clone();
+    let dump_view: bowline_admin::DebugView = Arc::new(move |query| {
+        let node = query
+            .get("node")
+            .ok_or("give the proxy's node id: /debug/config_dump?node=ID")?;
+        let connection = listed.list().into_iter().find(|c| &c.proxy.id == node);
+        let connection =
+            connection.ok_or_else(|| format!("no proxy with node id {node:?} is connected"))?;
+        Ok(bowline_xds::dump::config_dump(
+            &connection.proxy,
+            &snapshots.borrow(),
+        ))
+    });
+    [
+        ("connections", connections_view),
+        ("config_dump", dump_view),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// xDS metrics, read at scrape time.
 pub(crate) struct XdsCollector(pub Connections);
 

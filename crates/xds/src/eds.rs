@@ -64,6 +64,8 @@ pub struct ProxyView {
     pub network: Network,
     /// Its address families.
     pub families: ProxyFamilies,
+    /// An east-west gateway: it is sent only the endpoints of its own network, directly.
+    pub local_only: bool,
 }
 
 /// One candidate endpoint with the port it serves this cluster on.
@@ -185,16 +187,18 @@ pub fn assign(
     gateways: &Gateways,
     proxy: &ProxyView,
 ) -> Vec<LocalityEndpoints> {
-    let scale = if gateways.is_empty() {
+    let scale = if gateways.is_empty() || proxy.local_only {
         1
     } else {
         scale_factor(gateways)
     };
     let mut by_locality: BTreeMap<&Locality, Vec<&Target<'_>>> = BTreeMap::new();
-    for target in targets
-        .iter()
-        .filter(|t| t.endpoint.ready && !t.endpoint.terminating)
-    {
+    let visible = |t: &&Target<'_>| {
+        let ep = t.endpoint;
+        let local = !proxy.local_only || ep.network == proxy.network || ep.network.is_empty();
+        ep.ready && !ep.terminating && local
+    };
+    for target in targets.iter().filter(visible) {
         by_locality
             .entry(&target.endpoint.locality)
             .or_default()
@@ -206,7 +210,11 @@ pub fn assign(
         let mut through: BTreeMap<(IpAddr, u16), (u64, &Gateway)> = BTreeMap::new();
         for target in members {
             let ep = target.endpoint;
-            let (network_has_gateways, reach) = reaching(gateways, ep, proxy);
+            let (network_has_gateways, reach) = if proxy.local_only {
+                (false, Vec::new())
+            } else {
+                reaching(gateways, ep, proxy)
+            };
             let in_network =
                 proxy.network == ep.network || proxy.network.is_empty() || ep.network.is_empty();
             let force = proxy.network.is_empty() && !ep.network.is_empty() && network_has_gateways;

@@ -5,7 +5,9 @@
 //! (comma-separated), `NAMESPACE`, `LABELS` (a struct of strings). A node whose
 //! `user_agent_name` starts with `envoy` is Envoy; any other (`gRPC Python`, `grpc-node-js`,
 //! `grpc-go`...) is a proxyless gRPC client. Bowline's own key `BOWLINE_LISTEN_ADDRESS` sets
-//! the address Envoy's outbound listeners bind (default `127.0.0.1`).
+//! the address Envoy's outbound listeners bind (default `127.0.0.1`); `BOWLINE_GATEWAY=eastwest`
+//! makes an Envoy the east-west gateway of its network, listening on `BOWLINE_GATEWAY_PORT`
+//! (default 15443).
 
 use std::net::IpAddr;
 
@@ -49,6 +51,9 @@ pub struct ProxyInfo {
     pub user_agent: String,
     /// `BOWLINE_LISTEN_ADDRESS`: where Envoy's outbound listeners bind.
     pub listen_address: IpAddr,
+    /// `BOWLINE_GATEWAY=eastwest` (with `BOWLINE_GATEWAY_PORT`): the port this Envoy serves
+    /// as its network's east-west gateway.
+    pub gateway_port: Option<u16>,
 }
 
 fn string(s: &Struct, key: &str) -> Option<String> {
@@ -99,6 +104,13 @@ impl ProxyInfo {
             listen_address: string(meta, "BOWLINE_LISTEN_ADDRESS")
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            gateway_port: (string(meta, "BOWLINE_GATEWAY").as_deref() == Some("eastwest")).then(
+                || {
+                    string(meta, "BOWLINE_GATEWAY_PORT")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(bowline_model::labels::DEFAULT_GATEWAY_PORT)
+                },
+            ),
         }
     }
 
@@ -107,6 +119,7 @@ impl ProxyInfo {
         ProxyView {
             network: self.network.clone(),
             families: ProxyFamilies::of(&self.instance_ips),
+            local_only: self.gateway_port.is_some(),
         }
     }
 }

@@ -361,6 +361,32 @@ fn envoy_routes(port: u16, hosts: &[&HostPort]) -> RouteConfiguration {
     }
 }
 
+/// An east-west gateway's routes: a virtual host per `host:port` (and per bare host when it
+/// has one port), to the cluster whose endpoints are this network's. Requests arrive over plain
+/// HTTP with the service's host as their authority.
+fn gateway_routes(name: &str, ports: &BTreeMap<String, HostPort>) -> RouteConfiguration {
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for hp in ports.values() {
+        *per_host.entry(&hp.host).or_default() += 1;
+    }
+    let virtual_hosts = ports
+        .values()
+        .map(|hp| {
+            let mut vhost = route_config(hp).virtual_hosts.remove(0);
+            vhost.domains = vec![hp.listener_name()];
+            if per_host[hp.host.as_str()] == 1 {
+                vhost.domains.push(hp.host.clone());
+            }
+            vhost
+        })
+        .collect();
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts,
+        ..Default::default()
+    }
+}
+
 /// The resources of `type_url` for `proxy`: all of them when `names` is `None` (wildcard),
 /// else those named that exist.
 pub fn generate(
@@ -372,6 +398,23 @@ pub fn generate(
     let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
     let ports = host_ports(proxy, snapshot);
     let mut out = BTreeMap::new();
+    if let (Some(gateway_port), type_url::LISTENER | type_url::ROUTE) =
+        (proxy.gateway_port, type_url)
+    {
+        let name = format!("eastwest_{gateway_port}");
+        if type_url == type_url::LISTENER && wanted(&name) {
+            let mut listener = envoy_listener(gateway_port, proxy);
+            listener.name.clone_from(&name);
+            if let Some(chain) = listener.filter_chains.first_mut() {
+                chain.filters[0].config_type =
+                    Some(filter::ConfigType::TypedConfig(pack_any(hcm(name.clone()))));
+            }
+            out.insert(name, pack_any(listener));
+        } else if type_url == type_url::ROUTE && wanted(&name) {
+            out.insert(name.clone(), pack_any(gateway_routes(&name, &ports)));
+        }
+        return out;
+    }
     if proxy.kind == ProxyKind::Envoy && matches!(type_url, type_url::LISTENER | type_url::ROUTE) {
         let mut by_port: BTreeMap<u16, Vec<&HostPort>> = BTreeMap::new();
         for hp in ports.values() {

@@ -163,7 +163,7 @@ fn sotw_response(
 ) -> Option<DiscoveryResponse> {
     let (changed, _removed) = stream.diff(type_url, snapshot, force)?;
     let state = stream.types.get(type_url)?;
-    let resources = if is_wildcard_type(type_url) {
+    let resources: Vec<Any> = if is_wildcard_type(type_url) {
         let proxy = stream.proxy.as_ref()?;
         generate(type_url, proxy, snapshot, state.names.as_ref())
             .into_values()
@@ -175,6 +175,7 @@ fn sotw_response(
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
     stream.record(type_url, |t| t.sent_version = Some(version_info.clone()));
+    debug!(type_url, version = %version_info, nonce = %nonce, resources = resources.len(), "response");
     Some(DiscoveryResponse {
         version_info,
         resources,
@@ -229,6 +230,7 @@ impl AggregatedDiscoveryService for Ads {
                                 stream.proxy = Some(proxy);
                             }
                             let type_url = request.type_url.clone();
+                            debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
                             if !stream.acknowledge(&type_url, &request.response_nonce, error) {
                                 continue;

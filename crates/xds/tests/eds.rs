@@ -47,6 +47,7 @@ fn proxy(network: &str, families: ProxyFamilies) -> ProxyView {
     ProxyView {
         network: Network::new(network),
         families,
+        local_only: false,
     }
 }
 
@@ -259,5 +260,24 @@ fn networks_without_gateways_are_reached_directly_even_when_others_have_them() {
     assert_eq!(
         summary(&eps, &gws, &proxy("net-a", ProxyFamilies::V4)),
         vec![s("10.2.0.1", 1, false), s("192.0.2.1", 1, true)]
+    );
+}
+
+#[test]
+fn an_east_west_gateway_gets_only_its_networks_endpoints_directly() {
+    let eps = [
+        ep("b", "net-b", &["10.1.0.1"]),
+        ep("b", "net-b", &["10.1.0.2"]),
+        ep("a", "net-a", &["10.0.0.1"]),
+    ];
+    let gws = gateways(&[gw("net-a", "a", "192.0.2.9"), gw("net-b", "b", "192.0.2.1")]);
+    let gateway = ProxyView {
+        network: Network::new("net-b"),
+        families: ProxyFamilies::V4,
+        local_only: true,
+    };
+    assert_eq!(
+        summary(&eps, &gws, &gateway),
+        vec![s("10.1.0.1", 1, false), s("10.1.0.2", 1, false)]
     );
 }

@@ -1,0 +1,127 @@
+//! `/debug/config_dump?node=ID`: the resources a connected proxy is served, as JSON.
+
+use envoy_types::pb::{
+    envoy::config::{
+        cluster::v3::Cluster,
+        core::v3::{Address, address},
+        endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
+        listener::v3::Listener,
+        route::v3::{RouteConfiguration, route::Action, route_action::ClusterSpecifier},
+    },
+    google::protobuf::Any,
+};
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::{
+    node::ProxyInfo,
+    resources::{XdsSnapshot, generate, type_url},
+};
+
+fn socket(address: Option<&Address>) -> String {
+    match address.and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(s)) => {
+            let port = match s.port_specifier {
+                Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
+                _ => 0,
+            };
+            if s.address.contains(':') {
+                format!("[{}]:{port}", s.address)
+            } else {
+                format!("{}:{port}", s.address)
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+fn cluster(any: &Any) -> Value {
+    let c = Cluster::decode(any.value.as_slice()).unwrap_or_default();
+    json!({"name": c.name, "edsServiceName": c.eds_cluster_config.map(|e| e.service_name)})
+}
+
+fn assignment(any: &Any) -> Value {
+    let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap_or_default();
+    let localities: Vec<Value> = cla
+        .endpoints
+        .iter()
+        .map(|l| {
+            let locality = l.locality.as_ref().map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)).unwrap_or_default();
+            let endpoints: Vec<Value> = l
+                .lb_endpoints
+                .iter()
+                .map(|e| {
+                    let (address, additional) = match &e.host_identifier {
+                        Some(HostIdentifier::Endpoint(ep)) => (
+                            socket(ep.address.as_ref()),
+                            ep.additional_addresses.iter().map(|a| socket(a.address.as_ref())).collect::<Vec<_>>(),
+                        ),
+                        _ => (String::new(), Vec::new()),
+                    };
+                    let meta = e
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.filter_metadata.get("bowline"))
+                        .and_then(|s| s.fields.get("endpoint"))
+                        .and_then(|v| match &v.kind {
+                            Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => Some(s.clone()),
+                            _ => None,
+                        });
+                    json!({
+                        "address": address,
+                        "additionalAddresses": additional,
+                        "weight": e.load_balancing_weight.as_ref().map(|w| w.value),
+                        "endpoint": meta,
+                    })
+                })
+                .collect();
+            json!({"locality": locality, "weight": l.load_balancing_weight.as_ref().map(|w| w.value), "endpoints": endpoints})
+        })
+        .collect();
+    json!({"cluster": cla.cluster_name, "localities": localities})
+}
+
+fn listener(any: &Any) -> Value {
+    let l = Listener::decode(any.value.as_slice()).unwrap_or_default();
+    json!({"name": l.name, "address": socket(l.address.as_ref()), "apiListener": l.api_listener.is_some()})
+}
+
+fn routes(any: &Any) -> Value {
+    let r = RouteConfiguration::decode(any.value.as_slice()).unwrap_or_default();
+    let hosts: Vec<Value> = r
+        .virtual_hosts
+        .iter()
+        .map(|v| {
+            let clusters: Vec<String> = v
+                .routes
+                .iter()
+                .filter_map(|r| match &r.action {
+                    Some(Action::Route(a)) => match &a.cluster_specifier {
+                        Some(ClusterSpecifier::Cluster(c)) => Some(c.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            json!({"name": v.name, "domains": v.domains, "clusters": clusters})
+        })
+        .collect();
+    json!({"name": r.name, "virtualHosts": hosts})
+}
+
+/// What `proxy` is served now: every resource of every type, as JSON summaries.
+pub fn config_dump(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> Value {
+    let all = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
+        generate(t, proxy, snapshot, None)
+            .values()
+            .map(render)
+            .collect()
+    };
+    json!({
+        "node": proxy,
+        "clusters": all(type_url::CLUSTER, cluster),
+        "endpoints": all(type_url::ENDPOINT, assignment),
+        "listeners": all(type_url::LISTENER, listener),
+        "routes": all(type_url::ROUTE, routes),
+    })
+}
