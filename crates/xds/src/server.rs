@@ -71,6 +71,8 @@ struct TypeState {
     sent: BTreeMap<String, u64>,
     version: u64,
     nonce: Option<String>,
+    /// A request of this type was handled (delta: the first one decides wildcard).
+    subscribed: bool,
 }
 
 /// Resources to send and names removed.
@@ -307,18 +309,25 @@ impl AggregatedDiscoveryService for Ads {
                                 stream.proxy = Some(proxy);
                             }
                             let type_url = request.type_url.clone();
+                            debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
-                            if !stream.acknowledge(&type_url, &request.response_nonce, error) || !request.response_nonce.is_empty() && request.resource_names_subscribe.is_empty() && request.resource_names_unsubscribe.is_empty() {
+                            // The nonce only decides whether this ACKs or NACKs a response; a
+                            // subscription change is applied whatever it says, since a delta
+                            // client never repeats it.
+                            stream.acknowledge(&type_url, &request.response_nonce, error);
+                            let first = !stream.types.get(&type_url).is_some_and(|t| t.subscribed);
+                            if !first && request.resource_names_subscribe.is_empty() && request.resource_names_unsubscribe.is_empty() {
                                 continue;
                             }
                             let state = stream.types.entry(type_url.clone()).or_default();
-                            let first = state.nonce.is_none() && state.sent.is_empty();
+                            state.subscribed = true;
+                            let mut wildcard = state.names.is_none() && (!first || (request.resource_names_subscribe.is_empty() && is_wildcard_type(&type_url)));
                             let mut names = state.names.take().unwrap_or_default();
-                            let mut wildcard = first && request.resource_names_subscribe.is_empty() && is_wildcard_type(&type_url);
                             for name in &request.resource_names_subscribe {
                                 if name == "*" { wildcard = true } else { names.insert(name.clone()); }
                             }
                             for name in &request.resource_names_unsubscribe {
+                                if name == "*" { wildcard = false }
                                 names.remove(name);
                                 state.sent.remove(name);
                             }

@@ -317,3 +317,68 @@ async fn grpc_client_conversation() {
         Some("1")
     );
 }
+
+#[tokio::test]
+async fn delta_subscriptions_survive_a_crossing_push() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    let (snapshots, rx) = watch::channel(snapshot(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(rx, Connections::default()),
+        std::future::pending(),
+    ));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, requests) = mpsc::channel(16);
+    let mut rx = grpc
+        .delta_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut envoy_node = node();
+    envoy_node.user_agent_name = "envoy".into();
+    let request = |subscribe: &[&str], nonce: &str| DeltaDiscoveryRequest {
+        node: Some(envoy_node.clone()),
+        type_url: type_url::ENDPOINT.into(),
+        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    let cluster_local = "outbound|80||echo.demo.svc.cluster.local";
+    tx.send(request(&[EDS_NAME], "")).await.unwrap();
+    let first = next_delta(&mut rx).await;
+    assert_eq!(first.resources[0].name, EDS_NAME);
+
+    // The ClusterSet changes and the server pushes while the client, not having seen that push
+    // yet, subscribes to another cluster with the older nonce.
+    snapshots.send(snapshot(true)).unwrap();
+    let pushed = next_delta(&mut rx).await;
+    assert_eq!(pushed.resources[0].name, EDS_NAME);
+    tx.send(request(&[cluster_local], &first.nonce))
+        .await
+        .unwrap();
+    let answer = next_delta(&mut rx).await;
+    assert_eq!(
+        answer
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        vec![cluster_local]
+    );
+}
+
+async fn next_delta(
+    rx: &mut tonic::Streaming<
+        envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse,
+    >,
+) -> envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+    tokio::time::timeout(Duration::from_secs(10), rx.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
