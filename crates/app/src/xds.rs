@@ -25,7 +25,9 @@ pub(crate) fn spawn_snapshots(
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
+        let mut version = 0;
         loop {
+            version += 1;
             let outcome = outcomes.borrow_and_update().clone();
             let (services, gateways) = {
                 let reg = registry.read();
@@ -35,6 +37,7 @@ pub(crate) fn spawn_snapshots(
                 services,
                 outcome,
                 gateways,
+                version,
             }));
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -12,7 +12,7 @@ use bowline_model::{ClusterId, Endpoint, IpFamily, Locality, Network};
 use bowline_registry::{Gateway, Gateways};
 
 /// The address families a proxy can use, from its `INSTANCE_IPS`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ProxyFamilies {
     /// No instance IPs known: every family.
     #[default]

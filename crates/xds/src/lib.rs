@@ -12,6 +12,7 @@
 //!                 ADS: StreamAggregatedResources / DeltaAggregatedResources
 //! ```
 
+pub mod cache;
 pub mod dump;
 pub mod eds;
 pub mod node;

@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::eds::{ProxyFamilies, ProxyView};
 
 /// The kind of data plane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ProxyKind {
     /// Envoy: real socket listeners.
     Envoy,

@@ -72,6 +72,8 @@ pub struct XdsSnapshot {
     pub outcome: Arc<Outcome>,
     /// East-west gateways.
     pub gateways: Arc<Gateways>,
+    /// Increases with every snapshot published: keys the resource cache.
+    pub version: u64,
 }
 
 /// One port of one host a proxy can reach, and who serves it.

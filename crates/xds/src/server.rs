@@ -26,8 +26,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
+    cache::Cache,
     node::ProxyInfo,
-    resources::{XdsSnapshot, generate, type_url},
+    resources::{XdsSnapshot, type_url},
     status::{Connections, TypeStatus},
 };
 
@@ -49,6 +50,7 @@ pub struct Ads {
     snapshots: watch::Receiver<Arc<XdsSnapshot>>,
     connections: Connections,
     next_id: Arc<AtomicU64>,
+    cache: Arc<Cache>,
 }
 
 impl Ads {
@@ -58,6 +60,7 @@ impl Ads {
             snapshots,
             connections,
             next_id: Arc::new(AtomicU64::new(1)),
+            cache: Arc::default(),
         }
     }
 }
@@ -75,8 +78,8 @@ struct TypeState {
     subscribed: bool,
 }
 
-/// Resources to send and names removed.
-type Diff = (Vec<(String, Any)>, Vec<String>);
+/// Resources to send, names removed, and every subscribed resource.
+type Diff = (Vec<(String, Any)>, Vec<String>, Vec<Any>);
 
 /// One stream's state.
 struct Stream_ {
@@ -85,6 +88,7 @@ struct Stream_ {
     types: HashMap<String, TypeState>,
     nonce: u64,
     connections: Connections,
+    cache: Arc<Cache>,
 }
 
 impl Stream_ {
@@ -126,33 +130,53 @@ impl Stream_ {
         true
     }
 
-    /// What changed for a type since the last response: (resources to send, removed names).
-    /// `force` sends even when nothing changed (first request of a type).
+    /// What changed for a type since the last response: (resources to send, removed names,
+    /// every subscribed resource). `force` answers even when nothing changed (first request).
     fn diff(&mut self, type_url: &str, snapshot: &XdsSnapshot, force: bool) -> Option<Diff> {
         let proxy = self.proxy.as_ref()?;
+        let all = match known_type(type_url) {
+            Some(t) => self.cache.get(t, proxy, snapshot),
+            None => Default::default(),
+        };
         let state = self.types.get_mut(type_url)?;
-        let current = generate(type_url, proxy, snapshot, state.names.as_ref());
-        let digests: BTreeMap<String, u64> = current
-            .iter()
-            .map(|(n, a)| (n.clone(), digest(a)))
-            .collect();
+        let wanted = |name: &String| state.names.as_ref().is_none_or(|n| n.contains(name));
+        let current: Vec<(&String, &(Any, u64))> = all.iter().filter(|(n, _)| wanted(n)).collect();
         let changed: Vec<(String, Any)> = current
-            .into_iter()
-            .filter(|(name, _)| state.sent.get(name) != digests.get(name))
+            .iter()
+            .filter(|(name, (_, d))| state.sent.get(*name) != Some(d))
+            .map(|(name, (any, _))| ((*name).clone(), any.clone()))
             .collect();
         let removed: Vec<String> = state
             .sent
             .keys()
-            .filter(|n| !digests.contains_key(*n))
+            .filter(|n| !current.iter().any(|(c, _)| c == n))
             .cloned()
             .collect();
         if changed.is_empty() && removed.is_empty() && !force {
             return None;
         }
-        state.sent = digests;
+        state.sent = current
+            .iter()
+            .map(|(n, (_, d))| ((*n).clone(), *d))
+            .collect();
         state.version += 1;
-        Some((changed, removed))
+        let everything = current
+            .into_iter()
+            .map(|(_, (any, _))| any.clone())
+            .collect();
+        Some((changed, removed, everything))
     }
+}
+
+fn known_type(type_url: &str) -> Option<&'static str> {
+    [
+        type_url::CLUSTER,
+        type_url::ENDPOINT,
+        type_url::LISTENER,
+        type_url::ROUTE,
+    ]
+    .into_iter()
+    .find(|t| *t == type_url)
 }
 
 /// The SotW response for `type_url`: everything current for wildcard types, the changed
@@ -163,13 +187,10 @@ fn sotw_response(
     snapshot: &XdsSnapshot,
     force: bool,
 ) -> Option<DiscoveryResponse> {
-    let (changed, _removed) = stream.diff(type_url, snapshot, force)?;
+    let (changed, _removed, everything) = stream.diff(type_url, snapshot, force)?;
     let state = stream.types.get(type_url)?;
     let resources: Vec<Any> = if is_wildcard_type(type_url) {
-        let proxy = stream.proxy.as_ref()?;
-        generate(type_url, proxy, snapshot, state.names.as_ref())
-            .into_values()
-            .collect()
+        everything
     } else {
         changed.into_iter().map(|(_, a)| a).collect()
     };
@@ -205,10 +226,11 @@ impl AggregatedDiscoveryService for Ads {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut snapshots = self.snapshots.clone();
         let connections = self.connections.clone();
+        let cache = self.cache.clone();
         let span = info_span!("xds", stream = id, node = tracing::field::Empty);
         tokio::spawn(
             async move {
-                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone() };
+                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone(), cache: cache.clone() };
                 loop {
                     tokio::select! {
                         message = inbound.message() => {
@@ -286,10 +308,11 @@ impl AggregatedDiscoveryService for Ads {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut snapshots = self.snapshots.clone();
         let connections = self.connections.clone();
+        let cache = self.cache.clone();
         let span = info_span!("xds", stream = id, node = tracing::field::Empty);
         tokio::spawn(
             async move {
-                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone() };
+                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone(), cache: cache.clone() };
                 loop {
                     tokio::select! {
                         message = inbound.message() => {
@@ -382,7 +405,7 @@ fn delta_response(
     snapshot: &XdsSnapshot,
     force: bool,
 ) -> Option<DeltaDiscoveryResponse> {
-    let (changed, removed) = stream.diff(type_url, snapshot, force)?;
+    let (changed, removed, _) = stream.diff(type_url, snapshot, force)?;
     let version = stream.types.get(type_url)?.version.to_string();
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());

@@ -1,0 +1,91 @@
+//! Resources generated once per snapshot and proxy class, shared by every stream of that
+//! class: a change costs one generation per class, not one per connected proxy.
+
+use std::{
+    collections::{BTreeMap, HashMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use bowline_model::Network;
+use envoy_types::pb::google::protobuf::Any;
+use parking_lot::Mutex;
+
+use crate::{
+    eds::ProxyFamilies,
+    node::{ProxyInfo, ProxyKind},
+    resources::{XdsSnapshot, generate},
+};
+
+/// What a proxy's resources depend on: proxies that agree on it are served the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Class {
+    kind: ProxyKind,
+    member: Option<String>,
+    network: Network,
+    families: ProxyFamilies,
+    listen_address: IpAddr,
+    gateway_port: Option<u16>,
+}
+
+impl Class {
+    fn of(proxy: &ProxyInfo) -> Self {
+        Self {
+            kind: proxy.kind,
+            member: proxy.member.clone(),
+            network: proxy.network.clone(),
+            families: ProxyFamilies::of(&proxy.instance_ips),
+            listen_address: proxy.listen_address,
+            gateway_port: proxy.gateway_port,
+        }
+    }
+}
+
+/// Every resource of one type for one class, with the digest of its encoding.
+pub type Resources = Arc<BTreeMap<String, (Any, u64)>>;
+
+fn digest(any: &Any) -> u64 {
+    let mut h = DefaultHasher::new();
+    any.value.hash(&mut h);
+    h.finish()
+}
+
+/// The cache; entries of older snapshots are dropped when a newer one is first asked for.
+#[derive(Default)]
+pub struct Cache {
+    /// Guards the entries of the current snapshot; held while one class generates, so that
+    /// concurrent streams of that class wait for it instead of generating it again.
+    inner: Mutex<(u64, HashMap<(Class, &'static str), Resources>)>,
+}
+
+impl Cache {
+    /// Every resource of `type_url` for `proxy` under `snapshot`.
+    pub fn get(
+        &self,
+        type_url: &'static str,
+        proxy: &ProxyInfo,
+        snapshot: &XdsSnapshot,
+    ) -> Resources {
+        let key = (Class::of(proxy), type_url);
+        let mut inner = self.inner.lock();
+        if inner.0 != snapshot.version {
+            *inner = (snapshot.version, HashMap::new());
+        }
+        inner
+            .1
+            .entry(key)
+            .or_insert_with(|| {
+                let all = generate(type_url, proxy, snapshot, None);
+                Arc::new(
+                    all.into_iter()
+                        .map(|(name, any)| {
+                            let d = digest(&any);
+                            (name, (any, d))
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+}
