@@ -51,12 +51,15 @@ fn digest(any: &Any) -> u64 {
     h.finish()
 }
 
+/// Cached resources of one snapshot, by class and type.
+type Entries = HashMap<(Class, &'static str), Resources>;
+
 /// The cache; entries of older snapshots are dropped when a newer one is first asked for.
 #[derive(Default)]
 pub struct Cache {
     /// Guards the entries of the current snapshot; held while one class generates, so that
     /// concurrent streams of that class wait for it instead of generating it again.
-    inner: Mutex<(u64, HashMap<(Class, &'static str), Resources>)>,
+    inner: Mutex<(u64, Entries)>,
 }
 
 impl Cache {
