@@ -2,7 +2,7 @@
 //! class: a change costs one generation per class, not one per connected proxy.
 
 use std::{
-    collections::{BTreeMap, HashMap, hash_map::DefaultHasher},
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
     net::IpAddr,
     sync::Arc,
@@ -51,8 +51,8 @@ fn digest(any: &Any) -> u64 {
     h.finish()
 }
 
-/// Cached resources of one snapshot, by class and type.
-type Entries = HashMap<(Class, &'static str), Resources>;
+/// Cached resources of one snapshot, by class, type and, for named EDS subscriptions, name.
+type Entries = HashMap<(Class, &'static str, Option<String>), Resources>;
 
 /// The cache; entries of older snapshots are dropped when a newer one is first asked for.
 #[derive(Default)]
@@ -63,31 +63,57 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Every resource of `type_url` for `proxy` under `snapshot`.
+    /// The resources of `type_url` for `proxy` under `snapshot`: every one (`names` is
+    /// `None`, or a type other than EDS), or for EDS only those named, each generated once.
     pub fn get(
         &self,
         type_url: &'static str,
         proxy: &ProxyInfo,
         snapshot: &XdsSnapshot,
+        names: Option<&BTreeSet<String>>,
     ) -> Resources {
-        let key = (Class::of(proxy), type_url);
+        let class = Class::of(proxy);
+        let version = snapshot.version;
+        let per_name = match names {
+            Some(names) if type_url == crate::resources::type_url::ENDPOINT => names,
+            _ => {
+                return self.entry(&class, type_url, None, version, || {
+                    generate(type_url, proxy, snapshot, None)
+                });
+            }
+        };
+        let mut out = BTreeMap::new();
+        for name in per_name {
+            let one = BTreeSet::from([name.clone()]);
+            let resources = self.entry(&class, type_url, Some(name.clone()), version, || {
+                generate(type_url, proxy, snapshot, Some(&one))
+            });
+            out.extend(resources.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Arc::new(out)
+    }
+
+    fn entry(
+        &self,
+        class: &Class,
+        type_url: &'static str,
+        name: Option<String>,
+        version: u64,
+        make: impl FnOnce() -> BTreeMap<String, Any>,
+    ) -> Resources {
         let mut inner = self.inner.lock();
-        if inner.0 != snapshot.version {
-            *inner = (snapshot.version, HashMap::new());
+        if inner.0 != version {
+            *inner = (version, HashMap::new());
         }
         inner
             .1
-            .entry(key)
+            .entry((class.clone(), type_url, name))
             .or_insert_with(|| {
-                let all = generate(type_url, proxy, snapshot, None);
-                Arc::new(
-                    all.into_iter()
-                        .map(|(name, any)| {
-                            let d = digest(&any);
-                            (name, (any, d))
-                        })
-                        .collect(),
-                )
+                let resources = make().into_iter().map(|(name, any)| {
+                    let d = digest(&any);
+                    (name, (any, d))
+                });
+                Arc::new(resources.collect())
             })
             .clone()
     }

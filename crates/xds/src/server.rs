@@ -134,8 +134,9 @@ impl Stream_ {
     /// every subscribed resource). `force` answers even when nothing changed (first request).
     fn diff(&mut self, type_url: &str, snapshot: &XdsSnapshot, force: bool) -> Option<Diff> {
         let proxy = self.proxy.as_ref()?;
+        let names = self.types.get(type_url)?.names.clone();
         let all = match known_type(type_url) {
-            Some(t) => self.cache.get(t, proxy, snapshot),
+            Some(t) => self.cache.get(t, proxy, snapshot, names.as_ref()),
             None => Default::default(),
         };
         let state = self.types.get_mut(type_url)?;
