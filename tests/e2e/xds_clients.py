@@ -22,6 +22,9 @@ from collections import Counter
 from concurrent import futures
 
 SERVERS = {"east": ["127.0.0.11", "127.0.0.12"], "west": ["127.0.0.21", "127.0.0.22"]}
+# This one is a proxyless gRPC *server*: it serves only once Bowline has sent its listener
+# (grpc/server?xds.resource.listening_address=127.0.0.12:PORT, gRFC A36).
+XDS_SERVER = "127.0.0.12"
 
 
 def free_port():
@@ -78,9 +81,14 @@ def start_servers(grpc, port):
             generic = grpc.method_handlers_generic_handler(
                 "echo.Echo", {"Call": grpc.unary_unary_rpc_method_handler(handler)}
             )
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-            server.add_generic_rpc_handlers((generic,))
-            server.add_insecure_port(f"{addr}:{port}")
+            if addr == XDS_SERVER:
+                server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), xds=True)
+                server.add_generic_rpc_handlers((generic,))
+                server.add_secure_port(f"{addr}:{port}", grpc.xds_server_credentials(grpc.insecure_server_credentials()))
+            else:
+                server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+                server.add_generic_rpc_handlers((generic,))
+                server.add_insecure_port(f"{addr}:{port}")
             server.start()
             servers.append(server)
     return servers
@@ -105,6 +113,7 @@ def main():
         "xds_servers": [{"server_uri": f"127.0.0.1:{xds}", "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
         "node": {"id": "e2e-python", "cluster": "e2e", "locality": {"region": "r", "zone": "z"},
                  "metadata": {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1"}},
+        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
     }
     os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)
     import grpc  # after the bootstrap is in the environment

@@ -75,7 +75,15 @@ impl Cache {
         let class = Class::of(proxy);
         let version = snapshot.version;
         let per_name = match names {
-            Some(names) if type_url == crate::resources::type_url::ENDPOINT => names,
+            // Assignments, and gRPC listeners (which include servers' own, named by address),
+            // are generated per subscribed name.
+            Some(names)
+                if type_url == crate::resources::type_url::ENDPOINT
+                    || (type_url == crate::resources::type_url::LISTENER
+                        && proxy.kind == ProxyKind::Grpc) =>
+            {
+                names
+            }
             _ => {
                 return self.entry(&class, type_url, None, version, || {
                     generate(type_url, proxy, snapshot, None)

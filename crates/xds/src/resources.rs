@@ -29,8 +29,9 @@ use envoy_types::pb::{
             },
             listener::v3::{ApiListener, Filter, FilterChain, Listener, filter},
             route::v3::{
-                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
-                route_action::ClusterSpecifier, route_match::PathSpecifier,
+                NonForwardingAction, Route, RouteAction, RouteConfiguration, RouteMatch,
+                VirtualHost, route::Action, route_action::ClusterSpecifier,
+                route_match::PathSpecifier,
             },
         },
         extensions::filters::{
@@ -363,6 +364,47 @@ fn envoy_routes(port: u16, hosts: &[&HostPort]) -> RouteConfiguration {
     }
 }
 
+/// Prefix of the listeners proxyless gRPC servers ask for (gRFC A36).
+pub const SERVER_LISTENER_PREFIX: &str = "grpc/server?xds.resource.listening_address=";
+
+/// The listener of a proxyless gRPC server: its address, one filter chain with an HTTP
+/// connection manager whose inline routes accept every RPC (`non_forwarding_action`) and end
+/// in the router filter. `None` when the name does not hold an `IP:PORT`.
+fn server_listener(name: &str) -> Option<Listener> {
+    let address: std::net::SocketAddr = name.strip_prefix(SERVER_LISTENER_PREFIX)?.parse().ok()?;
+    let mut hcm = hcm(String::new());
+    hcm.stat_prefix = "grpc_server".into();
+    hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+        name: "inbound".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "inbound".into(),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(Action::NonForwardingAction(NonForwardingAction {})),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    Some(Listener {
+        name: name.to_string(),
+        address: Some(socket(address.ip(), address.port())),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
 /// An east-west gateway's routes: a virtual host per `host:port` (and per bare host when it
 /// has one port), to the cluster whose endpoints are this network's. Requests arrive over plain
 /// HTTP with the service's host as their authority.
@@ -400,6 +442,17 @@ pub fn generate(
     let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
     let ports = host_ports(proxy, snapshot);
     let mut out = BTreeMap::new();
+    if type_url == type_url::LISTENER && proxy.kind == ProxyKind::Grpc {
+        for name in names
+            .into_iter()
+            .flatten()
+            .filter(|n| n.starts_with(SERVER_LISTENER_PREFIX))
+        {
+            if let Some(listener) = server_listener(name) {
+                out.insert(name.clone(), pack_any(listener));
+            }
+        }
+    }
     if let (Some(gateway_port), type_url::LISTENER | type_url::ROUTE) =
         (proxy.gateway_port, type_url)
     {
