@@ -19,9 +19,14 @@ use crate::{
     run::MemberLabel,
 };
 
-/// Quiet period after a registry change before recomputing, so that a burst of edits is
-/// reconciled once.
-const SETTLE: Duration = Duration::from_millis(20);
+/// How changes are coalesced before the ClusterSet view is recomputed (and so pushed).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Debounce {
+    /// Recompute once no change arrived for this long...
+    pub quiet: Duration,
+    /// ...or once this long has passed since the first change.
+    pub max: Duration,
+}
 
 /// Counters of the MCS loop.
 #[derive(Default)]
@@ -50,9 +55,15 @@ pub(crate) fn spawn_mcs(
     metrics: Arc<McsMetrics>,
     shutdown: CancellationToken,
 ) {
+    let debounce = Debounce {
+        quiet: config.xds.debounce,
+        max: config.xds.max_debounce,
+    };
     if config.mcs.mode == McsMode::Consumer {
         info!("MCS consumer mode: Bowline writes nothing and reads the provider's ServiceImports");
-        tasks.spawn(consume_loop(registry, outcomes, metrics, shutdown));
+        tasks.spawn(consume_loop(
+            registry, outcomes, metrics, shutdown, debounce,
+        ));
         return;
     }
     let writers: Vec<(MemberName, FileWriter)> = config
@@ -105,7 +116,7 @@ pub(crate) fn spawn_mcs(
             .await
             .expect("writing does not panic");
             tokio::select! {
-                more = settled_change(&mut changes, &shutdown) => {
+                more = settled_change(&mut changes, &shutdown, debounce) => {
                     if !more {
                         return;
                     }
@@ -123,29 +134,37 @@ async fn consume_loop(
     outcomes: watch::Sender<Arc<Outcome>>,
     metrics: Arc<McsMetrics>,
     shutdown: CancellationToken,
+    debounce: Debounce,
 ) {
     let mut changes = registry.read().subscribe_changes();
     loop {
         let snapshot = Snapshot::from_registry(&registry.read());
         outcomes.send_replace(Arc::new(bowline_mcs::consumer::consume(&snapshot)));
         metrics.reconciles.inc();
-        if !settled_change(&mut changes, &shutdown).await {
+        if !settled_change(&mut changes, &shutdown, debounce).await {
             return;
         }
     }
 }
 
-/// Waits for a registry change and lets a burst of them settle; false on shutdown.
-async fn settled_change(changes: &mut watch::Receiver<u64>, shutdown: &CancellationToken) -> bool {
+/// Waits for a registry change and lets a burst of them settle (debounce); false on shutdown.
+async fn settled_change(
+    changes: &mut watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+    debounce: Debounce,
+) -> bool {
     tokio::select! {
-        _ = shutdown.cancelled() => false,
-        changed = changes.changed() => {
-            if changed.is_err() {
-                return false;
-            }
-            tokio::time::sleep(SETTLE).await;
-            changes.mark_unchanged();
-            true
+        _ = shutdown.cancelled() => return false,
+        changed = changes.changed() => if changed.is_err() { return false },
+    }
+    changes.mark_unchanged();
+    let deadline = tokio::time::Instant::now() + debounce.max;
+    loop {
+        let until = deadline.min(tokio::time::Instant::now() + debounce.quiet);
+        match tokio::time::timeout_at(until, changes.changed()).await {
+            Ok(Ok(())) if tokio::time::Instant::now() < deadline => changes.mark_unchanged(),
+            Ok(Err(_)) => return false,
+            _ => return true,
         }
     }
 }
@@ -205,5 +224,48 @@ fn write_all(
                 warn!(member = %member, "cannot write MCS objects: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn debounce() -> Debounce {
+        Debounce {
+            quiet: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_change_waits_for_the_quiet_period() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let start = tokio::time::Instant::now();
+        tx.send_modify(|v| *v += 1);
+        assert!(settled_change(&mut rx, &CancellationToken::new(), debounce()).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_changes_is_capped() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                tx.send_modify(|v| *v += 1);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(settled_change(&mut rx, &CancellationToken::new(), debounce()).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_wait() {
+        let (_tx, mut rx) = watch::channel(0u64);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        assert!(!settled_change(&mut rx, &shutdown, debounce()).await);
     }
 }

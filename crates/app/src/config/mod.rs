@@ -34,6 +34,17 @@ pub struct Config {
     pub watch: Watch,
     /// Multi-Cluster Services.
     pub mcs: Mcs,
+    /// The xDS server.
+    pub xds: Xds,
+}
+
+/// The `xds` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xds {
+    /// Quiet period after a change before the ClusterSet view is recomputed and pushed.
+    pub debounce: Duration,
+    /// Longest a steady stream of changes can delay a push.
+    pub max_debounce: Duration,
 }
 
 /// A member of the ClusterSet.
@@ -121,6 +132,10 @@ pub mod defaults {
     pub const RESYNC: Duration = Duration::from_secs(30);
     /// `mcs.resync`.
     pub const MCS_RESYNC: Duration = Duration::from_millis(500);
+    /// `xds.debounce`.
+    pub const XDS_DEBOUNCE: Duration = Duration::from_millis(10);
+    /// `xds.maxDebounce`.
+    pub const XDS_MAX_DEBOUNCE: Duration = Duration::from_millis(100);
 }
 
 /// One problem in a configuration file.
@@ -175,6 +190,17 @@ struct Raw {
     watch: RawWatch,
     #[serde(default)]
     mcs: RawMcs,
+    #[serde(default)]
+    xds: RawXds,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawXds {
+    #[serde(default, deserialize_with = "duration")]
+    debounce: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    max_debounce: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -84,12 +84,32 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     if mcs.resync.is_zero() {
         problems.add("mcs.resync", "must be more than 0");
     }
+    let xds = super::Xds {
+        debounce: raw.xds.debounce.unwrap_or(defaults::XDS_DEBOUNCE),
+        max_debounce: raw.xds.max_debounce.unwrap_or(defaults::XDS_MAX_DEBOUNCE),
+    };
+    if xds.max_debounce < xds.debounce {
+        problems.add(
+            "xds.maxDebounce",
+            format!("must be at least xds.debounce ({:?})", xds.debounce),
+        );
+    }
     let mcs = super::Mcs {
         mode: raw.mcs.mode.unwrap_or(super::McsMode::Controller),
         resync: raw.mcs.resync.unwrap_or(defaults::MCS_RESYNC),
     };
     if mcs.resync.is_zero() {
         problems.add("mcs.resync", "must be more than 0");
+    }
+    let xds = super::Xds {
+        debounce: raw.xds.debounce.unwrap_or(defaults::XDS_DEBOUNCE),
+        max_debounce: raw.xds.max_debounce.unwrap_or(defaults::XDS_MAX_DEBOUNCE),
+    };
+    if xds.max_debounce < xds.debounce {
+        problems.add(
+            "xds.maxDebounce",
+            format!("must be at least xds.debounce ({:?})", xds.debounce),
+        );
     }
     if !problems.0.is_empty() {
         return Err(ConfigError {
@@ -109,6 +129,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             .unwrap_or(defaults::MEMBER_SYNC_TIMEOUT),
         watch,
         mcs,
+        xds,
     })
 }
 
