@@ -204,10 +204,12 @@ pub fn assign(
             .or_default()
             .push(target);
     }
+    // Gateways are summed over every locality: one entry per gateway address in the whole
+    // assignment (gRPC refuses an address listed twice), in the locality of no region.
+    let mut through: BTreeMap<(IpAddr, u16), (u64, &Gateway)> = BTreeMap::new();
     let mut out = Vec::new();
     for (locality, members) in by_locality {
         let mut endpoints = Vec::new();
-        let mut through: BTreeMap<(IpAddr, u16), (u64, &Gateway)> = BTreeMap::new();
         for target in members {
             let ep = target.endpoint;
             let (network_has_gateways, reach) = if proxy.local_only {
@@ -242,28 +244,46 @@ pub fn assign(
                 through.entry((g.address, g.port)).or_insert((0, g)).0 += share;
             }
         }
-        endpoints.extend(
-            through
-                .into_iter()
-                .map(|((address, port), (weight, g))| LbEndpoint {
-                    address,
-                    additional: Vec::new(),
-                    port,
-                    weight: u32::try_from(weight).unwrap_or(u32::MAX).max(1),
-                    cluster: g.cluster.clone(),
-                    network: g.network.clone(),
-                    via: Via::Gateway,
-                }),
-        );
-        if endpoints.is_empty() {
-            continue;
+        if !endpoints.is_empty() {
+            out.push(LocalityEndpoints {
+                locality: locality.clone(),
+                weight: 0,
+                endpoints,
+            });
         }
-        let weight = endpoints.iter().map(|e| u64::from(e.weight)).sum::<u64>();
-        out.push(LocalityEndpoints {
-            locality: locality.clone(),
+    }
+    let gateway_endpoints = through
+        .into_iter()
+        .map(|((address, port), (weight, g))| LbEndpoint {
+            address,
+            additional: Vec::new(),
+            port,
             weight: u32::try_from(weight).unwrap_or(u32::MAX).max(1),
-            endpoints,
+            cluster: g.cluster.clone(),
+            network: g.network.clone(),
+            via: Via::Gateway,
         });
+    let nowhere = Locality::default();
+    match out.iter_mut().find(|l| l.locality == nowhere) {
+        Some(group) => group.endpoints.extend(gateway_endpoints),
+        None => {
+            let endpoints: Vec<LbEndpoint> = gateway_endpoints.collect();
+            if !endpoints.is_empty() {
+                out.push(LocalityEndpoints {
+                    locality: nowhere,
+                    weight: 0,
+                    endpoints,
+                });
+            }
+        }
+    }
+    for group in &mut out {
+        let weight = group
+            .endpoints
+            .iter()
+            .map(|e| u64::from(e.weight))
+            .sum::<u64>();
+        group.weight = u32::try_from(weight).unwrap_or(u32::MAX).max(1);
     }
     out
 }

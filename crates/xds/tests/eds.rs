@@ -281,3 +281,35 @@ fn an_east_west_gateway_gets_only_its_networks_endpoints_directly() {
         vec![s("10.1.0.1", 1, false), s("10.1.0.2", 1, false)]
     );
 }
+
+#[test]
+fn a_gateway_is_listed_once_whatever_the_localities_behind_it() {
+    let mut z1 = ep("b", "net-b", &["10.1.0.1"]);
+    z1.locality = Locality::parse_slashed("r/z1");
+    let mut z2 = ep("b", "net-b", &["10.1.0.2"]);
+    z2.locality = Locality::parse_slashed("r/z2");
+    let eps = [z1, z2, ep("a", "net-a", &["10.0.0.1"])];
+    let gws = gateways(&[gw("net-b", "b", "192.0.2.1")]);
+    let targets: Vec<Target<'_>> = eps
+        .iter()
+        .map(|e| Target {
+            endpoint: e,
+            port: 80,
+        })
+        .collect();
+    let localities = assign(&targets, &gws, &proxy("net-a", ProxyFamilies::V4));
+    let gateway_entries: Vec<(String, u32)> = localities
+        .iter()
+        .flat_map(|l| {
+            l.endpoints
+                .iter()
+                .filter(|e| e.via == Via::Gateway)
+                .map(move |e| (l.locality.to_string(), e.weight))
+        })
+        .collect();
+    assert_eq!(
+        gateway_entries,
+        vec![("//".to_string(), 2)],
+        "one entry, carrying both endpoints"
+    );
+}

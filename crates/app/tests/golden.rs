@@ -1,0 +1,140 @@
+//! Golden files of the xDS resources generated for the demo ClusterSet, for proxies of each
+//! kind, network and address family. Regenerate with `UPDATE_GOLDEN=1 cargo test -p bowline-app
+//! --test golden`, and review the diff like code.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+use bowline_app::config::{Config, MemberSource};
+use bowline_mcs::{Controller, McsConfig, Snapshot};
+use bowline_model::{EventBody, MemberName, SourceEvent};
+use bowline_registry::{MemberConfig, Registry};
+use bowline_xds::{node::ProxyInfo, resources::XdsSnapshot};
+use envoy_types::pb::{
+    envoy::config::core::v3::Node,
+    google::protobuf::{Struct, Value, value::Kind},
+};
+
+fn demo_snapshot() -> XdsSnapshot {
+    let dir = tempfile::tempdir().unwrap();
+    bowline_app::demo::write_to(dir.path()).unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let mut registry = Registry::new(
+        config.cluster_set.clone(),
+        config.members.iter().map(|m| MemberConfig {
+            name: MemberName::new(m.name.as_str()),
+            id: m.id.clone(),
+            network: m.network.clone(),
+        }),
+    );
+    for member in &config.members {
+        let MemberSource::Manifests(path) = &member.source;
+        let name = MemberName::new(member.name.as_str());
+        let (objects, rejections) = bowline_source::scan_directory(name.clone(), path).unwrap();
+        registry.apply(SourceEvent {
+            member: name,
+            body: EventBody::Reset {
+                objects,
+                rejections,
+            },
+        });
+    }
+    let mut controller = Controller::new(
+        McsConfig {
+            policy: config.export.clone(),
+            pools: config.cluster_set_ips.clone(),
+        },
+        BTreeMap::new(),
+    );
+    let outcome = controller.reconcile(
+        &Snapshot::from_registry(&registry),
+        "2026-11-22T00:00:00Z".parse().unwrap(),
+    );
+    XdsSnapshot {
+        services: registry.services(),
+        outcome: Arc::new(outcome),
+        gateways: registry.gateways(),
+        version: 1,
+    }
+}
+
+fn proxy(id: &str, agent: &str, member: &str, network: &str, ips: &str) -> ProxyInfo {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    ProxyInfo::from_node(&Node {
+        id: id.into(),
+        user_agent_name: agent.into(),
+        metadata: Some(Struct {
+            fields: [
+                ("CLUSTER_ID", s(member)),
+                ("NETWORK", s(network)),
+                ("INSTANCE_IPS", s(ips)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        }),
+        ..Default::default()
+    })
+}
+
+fn check(name: &str, actual: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let rendered = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == rendered,
+        "{} differs from the generated resources; run with UPDATE_GOLDEN=1 and review the diff",
+        path.display()
+    );
+}
+
+#[test]
+fn demo_resources_per_proxy() {
+    let snapshot = demo_snapshot();
+    let proxies = [
+        // A gRPC client in east (net-east, IPv4 only): west's endpoints behind west's gateway.
+        (
+            "grpc-east-ipv4",
+            proxy("grpc-east", "gRPC Python", "east", "net-east", "10.1.1.50"),
+        ),
+        // Envoy in west (net-west, dual stack): east and central behind east's gateway (central
+        // shares net-east but has no gateway of its own), dual-stack endpoints with both addresses.
+        (
+            "envoy-west-dual",
+            proxy(
+                "envoy-west",
+                "envoy",
+                "west",
+                "net-west",
+                "10.2.1.50,fd00:2:1::50",
+            ),
+        ),
+        // A gRPC client in central (net-east, IPv6 only): never an IPv4 address or gateway.
+        (
+            "grpc-central-ipv6",
+            proxy(
+                "grpc-central",
+                "gRPC Python",
+                "central",
+                "net-east",
+                "fd00:3:1::50",
+            ),
+        ),
+    ];
+    for (name, proxy) in proxies {
+        check(name, &bowline_xds::dump::config_dump(&proxy, &snapshot));
+    }
+}
