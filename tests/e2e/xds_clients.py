@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """End to end: gRPC's own xDS clients resolve xds:///echo.shop.svc.clusterset.local through Bowline.
 
-Two members (east, west), each with test gRPC servers on loopback addresses standing in for
-pods. Each client (Python grpcio in this process, Node @grpc/grpc-js-xds as a long-lived
+Three members (east and west with IPv4 endpoints, central with an IPv6-only one), with test
+gRPC servers on loopback addresses (127.0.0.0/8 and ::1) standing in for pods; the clients are
+dual-stack nodes. Each client (Python grpcio in this process, Node @grpc/grpc-js-xds as a long-lived
 subprocess), told by its bootstrap that it runs in east, sends real RPCs; every server must get
 its even share (round robin over every endpoint of every member). Then an endpoint is removed
 from a manifest, and new RPCs stop reaching it without restarting the clients.
@@ -21,7 +22,8 @@ import time
 from collections import Counter
 from concurrent import futures
 
-SERVERS = {"east": ["127.0.0.11", "127.0.0.12"], "west": ["127.0.0.21", "127.0.0.22"]}
+# central is IPv6-only: its one endpoint is ::1, reached by the clients (dual-stack nodes).
+SERVERS = {"east": ["127.0.0.11", "127.0.0.12"], "west": ["127.0.0.21", "127.0.0.22"], "central": ["::1"]}
 # This one is a proxyless gRPC *server*: it serves only once Bowline has sent its listener
 # (grpc/server?xds.resource.listening_address=127.0.0.12:PORT, gRFC A36).
 XDS_SERVER = "127.0.0.12"
@@ -35,9 +37,11 @@ def free_port():
 
 def member_yaml(member, addrs, port, service_port):
     endpoints = "\n".join(
-        f"- addresses: [{a}]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: echo-{member}-{i}, namespace: shop}}"
+        f"- addresses: ['{a}']\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: echo-{member}-{i}, namespace: shop}}"
         for i, a in enumerate(addrs)
     )
+    v6 = ":" in addrs[0]
+    cluster_ip = {"east": "10.96.0.10", "west": "10.96.0.20", "central": "fd00:96::30"}[member]
     return f"""apiVersion: about.k8s.io/v1beta1
 kind: ClusterProperty
 metadata: {{name: cluster.clusterset.k8s.io}}
@@ -51,7 +55,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: echo, namespace: shop}}
 spec:
-  clusterIP: 10.96.0.{10 if member == 'east' else 20}
+  clusterIP: '{cluster_ip}'
   ports: [{{name: grpc, port: {service_port}, targetPort: {port}}}]
 ---
 apiVersion: multicluster.x-k8s.io/v1beta1
@@ -64,7 +68,7 @@ metadata:
   name: echo-{member}
   namespace: shop
   labels: {{kubernetes.io/service-name: echo}}
-addressType: IPv4
+addressType: {"IPv6" if v6 else "IPv4"}
 ports: [{{name: grpc, port: {port}, protocol: TCP}}]
 endpoints:
 {endpoints}
@@ -88,7 +92,7 @@ def start_servers(grpc, port):
             else:
                 server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
                 server.add_generic_rpc_handlers((generic,))
-                server.add_insecure_port(f"{addr}:{port}")
+                server.add_insecure_port(f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}")
             server.start()
             servers.append(server)
     return servers
@@ -107,12 +111,13 @@ def main():
         f.write(
             "clusterSet: e2e\n"
             "members:\n  - {manifests: east, network: net-a}\n  - {manifests: west, network: net-a}\n"
+            "  - {manifests: central, network: net-a}\n"
             f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}'}}\n"
         )
     bootstrap = {
         "xds_servers": [{"server_uri": f"127.0.0.1:{xds}", "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
         "node": {"id": "e2e-python", "cluster": "e2e", "locality": {"region": "r", "zone": "z"},
-                 "metadata": {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1"}},
+                 "metadata": {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1,::1"}},
         "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
     }
     os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)
@@ -180,11 +185,11 @@ def main():
 def check(clients, port, service_port, work):
     all_addrs = [a for addrs in SERVERS.values() for a in addrs]
     for name, spread in clients:
-        counts = spread(400)
-        print(f"{name}: spread over every endpoint of both members: {dict(counts)}")
+        counts = spread(500)
+        print(f"{name}: spread over every endpoint of the three members: {dict(counts)}")
         for addr in all_addrs:
-            share = counts[addr] / 400
-            assert 0.15 <= share <= 0.35, f"{name}: {addr} got {share:.0%} of the RPCs, expected about 25%: {dict(counts)}"
+            share = counts[addr] / 500
+            assert 0.12 <= share <= 0.28, f"{name}: {addr} got {share:.0%} of the RPCs, expected about 20%: {dict(counts)}"
 
     # Remove one west endpoint from its manifest: new RPCs stop reaching it, no restart.
     removed = SERVERS["west"][1]
@@ -199,12 +204,12 @@ def check(clients, port, service_port, work):
             if time.time() > deadline:
                 raise SystemExit(f"{name}: {removed} still receives RPCs 30 s after its removal: {dict(counts)}")
             time.sleep(0.2)
-        counts = spread(300)
+        counts = spread(400)
         print(f"{name}: after removing {removed}: {dict(counts)}")
         assert counts[removed] == 0
         for addr in [a for a in all_addrs if a != removed]:
-            share = counts[addr] / 300
-            assert 0.2 <= share <= 0.47, f"{name}: {addr} got {share:.0%}, expected about 33%: {dict(counts)}"
+            share = counts[addr] / 400
+            assert 0.15 <= share <= 0.35, f"{name}: {addr} got {share:.0%}, expected about 25%: {dict(counts)}"
 
 
 if __name__ == "__main__":
