@@ -37,7 +37,10 @@ fn socket(address: Option<&Address>) -> String {
 
 fn cluster(any: &Any) -> Value {
     let c = Cluster::decode(any.value.as_slice()).unwrap_or_default();
-    json!({"name": c.name, "edsServiceName": c.eds_cluster_config.map(|e| e.service_name)})
+    let http2 = c
+        .typed_extension_protocol_options
+        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    json!({"name": c.name, "edsServiceName": c.eds_cluster_config.map(|e| e.service_name), "http2": http2})
 }
 
 fn assignment(any: &Any) -> Value {

@@ -83,7 +83,21 @@ struct HostPort {
     host: String,
     port: u16,
     port_name: String,
+    /// The port speaks HTTP/2 (gRPC): named `grpc`/`http2` (or `grpc-…`/`http2-…`), or with
+    /// appProtocol `grpc`, `http2`, `h2c` or `kubernetes.io/h2c`.
+    http2: bool,
     sources: Vec<(ClusterId, Arc<[Endpoint]>)>,
+}
+
+fn speaks_http2(name: &str, app_protocol: Option<&str>) -> bool {
+    let by_name = ["grpc", "http2"]
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}-")));
+    let by_protocol = matches!(
+        app_protocol,
+        Some("grpc" | "http2" | "h2c" | "kubernetes.io/h2c")
+    );
+    by_name || by_protocol
 }
 
 impl HostPort {
@@ -120,6 +134,7 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, Hos
                 host: host.clone(),
                 port: port.port,
                 port_name: port.name.clone(),
+                http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
                 sources,
             };
             out.insert(hp.cluster_name(), hp);
@@ -151,6 +166,7 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, Hos
                 host: host.clone(),
                 port: port.port,
                 port_name: port.name.clone(),
+                http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
                 sources: sources.clone(),
             };
             out.insert(hp.cluster_name(), hp);
@@ -167,8 +183,36 @@ fn ads() -> ConfigSource {
     }
 }
 
-fn cluster(hp: &HostPort) -> Cluster {
+fn cluster(hp: &HostPort, proxy: &ProxyInfo) -> Cluster {
+    let mut options = std::collections::HashMap::new();
+    if hp.http2 && proxy.kind == ProxyKind::Envoy {
+        use envoy_types::pb::envoy::{
+            config::core::v3::Http2ProtocolOptions,
+            extensions::upstreams::http::v3::{
+                HttpProtocolOptions,
+                http_protocol_options::{
+                    ExplicitHttpConfig, UpstreamProtocolOptions,
+                    explicit_http_config::ProtocolConfig,
+                },
+            },
+        };
+        let http2 = HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    )),
+                },
+            )),
+            ..Default::default()
+        };
+        options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(http2),
+        );
+    }
     Cluster {
+        typed_extension_protocol_options: options,
         name: hp.cluster_name(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
@@ -491,7 +535,7 @@ pub fn generate(
     for hp in ports.values() {
         match type_url {
             type_url::CLUSTER if wanted(&hp.cluster_name()) => {
-                out.insert(hp.cluster_name(), pack_any(cluster(hp)));
+                out.insert(hp.cluster_name(), pack_any(cluster(hp, proxy)));
             }
             type_url::ENDPOINT if wanted(&hp.cluster_name()) => {
                 out.insert(
