@@ -112,6 +112,11 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let xds_addr = xds.local_addr()?;
     let connections = bowline_xds::status::Connections::default();
     metrics.register_collector(Box::new(crate::xds::XdsCollector(connections.clone())));
+    metrics.register(
+        "bowline_xds_push_latency_seconds",
+        "From publishing a new ClusterSet snapshot to a response for it being queued on a stream.",
+        connections.push_latency(),
+    );
     let metrics = Arc::new(metrics);
     let (xds_snapshots, xds_snapshot) =
         watch::channel(Arc::new(bowline_xds::resources::XdsSnapshot::default()));

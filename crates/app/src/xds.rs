@@ -38,6 +38,7 @@ pub(crate) fn spawn_snapshots(
                 outcome,
                 gateways,
                 version,
+                published: Some(std::time::Instant::now()),
             }));
             tokio::select! {
                 _ = shutdown.cancelled() => return,

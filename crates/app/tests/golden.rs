@@ -54,6 +54,7 @@ fn demo_snapshot() -> XdsSnapshot {
         outcome: Arc::new(outcome),
         gateways: registry.gateways(),
         version: 1,
+        published: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn snapshot(registry: &Registry, controller: &mut Controller, version: u64) -> A
         outcome: Arc::new(outcome),
         gateways: registry.gateways(),
         version,
+        published: None,
     })
 }
 

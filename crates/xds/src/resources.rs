@@ -75,6 +75,8 @@ pub struct XdsSnapshot {
     pub gateways: Arc<Gateways>,
     /// Increases with every snapshot published: keys the resource cache.
     pub version: u64,
+    /// When it was published (push latency is measured from here).
+    pub published: Option<std::time::Instant>,
 }
 
 /// One port of one host a proxy can reach, and who serves it.

@@ -283,7 +283,7 @@ impl AggregatedDiscoveryService for Ads {
                             let types: Vec<String> = stream.types.keys().cloned().collect();
                             for type_url in types {
                                 if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, false) {
-                                    connections.pushed();
+                                    connections.pushed(snapshot.published);
                                     if tx.send(Ok(response)).await.is_err() {
                                         return;
                                     }
@@ -371,7 +371,7 @@ impl AggregatedDiscoveryService for Ads {
                             let types: Vec<String> = stream.types.keys().cloned().collect();
                             for type_url in types {
                                 if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, false) {
-                                    connections.pushed();
+                                    connections.pushed(snapshot.published);
                                     if tx.send(Ok(response)).await.is_err() {
                                         return;
                                     }

@@ -9,6 +9,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
 use crate::node::ProxyInfo;
@@ -39,12 +40,23 @@ pub struct ConnectionStatus {
     pub types: BTreeMap<String, TypeStatus>,
 }
 
-#[derive(Default)]
 struct Inner {
     /// Guards the table of connections; held only to update or copy it, never across an await.
     connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
     nacks: AtomicU64,
     pushes: AtomicU64,
+    push_latency: Histogram,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            connections: Mutex::default(),
+            nacks: AtomicU64::default(),
+            pushes: AtomicU64::default(),
+            push_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
 }
 
 /// The table of connected proxies, shared by the server and the admin views.
@@ -77,8 +89,18 @@ impl Connections {
         self.0.nacks.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn pushed(&self) {
+    pub(crate) fn pushed(&self, published: Option<std::time::Instant>) {
         self.0.pushes.fetch_add(1, Ordering::Relaxed);
+        if let Some(published) = published {
+            self.0
+                .push_latency
+                .observe(published.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Seconds from a snapshot's publication to a response for it being queued on a stream.
+    pub fn push_latency(&self) -> Histogram {
+        self.0.push_latency.clone()
     }
 
     /// Every connected proxy.

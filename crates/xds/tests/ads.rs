@@ -107,6 +107,7 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<XdsSnapshot> {
         outcome: Arc::new(outcome),
         gateways: reg.gateways(),
         version: 1 + u64::from(extra_west_endpoint),
+        published: None,
     })
 }
 
