@@ -8,8 +8,8 @@ use bowline_model::{
     export::{ExportDefault, ExportPolicy},
 };
 use bowline_registry::{MemberConfig, Registry};
-use bowline_test_support::{member, scale_events};
-use criterion::{Criterion, criterion_group, criterion_main};
+use bowline_test_support::{applied, member, scale_events, scale_slice};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 const MEMBERS: usize = 10;
 const SERVICES: usize = 1_000;
@@ -36,14 +36,31 @@ fn full_reconcile(c: &mut Criterion) {
             "fd00:241::/112".parse().unwrap(),
         ],
     };
-    let mut controller = Controller::new(config, BTreeMap::new());
     let now = "2026-11-22T00:00:00Z".parse().unwrap();
-    let first = controller.reconcile(&snapshot, now);
-    assert_eq!(first.imports.len(), SERVICES);
     let mut group = c.benchmark_group("mcs");
     group.sample_size(10);
     group.bench_function("full_reconcile_1000_services_10_members", |b| {
-        b.iter(|| black_box(controller.reconcile(&snapshot, now)))
+        b.iter_batched(
+            || Controller::new(config.clone(), BTreeMap::new()),
+            |mut controller| {
+                let outcome = controller.reconcile(&snapshot, now);
+                assert_eq!(outcome.imports.len(), SERVICES);
+                (controller, outcome)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // One endpoint of one service changes in one member: only that name is recomputed.
+    registry.apply(applied("m3", vec![scale_slice(3, 42, 0, ENDPOINTS, true)]));
+    let changed = Snapshot::from_registry(&registry);
+    let mut controller = Controller::new(config, BTreeMap::new());
+    controller.reconcile(&snapshot, now);
+    let mut flip = false;
+    group.bench_function("one_service_changed_1000_services_10_members", |b| {
+        b.iter(|| {
+            flip = !flip;
+            black_box(controller.reconcile(if flip { &changed } else { &snapshot }, now))
+        })
     });
     group.bench_function("snapshot_from_registry_1000_services_10_members", |b| {
         b.iter(|| black_box(Snapshot::from_registry(&registry)))

@@ -141,12 +141,88 @@ pub struct Outcome {
     pub exports: BTreeMap<ServiceKey, BTreeMap<ClusterId, ExportInfo>>,
 }
 
-/// The MCS controller: keeps ClusterSetIP allocations and the last written state.
+/// The MCS controller: keeps ClusterSetIP allocations, the last written state, and each
+/// name's last result, reused while its view and the members' inputs are unchanged.
 #[derive(Debug)]
 pub struct Controller {
     config: McsConfig,
     allocator: Allocator,
     previous: BTreeMap<MemberName, WriteSet>,
+    memo: HashMap<ServiceKey, Memo>,
+    recomputed: u64,
+}
+
+/// One name's result, and what it was computed from.
+#[derive(Debug)]
+struct Memo {
+    view: Arc<ServiceView>,
+    fingerprint: u64,
+    /// False when the result depends on something outside its inputs (an exhausted pool may
+    /// free up): such a name is recomputed every time.
+    reusable: bool,
+    writes: Vec<(MemberName, WriteKey, Arc<Value>)>,
+    import: Option<Arc<Import>>,
+    exports: Option<BTreeMap<ClusterId, ExportInfo>>,
+}
+
+impl Memo {
+    fn from_outcome(view: Arc<ServiceView>, fingerprint: u64, part: Outcome) -> Self {
+        let import = part.imports.into_values().next();
+        let reusable = import.as_ref().is_none_or(|i| i.exhausted.is_empty());
+        let writes = part
+            .writes
+            .into_iter()
+            .flat_map(|(member, set)| set.into_iter().map(move |(k, v)| (member.clone(), k, v)))
+            .collect();
+        Self {
+            view,
+            fingerprint,
+            reusable,
+            writes,
+            import,
+            exports: part.exports.into_values().next(),
+        }
+    }
+
+    fn remove_from(&self, key: &ServiceKey, outcome: &mut Outcome) {
+        for (member, write_key, _) in &self.writes {
+            if let Some(set) = outcome.writes.get_mut(member) {
+                set.remove(write_key);
+            }
+        }
+        outcome.imports.remove(key);
+        outcome.exports.remove(key);
+    }
+
+    fn merge_into(&self, key: &ServiceKey, outcome: &mut Outcome) {
+        for (member, write_key, object) in &self.writes {
+            outcome
+                .writes
+                .entry(member.clone())
+                .or_default()
+                .insert(write_key.clone(), object.clone());
+        }
+        if let Some(import) = &self.import {
+            outcome.imports.insert(key.clone(), import.clone());
+        }
+        if let Some(exports) = &self.exports {
+            outcome.exports.insert(key.clone(), exports.clone());
+        }
+    }
+}
+
+/// What the members contribute to every name of `namespace` besides the name's own view:
+/// who they are, whether they have the namespace and its labels, and their families.
+fn members_fingerprint(members: &[MemberInput], namespace: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for m in members {
+        m.name.hash(&mut h);
+        m.id.hash(&mut h);
+        m.namespaces.get(namespace).hash(&mut h);
+        m.families.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// An export of one member before validation.
@@ -183,6 +259,8 @@ impl Controller {
             config,
             allocator,
             previous: existing,
+            memo: HashMap::new(),
+            recomputed: 0,
         }
     }
 
@@ -200,13 +278,55 @@ impl Controller {
         for member in &snapshot.members {
             outcome.writes.insert(member.name.clone(), WriteSet::new());
         }
+        let mut fingerprints: HashMap<&str, u64> = HashMap::new();
+        let mut memo = HashMap::with_capacity(self.memo.len());
         for view in &snapshot.services {
-            self.reconcile_service(view, &by_id, snapshot, now, &now_text, &mut outcome);
+            let fingerprint = *fingerprints
+                .entry(&view.key.namespace)
+                .or_insert_with(|| members_fingerprint(&snapshot.members, &view.key.namespace));
+            let reusable = self.memo.remove(&view.key).filter(|m: &Memo| {
+                Arc::ptr_eq(&m.view, view) && m.fingerprint == fingerprint && m.reusable
+            });
+            let part = match reusable {
+                Some(part) => part,
+                None => {
+                    self.recomputed += 1;
+                    let mut fresh = Outcome::default();
+                    self.reconcile_service(view, &by_id, snapshot, now, &now_text, &mut fresh);
+                    Memo::from_outcome(view.clone(), fingerprint, fresh)
+                }
+            };
+            part.merge_into(&view.key, &mut outcome);
+            memo.insert(view.key.clone(), part);
         }
+        let before = self.allocator.allocated();
         self.allocator
             .retain(|key| outcome.imports.contains_key(key));
+        if self.allocator.allocated() < before {
+            // Addresses were freed: imports that found a pool exhausted try again now.
+            let starved: Vec<Arc<ServiceView>> = memo
+                .values()
+                .filter(|m| !m.reusable)
+                .map(|m| m.view.clone())
+                .collect();
+            for view in starved {
+                let old = memo.remove(&view.key).expect("starved names are memoized");
+                old.remove_from(&view.key, &mut outcome);
+                let mut fresh = Outcome::default();
+                self.reconcile_service(&view, &by_id, snapshot, now, &now_text, &mut fresh);
+                let part = Memo::from_outcome(view.clone(), old.fingerprint, fresh);
+                part.merge_into(&view.key, &mut outcome);
+                memo.insert(view.key.clone(), part);
+            }
+        }
+        self.memo = memo;
         self.previous = outcome.writes.clone();
         outcome
+    }
+
+    /// Names whose outcome was computed rather than reused, since this controller started.
+    pub fn recomputed(&self) -> u64 {
+        self.recomputed
     }
 
     fn previous(
@@ -274,7 +394,7 @@ impl Controller {
 
     fn reconcile_service(
         &mut self,
-        view: &ServiceView,
+        view: &Arc<ServiceView>,
         by_id: &HashMap<&ClusterId, &MemberInput>,
         snapshot: &Snapshot,
         now: jiff::Timestamp,

@@ -933,3 +933,72 @@ fn three_members_conflict_counts_and_placement() {
     set.apply("c3", vec![namespace(NS, &[])]);
     assert!(set.import("c3").is_some());
 }
+
+#[test]
+fn unchanged_names_are_reused_and_changed_ones_recomputed() {
+    let mut set = Set::new(2);
+    set.apply("c1", exported_hello("c1", "10.0.0.1", T1));
+    set.apply(
+        "c1",
+        vec![
+            service(NS, "other")
+                .cluster_ips(&["10.0.0.2"])
+                .port("http", 80)
+                .build(),
+            export_at(NS, "other", T2, &[], &[]),
+        ],
+    );
+    let before = set.controller.recomputed();
+    set.reconcile();
+    assert_eq!(
+        set.controller.recomputed(),
+        before,
+        "nothing changed, nothing recomputed"
+    );
+    set.apply(
+        "c1",
+        vec![hello_endpoints("hello-c1", &["10.1.0.5", "10.1.0.7"])],
+    );
+    assert_eq!(set.controller.recomputed(), before + 1, "only hello");
+    assert_eq!(
+        set.slices("c2")[0]["endpoints"].as_array().unwrap().len(),
+        2
+    );
+    // A member's namespace change touches every name of that namespace.
+    set.apply("c2", vec![namespace(NS, &[("team", "x")])]);
+    assert_eq!(set.controller.recomputed(), before + 3);
+}
+
+#[test]
+fn an_exhausted_import_gets_an_address_once_one_is_freed() {
+    let mut set = Set::with(1, config(ExportDefault::None, &["241.0.0.0/30"]));
+    for (name, created) in [
+        ("a", "2026-11-01T10:00:00Z"),
+        ("b", "2026-11-01T10:00:01Z"),
+        ("c", "2026-11-01T10:00:02Z"),
+    ] {
+        set.apply(
+            "c1",
+            vec![
+                service(NS, name)
+                    .cluster_ips(&["10.0.0.1"])
+                    .port("http", 80)
+                    .build(),
+                export_at(NS, name, created, &[], &[]),
+            ],
+        );
+    }
+    assert!(
+        set.written("c1", WriteKind::ServiceImport, "c").unwrap()["spec"]
+            .get("ips")
+            .is_none()
+    );
+    set.delete("c1", ObjectKind::ServiceExport, "a");
+    let c = set.written("c1", WriteKind::ServiceImport, "c").unwrap();
+    assert_eq!(
+        c["spec"]["ips"],
+        json!(["241.0.0.1"]),
+        "c's own view did not change, yet it is served"
+    );
+    assert_eq!(c["status"]["conditions"][0]["reason"], "Ready");
+}
