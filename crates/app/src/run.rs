@@ -133,7 +133,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone()),
         shutdown.clone(),
     );
-    let views = crate::xds::debug_views(&connections, &xds_snapshot);
+    let views = crate::xds::debug_views(&connections);
     spawn_admin(
         &mut tasks,
         admin,

@@ -63,16 +63,14 @@ pub(crate) fn spawn_server(
 
 /// `/debug/connections` (every connected proxy: node, member, network, kind, subscriptions,
 /// versions sent and ACKed, last NACK) and `/debug/config_dump?node=ID` (what that proxy is
-/// served now).
+/// was last sent).
 pub(crate) fn debug_views(
     connections: &Connections,
-    snapshots: &watch::Receiver<Arc<XdsSnapshot>>,
 ) -> std::collections::BTreeMap<&'static str, bowline_admin::DebugView> {
     let listed = connections.clone();
     let connections_view: bowline_admin::DebugView =
         Arc::new(move |_| serde_json::to_value(listed.list()).map_err(|e| e.to_string()));
     let listed = connections.clone();
-    let snapshots = snapshots.clone();
     let dump_view: bowline_admin::DebugView = Arc::new(move |query| {
         let node = query
             .get("node")
@@ -80,10 +78,7 @@ pub(crate) fn debug_views(
         let connection = listed.list().into_iter().find(|c| &c.proxy.id == node);
         let connection =
             connection.ok_or_else(|| format!("no proxy with node id {node:?} is connected"))?;
-        Ok(bowline_xds::dump::config_dump(
-            &connection.proxy,
-            &snapshots.borrow(),
-        ))
+        Ok(bowline_xds::dump::sent_dump(&connection))
     });
     [
         ("connections", connections_view),

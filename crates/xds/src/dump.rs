@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::{
     node::ProxyInfo,
     resources::{XdsSnapshot, generate, type_url},
+    status::ConnectionStatus,
 };
 
 fn socket(address: Option<&Address>) -> String {
@@ -112,7 +113,28 @@ fn routes(any: &Any) -> Value {
     json!({"name": r.name, "virtualHosts": hosts})
 }
 
-/// What `proxy` is served now: every resource of every type, as JSON summaries.
+/// What a connected proxy was last sent, per type, as JSON summaries.
+pub fn sent_dump(connection: &ConnectionStatus) -> Value {
+    let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
+        connection
+            .sent
+            .get(t)
+            .into_iter()
+            .flatten()
+            .map(|(_, any)| render(any))
+            .collect()
+    };
+    json!({
+        "node": connection.proxy,
+        "protocol": connection.protocol,
+        "clusters": render(type_url::CLUSTER, cluster),
+        "endpoints": render(type_url::ENDPOINT, assignment),
+        "listeners": render(type_url::LISTENER, listener),
+        "routes": render(type_url::ROUTE, routes),
+    })
+}
+
+/// What `proxy` would be served now: every resource of every type, as JSON summaries.
 pub fn config_dump(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> Value {
     let all = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
         generate(t, proxy, snapshot, None)

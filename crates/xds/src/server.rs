@@ -161,6 +161,14 @@ impl Stream_ {
             .map(|(n, (_, d))| ((*n).clone(), *d))
             .collect();
         state.version += 1;
+        self.connections.record_sent(
+            self.id,
+            type_url,
+            current
+                .iter()
+                .map(|(n, (any, _))| ((*n).clone(), any.clone()))
+                .collect(),
+        );
         let everything = current
             .into_iter()
             .map(|(_, (any, _))| any.clone())

@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
+use envoy_types::pb::google::protobuf::Any;
+
 use crate::node::ProxyInfo;
 
 /// Per-type state of a connection as shown in debug views.
@@ -38,6 +40,9 @@ pub struct ConnectionStatus {
     pub protocol: &'static str,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
+    /// Per type URL, the resources of the last response (shared with the resource cache).
+    #[serde(skip)]
+    pub sent: BTreeMap<String, Vec<(String, Any)>>,
 }
 
 struct Inner {
@@ -71,6 +76,7 @@ impl Connections {
                 proxy,
                 protocol,
                 types: BTreeMap::new(),
+                sent: BTreeMap::new(),
             },
         );
     }
@@ -82,6 +88,13 @@ impl Connections {
     pub(crate) fn update_type(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(c) = self.0.connections.lock().get_mut(&id) {
             f(c.types.entry(type_url.to_string()).or_default());
+        }
+    }
+
+    /// Records what a stream now holds of a type after a response: every subscribed resource.
+    pub(crate) fn record_sent(&self, id: u64, type_url: &str, resources: Vec<(String, Any)>) {
+        if let Some(c) = self.0.connections.lock().get_mut(&id) {
+            c.sent.insert(type_url.to_string(), resources);
         }
     }
 

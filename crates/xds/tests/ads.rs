@@ -294,6 +294,29 @@ async fn grpc_client_conversation() {
     );
     client.nothing().await;
 
+    // The config dump shows what this stream was last sent.
+    let dump = bowline_xds::dump::sent_dump(&connections.list()[0]);
+    let sent: Vec<(String, u64)> = dump["endpoints"][0]["localities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["endpoints"].as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap().to_string(),
+                e["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            ("10.1.0.1:8080".to_string(), 1),
+            ("192.0.2.20:15443".to_string(), 2)
+        ]
+    );
+    assert_eq!(dump["listeners"][0]["name"], listener_name);
+
     // A NACK is recorded and not answered with the same content.
     client
         .send(
