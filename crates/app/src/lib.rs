@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+mod dns;
 mod mcs;
 mod run;
 mod xds;

@@ -33,6 +33,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Where the xDS server listens.
     pub xds_addr: SocketAddr,
+    /// Where the DNS server listens (UDP and TCP).
+    pub dns_addr: SocketAddr,
     /// The registry.
     pub registry: Shared,
     shutdown: CancellationToken,
@@ -74,6 +76,37 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// xDS gRPC.
     pub xds: Option<TcpListener>,
+    /// DNS over UDP and TCP (both on the same address).
+    pub dns: Option<(tokio::net::UdpSocket, TcpListener)>,
+}
+
+impl Listeners {
+    /// Binds DNS on `addr` over UDP and TCP; port 0 picks one free for both.
+    pub async fn bind_dns(
+        addr: SocketAddr,
+    ) -> anyhow::Result<(tokio::net::UdpSocket, TcpListener)> {
+        for _ in 0..16 {
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}/udp"))?;
+            match TcpListener::bind(udp.local_addr()?).await {
+                Ok(tcp) => return Ok((udp, tcp)),
+                Err(_) if addr.port() == 0 => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}/tcp")),
+            }
+        }
+        anyhow::bail!("no port free for both UDP and TCP on {}", addr.ip())
+    }
+
+    /// Every listener on an ephemeral port of `127.0.0.1` (tests).
+    pub async fn loopback() -> anyhow::Result<Self> {
+        let any: SocketAddr = "127.0.0.1:0".parse()?;
+        Ok(Self {
+            admin: Some(TcpListener::bind(any).await?),
+            xds: Some(TcpListener::bind(any).await?),
+            dns: Some(Self::bind_dns(any).await?),
+        })
+    }
 }
 
 async fn bind(
@@ -117,7 +150,6 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         "From publishing a new ClusterSet snapshot to a response for it being queued on a stream.",
         connections.push_latency(),
     );
-    let metrics = Arc::new(metrics);
     let (xds_snapshots, xds_snapshot) =
         watch::channel(Arc::new(bowline_xds::resources::XdsSnapshot::default()));
     crate::xds::spawn_snapshots(
@@ -134,6 +166,43 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         shutdown.clone(),
     );
     let views = crate::xds::debug_views(&connections);
+    let (udp, tcp) = match listeners.dns {
+        Some(sockets) => sockets,
+        None => Listeners::bind_dns(config.listen.dns)
+            .await
+            .context("listen.dns")?,
+    };
+    let dns_addr = tcp.local_addr()?;
+    let dns_metrics = Arc::new(crate::dns::DnsMetrics::default());
+    metrics.register(
+        "bowline_dns_queries",
+        "DNS queries by type and response code.",
+        dns_metrics.queries.clone(),
+    );
+    metrics.register(
+        "bowline_dns_query_seconds",
+        "Time to answer a DNS query.",
+        dns_metrics.latency.clone(),
+    );
+    let metrics = Arc::new(metrics);
+    let (dns_views, dns_view) = watch::channel(Arc::new(bowline_dns::answer::View::default()));
+    crate::dns::spawn_views(
+        &mut tasks,
+        registry.clone(),
+        mcs_outcome.clone(),
+        dns_views,
+        config.member_sync_timeout,
+        shutdown.clone(),
+    );
+    crate::dns::spawn_server(
+        &mut tasks,
+        udp,
+        tcp,
+        dns_view,
+        config.dns.ttl,
+        dns_metrics,
+        shutdown.clone(),
+    );
     spawn_admin(
         &mut tasks,
         admin,
@@ -162,6 +231,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     Ok(Running {
         admin_addr,
         xds_addr,
+        dns_addr,
         registry,
         shutdown,
         tasks,

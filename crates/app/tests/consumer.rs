@@ -56,13 +56,9 @@ async fn consumer_mode_serves_the_providers_view_and_writes_nothing() {
     )
     .unwrap();
     let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listeners = bowline_app::Listeners {
-        admin: Some(admin),
-        xds: Some(xds),
-    };
-    let running = bowline_app::start(&config, listeners).await.unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
     let addr = running.admin_addr.to_string();
     let mut import = None;
     for _ in 0..400 {

@@ -51,6 +51,9 @@ enum Command {
         /// xDS listen address (default: the demo's `listen.xds`, [::]:15010).
         #[arg(long)]
         xds: Option<SocketAddr>,
+        /// DNS listen address, UDP and TCP (default: the demo's `listen.dns`, [::]:15053).
+        #[arg(long)]
+        dns: Option<SocketAddr>,
     },
 }
 
@@ -84,7 +87,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Validate { config } => validate::validate(&config),
-            Command::Demo { dir, admin, xds } => demo(dir, admin, xds).await,
+            Command::Demo {
+                dir,
+                admin,
+                xds,
+                dns,
+            } => demo(dir, admin, xds, dns).await,
         }
     });
     match result {
@@ -100,8 +108,8 @@ async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config)?;
     let running = bowline_app::start(&config, bowline_app::Listeners::default()).await?;
     say(&format!(
-        "bowline: ClusterSet {:?}, admin on http://{}/, xDS on {}\n",
-        config.cluster_set, running.admin_addr, running.xds_addr
+        "bowline: ClusterSet {:?}, admin on http://{}/, xDS on {}, DNS on {}\n",
+        config.cluster_set, running.admin_addr, running.xds_addr, running.dns_addr
     ));
     wait_for_signal(&running).await;
     running.stop().await;
@@ -112,6 +120,7 @@ async fn demo(
     dir: Option<PathBuf>,
     admin: Option<SocketAddr>,
     xds: Option<SocketAddr>,
+    dns: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let temp;
     let root = match dir {
@@ -132,13 +141,21 @@ async fn demo(
     let xds = TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address}; pick another port with --xds 127.0.0.1:PORT")
     })?;
+    let address = dns.unwrap_or(config.listen.dns);
+    let dns = bowline_app::Listeners::bind_dns(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {address}; pick another port with --dns 127.0.0.1:PORT")
+        })?;
     let listeners = bowline_app::Listeners {
         admin: Some(admin),
         xds: Some(xds),
+        dns: Some(dns),
     };
     let running = bowline_app::start(&config, listeners).await?;
     let admin = running.admin_addr;
     let xds = running.xds_addr;
+    let dns = running.dns_addr;
     let root = root.display();
     say(&format!(
         "Bowline demo ClusterSet {:?} is running from {root}\n\
@@ -152,8 +169,12 @@ async fn demo(
          \x20   curl http://{admin}/metrics\n\
          \x20   curl http://{admin}/debug/connections\n\
          \x20 xds: {xds} (ADS, state of the world and delta; e.g. GRPC_XDS_BOOTSTRAP for xds:///echo.demo.svc.clusterset.local:80)\n\
+         \x20 dns: {dns} (UDP and TCP)\n\
+         \x20   dig @{dns_ip} -p {dns_port} echo.demo.svc.clusterset.local A\n\
          Press Ctrl-C to stop.\n",
-        config.cluster_set
+        config.cluster_set,
+        dns_ip = dns.ip(),
+        dns_port = dns.port(),
     ));
     wait_for_signal(&running).await;
     running.stop().await;

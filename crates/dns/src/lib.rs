@@ -7,3 +7,4 @@
 //! ```
 
 pub mod answer;
+pub mod server;

@@ -36,6 +36,15 @@ pub struct Config {
     pub mcs: Mcs,
     /// The xDS server.
     pub xds: Xds,
+    /// The DNS server.
+    pub dns: Dns,
+}
+
+/// The `dns` section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// TTL of answers (the SOA's minimum too; `dns-version` has 28800).
+    pub ttl: Duration,
 }
 
 /// The `xds` section.
@@ -134,6 +143,8 @@ pub mod defaults {
     pub const MCS_RESYNC: Duration = Duration::from_millis(500);
     /// `xds.debounce`.
     pub const XDS_DEBOUNCE: Duration = Duration::from_millis(10);
+    /// `dns.ttl`.
+    pub const DNS_TTL: Duration = Duration::from_secs(5);
     /// `xds.maxDebounce`.
     pub const XDS_MAX_DEBOUNCE: Duration = Duration::from_millis(100);
 }
@@ -192,6 +203,15 @@ struct Raw {
     mcs: RawMcs,
     #[serde(default)]
     xds: RawXds,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default, deserialize_with = "duration")]
+    ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

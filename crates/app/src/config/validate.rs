@@ -130,6 +130,9 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         watch,
         mcs,
         xds,
+        dns: super::Dns {
+            ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
+        },
     })
 }
 

@@ -1,0 +1,109 @@
+//! The DNS server in the composition root: views chained after the MCS outcome, sockets,
+//! metrics.
+
+use std::{sync::Arc, time::Duration};
+
+use bowline_dns::{answer::View, server::Handler};
+use bowline_mcs::Outcome;
+use bowline_registry::Shared;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    sync::watch,
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Labels of the query counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QueryLabels {
+    qtype: String,
+    rcode: String,
+}
+
+/// DNS metrics.
+pub(crate) struct DnsMetrics {
+    pub queries: Family<QueryLabels, Counter>,
+    pub latency: Histogram,
+}
+
+impl Default for DnsMetrics {
+    fn default() -> Self {
+        Self {
+            queries: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+        }
+    }
+}
+
+/// Republishes the DNS view with every MCS outcome: imports, the ClusterSet's namespaces, and
+/// whether every member synced (or the sync timeout passed).
+pub(crate) fn spawn_views(
+    tasks: &mut JoinSet<()>,
+    registry: Shared,
+    mut outcomes: watch::Receiver<Arc<Outcome>>,
+    views: watch::Sender<Arc<View>>,
+    sync_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    tasks.spawn(async move {
+        loop {
+            let outcome = outcomes.borrow_and_update().clone();
+            let (namespaces, synced) = {
+                let reg = registry.read();
+                let members = reg.members();
+                let namespaces = members
+                    .iter()
+                    .filter(|m| m.admission.id().is_some())
+                    .flat_map(|m| reg.namespaces(&m.name).into_keys().map(|n| n.to_string()))
+                    .collect();
+                (namespaces, members.iter().all(|m| m.synced) || started.elapsed() >= sync_timeout)
+            };
+            views.send_replace(Arc::new(View { imports: Arc::new(outcome.imports.clone()), namespaces, synced }));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = outcomes.changed() => if changed.is_err() { return },
+                // Re-evaluate `synced` when the sync timeout passes without any change.
+                _ = tokio::time::sleep_until(started + sync_timeout), if started.elapsed() < sync_timeout => {}
+            }
+        }
+    });
+}
+
+pub(crate) fn spawn_server(
+    tasks: &mut JoinSet<()>,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    views: watch::Receiver<Arc<View>>,
+    ttl: Duration,
+    metrics: Arc<DnsMetrics>,
+    shutdown: CancellationToken,
+) {
+    let observe = Arc::new(move |qtype: &str, rcode: &str, elapsed: Duration| {
+        metrics
+            .queries
+            .get_or_create(&QueryLabels {
+                qtype: qtype.to_string(),
+                rcode: rcode.to_string(),
+            })
+            .inc();
+        metrics.latency.observe(elapsed.as_secs_f64());
+    });
+    let handler = Handler::new(views, ttl, observe);
+    tasks.spawn(async move {
+        if let Err(e) =
+            bowline_dns::server::serve(udp, tcp, handler, shutdown.cancelled_owned()).await
+        {
+            error!("DNS server stopped: {e}");
+        }
+    });
+}
