@@ -115,9 +115,13 @@ pub(crate) fn spawn_mcs(
             })
             .await
             .expect("writing does not panic");
+            // Only the wait for the first change races the resync tick: `changed()` is
+            // cancel-safe, while the debounce after it must run to its end, or the change it
+            // consumed would be lost until the next one.
             tokio::select! {
-                more = settled_change(&mut changes, &shutdown, debounce) => {
-                    if !more {
+                _ = shutdown.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() || !settle(&mut changes, debounce).await {
                         return;
                     }
                     dirty = true;
@@ -157,6 +161,12 @@ async fn settled_change(
         _ = shutdown.cancelled() => return false,
         changed = changes.changed() => if changed.is_err() { return false },
     }
+    settle(changes, debounce).await
+}
+
+/// After a change was seen: waits until no further change came for `debounce.quiet`, or
+/// `debounce.max` passed; false when the registry is gone.
+async fn settle(changes: &mut watch::Receiver<u64>, debounce: Debounce) -> bool {
     changes.mark_unchanged();
     let deadline = tokio::time::Instant::now() + debounce.max;
     loop {
