@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -14,6 +15,7 @@ use std::{
 };
 
 use envoy_types::pb::{
+    envoy::config::core::v3::Node,
     envoy::service::discovery::v3::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         Resource, aggregated_discovery_service_server::AggregatedDiscoveryService,
@@ -92,6 +94,54 @@ struct Stream_ {
 }
 
 impl Stream_ {
+    fn new(id: u64, connections: Connections, cache: Arc<Cache>) -> Self {
+        Self {
+            id,
+            proxy: None,
+            types: HashMap::new(),
+            nonce: 0,
+            connections,
+            cache,
+        }
+    }
+
+    /// Learns who the proxy is from the first request's node; later requests may omit it.
+    fn identify(
+        &mut self,
+        node: Option<&Node>,
+        protocol: &'static str,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), Status> {
+        if self.proxy.is_some() {
+            return Ok(());
+        }
+        let node =
+            node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let proxy = ProxyInfo::from_node(node);
+        tracing::Span::current().record("node", proxy.id.as_str());
+        info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, ?peer, protocol, "proxy connected");
+        self.connections.connect(self.id, proxy.clone(), protocol);
+        self.proxy = Some(proxy);
+        Ok(())
+    }
+
+    /// The responses a new snapshot calls for, one per subscribed type that changed.
+    fn push<M>(
+        &mut self,
+        snapshot: &XdsSnapshot,
+        respond: fn(&mut Self, &str, &XdsSnapshot, bool) -> Option<M>,
+    ) -> Vec<M> {
+        let types: Vec<String> = self.types.keys().cloned().collect();
+        let responses: Vec<M> = types
+            .iter()
+            .filter_map(|t| respond(self, t, snapshot, false))
+            .collect();
+        for _ in &responses {
+            self.connections.pushed(snapshot.published);
+        }
+        responses
+    }
+
     fn next_nonce(&mut self) -> String {
         self.nonce += 1;
         self.nonce.to_string()
@@ -239,7 +289,7 @@ impl AggregatedDiscoveryService for Ads {
         let span = info_span!("xds", stream = id, node = tracing::field::Empty);
         tokio::spawn(
             async move {
-                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone(), cache: cache.clone() };
+                let mut stream = Stream_::new(id, connections.clone(), cache);
                 loop {
                     tokio::select! {
                         message = inbound.message() => {
@@ -251,16 +301,9 @@ impl AggregatedDiscoveryService for Ads {
                                     break;
                                 }
                             };
-                            if stream.proxy.is_none() {
-                                let Some(node) = request.node.as_ref() else {
-                                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                                    break;
-                                };
-                                let proxy = ProxyInfo::from_node(node);
-                                tracing::Span::current().record("node", proxy.id.as_str());
-                                info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, peer = ?peer, "proxy connected (state of the world)");
-                                connections.connect(id, proxy.clone(), "sotw");
-                                stream.proxy = Some(proxy);
+                            if let Err(status) = stream.identify(request.node.as_ref(), "sotw", peer) {
+                                let _ = tx.send(Err(status)).await;
+                                break;
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
@@ -288,13 +331,9 @@ impl AggregatedDiscoveryService for Ads {
                                 break;
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
-                            let types: Vec<String> = stream.types.keys().cloned().collect();
-                            for type_url in types {
-                                if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, false) {
-                                    connections.pushed(snapshot.published);
-                                    if tx.send(Ok(response)).await.is_err() {
-                                        return;
-                                    }
+                            for response in stream.push(&snapshot, sotw_response) {
+                                if tx.send(Ok(response)).await.is_err() {
+                                    return;
                                 }
                             }
                         }
@@ -312,6 +351,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
+        let peer = request.remote_addr();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -321,7 +361,7 @@ impl AggregatedDiscoveryService for Ads {
         let span = info_span!("xds", stream = id, node = tracing::field::Empty);
         tokio::spawn(
             async move {
-                let mut stream = Stream_ { id, proxy: None, types: HashMap::new(), nonce: 0, connections: connections.clone(), cache: cache.clone() };
+                let mut stream = Stream_::new(id, connections.clone(), cache);
                 loop {
                     tokio::select! {
                         message = inbound.message() => {
@@ -329,16 +369,9 @@ impl AggregatedDiscoveryService for Ads {
                                 Ok(Some(r)) => r,
                                 _ => break,
                             };
-                            if stream.proxy.is_none() {
-                                let Some(node) = request.node.as_ref() else {
-                                    let _ = tx.send(Err(Status::invalid_argument("the first request must carry a node"))).await;
-                                    break;
-                                };
-                                let proxy = ProxyInfo::from_node(node);
-                                tracing::Span::current().record("node", proxy.id.as_str());
-                                info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, "proxy connected (delta)");
-                                connections.connect(id, proxy.clone(), "delta");
-                                stream.proxy = Some(proxy);
+                            if let Err(status) = stream.identify(request.node.as_ref(), "delta", peer) {
+                                let _ = tx.send(Err(status)).await;
+                                break;
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
@@ -376,13 +409,9 @@ impl AggregatedDiscoveryService for Ads {
                                 break;
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
-                            let types: Vec<String> = stream.types.keys().cloned().collect();
-                            for type_url in types {
-                                if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, false) {
-                                    connections.pushed(snapshot.published);
-                                    if tx.send(Ok(response)).await.is_err() {
-                                        return;
-                                    }
+                            for response in stream.push(&snapshot, delta_response) {
+                                if tx.send(Ok(response)).await.is_err() {
+                                    return;
                                 }
                             }
                         }
