@@ -3,8 +3,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bowline_dns::{answer::View, server::Handler};
+use bowline_dns::{
+    answer::{LOCAL_ZONE, LocalZone, View, ZONE},
+    server::Handler,
+};
 use bowline_mcs::Outcome;
+use bowline_model::ClusterId;
 use bowline_registry::Shared;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -44,31 +48,33 @@ impl Default for DnsMetrics {
     }
 }
 
-/// Republishes the DNS view with every MCS outcome: imports, the ClusterSet's namespaces, and
-/// whether every member synced (or the sync timeout passed).
+/// Republishes the DNS view with every MCS outcome (one follows every registry change):
+/// imports, the ClusterSet's namespaces, whether every member synced (or the sync timeout
+/// passed), and the `cluster.local` member's own services when one is configured.
 pub(crate) fn spawn_views(
     tasks: &mut JoinSet<()>,
     registry: Shared,
     mut outcomes: watch::Receiver<Arc<Outcome>>,
     views: watch::Sender<Arc<View>>,
-    sync_timeout: Duration,
+    (sync_timeout, cluster_local_member): (Duration, Option<ClusterId>),
     shutdown: CancellationToken,
 ) {
     let started = tokio::time::Instant::now();
     tasks.spawn(async move {
         loop {
             let outcome = outcomes.borrow_and_update().clone();
-            let (namespaces, synced) = {
+            let (namespaces, synced, local) = {
                 let reg = registry.read();
+                let local = cluster_local_member.as_ref().map(|id| LocalZone::from_registry(&reg, id));
                 let members = reg.members();
                 let namespaces = members
                     .iter()
                     .filter(|m| m.admission.id().is_some())
                     .flat_map(|m| reg.namespaces(&m.name).into_keys().map(|n| n.to_string()))
                     .collect();
-                (namespaces, members.iter().all(|m| m.synced) || started.elapsed() >= sync_timeout)
+                (namespaces, members.iter().all(|m| m.synced) || started.elapsed() >= sync_timeout, local)
             };
-            views.send_replace(Arc::new(View { imports: Arc::new(outcome.imports.clone()), namespaces, synced }));
+            views.send_replace(Arc::new(View { imports: Arc::new(outcome.imports.clone()), namespaces, synced, local }));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = outcomes.changed() => if changed.is_err() { return },
@@ -106,4 +112,27 @@ pub(crate) fn spawn_server(
             error!("DNS server stopped: {e}");
         }
     });
+}
+
+/// `/debug/dns_zone?zone=clusterset.local|cluster.local`: the zone as a master file, every
+/// record the DNS server answers now.
+pub(crate) fn zone_view(
+    views: watch::Receiver<Arc<View>>,
+    ttl: Duration,
+) -> bowline_admin::DebugView {
+    Arc::new(move |query| {
+        let apex = query.get("zone").map_or(ZONE, String::as_str);
+        let view = views.borrow().clone();
+        let served = apex == ZONE || (apex == LOCAL_ZONE && view.local.is_some());
+        if !served {
+            return Err(format!(
+                "zone {apex:?} is not served: {ZONE}, or {LOCAL_ZONE} with dns.clusterLocalMember"
+            ));
+        }
+        let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1);
+        Ok(serde_json::json!({
+            "zone": apex,
+            "zoneFile": bowline_dns::zone::zone_file(&view, apex, ttl),
+        }))
+    })
 }

@@ -165,7 +165,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone()),
         shutdown.clone(),
     );
-    let views = crate::xds::debug_views(&connections);
+    let mut views = crate::xds::debug_views(&connections);
     let (udp, tcp) = match listeners.dns {
         Some(sockets) => sockets,
         None => Listeners::bind_dns(config.listen.dns)
@@ -191,8 +191,15 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         registry.clone(),
         mcs_outcome.clone(),
         dns_views,
-        config.member_sync_timeout,
+        (
+            config.member_sync_timeout,
+            config.dns.cluster_local_member.clone(),
+        ),
         shutdown.clone(),
+    );
+    views.insert(
+        "dns_zone",
+        crate::dns::zone_view(dns_view.clone(), config.dns.ttl),
     );
     crate::dns::spawn_server(
         &mut tasks,

@@ -74,6 +74,7 @@ listen: {xds: "127.0.0.1:1", dns: "[::1]:2", admin: "127.0.0.1:3"}
 mcs: {mode: consumer, resync: 2s}
 memberSyncTimeout: 5m
 watch: {debounce: 10ms, resync: 1h}
+dns: {ttl: 30s, clusterLocalMember: east-1}
 "#;
     let config = parse(dir.path(), text).unwrap();
     assert_eq!(config.members[0].name, "e");
@@ -86,10 +87,14 @@ watch: {debounce: 10ms, resync: 1h}
         config.export.cluster_local[1].to_string(),
         "db.prod.svc.cluster.local"
     );
-    assert_eq!(config.mcs.mode, bowline_app::config::McsMode::Consumer);
+    assert_eq!(config.dns.ttl, Duration::from_secs(30));
     assert_eq!(
-        config.export.cluster_local[1].to_string(),
-        "db.prod.svc.cluster.local"
+        config
+            .dns
+            .cluster_local_member
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some("east-1")
     );
 }
 
@@ -189,8 +194,12 @@ fn every_problem_is_named_with_file_and_field() {
             &["mcs.mode", "unknown variant `producer`"],
         ),
         (
-            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nmcs: {mode: producer}\n",
-            &["mcs.mode", "unknown variant `producer`"],
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\ndns: {clusterLocalMember: East_1}\n",
+            &["dns.clusterLocalMember: cluster id \"East_1\" contains 'E'"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\ndns: {zone: example.org}\n",
+            &["dns", "unknown field `zone`"],
         ),
     ];
     for (text, needles) in cases {

@@ -173,7 +173,12 @@ async fn demo(
          \x20   dig @{dns_ip} -p {dns_port} echo.demo.svc.clusterset.local A\n\
          Press Ctrl-C to stop.\n",
         config.cluster_set,
-        dns_ip = dns.ip(),
+        // A wildcard address answers on loopback too; show the address a user can type.
+        dns_ip = if dns.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            dns.ip()
+        },
         dns_port = dns.port(),
     ));
     wait_for_signal(&running).await;

@@ -1,10 +1,15 @@
 //! The answer to one question, computed from a [`View`] with no IO.
 //!
-//! Records (the digest's §3.1) and the parsing and error rules of CoreDNS (§3.2): names are
-//! case-insensitive; `<ns>.svc` is NODATA when the namespace exists; `_<port>._<proto>.<svc>`
-//! and `<hostname>.<clusterid>.<svc>` are the only five-label names; `<clusterid>.<svc>...`
-//! never resolves; an unknown namespace or service is NXDOMAIN, which becomes SERVFAIL before
-//! the first sync; NXDOMAIN and NODATA carry the SOA.
+//! Two zones share one set of rules:
+//! - `clusterset.local`: the ClusterSet's imported services. Records are the digest's §3.1,
+//!   and the parsing and error rules are CoreDNS's (§3.2). Names are case-insensitive.
+//!   `<ns>.svc` is NODATA when the namespace exists. `_<port>._<proto>.<svc>` and
+//!   `<hostname>.<clusterid>.<svc>` are the only five-label names, and
+//!   `<clusterid>.<svc>...` never resolves. An unknown namespace or service is NXDOMAIN,
+//!   which becomes SERVFAIL before the first sync. NXDOMAIN and NODATA carry the SOA.
+//! - `cluster.local`, when configured: one member's own Services, per the Kubernetes DNS
+//!   specification, for VMs that join that member. `<hostname>.<svc>` names its endpoints,
+//!   and an ExternalName service is a CNAME.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,13 +18,22 @@ use std::{
 };
 
 use bowline_mcs::Import;
-use bowline_model::{Endpoint, IpFamily, Protocol, ServiceKey, objects::ImportType};
+use bowline_model::{
+    ClusterId, Endpoint, IpFamily, Protocol, ServiceKey, ServicePort, ServiceType,
+    objects::ImportType, objects::Service,
+};
+use bowline_registry::Registry;
 
-/// The zone.
+/// The ClusterSet's zone.
 pub const ZONE: &str = "clusterset.local";
+/// The member-local zone answered for one member when `dns.clusterLocalMember` is set.
+pub const LOCAL_ZONE: &str = "cluster.local";
 /// The schema version answered at `dns-version.clusterset.local` (TXT): the MCS DNS
 /// specification's, whose records Bowline serves. CoreDNS answers 1.1.0 for the same records.
 pub const SCHEMA_VERSION: &str = "1.0.0";
+/// The schema version answered at `dns-version.cluster.local`: the Kubernetes DNS-Based
+/// Service Discovery specification's.
+pub const LOCAL_SCHEMA_VERSION: &str = "1.1.0";
 
 /// What the DNS server answers from.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +44,69 @@ pub struct View {
     pub namespaces: BTreeSet<String>,
     /// Every member completed its first sync: before that, NXDOMAIN is SERVFAIL.
     pub synced: bool,
+    /// `cluster.local` of one member, when configured; without it that zone is refused.
+    pub local: Option<LocalZone>,
+}
+
+/// One member's own services, answered under `cluster.local`.
+#[derive(Clone, Debug, Default)]
+pub struct LocalZone {
+    /// The member's cluster id (`dns.clusterLocalMember`).
+    pub member: String,
+    /// An admitted member has that id. Until one does, every answer in the zone is SERVFAIL.
+    pub admitted: bool,
+    /// The member's namespaces.
+    pub namespaces: BTreeSet<String>,
+    /// The member's Services, with their endpoints in that member.
+    pub services: BTreeMap<ServiceKey, LocalService>,
+}
+
+impl LocalZone {
+    /// `cluster.local` as the member with cluster id `id` sees it: its namespaces and its own
+    /// Services (exported or not) with their endpoints in it.
+    pub fn from_registry(reg: &Registry, id: &ClusterId) -> Self {
+        let Some(member) = reg
+            .members()
+            .into_iter()
+            .find(|m| m.admission.id() == Some(id))
+        else {
+            return Self {
+                member: id.to_string(),
+                ..LocalZone::default()
+            };
+        };
+        let services = reg
+            .services()
+            .iter()
+            .filter_map(|view| {
+                let contribution = view.members.get(id)?;
+                let service = LocalService {
+                    service: contribution.service.clone()?,
+                    endpoints: contribution.endpoints.clone(),
+                };
+                Some((view.key.clone(), service))
+            })
+            .collect();
+        Self {
+            member: id.to_string(),
+            admitted: true,
+            namespaces: reg
+                .namespaces(&member.name)
+                .into_keys()
+                .map(|n| n.to_string())
+                .collect(),
+            services,
+        }
+    }
+}
+
+/// A Service of the local member and its endpoints.
+#[derive(Clone, Debug)]
+pub struct LocalService {
+    /// The Service.
+    pub service: Arc<Service>,
+    /// Its endpoints in the member (ready or not).
+    pub endpoints: Arc<[Endpoint]>,
 }
 
 /// Question types answered.
@@ -67,6 +144,8 @@ pub enum RData {
     },
     /// TXT.
     Txt(String),
+    /// An alias: an ExternalName service's external name, absolute.
+    Cname(String),
     /// The zone's SOA.
     Soa,
 }
@@ -87,7 +166,8 @@ pub enum Rcode {
     NoError,
     /// The name does not exist.
     NxDomain,
-    /// Not answered yet: the first sync has not completed.
+    /// Not answered: the first sync has not completed, or the `cluster.local` member is not
+    /// admitted.
     ServFail,
     /// Not our zone.
     Refused,
@@ -98,36 +178,50 @@ pub enum Rcode {
 pub struct Answer {
     /// Response code.
     pub rcode: Rcode,
+    /// The zone the question is in (empty when refused).
+    pub zone: &'static str,
     /// Answer section.
     pub answers: Vec<Record>,
     /// Additional section (addresses of SRV targets).
     pub additionals: Vec<Record>,
-    /// True when the SOA goes in the authority section (NXDOMAIN and NODATA).
+    /// True when the zone's SOA goes in the authority section (NXDOMAIN and NODATA).
     pub soa_in_authority: bool,
 }
 
 impl Answer {
-    fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
+    fn records(zone: &'static str, answers: Vec<Record>, additionals: Vec<Record>) -> Self {
         let soa_in_authority = answers.is_empty();
         Self {
             rcode: Rcode::NoError,
+            zone,
             answers,
             additionals,
             soa_in_authority,
         }
     }
 
-    fn nodata() -> Self {
-        Self::records(Vec::new(), Vec::new())
+    fn nodata(zone: &'static str) -> Self {
+        Self::records(zone, Vec::new(), Vec::new())
     }
 
-    fn code(rcode: Rcode) -> Self {
+    fn code(zone: &'static str, rcode: Rcode) -> Self {
         Self {
             rcode,
+            zone,
             answers: Vec::new(),
             additionals: Vec::new(),
             soa_in_authority: rcode == Rcode::NxDomain,
         }
+    }
+}
+
+/// The TTL a record is served with when answers have `ttl`: the `dns-version` TXT has
+/// 28800 (as in the specification's example), the SOA min(300, `ttl`).
+pub fn ttl_of(data: &RData, ttl: u32) -> u32 {
+    match data {
+        RData::Txt(_) => 28_800,
+        RData::Soa => ttl.min(300),
+        _ => ttl,
     }
 }
 
@@ -157,42 +251,142 @@ fn address_records(
         .collect()
 }
 
-/// A ready endpoint of a source member, with the name it answers to.
-struct Backend<'a> {
-    endpoint: &'a Endpoint,
-    cluster: &'a str,
+/// A ready endpoint, with the name it answers to.
+pub(crate) struct Backend<'a> {
+    pub(crate) endpoint: &'a Endpoint,
+    /// The cluster-id label of its names (`clusterset.local`); none in `cluster.local`.
+    cluster: Option<&'a str>,
 }
 
 impl Backend<'_> {
-    /// `<hostname>.<clusterid>.<svc>.<ns>.svc.clusterset.local.` for one of its addresses.
-    fn target(&self, service: &str, address: &IpAddr) -> String {
+    /// `<hostname>[.<clusterid>].<svc>.<ns>.svc.<zone>` for one of its addresses.
+    pub(crate) fn target(&self, service_name: &str, address: &IpAddr) -> String {
         let host = self
             .endpoint
             .hostname
             .as_deref()
             .map_or_else(|| dashed(address), str::to_string);
-        format!("{host}.{}.{service}", self.cluster)
+        match self.cluster {
+            Some(cluster) => format!("{host}.{cluster}.{service_name}"),
+            None => format!("{host}.{service_name}"),
+        }
     }
 
-    fn answers_to(&self, host: &str) -> bool {
+    /// The addresses `host` names: all of them under the endpoint's hostname; without one,
+    /// the address whose dashed form it is (each family's address has its own name, as each
+    /// family's EndpointSlice lists its own endpoint).
+    fn addresses_named(&self, host: &str) -> Vec<IpAddr> {
         match self.endpoint.hostname.as_deref() {
-            Some(h) => h.eq_ignore_ascii_case(host),
-            None => self.endpoint.addresses.iter().any(|a| dashed(a) == host),
+            Some(h) if h.eq_ignore_ascii_case(host) => self.endpoint.addresses.clone(),
+            Some(_) => Vec::new(),
+            None => self
+                .endpoint
+                .addresses
+                .iter()
+                .filter(|a| dashed(a) == host)
+                .copied()
+                .collect(),
         }
     }
 }
 
-fn backends(import: &Import) -> Vec<Backend<'_>> {
-    import
-        .sources
-        .iter()
-        .flat_map(|(cluster, eps)| {
-            eps.iter().filter(|e| e.ready).map(move |e| Backend {
-                endpoint: e,
-                cluster: cluster.as_str(),
+/// A service as its zone answers it.
+pub(crate) struct Entry<'a> {
+    kind: ServiceType,
+    /// `<svc>.<ns>.svc.<zone>`, without the final dot.
+    pub(crate) name: String,
+    /// Virtual addresses (ClusterSetIPs or cluster IPs).
+    ips: &'a [IpAddr],
+    /// Ports: name (empty when unnamed), protocol, number.
+    pub(crate) ports: Vec<(&'a str, Protocol, u16)>,
+    pub(crate) backends: Vec<Backend<'a>>,
+    /// `spec.externalName` of an ExternalName service.
+    external_name: Option<&'a str>,
+}
+
+impl<'a> Entry<'a> {
+    pub(crate) fn from_import(import: &'a Import, name: String) -> Self {
+        let backends = import
+            .sources
+            .iter()
+            .flat_map(|(cluster, eps)| {
+                eps.iter().filter(|e| e.ready).map(move |e| Backend {
+                    endpoint: e,
+                    cluster: Some(cluster.as_str()),
+                })
             })
-        })
-        .collect()
+            .collect();
+        Self {
+            kind: match import.merged.import_type {
+                ImportType::ClusterSetIP => ServiceType::ClusterIP,
+                ImportType::Headless => ServiceType::Headless,
+            },
+            name,
+            ips: &import.ips,
+            ports: import
+                .merged
+                .ports
+                .iter()
+                .map(|p| (p.name.as_str(), p.protocol, p.port))
+                .collect(),
+            backends,
+            external_name: None,
+        }
+    }
+
+    pub(crate) fn from_local(local: &'a LocalService, name: String) -> Self {
+        Self {
+            kind: local.service.service_type,
+            name,
+            ips: &local.service.cluster_ips,
+            ports: local.service.ports.iter().map(port).collect(),
+            backends: local
+                .endpoints
+                .iter()
+                .filter(|e| e.ready)
+                .map(|endpoint| Backend {
+                    endpoint,
+                    cluster: None,
+                })
+                .collect(),
+            external_name: local.service.external_name.as_deref(),
+        }
+    }
+
+    fn headless(&self) -> bool {
+        self.kind == ServiceType::Headless
+    }
+}
+
+fn port(p: &ServicePort) -> (&str, Protocol, u16) {
+    (p.name.as_str(), p.protocol, p.port)
+}
+
+/// One zone's data, borrowed from the view.
+struct Zone<'a> {
+    apex: &'static str,
+    version: &'static str,
+    synced: bool,
+    namespaces: &'a BTreeSet<String>,
+    /// Names carry the endpoint's cluster id: `<hostname>.<clusterid>.<svc>`.
+    per_cluster: bool,
+    services: Services<'a>,
+}
+
+/// Where a zone's services come from.
+enum Services<'a> {
+    Imports(&'a BTreeMap<ServiceKey, Arc<Import>>),
+    Local(&'a BTreeMap<ServiceKey, LocalService>),
+}
+
+impl<'a> Services<'a> {
+    /// The service `key`, named `name` in its zone.
+    fn get(&self, key: &ServiceKey, name: String) -> Option<Entry<'a>> {
+        match *self {
+            Self::Imports(imports) => imports.get(key).map(|i| Entry::from_import(i, name)),
+            Self::Local(services) => services.get(key).map(|s| Entry::from_local(s, name)),
+        }
+    }
 }
 
 fn srv_records(name: &str, targets: Vec<(String, u16)>) -> Vec<Record> {
@@ -217,52 +411,97 @@ fn srv_records(name: &str, targets: Vec<(String, u16)>) -> Vec<Record> {
         .collect()
 }
 
+/// The zone `name` (lowercase, no final dot) is in, and the labels before the zone's apex.
+fn split_zone<'n>(name: &'n str, apex: &str) -> Option<&'n str> {
+    if name == apex {
+        return Some("");
+    }
+    name.strip_suffix(apex)?.strip_suffix('.')
+}
+
 /// Answers one question.
 pub fn answer(view: &View, qname: &str, qtype: QType) -> Answer {
     let name = qname.trim_end_matches('.').to_ascii_lowercase();
-    let owner = format!("{name}.");
-    let prefix = if name == ZONE {
-        ""
+    if let Some(prefix) = split_zone(&name, ZONE) {
+        let zone = Zone {
+            apex: ZONE,
+            version: SCHEMA_VERSION,
+            synced: view.synced,
+            namespaces: &view.namespaces,
+            per_cluster: true,
+            services: Services::Imports(&view.imports),
+        };
+        return answer_in(&zone, prefix, qtype);
+    }
+    if let Some(prefix) = split_zone(&name, LOCAL_ZONE) {
+        return match &view.local {
+            None => Answer::code("", Rcode::Refused),
+            Some(local) if !local.admitted || !view.synced => {
+                Answer::code(LOCAL_ZONE, Rcode::ServFail)
+            }
+            Some(local) => {
+                let zone = Zone {
+                    apex: LOCAL_ZONE,
+                    version: LOCAL_SCHEMA_VERSION,
+                    synced: true,
+                    namespaces: &local.namespaces,
+                    per_cluster: false,
+                    services: Services::Local(&local.services),
+                };
+                answer_in(&zone, prefix, qtype)
+            }
+        };
+    }
+    Answer::code("", Rcode::Refused)
+}
+
+/// Answers `<prefix>.<zone>`.
+fn answer_in(zone: &Zone<'_>, prefix: &str, qtype: QType) -> Answer {
+    let apex = zone.apex;
+    let owner = if prefix.is_empty() {
+        format!("{apex}.")
     } else {
-        match name.strip_suffix(&format!(".{ZONE}")) {
-            Some(prefix) => prefix,
-            None => return Answer::code(Rcode::Refused),
-        }
+        format!("{prefix}.{apex}.")
     };
     let not_found = || {
-        Answer::code(if view.synced {
-            Rcode::NxDomain
-        } else {
-            Rcode::ServFail
-        })
+        Answer::code(
+            apex,
+            if zone.synced {
+                Rcode::NxDomain
+            } else {
+                Rcode::ServFail
+            },
+        )
     };
     if prefix.is_empty() {
         return match qtype {
             QType::Soa => Answer::records(
+                apex,
                 vec![Record {
                     name: owner,
                     data: RData::Soa,
                 }],
                 Vec::new(),
             ),
-            _ => Answer::nodata(),
+            _ => Answer::nodata(apex),
         };
     }
     if prefix == "dns-version" {
         return match qtype {
             QType::Txt => Answer::records(
+                apex,
                 vec![Record {
                     name: owner,
-                    data: RData::Txt(SCHEMA_VERSION.into()),
+                    data: RData::Txt(zone.version.into()),
                 }],
                 Vec::new(),
             ),
-            _ => Answer::nodata(),
+            _ => Answer::nodata(apex),
         };
     }
     let labels: Vec<&str> = prefix.split('.').collect();
     match labels.as_slice() {
-        ["svc"] | ["pod"] => return Answer::nodata(),
+        ["svc"] | ["pod"] => return Answer::nodata(apex),
         [.., last] if *last != "svc" => return not_found(),
         _ => {}
     }
@@ -270,67 +509,81 @@ pub fn answer(view: &View, qname: &str, qtype: QType) -> Answer {
         [rest @ .., ns, "svc"] => (*ns, rest),
         _ => return not_found(),
     };
-    if !view.namespaces.contains(namespace) {
+    if !zone.namespaces.contains(namespace) {
         return not_found();
     }
-    let (service, extra) = match rest {
-        [] => return Answer::nodata(),
+    let (service, host) = match rest {
+        [] => return Answer::nodata(apex),
         [svc] => (*svc, None),
-        [first, second, svc] => (*svc, Some((*first, *second))),
+        [port, proto, svc] if port.starts_with('_') => (*svc, Some([*port, *proto])),
+        [host, cluster, svc] if zone.per_cluster => (*svc, Some([*host, *cluster])),
+        [host, svc] if !zone.per_cluster => (*svc, Some([*host, ""])),
         _ => return not_found(),
     };
-    let Some(import) = view.imports.get(&ServiceKey::new(namespace, service)) else {
+    let Some(entry) = zone.services.get(
+        &ServiceKey::new(namespace, service),
+        format!("{service}.{namespace}.svc.{apex}"),
+    ) else {
         return not_found();
     };
-    let service_name = format!("{service}.{namespace}.svc.{ZONE}");
-    match extra {
-        None => service_answer(import, &service_name, &owner, qtype, not_found),
-        Some((port, proto)) if port.starts_with('_') => port_answer(
-            import,
-            &service_name,
-            &owner,
-            (&port[1..], proto),
-            qtype,
-            not_found,
-        ),
-        Some((host, cluster)) => {
-            let backends = backends(import);
-            let Some(backend) = backends
+    if let Some(external) = entry.external_name {
+        // An alias for every type at the service's name; nothing below it.
+        return match host {
+            None => Answer::records(
+                apex,
+                vec![Record {
+                    name: owner,
+                    data: RData::Cname(format!("{}.", external.trim_end_matches('.'))),
+                }],
+                Vec::new(),
+            ),
+            Some(_) => not_found(),
+        };
+    }
+    match host {
+        None => service_answer(apex, &entry, &owner, qtype, not_found),
+        Some([port, proto]) if port.starts_with('_') => {
+            port_answer(apex, &entry, &owner, (&port[1..], proto), qtype, not_found)
+        }
+        Some([host, cluster]) => {
+            let Some(addresses) = entry
+                .backends
                 .iter()
-                .find(|b| b.cluster == cluster && b.answers_to(host))
+                .filter(|b| b.cluster.is_none_or(|c| c == cluster))
+                .map(|b| b.addresses_named(host))
+                .find(|a| !a.is_empty())
             else {
                 return not_found();
             };
             match qtype {
-                QType::A | QType::Aaaa => Answer::records(
-                    address_records(&owner, backend.endpoint.addresses.iter().copied(), qtype),
-                    Vec::new(),
-                ),
-                _ => Answer::nodata(),
+                QType::A | QType::Aaaa => {
+                    Answer::records(apex, address_records(&owner, addresses, qtype), Vec::new())
+                }
+                _ => Answer::nodata(apex),
             }
         }
     }
 }
 
-/// `<svc>.<ns>.svc.clusterset.local`: ClusterSetIPs, or every ready endpoint when headless;
+/// `<svc>.<ns>.svc.<zone>`: the virtual addresses, or every ready endpoint when headless;
 /// SRV for every port, deduplicated by (target, port).
 fn service_answer(
-    import: &Import,
-    service_name: &str,
+    apex: &'static str,
+    entry: &Entry<'_>,
     owner: &str,
     qtype: QType,
     not_found: impl Fn() -> Answer,
 ) -> Answer {
-    let headless = import.merged.import_type == ImportType::Headless;
-    let backends = backends(import);
-    if headless && backends.is_empty() {
+    if entry.headless() && entry.backends.is_empty() {
         return not_found();
     }
     match qtype {
-        QType::A | QType::Aaaa if headless => Answer::records(
+        QType::A | QType::Aaaa if entry.headless() => Answer::records(
+            apex,
             address_records(
                 owner,
-                backends
+                entry
+                    .backends
                     .iter()
                     .flat_map(|b| b.endpoint.addresses.iter().copied()),
                 qtype,
@@ -338,29 +591,25 @@ fn service_answer(
             Vec::new(),
         ),
         QType::A | QType::Aaaa => Answer::records(
-            address_records(owner, import.ips.iter().copied(), qtype),
+            apex,
+            address_records(owner, entry.ips.iter().copied(), qtype),
             Vec::new(),
         ),
         QType::Srv => {
-            let ports: Vec<(&str, u16)> = import
-                .merged
-                .ports
-                .iter()
-                .map(|p| (p.name.as_str(), p.port))
-                .collect();
+            let ports: Vec<(&str, u16)> = entry.ports.iter().map(|p| (p.0, p.2)).collect();
             if ports.is_empty() {
                 return not_found();
             }
-            srv_answer(import, service_name, owner, &ports, &backends)
+            srv_answer(apex, entry, owner, &ports)
         }
-        _ => Answer::nodata(),
+        _ => Answer::nodata(apex),
     }
 }
 
-/// `_<port>._<proto>.<svc>.<ns>.svc.clusterset.local`: SRV for that named port.
+/// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: SRV for that named port.
 fn port_answer(
-    import: &Import,
-    service_name: &str,
+    apex: &'static str,
+    entry: &Entry<'_>,
     owner: &str,
     (port_name, proto): (&str, &str),
     qtype: QType,
@@ -372,54 +621,45 @@ fn port_answer(
     else {
         return not_found();
     };
-    let ports: Vec<(&str, u16)> = import
-        .merged
+    let ports: Vec<(&str, u16)> = entry
         .ports
         .iter()
-        .filter(|p| {
-            !p.name.is_empty() && p.name.eq_ignore_ascii_case(port_name) && p.protocol == proto
+        .filter(|(name, protocol, _)| {
+            !name.is_empty() && name.eq_ignore_ascii_case(port_name) && *protocol == proto
         })
-        .map(|p| (p.name.as_str(), p.port))
+        .map(|p| (p.0, p.2))
         .collect();
-    let backends = backends(import);
-    if ports.is_empty()
-        || (import.merged.import_type == ImportType::Headless && backends.is_empty())
-    {
+    if ports.is_empty() || (entry.headless() && entry.backends.is_empty()) {
         return not_found();
     }
     match qtype {
-        QType::Srv => srv_answer(import, service_name, owner, &ports, &backends),
-        _ => Answer::nodata(),
+        QType::Srv => srv_answer(apex, entry, owner, &ports),
+        _ => Answer::nodata(apex),
     }
 }
 
-/// SRV records: for a ClusterSetIP import, the service name at each service port; for a
-/// headless one, every ready endpoint's name at the port it serves under each port's name.
-fn srv_answer(
-    import: &Import,
-    service_name: &str,
-    owner: &str,
-    ports: &[(&str, u16)],
-    backends: &[Backend<'_>],
-) -> Answer {
-    if import.merged.import_type == ImportType::ClusterSetIP {
+/// SRV records: for a service with virtual addresses, the service name at each service port;
+/// for a headless one, every ready endpoint's name at the port it serves under each port's
+/// name.
+fn srv_answer(apex: &'static str, entry: &Entry<'_>, owner: &str, ports: &[(&str, u16)]) -> Answer {
+    if !entry.headless() {
         let targets = ports
             .iter()
-            .map(|(_, p)| (service_name.to_string(), *p))
+            .map(|(_, p)| (entry.name.clone(), *p))
             .collect();
         let additionals = [QType::A, QType::Aaaa]
             .into_iter()
             .flat_map(|t| {
-                address_records(&format!("{service_name}."), import.ips.iter().copied(), t)
+                address_records(&format!("{}.", entry.name), entry.ips.iter().copied(), t)
             })
             .collect();
-        return Answer::records(srv_records(owner, targets), additionals);
+        return Answer::records(apex, srv_records(owner, targets), additionals);
     }
     let mut targets = Vec::new();
     let mut additionals = Vec::new();
-    for backend in backends {
+    for backend in &entry.backends {
         for address in &backend.endpoint.addresses {
-            let target = backend.target(service_name, address);
+            let target = backend.target(&entry.name, address);
             let served: Vec<u16> = ports
                 .iter()
                 .filter_map(|(name, _)| {
@@ -442,5 +682,5 @@ fn srv_answer(
         }
     }
     additionals.dedup();
-    Answer::records(srv_records(owner, targets), additionals)
+    Answer::records(apex, srv_records(owner, targets), additionals)
 }

@@ -8,3 +8,4 @@
 
 pub mod answer;
 pub mod server;
+pub mod zone;

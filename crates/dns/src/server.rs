@@ -10,7 +10,7 @@ use hickory_server::{
         op::{Metadata, ResponseCode},
         rr::{
             Name, RData as HRData, Record as HRecord, RecordType,
-            rdata::{A, AAAA, SOA, SRV, TXT},
+            rdata::{A, AAAA, CNAME, SOA, SRV, TXT},
         },
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
@@ -22,7 +22,10 @@ use tokio::{
 };
 use tracing::debug;
 
-use crate::answer::{QType, RData, Rcode, Record, View, ZONE, answer};
+use crate::{
+    answer::{QType, RData, Rcode, Record, View, answer, ttl_of},
+    zone::soa_names,
+};
 
 /// Called for every query with its type, response code and time to answer (metrics).
 pub type Observe = Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
@@ -50,21 +53,15 @@ fn name(s: &str) -> Name {
     Name::from_str(s).unwrap_or_else(|_| Name::root())
 }
 
-fn soa(ttl: u32) -> HRecord {
-    let zone = name(&format!("{ZONE}."));
-    let rdata = SOA::new(
-        name(&format!("ns.dns.{ZONE}.")),
-        name(&format!("hostmaster.{ZONE}.")),
-        1,
-        7200,
-        1800,
-        86400,
-        ttl,
-    );
-    HRecord::from_rdata(zone, ttl.min(300), HRData::SOA(rdata))
+/// The SOA of `apex` (`clusterset.local` or `cluster.local`).
+fn soa(apex: &str, ttl: u32) -> HRecord {
+    let zone = name(&format!("{apex}."));
+    let (mname, rname) = soa_names(apex);
+    let rdata = SOA::new(name(&mname), name(&rname), 1, 7200, 1800, 86400, ttl);
+    HRecord::from_rdata(zone, ttl_of(&RData::Soa, ttl), HRData::SOA(rdata))
 }
 
-fn record(r: &Record, ttl: u32) -> HRecord {
+fn record(apex: &str, r: &Record, ttl: u32) -> HRecord {
     let data = match &r.data {
         RData::Address(std::net::IpAddr::V4(ip)) => HRData::A(A(*ip)),
         RData::Address(std::net::IpAddr::V6(ip)) => HRData::AAAA(AAAA(*ip)),
@@ -75,14 +72,10 @@ fn record(r: &Record, ttl: u32) -> HRecord {
             target,
         } => HRData::SRV(SRV::new(*priority, *weight, *port, name(target))),
         RData::Txt(t) => HRData::TXT(TXT::new(vec![t.clone()])),
-        RData::Soa => return soa(ttl),
+        RData::Cname(target) => HRData::CNAME(CNAME(name(target))),
+        RData::Soa => return soa(apex, ttl),
     };
-    let ttl = if matches!(r.data, RData::Txt(_)) {
-        28_800
-    } else {
-        ttl
-    };
-    HRecord::from_rdata(name(&r.name), ttl, data)
+    HRecord::from_rdata(name(&r.name), ttl_of(&r.data, ttl), data)
 }
 
 fn qtype(t: RecordType) -> QType {
@@ -137,14 +130,18 @@ impl RequestHandler for Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
         metadata.response_code = rcode;
-        let answers: Vec<HRecord> = result.answers.iter().map(|r| record(r, self.ttl)).collect();
+        let answers: Vec<HRecord> = result
+            .answers
+            .iter()
+            .map(|r| record(result.zone, r, self.ttl))
+            .collect();
         let additionals: Vec<HRecord> = result
             .additionals
             .iter()
-            .map(|r| record(r, self.ttl))
+            .map(|r| record(result.zone, r, self.ttl))
             .collect();
         let soa: Vec<HRecord> = if result.soa_in_authority {
-            vec![soa(self.ttl)]
+            vec![soa(result.zone, self.ttl)]
         } else {
             Vec::new()
         };

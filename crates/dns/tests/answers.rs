@@ -4,10 +4,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use bowline_dns::answer::{Answer, QType, RData, Rcode, View, answer, dashed};
+use bowline_dns::answer::{Answer, LocalZone, QType, RData, Rcode, View, answer, dashed};
 use bowline_mcs::{Controller, McsConfig, Snapshot};
 use bowline_model::{
-    IpFamily, Network, Protocol,
+    ClusterId, IpFamily, Network, Protocol,
     export::{ExportDefault, ExportPolicy},
 };
 use bowline_registry::{MemberConfig, Registry};
@@ -16,6 +16,11 @@ use bowline_test_support::*;
 const T: &str = "2026-11-01T10:00:00Z";
 
 fn view(synced: bool) -> View {
+    view_with(synced, None)
+}
+
+/// The ClusterSet below, with `cluster.local` answered for `local` when given.
+fn view_with(synced: bool, local: Option<&str>) -> View {
     let mut reg = Registry::new(
         "set",
         ["c1", "c2"].map(|m| MemberConfig {
@@ -72,6 +77,14 @@ fn view(synced: bool) -> View {
                 .endpoint(ep("10.1.0.8").not_ready())
                 .build(),
             export_at("shop", "down", T, &[], &[]),
+            // Not exported: only cluster.local has it.
+            service("shop", "private")
+                .cluster_ips(&["10.0.0.9"])
+                .port("grpc", 9000)
+                .build(),
+            service("shop", "ext")
+                .external_name("db.example.com")
+                .build(),
         ],
     ));
     reg.apply(reset(
@@ -111,6 +124,7 @@ fn view(synced: bool) -> View {
         imports: Arc::new(outcome.imports),
         namespaces: ["shop".to_string()].into(),
         synced,
+        local: local.map(|id| LocalZone::from_registry(&reg, &ClusterId::new(id).unwrap())),
     }
 }
 
@@ -125,6 +139,7 @@ fn show(a: &Answer) -> String {
             target,
         } => format!("{priority} {weight} {port} {target}"),
         RData::Txt(t) => format!("\"{t}\""),
+        RData::Cname(t) => format!("CNAME {t}"),
         RData::Soa => "SOA".into(),
     };
     let mut out = format!("{:?}", a.rcode);
@@ -266,6 +281,17 @@ fn records_and_rules() {
             QType::Aaaa,
             "NoError | fd00:1::7".into(),
         ),
+        // A dashed name is one address's: the other family is NODATA.
+        (
+            "10-1-0-7.c1.anon.shop.svc.clusterset.local",
+            QType::Aaaa,
+            "NoError (soa)".into(),
+        ),
+        (
+            "fd00-1--7.c1.anon.shop.svc.clusterset.local",
+            QType::A,
+            "NoError (soa)".into(),
+        ),
         (
             "anon.shop.svc.clusterset.local",
             QType::Srv,
@@ -340,4 +366,212 @@ fn before_the_first_sync_nxdomain_is_servfail() {
 fn dashed_names() {
     assert_eq!(dashed(&"10.1.2.3".parse().unwrap()), "10-1-2-3");
     assert_eq!(dashed(&"fd00::1".parse().unwrap()), "fd00--1");
+}
+
+#[test]
+fn cluster_local_answers_the_configured_members_own_services() {
+    let v = view_with(true, Some("c1"));
+    let z = "svc.cluster.local";
+    let cases: Vec<(&str, QType, String)> = vec![
+        (
+            "dns-version.cluster.local",
+            QType::Txt,
+            "NoError | \"1.1.0\"".into(),
+        ),
+        ("cluster.local", QType::Soa, "NoError | SOA".into()),
+        // The member's cluster IPs, not the ClusterSetIPs.
+        (
+            "web.shop.svc.cluster.local",
+            QType::A,
+            "NoError | 10.0.0.1".into(),
+        ),
+        (
+            "Web.Shop.svc.Cluster.Local.",
+            QType::Aaaa,
+            "NoError | fd00::1".into(),
+        ),
+        (
+            "v4.shop.svc.cluster.local",
+            QType::Aaaa,
+            "NoError (soa)".into(),
+        ),
+        (
+            "_http._tcp.web.shop.svc.cluster.local",
+            QType::Srv,
+            format!(
+                "NoError | 0 100 80 web.shop.{z}. + web.shop.{z}. 10.0.0.1, web.shop.{z}. fd00::1"
+            ),
+        ),
+        (
+            "web.shop.svc.cluster.local",
+            QType::Srv,
+            format!(
+                "NoError | 0 50 80 web.shop.{z}. | 0 50 53 web.shop.{z}. + web.shop.{z}. 10.0.0.1, web.shop.{z}. fd00::1"
+            ),
+        ),
+        // Not exported, still local.
+        (
+            "private.shop.svc.cluster.local",
+            QType::A,
+            "NoError | 10.0.0.9".into(),
+        ),
+        (
+            "private.shop.svc.clusterset.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        // Headless: this member's ready endpoints only, named <hostname>.<svc>.
+        (
+            "db.shop.svc.cluster.local",
+            QType::A,
+            "NoError | 10.1.0.5".into(),
+        ),
+        (
+            "db-0.db.shop.svc.cluster.local",
+            QType::A,
+            "NoError | 10.1.0.5".into(),
+        ),
+        (
+            "db-1.db.shop.svc.cluster.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        (
+            "db-0.c1.db.shop.svc.cluster.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        (
+            "_pg._tcp.db.shop.svc.cluster.local",
+            QType::Srv,
+            format!("NoError | 0 100 15432 db-0.db.shop.{z}. + db-0.db.shop.{z}. 10.1.0.5"),
+        ),
+        (
+            "fd00-1--7.anon.shop.svc.cluster.local",
+            QType::Aaaa,
+            "NoError | fd00:1::7".into(),
+        ),
+        (
+            "down.shop.svc.cluster.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        // ExternalName: an alias whatever the type.
+        (
+            "ext.shop.svc.cluster.local",
+            QType::A,
+            "NoError | CNAME db.example.com.".into(),
+        ),
+        (
+            "ext.shop.svc.cluster.local",
+            QType::Srv,
+            "NoError | CNAME db.example.com.".into(),
+        ),
+        // Parsing rules as in clusterset.local.
+        ("shop.svc.cluster.local", QType::A, "NoError (soa)".into()),
+        (
+            "web.nope.svc.cluster.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        (
+            "web.shop.pod.cluster.local",
+            QType::A,
+            "NxDomain (soa)".into(),
+        ),
+        ("example.com", QType::A, "Refused".into()),
+    ];
+    for (name, qtype, want) in cases {
+        assert_eq!(show(&answer(&v, name, qtype)), want, "{name} {qtype:?}");
+    }
+    // The SOA of the zone asked about.
+    assert_eq!(
+        answer(&v, "nope.svc.cluster.local", QType::A).zone,
+        "cluster.local"
+    );
+    assert_eq!(
+        answer(&v, "nope.svc.clusterset.local", QType::A).zone,
+        "clusterset.local"
+    );
+}
+
+#[test]
+fn cluster_local_is_servfail_until_its_member_is_admitted() {
+    let v = view_with(true, Some("c9"));
+    assert_eq!(
+        answer(&v, "web.shop.svc.cluster.local", QType::A).rcode,
+        Rcode::ServFail
+    );
+    assert_eq!(
+        answer(
+            &view_with(false, Some("c1")),
+            "web.shop.svc.cluster.local",
+            QType::A
+        )
+        .rcode,
+        Rcode::ServFail
+    );
+    assert_eq!(
+        answer(&view(true), "web.shop.svc.cluster.local", QType::A).rcode,
+        Rcode::Refused
+    );
+}
+
+#[test]
+fn zone_files_hold_every_record_served() {
+    let v = view_with(true, Some("c1"));
+    // Ready endpoints only (db-2 is not); `down` has none and is absent; the ExternalName is
+    // an alias; each dashed name holds its own address.
+    let want = r#"$ORIGIN cluster.local.
+10-1-0-7.anon.shop.svc.cluster.local. 5 IN A 10.1.0.7
+_dns._udp.web.shop.svc.cluster.local. 5 IN SRV 0 100 53 web.shop.svc.cluster.local.
+_grpc._tcp.private.shop.svc.cluster.local. 5 IN SRV 0 100 9000 private.shop.svc.cluster.local.
+_http._tcp.anon.shop.svc.cluster.local. 5 IN SRV 0 50 8080 10-1-0-7.anon.shop.svc.cluster.local.
+_http._tcp.anon.shop.svc.cluster.local. 5 IN SRV 0 50 8080 fd00-1--7.anon.shop.svc.cluster.local.
+_http._tcp.v4.shop.svc.cluster.local. 5 IN SRV 0 100 80 v4.shop.svc.cluster.local.
+_http._tcp.web.shop.svc.cluster.local. 5 IN SRV 0 100 80 web.shop.svc.cluster.local.
+_pg._tcp.db.shop.svc.cluster.local. 5 IN SRV 0 100 15432 db-0.db.shop.svc.cluster.local.
+anon.shop.svc.cluster.local. 5 IN A 10.1.0.7
+anon.shop.svc.cluster.local. 5 IN AAAA fd00:1::7
+anon.shop.svc.cluster.local. 5 IN SRV 0 50 8080 10-1-0-7.anon.shop.svc.cluster.local.
+anon.shop.svc.cluster.local. 5 IN SRV 0 50 8080 fd00-1--7.anon.shop.svc.cluster.local.
+cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5
+cluster.local. 5 IN NS ns.dns.cluster.local.
+db-0.db.shop.svc.cluster.local. 5 IN A 10.1.0.5
+db.shop.svc.cluster.local. 5 IN A 10.1.0.5
+db.shop.svc.cluster.local. 5 IN SRV 0 100 15432 db-0.db.shop.svc.cluster.local.
+dns-version.cluster.local. 28800 IN TXT "1.1.0"
+ext.shop.svc.cluster.local. 5 IN CNAME db.example.com.
+fd00-1--7.anon.shop.svc.cluster.local. 5 IN AAAA fd00:1::7
+private.shop.svc.cluster.local. 5 IN A 10.0.0.9
+private.shop.svc.cluster.local. 5 IN SRV 0 100 9000 private.shop.svc.cluster.local.
+v4.shop.svc.cluster.local. 5 IN A 10.0.0.2
+v4.shop.svc.cluster.local. 5 IN SRV 0 100 80 v4.shop.svc.cluster.local.
+web.shop.svc.cluster.local. 5 IN A 10.0.0.1
+web.shop.svc.cluster.local. 5 IN AAAA fd00::1
+web.shop.svc.cluster.local. 5 IN SRV 0 50 80 web.shop.svc.cluster.local.
+web.shop.svc.cluster.local. 5 IN SRV 0 50 53 web.shop.svc.cluster.local.
+"#;
+    assert_eq!(bowline_dns::zone::zone_file(&v, "cluster.local", 5), want);
+    let clusterset = bowline_dns::zone::zone_file(&v, "clusterset.local", 5);
+    for line in [
+        "clusterset.local. 5 IN SOA ns.dns.clusterset.local. hostmaster.clusterset.local. 1 7200 1800 86400 5",
+        "dns-version.clusterset.local. 28800 IN TXT \"1.0.0\"",
+        "db.shop.svc.clusterset.local. 5 IN A 10.2.0.5",
+        "db-1.c2.db.shop.svc.clusterset.local. 5 IN A 10.2.0.5",
+        "_dns._udp.web.shop.svc.clusterset.local. 5 IN SRV 0 100 53 web.shop.svc.clusterset.local.",
+    ] {
+        assert!(
+            clusterset.lines().any(|l| l == line),
+            "{line} in\n{clusterset}"
+        );
+    }
+    assert!(
+        !clusterset.contains("private."),
+        "not exported: {clusterset}"
+    );
+    assert!(
+        bowline_dns::zone::records(&view(true), "cluster.local").is_empty(),
+        "cluster.local is not served without a member"
+    );
 }

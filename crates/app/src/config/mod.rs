@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use bowline_model::Network;
+use bowline_model::{ClusterId, Network};
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration, after validation.
@@ -41,10 +41,13 @@ pub struct Config {
 }
 
 /// The `dns` section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dns {
     /// TTL of answers (the SOA's minimum too; `dns-version` has 28800).
     pub ttl: Duration,
+    /// The member whose own Services are answered under `cluster.local` (for VMs joined to
+    /// it); without one, that zone is refused.
+    pub cluster_local_member: Option<ClusterId>,
 }
 
 /// The `xds` section.
@@ -209,9 +212,11 @@ struct Raw {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct RawDns {
     #[serde(default, deserialize_with = "duration")]
     ttl: Option<Duration>,
+    cluster_local_member: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -111,6 +111,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             format!("must be at least xds.debounce ({:?})", xds.debounce),
         );
     }
+    let dns = super::Dns {
+        ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
+        cluster_local_member: cluster_local_member(raw.dns.cluster_local_member, &mut problems),
+    };
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -130,9 +134,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         watch,
         mcs,
         xds,
-        dns: super::Dns {
-            ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
-        },
+        dns,
     })
 }
 
@@ -238,6 +240,14 @@ fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> 
         }
     }
     out
+}
+
+/// `dns.clusterLocalMember`: a cluster id (an RFC 1123 label).
+fn cluster_local_member(raw: Option<String>, problems: &mut Problems) -> Option<ClusterId> {
+    let id = raw?;
+    ClusterId::new(&id)
+        .map_err(|e| problems.add("dns.clusterLocalMember", e.to_string()))
+        .ok()
 }
 
 fn default_name(m: &super::RawMember) -> String {
