@@ -29,8 +29,8 @@ use tracing::error;
 /// Labels of the query counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueryLabels {
-    qtype: String,
-    rcode: String,
+    qtype: &'static str,
+    rcode: &'static str,
 }
 
 /// DNS metrics.
@@ -94,13 +94,10 @@ pub(crate) fn spawn_server(
     metrics: Arc<DnsMetrics>,
     shutdown: CancellationToken,
 ) {
-    let observe = Arc::new(move |qtype: &str, rcode: &str, elapsed: Duration| {
+    let observe = Arc::new(move |qtype, rcode, elapsed: Duration| {
         metrics
             .queries
-            .get_or_create(&QueryLabels {
-                qtype: qtype.to_string(),
-                rcode: rcode.to_string(),
-            })
+            .get_or_create(&QueryLabels { qtype, rcode })
             .inc();
         metrics.latency.observe(elapsed.as_secs_f64());
     });
