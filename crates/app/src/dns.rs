@@ -87,7 +87,7 @@ pub(crate) fn spawn_views(
 
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
     views: watch::Receiver<Arc<View>>,
     ttl: Duration,

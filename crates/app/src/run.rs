@@ -77,20 +77,32 @@ pub struct Listeners {
     /// xDS gRPC.
     pub xds: Option<TcpListener>,
     /// DNS over UDP and TCP (both on the same address).
-    pub dns: Option<(tokio::net::UdpSocket, TcpListener)>,
+    pub dns: Option<(Vec<tokio::net::UdpSocket>, TcpListener)>,
 }
 
 impl Listeners {
-    /// Binds DNS on `addr` over UDP and TCP; port 0 picks one free for both.
+    /// Binds DNS on `addr` over TCP and over UDP with one socket per CPU (`SO_REUSEPORT`: the
+    /// kernel spreads queries over them, and each has its own receive loop); port 0 picks one
+    /// free for both.
     pub async fn bind_dns(
         addr: SocketAddr,
-    ) -> anyhow::Result<(tokio::net::UdpSocket, TcpListener)> {
+    ) -> anyhow::Result<(Vec<tokio::net::UdpSocket>, TcpListener)> {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         for _ in 0..16 {
-            let udp = tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}/udp"))?;
-            match TcpListener::bind(udp.local_addr()?).await {
-                Ok(tcp) => return Ok((udp, tcp)),
+            let first =
+                reuse_port_udp(addr).with_context(|| format!("cannot listen on {addr}/udp"))?;
+            let bound = first.local_addr()?;
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => {
+                    let mut udp = vec![first];
+                    for _ in 1..workers {
+                        udp.push(
+                            reuse_port_udp(bound)
+                                .with_context(|| format!("cannot listen on {bound}/udp"))?,
+                        );
+                    }
+                    return Ok((udp, tcp));
+                }
                 Err(_) if addr.port() == 0 => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}/tcp")),
             }
@@ -386,4 +398,18 @@ fn spawn_pump(
             );
         }
     });
+}
+
+/// A non-blocking UDP socket on `addr` with `SO_REUSEPORT`, so that several can share it.
+fn reuse_port_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `[::]` answers IPv4 clients too, whatever the system default.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }

@@ -60,10 +60,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `validate` prints its findings itself; its logs would only repeat them.
+    // hickory's DNS server logs two lines per query at `info`: a query log, not ours.
     let default_filter = if matches!(cli.command, Command::Validate { .. }) {
         "warn"
     } else {
-        "info"
+        "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn"
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

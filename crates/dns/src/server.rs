@@ -1,7 +1,7 @@
 //! The DNS server: hickory's UDP and TCP transports with Bowline's request handler, which
 //! answers from the latest [`View`] (a `watch` snapshot; no lock is held while sending).
 
-use std::{future::Future, str::FromStr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use hickory_server::{
     Server,
@@ -52,7 +52,7 @@ impl Handler {
 }
 
 fn name(s: &str) -> Name {
-    Name::from_str(s).unwrap_or_else(|_| Name::root())
+    Name::from_ascii(s).unwrap_or_else(|_| Name::root())
 }
 
 /// The SOA of `apex` (`clusterset.local` or `cluster.local`).
@@ -276,15 +276,17 @@ fn failed(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Serves DNS on `udp` and `tcp` until `shutdown` completes.
+/// Serves DNS on the `udp` sockets and `tcp` until `shutdown` completes.
 pub async fn serve(
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
     handler: Handler,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut server = Server::new(handler);
-    server.register_socket(udp);
+    for socket in udp {
+        server.register_socket(socket);
+    }
     server.register_listener(tcp, Duration::from_secs(5), 64);
     shutdown.await;
     server
