@@ -1,0 +1,1 @@
+//! An in-process fake Kubernetes API server for tests, reachable through `kube::Client`.
