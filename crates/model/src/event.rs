@@ -1,6 +1,8 @@
 //! What sources tell the registry: a member's objects, whole (a relist) or as changes.
 
-use crate::{MemberName, Object, ObjectKey, Rejection};
+use std::collections::BTreeMap;
+
+use crate::{MemberName, Object, ObjectKey, ObjectKind, Rejection};
 
 /// One change to one object of a member.
 // Changes are moved from a source into the registry once; boxing would only add allocations.
@@ -31,8 +33,15 @@ pub enum EventBody {
         /// When `Some`, replaces the member's source rejections.
         rejections: Option<Vec<Rejection>>,
     },
-    /// The source cannot currently read the member; its last known objects stay.
+    /// The source cannot currently read the member; its last known objects stay, marked
+    /// stale, until the next listing.
     SourceError(String),
+    /// Kinds the member cannot be asked for (their CRD is not installed), with what to do
+    /// about it; replaces the previous set. Everything else keeps working.
+    Missing(BTreeMap<ObjectKind, String>),
+    /// The member has been unreachable for longer than `staleEndpointTTL`: its endpoints are
+    /// withdrawn from the ClusterSet view until its next full listing (`Reset`).
+    Withdraw,
 }
 
 /// An event from one member's source.

@@ -35,6 +35,8 @@ pub(crate) struct MemberContext<'a> {
     pub id: &'a ClusterId,
     pub default_network: &'a Network,
     pub store: &'a Store,
+    /// Unreachable past its TTL: contributes no endpoints of its own.
+    pub withdrawn: bool,
 }
 
 /// Derives the member's contribution to `key`, or `None` when it has nothing of that name.
@@ -68,6 +70,7 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         .map(|ns| &ns.meta.labels);
     let mut pods = Vec::new();
     let mut nodes = Vec::new();
+    let slice_names = slice_names.filter(|_| !cx.withdrawn);
     for name in slice_names.into_iter().flatten() {
         let Some(slice) = store.slices.get(&(key.namespace.clone(), name.clone())) else {
             continue;
@@ -118,7 +121,7 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
             export,
             import,
             endpoints: endpoints.into(),
-            imported: imported_endpoints(store, key, imported_names),
+            imported: imported_endpoints(store, key, imported_names.filter(|_| !cx.withdrawn)),
         }),
         pods,
         nodes,

@@ -80,6 +80,10 @@ pub(crate) struct Member {
     pub store: Store,
     pub synced: bool,
     pub source_error: Option<String>,
+    /// Kinds the member cannot serve (CRD missing), with what to do.
+    pub missing: BTreeMap<ObjectKind, String>,
+    /// Endpoints withdrawn after `staleEndpointTTL` of unreachability, until the next listing.
+    pub withdrawn: bool,
     pub source_rejections: Vec<Rejection>,
     pub admission: Admission,
     derived: BTreeMap<ServiceKey, Derived>,
@@ -113,6 +117,8 @@ impl Registry {
                 store: Store::default(),
                 synced: false,
                 source_error: None,
+                missing: BTreeMap::new(),
+                withdrawn: false,
                 source_rejections: Vec::new(),
                 admission: Admission::Pending,
                 derived: BTreeMap::new(),
@@ -170,6 +176,7 @@ impl Registry {
                     member.source_rejections = rejections;
                     member.synced = true;
                     member.source_error = None;
+                    member.withdrawn = false;
                     changes.gateways = true;
                     changes.members = true;
                 }
@@ -199,6 +206,23 @@ impl Registry {
                     warn!(member = %member.config.name, cluster = ?member.admission.id(), "source failing, last known objects kept: {message}");
                     member.source_error = Some(message);
                     changes.members = true;
+                }
+                EventBody::Missing(missing) => {
+                    for kind in missing.keys() {
+                        if !member.missing.contains_key(kind) {
+                            warn!(member = %member.config.name, "{}", missing[kind]);
+                        }
+                    }
+                    changes.members |= member.missing != missing;
+                    member.missing = missing;
+                }
+                EventBody::Withdraw => {
+                    if !member.withdrawn {
+                        warn!(member = %member.config.name, cluster = ?member.admission.id(), "member unreachable for longer than staleEndpointTTL: its endpoints are withdrawn until it is listed again");
+                        member.withdrawn = true;
+                        keys.extend(member.derived.keys().cloned());
+                        changes.members = true;
+                    }
                 }
             }
         }
@@ -323,6 +347,9 @@ impl Registry {
                 network: m.config.network.clone(),
                 synced: m.synced,
                 source_error: m.source_error.clone(),
+                stale: m.source_error.is_some(),
+                withdrawn: m.withdrawn,
+                missing: m.missing.clone(),
                 objects: m.store.counts(),
                 endpoints: m.derived.values().map(|d| d.view.endpoints.len()).sum(),
                 rejected: m.source_rejections.len(),
@@ -488,6 +515,7 @@ impl Member {
                 id,
                 default_network: &self.config.network,
                 store: &self.store,
+                withdrawn: self.withdrawn,
             };
             derive::member_service(&cx, key)
         });

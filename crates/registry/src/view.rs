@@ -115,6 +115,13 @@ pub struct MemberStatus {
     /// The source's last error, when it is currently failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_error: Option<String>,
+    /// True while the source is failing: the objects served are the last known ones.
+    pub stale: bool,
+    /// True once stale for longer than `staleEndpointTTL`: its endpoints are withdrawn.
+    pub withdrawn: bool,
+    /// Kinds it cannot serve (CRD not installed), with what to do.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing: BTreeMap<ObjectKind, String>,
     /// Objects held, by kind.
     pub objects: BTreeMap<ObjectKind, usize>,
     /// Endpoints it contributes to the view.

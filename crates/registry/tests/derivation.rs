@@ -374,3 +374,70 @@ fn headless_families_are_kept() {
         .unwrap();
     assert_eq!(svc.ip_families, vec![IpFamily::IPv6]);
 }
+
+#[test]
+fn an_unreachable_member_is_stale_then_withdrawn_then_restored_by_its_next_listing() {
+    use bowline_model::{EventBody, SourceEvent};
+    let objects = || {
+        vec![
+            service("demo", "echo")
+                .cluster_ips(&["10.0.0.1"])
+                .port("http", 80)
+                .build(),
+            slice("demo", "echo-1", "echo")
+                .port("http", 8080)
+                .endpoint(ep("10.1.0.5"))
+                .build(),
+        ]
+    };
+    let event = |body| SourceEvent {
+        member: member("west"),
+        body,
+    };
+    let mut reg = registry(&[("west", "")]);
+    reg.apply(reset("west", objects()));
+    reg.apply(event(EventBody::SourceError("connection refused".into())));
+    let status = &reg.members()[0];
+    assert!(status.stale && !status.withdrawn);
+    assert_eq!(
+        view(&reg, "demo", "echo").endpoints().count(),
+        1,
+        "a stale member's last known endpoints keep being served"
+    );
+
+    let changes = reg.apply(event(EventBody::Withdraw));
+    assert!(changes.services.contains(&ServiceKey::new("demo", "echo")));
+    assert!(reg.members()[0].withdrawn);
+    let view_now = view(&reg, "demo", "echo");
+    assert_eq!(view_now.endpoints().count(), 0, "endpoints withdrawn");
+    assert!(
+        view_now.members.values().next().unwrap().service.is_some(),
+        "the service itself stays known"
+    );
+
+    reg.apply(reset("west", objects()));
+    let status = &reg.members()[0];
+    assert!(!status.stale && !status.withdrawn);
+    assert_eq!(view(&reg, "demo", "echo").endpoints().count(), 1);
+}
+
+#[test]
+fn missing_kinds_are_reported_and_replaced_as_a_set() {
+    use bowline_model::{EventBody, SourceEvent};
+    let mut reg = registry(&[("west", "")]);
+    let missing = std::collections::BTreeMap::from([(
+        ObjectKind::ServiceExport,
+        "CRD serviceexports.multicluster.x-k8s.io is not installed".to_string(),
+    )]);
+    let changes = reg.apply(SourceEvent {
+        member: member("west"),
+        body: EventBody::Missing(missing.clone()),
+    });
+    assert!(changes.members);
+    assert_eq!(reg.members()[0].missing, missing);
+    reg.apply(SourceEvent {
+        member: member("west"),
+        body: EventBody::Missing(Default::default()),
+    });
+    assert!(reg.members()[0].missing.is_empty());
+}
