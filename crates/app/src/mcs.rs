@@ -66,13 +66,22 @@ pub(crate) fn spawn_mcs(
         ));
         return;
     }
-    let writers: Vec<(MemberName, FileWriter)> = config
+    let handle = tokio::runtime::Handle::current();
+    let writers: Vec<(MemberName, Box<dyn Writer>)> = config
         .members
         .iter()
-        .map(|m| match &m.source {
-            MemberSource::Manifests(dir) => {
-                (MemberName::new(m.name.as_str()), FileWriter::new(dir))
-            }
+        .map(|m| {
+            let writer: Box<dyn Writer> = match &m.source {
+                MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
+                source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
+                    Box::new(bowline_kube::KubeWriter::new(
+                        crate::run::credentials(source),
+                        handle.clone(),
+                        bowline_kube::WriteOptions::default(),
+                    ))
+                }
+            };
+            (MemberName::new(m.name.as_str()), writer)
         })
         .collect();
     let mcs_config = McsConfig {
@@ -81,15 +90,40 @@ pub(crate) fn spawn_mcs(
     };
     let resync = config.mcs.resync;
     tasks.spawn(async move {
-        let (mut writers, existing) = tokio::task::spawn_blocking(move || read_back(writers))
-            .await
-            .expect("reading written objects does not panic");
+        let mut slots: Vec<Slot> = writers
+            .into_iter()
+            .map(|(member, writer)| Slot {
+                member,
+                writer,
+                read: false,
+            })
+            .collect();
+        let existing;
+        (slots, existing) = tokio::task::spawn_blocking(move || {
+            let existing = read_back(&mut slots);
+            (slots, existing)
+        })
+        .await
+        .expect("reading written objects does not panic");
         let mut controller = Controller::new(mcs_config, existing);
         let mut changes = registry.read().subscribe_changes();
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
         loop {
+            if slots.iter().any(|s| !s.read) {
+                let adopted;
+                (slots, adopted) = tokio::task::spawn_blocking(move || {
+                    let adopted = read_back(&mut slots);
+                    (slots, adopted)
+                })
+                .await
+                .expect("reading written objects does not panic");
+                for (member, objects) in adopted {
+                    controller.adopt(member, objects);
+                    dirty = true;
+                }
+            }
             if dirty {
                 dirty = false;
                 let snapshot = Snapshot::from_registry(&registry.read());
@@ -109,9 +143,9 @@ pub(crate) fn spawn_mcs(
                 .map(|m| (m.name, m.admission))
                 .collect();
             let metrics_for_write = metrics.clone();
-            writers = tokio::task::spawn_blocking(move || {
-                write_all(&mut writers, &outcome, &admissions, &metrics_for_write);
-                writers
+            slots = tokio::task::spawn_blocking(move || {
+                write_all(&mut slots, &outcome, &admissions, &metrics_for_write);
+                slots
             })
             .await
             .expect("writing does not panic");
@@ -179,36 +213,41 @@ async fn settle(changes: &mut watch::Receiver<u64>, debounce: Debounce) -> bool 
     }
 }
 
-fn read_back(
-    writers: Vec<(MemberName, FileWriter)>,
-) -> (
-    Vec<(MemberName, FileWriter)>,
-    BTreeMap<MemberName, WriteSet>,
-) {
+/// A member's writer, and whether what it holds was read back (nothing is written into a
+/// member before, so that its ClusterSetIPs and condition times are kept).
+struct Slot {
+    member: MemberName,
+    writer: Box<dyn Writer>,
+    read: bool,
+}
+
+/// Reads back the members not read yet; what each that could be read holds.
+fn read_back(slots: &mut [Slot]) -> BTreeMap<MemberName, WriteSet> {
     let mut existing = BTreeMap::new();
-    let mut out = Vec::new();
-    for (member, mut writer) in writers {
-        match writer.read() {
+    for slot in slots.iter_mut().filter(|s| !s.read) {
+        match slot.writer.read() {
             Ok(objects) => {
                 if !objects.is_empty() {
-                    info!(member = %member, objects = objects.len(), "read back the objects Bowline wrote before");
+                    info!(member = %slot.member, objects = objects.len(), "read back the objects Bowline wrote before");
                 }
-                existing.insert(member.clone(), objects);
+                slot.read = true;
+                existing.insert(slot.member.clone(), objects);
             }
-            Err(e) => warn!(member = %member, "cannot read back written objects: {e}"),
+            Err(e) => {
+                warn!(member = %slot.member, "cannot read back written objects (nothing is written into it until they are): {e}")
+            }
         }
-        out.push((member, writer));
     }
-    (out, existing)
+    existing
 }
 
 fn write_all(
-    writers: &mut [(MemberName, FileWriter)],
+    slots: &mut [Slot],
     outcome: &Outcome,
     admissions: &BTreeMap<MemberName, Admission>,
     metrics: &McsMetrics,
 ) {
-    for (member, writer) in writers.iter_mut() {
+    for Slot { member, writer, .. } in slots.iter_mut().filter(|s| s.read) {
         let Some(desired) = plan(outcome, admissions.get(member), member) else {
             continue;
         };

@@ -4,7 +4,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use bowline_admin::{AdminState, Readiness, RegistryCollector};
-use bowline_model::{MemberName, SourceEvent};
+use bowline_model::{EventBody, MemberName, SourceEvent};
 use bowline_registry::{MemberConfig, Registry, Shared};
 use bowline_source::ManifestMember;
 use prometheus_client::{
@@ -237,7 +237,14 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let spans = spawn_sources(&mut tasks, config, events_tx, &shutdown);
-    spawn_pump(&mut tasks, registry.clone(), events_rx, spans, pump_metrics);
+    spawn_pump(
+        &mut tasks,
+        registry.clone(),
+        events_rx,
+        spans,
+        pump_metrics,
+        config.stale_endpoint_ttl,
+    );
     spawn_mcs(
         &mut tasks,
         config,
@@ -340,23 +347,69 @@ fn spawn_sources(
                         .instrument(span.clone()),
                 );
             }
+            MemberSource::Kubeconfig { .. } | MemberSource::InCluster => {
+                let source = bowline_kube::KubeMember {
+                    member: name.clone(),
+                    credentials: credentials(&member.source),
+                    options: bowline_kube::WatchOptions::default(),
+                };
+                tasks.spawn(
+                    source
+                        .run(events.clone(), shutdown.clone())
+                        .instrument(span.clone()),
+                );
+            }
         }
         spans.insert(name, span);
     }
     spans
 }
 
-/// Applies source events to the registry in batches; records admitted ids into member spans.
+/// How a Kubernetes member is reached.
+pub(crate) fn credentials(source: &MemberSource) -> bowline_kube::Credentials {
+    match source {
+        MemberSource::Kubeconfig { path, context } => bowline_kube::Credentials::Kubeconfig {
+            path: path.clone(),
+            context: context.clone(),
+        },
+        MemberSource::InCluster | MemberSource::Manifests(_) => {
+            bowline_kube::Credentials::InCluster
+        }
+    }
+}
+
+/// Applies source events to the registry in batches; records admitted ids into member spans;
+/// withdraws the endpoints of members whose source has been failing for longer than
+/// `stale_ttl`.
 fn spawn_pump(
     tasks: &mut JoinSet<()>,
     registry: Shared,
     mut events: mpsc::Receiver<SourceEvent>,
     spans: HashMap<MemberName, Span>,
     metrics: Arc<PumpMetrics>,
+    stale_ttl: Option<std::time::Duration>,
 ) {
     tasks.spawn(async move {
         let mut recorded: HashMap<MemberName, bowline_model::ClusterId> = HashMap::new();
-        while let Some(first) = events.recv().await {
+        let mut failing_since: HashMap<MemberName, tokio::time::Instant> = HashMap::new();
+        loop {
+            let deadline = stale_ttl.and_then(|ttl| {
+                failing_since
+                    .iter()
+                    .map(|(member, since)| (*since + ttl, member.clone()))
+                    .min()
+            });
+            let first = tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                _ = sleep_until(deadline.as_ref().map(|d| d.0)) => {
+                    let member = deadline.expect("woken by a deadline").1;
+                    failing_since.remove(&member);
+                    SourceEvent { member, body: EventBody::Withdraw }
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match events.try_recv() {
@@ -365,6 +418,17 @@ fn spawn_pump(
                 }
             }
             for event in &batch {
+                match event.body {
+                    EventBody::SourceError(_) => {
+                        failing_since
+                            .entry(event.member.clone())
+                            .or_insert_with(tokio::time::Instant::now);
+                    }
+                    EventBody::Reset { .. } | EventBody::Changes { .. } => {
+                        failing_since.remove(&event.member);
+                    }
+                    EventBody::Missing(_) | EventBody::Withdraw => {}
+                }
                 metrics
                     .events
                     .get_or_create(&MemberLabel {
@@ -398,6 +462,14 @@ fn spawn_pump(
             );
         }
     });
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A non-blocking UDP socket on `addr` with `SO_REUSEPORT`, so that several can share it.

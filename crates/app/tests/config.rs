@@ -10,7 +10,52 @@ fn setup() -> tempfile::TempDir {
         fs::create_dir_all(dir.path().join("clusters").join(m)).unwrap();
     }
     fs::write(dir.path().join("clusters/not-a-dir.yaml"), "").unwrap();
+    fs::create_dir_all(dir.path().join("kube")).unwrap();
+    fs::write(dir.path().join("kube/west.yaml"), KUBECONFIG).unwrap();
     dir
+}
+
+const KUBECONFIG: &str = r#"apiVersion: v1
+kind: Config
+clusters:
+- name: west
+  cluster: {server: "https://127.0.0.1:6443"}
+users:
+- name: bowline
+  user: {token: abc}
+contexts:
+- name: west
+  context: {cluster: west, user: bowline}
+current-context: west
+"#;
+
+#[test]
+fn kubernetes_members_are_named_after_their_context_and_stale_endpoints_expire_after_five_minutes()
+{
+    let dir = setup();
+    let config = parse(
+        dir.path(),
+        "clusterSet: prod\nmembers:\n- kubeconfig: kube/west.yaml\n- {inCluster: true, network: n1}\n",
+    )
+    .unwrap();
+    assert_eq!(config.members[0].name, "west", "named after the file");
+    assert_eq!(
+        config.members[0].source,
+        MemberSource::Kubeconfig {
+            path: dir.path().join("kube/west.yaml"),
+            context: None
+        }
+    );
+    assert_eq!(config.members[1].name, "local");
+    assert_eq!(config.members[1].source, MemberSource::InCluster);
+    assert_eq!(config.stale_endpoint_ttl, Some(Duration::from_secs(300)));
+    let config = parse(
+        dir.path(),
+        "clusterSet: prod\nmembers:\n- {kubeconfig: kube/west.yaml, context: west, name: w}\nstaleEndpointTTL: 0s\n",
+    )
+    .unwrap();
+    assert_eq!(config.members[0].name, "w");
+    assert_eq!(config.stale_endpoint_ttl, None, "0 never withdraws");
 }
 
 fn parse(dir: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -145,8 +190,23 @@ fn every_problem_is_named_with_file_and_field() {
             &["members[0].network: \"net east\" is not a valid label value"],
         ),
         (
-            "clusterSet: x\nmembers:\n- {kubeconfig: ~/.kube/config, context: west}\n",
-            &["members[0].kubeconfig: Kubernetes API members are not yet supported"],
+            "clusterSet: x\nmembers:\n- {kubeconfig: kube/none.yaml}\n",
+            &["members[0].kubeconfig: cannot read kubeconfig", "none.yaml"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {kubeconfig: kube/west.yaml, context: east}\n",
+            &[
+                "members[0].context: ",
+                "west.yaml has no context \"east\" (it has [\"west\"])",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {inCluster: true, context: west}\n",
+            &["members[0].context: only meaningful with `kubeconfig`"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nstaleEndpointTTL: soon\n",
+            &["staleEndpointTTL", "is not a duration"],
         ),
         (
             "clusterSet: x\nmembers:\n- {manifests: clusters/east, kubeconfig: k}\n",

@@ -27,7 +27,9 @@ fn demo_snapshot() -> XdsSnapshot {
         }),
     );
     for member in &config.members {
-        let MemberSource::Manifests(path) = &member.source;
+        let MemberSource::Manifests(path) = &member.source else {
+            panic!("the demo's members are manifest directories");
+        };
         let name = MemberName::new(member.name.as_str());
         let (objects, rejections) = bowline_source::scan_directory(name.clone(), path).unwrap();
         registry.apply(SourceEvent {

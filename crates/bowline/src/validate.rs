@@ -49,6 +49,11 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
                     problems += 1;
                 }
             },
+            MemberSource::Kubeconfig { .. } | MemberSource::InCluster => {
+                println!(
+                    "member {name}: a Kubernetes API member; its objects are read (and refused objects reported in /debug/rejections) when Bowline runs"
+                );
+            }
         }
     }
     for rejection in registry.rejections() {
@@ -64,7 +69,8 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
                     member.name, member.endpoints
                 )
             }
-            Admission::Refused { .. } | Admission::Pending => {
+            Admission::Pending => {}
+            Admission::Refused { .. } => {
                 println!("member {}: not admitted", member.name)
             }
         }

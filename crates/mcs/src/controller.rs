@@ -238,30 +238,40 @@ impl Controller {
     /// A controller resuming from what members already hold (read back by their writers):
     /// ClusterSetIPs of written ServiceImports are kept, first claim first.
     pub fn new(config: McsConfig, existing: BTreeMap<MemberName, WriteSet>) -> Self {
-        let mut allocator = Allocator::new(config.pools.clone());
-        for objects in existing.values() {
-            for (key, object) in objects
-                .iter()
-                .filter(|(k, _)| k.kind == WriteKind::ServiceImport)
-            {
-                let skey = ServiceKey::new(key.namespace.clone(), key.name.clone());
-                let ips = object
-                    .pointer("/spec/ips")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten();
-                for ip in ips.filter_map(|v| v.as_str()?.parse::<IpAddr>().ok()) {
-                    allocator.adopt(&skey, ip);
-                }
-            }
-        }
-        Self {
+        let allocator = Allocator::new(config.pools.clone());
+        let mut controller = Self {
             config,
             allocator,
-            previous: existing,
+            previous: BTreeMap::new(),
             memo: HashMap::new(),
             recomputed: 0,
+        };
+        for (member, objects) in existing {
+            controller.adopt(member, objects);
         }
+        controller
+    }
+
+    /// Resumes from what one member holds, read back later than the others (it could not
+    /// be read at start): the ClusterSetIPs of its ServiceImports are kept where still free,
+    /// and its conditions keep their transition times.
+    pub fn adopt(&mut self, member: MemberName, objects: WriteSet) {
+        for (key, object) in objects
+            .iter()
+            .filter(|(k, _)| k.kind == WriteKind::ServiceImport)
+        {
+            let skey = ServiceKey::new(key.namespace.clone(), key.name.clone());
+            let ips = object
+                .pointer("/spec/ips")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for ip in ips.filter_map(|v| v.as_str()?.parse::<IpAddr>().ok()) {
+                self.allocator.adopt(&skey, ip);
+            }
+        }
+        self.memo.clear();
+        self.previous.insert(member, objects);
     }
 
     /// Addresses allocated.

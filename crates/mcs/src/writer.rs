@@ -19,10 +19,10 @@ use crate::{WriteKey, WriteKind, WriteSet};
 pub struct WriteError {
     /// What was being done.
     pub action: &'static str,
-    /// The file.
+    /// The file or object.
     pub path: String,
     /// The error.
-    pub source: io::Error,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// What a reconcile changed.
@@ -83,7 +83,7 @@ fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wr
     move |source| WriteError {
         action,
         path: path.display().to_string(),
-        source,
+        source: source.into(),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Config {
     pub listen: Listen,
     /// How long `/readyz` waits for a member's first sync before reporting it instead.
     pub member_sync_timeout: Duration,
+    /// How long an unreachable member's endpoints keep being served (marked stale) before
+    /// they are withdrawn; `None` never withdraws them.
+    pub stale_endpoint_ttl: Option<Duration>,
     /// How manifest directories are watched.
     pub watch: Watch,
     /// Multi-Cluster Services.
@@ -77,6 +80,15 @@ pub struct Member {
 pub enum MemberSource {
     /// A directory of manifests (absolute, canonical).
     Manifests(PathBuf),
+    /// A Kubernetes API server reached through a kubeconfig file.
+    Kubeconfig {
+        /// The file (absolute, `~` expanded).
+        path: PathBuf,
+        /// The context; the file's current context when `None`.
+        context: Option<String>,
+    },
+    /// The Kubernetes cluster Bowline runs in, through its ServiceAccount.
+    InCluster,
 }
 
 pub use bowline_model::export::{ExportDefault, ExportPolicy, HostPattern};
@@ -138,6 +150,8 @@ pub mod defaults {
     pub const ADMIN: &str = "127.0.0.1:15014";
     /// `memberSyncTimeout`.
     pub const MEMBER_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `staleEndpointTTL`.
+    pub const STALE_ENDPOINT_TTL: Duration = Duration::from_secs(300);
     /// `watch.debounce`.
     pub const DEBOUNCE: Duration = Duration::from_millis(50);
     /// `watch.resync`.
@@ -200,6 +214,8 @@ struct Raw {
     listen: RawListen,
     #[serde(default, deserialize_with = "duration")]
     member_sync_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration", rename = "staleEndpointTTL")]
+    stale_endpoint_ttl: Option<Duration>,
     #[serde(default)]
     watch: RawWatch,
     #[serde(default)]

@@ -94,23 +94,6 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             format!("must be at least xds.debounce ({:?})", xds.debounce),
         );
     }
-    let mcs = super::Mcs {
-        mode: raw.mcs.mode.unwrap_or(super::McsMode::Controller),
-        resync: raw.mcs.resync.unwrap_or(defaults::MCS_RESYNC),
-    };
-    if mcs.resync.is_zero() {
-        problems.add("mcs.resync", "must be more than 0");
-    }
-    let xds = super::Xds {
-        debounce: raw.xds.debounce.unwrap_or(defaults::XDS_DEBOUNCE),
-        max_debounce: raw.xds.max_debounce.unwrap_or(defaults::XDS_MAX_DEBOUNCE),
-    };
-    if xds.max_debounce < xds.debounce {
-        problems.add(
-            "xds.maxDebounce",
-            format!("must be at least xds.debounce ({:?})", xds.debounce),
-        );
-    }
     let dns = super::Dns {
         ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
         cluster_local_member: cluster_local_member(raw.dns.cluster_local_member, &mut problems),
@@ -131,6 +114,11 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         member_sync_timeout: raw
             .member_sync_timeout
             .unwrap_or(defaults::MEMBER_SYNC_TIMEOUT),
+        stale_endpoint_ttl: Some(
+            raw.stale_endpoint_ttl
+                .unwrap_or(defaults::STALE_ENDPOINT_TTL),
+        )
+        .filter(|ttl| !ttl.is_zero()),
         watch,
         mcs,
         xds,
@@ -180,13 +168,20 @@ fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> 
                     }
                 }
             }
-            (None, Some(_), false) | (None, None, true) => {
-                problems.add(
-                    at(if m.kubeconfig.is_some() { "kubeconfig" } else { "inCluster" }),
-                    "Kubernetes API members are not yet supported by this version of Bowline; give the member's objects as a `manifests:` directory",
-                );
-                None
+            (None, Some(path), false) => {
+                let path = expand_home(base, path);
+                match kubeconfig_context(&path, m.context.as_deref()) {
+                    Ok(()) => Some(MemberSource::Kubeconfig {
+                        path,
+                        context: m.context.clone(),
+                    }),
+                    Err(e) => {
+                        problems.add(at(if e.0 { "context" } else { "kubeconfig" }), e.1);
+                        None
+                    }
+                }
             }
+            (None, None, true) => Some(MemberSource::InCluster),
             (None, None, false) => {
                 problems.add(
                     format!("members[{i}]"),
@@ -250,6 +245,50 @@ fn cluster_local_member(raw: Option<String>, problems: &mut Problems) -> Option<
         .ok()
 }
 
+/// `~/x` is relative to `$HOME`; other relative paths to the configuration file's directory.
+fn expand_home(base: &Path, path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => base.join(path),
+    }
+}
+
+/// Checks that a kubeconfig can be read and has the context (or a current context); the
+/// error says whether the context (true) or the file (false) is at fault.
+fn kubeconfig_context(path: &Path, context: Option<&str>) -> Result<(), (bool, String)> {
+    let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+        (
+            false,
+            format!("cannot read kubeconfig {}: {e}", path.display()),
+        )
+    })?;
+    let names = || {
+        file.contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    match context.or(file.current_context.as_deref()) {
+        Some(name) if names().contains(&name) => Ok(()),
+        Some(name) => Err((
+            context.is_some(),
+            format!(
+                "{} has no context {name:?} (it has {:?})",
+                path.display(),
+                names()
+            ),
+        )),
+        None => Err((
+            false,
+            format!(
+                "{} has no current-context; set `context:` to one of {:?}",
+                path.display(),
+                names()
+            ),
+        )),
+    }
+}
+
 fn default_name(m: &super::RawMember) -> String {
     if let Some(dir) = &m.manifests {
         let dir = dir
@@ -261,7 +300,19 @@ fn default_name(m: &super::RawMember) -> String {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
     }
-    m.context.clone().unwrap_or_default()
+    if let Some(context) = &m.context {
+        return context.clone();
+    }
+    if let Some(file) = &m.kubeconfig {
+        return file
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+    if m.in_cluster == Some(true) {
+        return "local".into();
+    }
+    String::new()
 }
 
 /// A Kubernetes label value: at most 63 characters, alphanumeric at both ends, `-_.` inside.

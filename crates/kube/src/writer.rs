@@ -1,0 +1,405 @@
+//! The Kubernetes writer: makes a member hold exactly its desired MCS objects with
+//! server-side apply (field manager `bowline`).
+//!
+//! An object is applied only when the member's copy does not already hold every field
+//! Bowline sets (the copy is the API server's answer to the last apply, or what a listing
+//! returned). Objects Bowline owns carry the `bowline.io/managed-by` label; every `sweep`
+//! they are listed by that label, which finds objects changed or deleted behind Bowline's
+//! back, and garbage left by an earlier instance, at start too.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use bowline_mcs::{
+    WriteKey, WriteKind, WriteSet,
+    writer::{WriteError, WriteReport, Writer},
+};
+use bowline_model::{
+    ObjectKind,
+    export::{AUTO_EXPORT, MANAGED_BY_LABEL},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use crate::{
+    credentials::{Credentials, Fingerprint},
+    kinds::KindApi,
+};
+
+/// Bowline's field manager.
+pub const FIELD_MANAGER: &str = "bowline";
+
+/// Timings of the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// How often Bowline's objects are listed again (tampering, garbage).
+    pub sweep: Duration,
+    /// Attempts of one request answered 409 Conflict or 429 Too Many Requests.
+    pub attempts: u32,
+    /// First wait between attempts, doubled after each.
+    pub backoff: Duration,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            sweep: Duration::from_secs(60),
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Writes a Kubernetes member's MCS objects. Called from a blocking task: every request is
+/// run to completion on the runtime `handle`.
+pub struct KubeWriter {
+    credentials: Credentials,
+    handle: tokio::runtime::Handle,
+    options: WriteOptions,
+    client: Option<(Fingerprint, kube::Client)>,
+    /// The member's copy of each object Bowline owns or wrote status into.
+    live: HashMap<WriteKey, Value>,
+    /// The MCS version served, once known (`v1beta1`, else `v1alpha1`).
+    mcs_version: Option<&'static str>,
+    last_sweep: Option<Instant>,
+}
+
+impl KubeWriter {
+    /// A writer reaching the member through `credentials`.
+    pub fn new(
+        credentials: Credentials,
+        handle: tokio::runtime::Handle,
+        options: WriteOptions,
+    ) -> Self {
+        Self {
+            credentials,
+            handle,
+            options,
+            client: None,
+            live: HashMap::new(),
+            mcs_version: None,
+            last_sweep: None,
+        }
+    }
+
+    /// The client for the current credentials (rebuilt when they were rotated).
+    fn client(&mut self) -> Result<kube::Client, WriteError> {
+        let fingerprint = self.credentials.fingerprint();
+        if let Some((seen, client)) = &self.client
+            && *seen == fingerprint
+        {
+            return Ok(client.clone());
+        }
+        let client = self
+            .handle
+            .block_on(self.credentials.client())
+            .map_err(|e| WriteError {
+                action: "cannot connect to",
+                path: self.credentials.describe(),
+                source: e.into(),
+            })?;
+        self.client = Some((fingerprint, client.clone()));
+        Ok(client)
+    }
+
+    fn resource(&self, kind: WriteKind) -> kube::core::ApiResource {
+        let mcs = self.mcs_version.unwrap_or("v1beta1");
+        match kind {
+            WriteKind::EndpointSlice => KindApi::of(ObjectKind::EndpointSlice).resource("v1"),
+            WriteKind::ServiceImport => KindApi::of(ObjectKind::ServiceImport).resource(mcs),
+            WriteKind::ServiceExport | WriteKind::ServiceExportStatus => {
+                KindApi::of(ObjectKind::ServiceExport).resource(mcs)
+            }
+        }
+    }
+
+    fn api(&self, client: &kube::Client, kind: WriteKind, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(client.clone(), namespace, &self.resource(kind))
+    }
+
+    /// Lists Bowline's objects (and users' ServiceExports' status) into `live`.
+    fn sweep(&mut self) -> Result<(), WriteError> {
+        let client = self.client()?;
+        if self.mcs_version.is_none() {
+            self.mcs_version =
+                Some(
+                    self.handle
+                        .block_on(mcs_version(&client))
+                        .map_err(|e| WriteError {
+                            action: "cannot find the MCS API version of",
+                            path: self.credentials.describe(),
+                            source: e.into(),
+                        })?,
+                );
+        }
+        let mut live = HashMap::new();
+        for kind in [
+            WriteKind::ServiceImport,
+            WriteKind::EndpointSlice,
+            WriteKind::ServiceExport,
+        ] {
+            let resource = self.resource(kind);
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let params = match kind {
+                // Users' ServiceExports too: their status is Bowline's.
+                WriteKind::ServiceExport => ListParams::default(),
+                _ => ListParams::default().labels(MANAGED_BY_LABEL),
+            };
+            let list = self
+                .handle
+                .block_on(api.list(&params))
+                .map_err(|e| WriteError {
+                    action: "cannot list",
+                    path: resource.plural.clone(),
+                    source: e.into(),
+                })?;
+            for object in list.items {
+                let namespace = object.metadata.namespace.clone().unwrap_or_default();
+                let name = object.metadata.name.clone().unwrap_or_default();
+                let labels = object.metadata.labels.clone().unwrap_or_default();
+                let key_kind = match kind {
+                    WriteKind::ServiceExport
+                        if labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                            == Some(AUTO_EXPORT) =>
+                    {
+                        WriteKind::ServiceExport
+                    }
+                    WriteKind::ServiceExport => WriteKind::ServiceExportStatus,
+                    other => other,
+                };
+                let value = serde_json::to_value(&object).unwrap_or_default();
+                live.insert(WriteKey::new(key_kind, &namespace, &name), value);
+            }
+        }
+        self.live = live;
+        self.last_sweep = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Applies one object (and its status); the member's copy after it.
+    fn apply(&mut self, key: &WriteKey, desired: &Value) -> Result<Value, WriteError> {
+        let client = self.client()?;
+        let api = self.api(&client, key.kind, &key.namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut object = desired.clone();
+        object["apiVersion"] = json!(api_version_of(&api));
+        let status = object.as_object_mut().and_then(|o| o.remove("status"));
+        let path = format!("{}/{}/{}", api.resource_url(), key.namespace, key.name);
+        let error = |action: &'static str| {
+            let path = path.clone();
+            move |e: kube::Error| WriteError {
+                action,
+                path,
+                source: e.into(),
+            }
+        };
+        let mut live = None;
+        let whole = Patch::Apply(&object);
+        if key.kind != WriteKind::ServiceExportStatus {
+            let applied = self
+                .retry(|| api.patch(&key.name, &params, &whole))
+                .map_err(error("cannot apply"))?;
+            live = Some(applied);
+        }
+        if let Some(status) = status {
+            let patch = json!({
+                "apiVersion": object["apiVersion"],
+                "kind": object["kind"],
+                "metadata": {"name": &*key.name, "namespace": &*key.namespace},
+                "status": status,
+            });
+            let patch = Patch::Apply(&patch);
+            match self.retry(|| api.patch_status(&key.name, &params, &patch)) {
+                Ok(applied) => live = Some(applied),
+                // A user's ServiceExport deleted meanwhile: nothing to report on.
+                Err(kube::Error::Api(s))
+                    if s.code == 404 && key.kind == WriteKind::ServiceExportStatus =>
+                {
+                    debug!(object = %path, "ServiceExport gone before its status was written");
+                }
+                Err(e) => return Err(error("cannot apply the status of")(e)),
+            }
+        }
+        Ok(live
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .unwrap_or_else(|| desired.clone()))
+    }
+
+    fn delete(&mut self, key: &WriteKey) -> Result<(), WriteError> {
+        let client = self.client()?;
+        let api = self.api(&client, key.kind, &key.namespace);
+        let params = DeleteParams::default();
+        match self.retry(|| api.delete(&key.name, &params)) {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(WriteError {
+                action: "cannot delete",
+                path: format!("{}/{}/{}", api.resource_url(), key.namespace, key.name),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Runs a request, again after a backoff while it is answered 409 or 429.
+    fn retry<T, F: Future<Output = kube::Result<T>>>(
+        &self,
+        mut request: impl FnMut() -> F,
+    ) -> kube::Result<T> {
+        let mut wait = self.options.backoff;
+        let mut attempt = 1;
+        loop {
+            match self.handle.block_on(request()) {
+                Err(kube::Error::Api(s))
+                    if (s.code == 409 || s.code == 429) && attempt < self.options.attempts =>
+                {
+                    debug!(
+                        code = s.code,
+                        attempt, "retrying after {wait:?}: {}", s.message
+                    );
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn api_version_of(api: &Api<DynamicObject>) -> String {
+    // `resource_url` is `/apis/<group>/<version>/...` (or `/api/v1/...`).
+    let url = api.resource_url();
+    let parts: Vec<&str> = url.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", version, ..] => (*version).to_string(),
+        ["apis", group, version, ..] => format!("{group}/{version}"),
+        _ => String::new(),
+    }
+}
+
+/// The MCS version the member serves: `v1beta1` when it does, else `v1alpha1`.
+async fn mcs_version(client: &kube::Client) -> kube::Result<&'static str> {
+    let api = KindApi::of(ObjectKind::ServiceImport);
+    for version in api.versions {
+        let objects: Api<DynamicObject> = Api::all_with(client.clone(), &api.resource(version));
+        match objects.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(version),
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(kube::Error::Api(Box::new(kube::core::Status::failure(
+        "CRD serviceimports.multicluster.x-k8s.io is not installed; install it with `bowline install --crds-only | kubectl apply -f -`",
+        "NotFound",
+    ).with_code(404))))
+}
+
+/// True when `live` holds every field of `desired` with the same value (what server-side
+/// apply would leave unchanged). Lists must match element by element.
+pub fn holds(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => desired
+            .iter()
+            .all(|(k, v)| live.get(k).is_some_and(|l| holds(l, v)) || v.is_null()),
+        (Value::Array(live), Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(l, d)| holds(l, d))
+        }
+        (live, desired) => live == desired,
+    }
+}
+
+impl Writer for KubeWriter {
+    fn read(&mut self) -> Result<WriteSet, WriteError> {
+        self.sweep()?;
+        Ok(self
+            .live
+            .iter()
+            .map(|(key, value)| (key.clone(), std::sync::Arc::new(value.clone())))
+            .collect::<BTreeMap<_, _>>())
+    }
+
+    fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
+        let due = self
+            .last_sweep
+            .is_none_or(|at| at.elapsed() >= self.options.sweep);
+        if due {
+            self.sweep()?;
+        }
+        let mut report = WriteReport::default();
+        let mut first_error = None;
+        for (key, object) in desired {
+            let current = self.live.get(key);
+            // `apiVersion` follows the version the member serves.
+            let unchanged = current.is_some_and(|live| {
+                let mut object = (**object).clone();
+                if let Some(o) = object.as_object_mut() {
+                    o.remove("apiVersion");
+                }
+                holds(live, &object)
+            });
+            if unchanged {
+                continue;
+            }
+            match self.apply(key, object) {
+                Ok(live) => {
+                    self.live.insert(key.clone(), live);
+                    report.written += 1;
+                }
+                Err(e) => {
+                    warn!("{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let garbage: Vec<WriteKey> = self
+            .live
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in garbage {
+            // Users' ServiceExports are theirs: only their status was Bowline's.
+            if key.kind != WriteKind::ServiceExportStatus {
+                match self.delete(&key) {
+                    Ok(()) => report.deleted += 1,
+                    Err(e) => {
+                        warn!("{e}");
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                }
+            }
+            self.live.remove(&key);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_compares_only_the_fields_bowline_sets() {
+        let live = json!({
+            "metadata": {"name": "a", "uid": "1", "labels": {"x": "1", "y": "2"}},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}]},
+        });
+        assert!(holds(
+            &live,
+            &json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}})
+        ));
+        assert!(!holds(&live, &json!({"metadata": {"labels": {"x": "2"}}})));
+        assert!(!holds(&live, &json!({"spec": {"ports": []}})));
+        assert!(!holds(&live, &json!({"spec": {"ips": ["1.2.3.4"]}})));
+    }
+}
