@@ -12,6 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::store::Store;
 
@@ -109,19 +110,27 @@ pub(crate) async fn run(
     let mut listener = Some(listener);
     // Bumped to close every open connection (and the watch streams on them).
     let (epoch, _) = watch::channel(0u64);
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::SetReachable(reachable, done)) => {
                     listener = set_reachable(&shared, reachable, listener, addr, &epoch).await;
+                    if !reachable {
+                        // Acknowledge only once no connection can write another byte.
+                        while connections.join_next().await.is_some() {}
+                    }
                     let _ = done.send(());
                 }
             },
             accepted = accept(listener.as_ref()) => match accepted {
-                Ok((stream, _)) => serve_connection(stream, router.clone(), epoch.subscribe()),
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, router.clone(), epoch.subscribe()));
+                }
                 Err(error) => tracing::debug!(%error, "fake API server accept failed"),
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }
@@ -158,23 +167,22 @@ async fn accept(
 }
 
 /// Serves one HTTP/1.1 connection until it ends or the epoch changes (unreachable).
-fn serve_connection(
+async fn serve_connection(
     stream: tokio::net::TcpStream,
     router: Router,
     mut epoch: watch::Receiver<u64>,
 ) {
     epoch.mark_unchanged();
-    tokio::spawn(async move {
-        let service = TowerToHyperService::new(router);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::select! {
-            result = connection => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "fake API server connection failed");
-                }
+    let service = TowerToHyperService::new(router);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        biased;
+        _ = epoch.changed() => {}
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "fake API server connection failed");
             }
-            _ = epoch.changed() => {}
         }
-    });
+    }
 }
