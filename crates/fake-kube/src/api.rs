@@ -445,15 +445,21 @@ fn create(shared: &Shared, call: &Call) -> Answer {
     let mut object = call.json_body()?;
     let manager = call.manager();
     let api_version = call.def.api_version(&call.target.version);
-    record_update(
-        &json!({}),
-        &mut object,
-        &call.writer(&manager, &api_version)?,
-        &now_rfc3339(),
-    );
+    let writer = call.writer(&manager, &api_version)?;
+    without_status(&mut object, writer.scope);
+    record_update(&json!({}), &mut object, &writer, &now_rfc3339());
     let mut store = shared.store.lock();
     let created = store.create(&call.def, call.target.namespace.as_deref(), object)?;
     Ok((201, call.render(&created)))
+}
+
+/// Creating through the main resource ignores `status` when the status subresource is on.
+fn without_status(object: &mut Value, scope: Scope) {
+    if scope == Scope::MainOnly
+        && let Some(map) = object.as_object_mut()
+    {
+        map.remove("status");
+    }
 }
 
 /// Checks the body names the object of the path.
@@ -598,6 +604,7 @@ fn server_side_apply(shared: &Shared, call: &Call) -> Answer {
             return Err(ApiError::not_found(&call.def, call.name()));
         }
         object["metadata"]["name"] = json!(call.name());
+        without_status(&mut object, writer.scope);
         let created = store.create(&call.def, call.target.namespace.as_deref(), object)?;
         return Ok((201, call.render(&created)));
     };
