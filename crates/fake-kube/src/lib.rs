@@ -130,21 +130,30 @@ impl FakeApiServer {
     /// A client for this server, carrying the current token (see [`set_token`]), with default
     /// namespace `default`.
     ///
+    /// Like every kube 5 client it retries 429, 503 and 504 answers (honouring
+    /// `Retry-After`); build one from [`config`] with `default_retry = false` to see them.
+    ///
     /// [`set_token`]: Self::set_token
-    pub fn client(&self) -> kube::Client {
-        let token = self.inner.shared.controls.lock().token.clone();
-        self.client_with_token(token.as_deref())
-    }
-
-    /// A client for this server carrying `token` (or none).
+    /// [`config`]: Self::config
     ///
     /// # Panics
     /// If kube cannot build a client (it always can for an `http` URL).
-    pub fn client_with_token(&self, token: Option<&str>) -> kube::Client {
+    pub fn client(&self) -> kube::Client {
+        kube::Client::try_from(self.config()).expect("kube builds a client for an http URL")
+    }
+
+    /// The client configuration [`client`](Self::client) uses, for tests that adjust it.
+    pub fn config(&self) -> kube::Config {
+        let token = self.inner.shared.controls.lock().token.clone();
+        self.config_with_token(token.as_deref())
+    }
+
+    /// A client configuration for this server carrying `token` (or none).
+    pub fn config_with_token(&self, token: Option<&str>) -> kube::Config {
         let url = self.url().parse().expect("the server URL is a valid URI");
         let mut config = kube::Config::new(url);
         config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_owned()));
-        kube::Client::try_from(config).expect("kube builds a client for an http URL")
+        config
     }
 
     /// A kubeconfig file naming this server and `token`, for code that reads kubeconfigs.
