@@ -200,11 +200,8 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     if !shared.is_reachable() {
-        return error_response(&ApiError::new(
-            503,
-            "ServiceUnavailable",
-            "the server is unreachable",
-        ));
+        let error = ApiError::new(503, "ServiceUnavailable", "the server is unreachable");
+        return error_response(&error);
     }
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
         .map(|q| q.0)
@@ -214,75 +211,20 @@ pub(crate) async fn handle(
         Some(target) => verb_of(&method, target, &query),
         None => "unknown",
     };
-    let token = bearer_token(&headers);
-    let record = RequestRecord {
-        verb: if target.is_some() {
-            verb.to_owned()
-        } else {
-            method.as_str().to_lowercase()
-        },
-        group: target.as_ref().map(|t| t.group.clone()).unwrap_or_default(),
-        version: target
-            .as_ref()
-            .map(|t| t.version.clone())
-            .unwrap_or_default(),
-        resource: target
-            .as_ref()
-            .map(|t| t.plural.clone())
-            .unwrap_or_default(),
-        subresource: target.as_ref().and_then(|t| t.subresource.clone()),
-        namespace: target.as_ref().and_then(|t| t.namespace.clone()),
-        name: target.as_ref().and_then(|t| t.name.clone()),
-        field_manager: query.get("fieldManager").cloned(),
-        token: token.clone(),
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    let bookmark_interval = {
-        let mut controls = shared.controls.lock();
-        controls.requests.push(record);
-        if controls.token.is_some() && controls.token != token {
-            return error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"));
-        }
-        if let Some(code) = take_injected(&mut controls.injected, verb, target.as_ref()) {
-            let message = format!("injected failure for {verb}");
-            return error_response(&ApiError::new(code, reason_for(code), message));
-        }
-        controls.bookmark_interval
+    let bookmark_interval = match admit(&shared, &method, target.as_ref(), verb, &query, &headers) {
+        Ok(interval) => interval,
+        Err(refusal) => return refusal.into_response(),
     };
     if uri.path() == "/version" {
-        return json_response(
-            200,
-            &json!({ "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake" }),
-        );
+        let version = json!({ "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake" });
+        return json_response(200, &version);
     }
     let Some(target) = target else {
         return not_found_page();
     };
-    let call = {
-        let store = shared.store.lock();
-        let Some(def) = store.resource(&target.group, &target.version, &target.plural) else {
-            // An unknown group/version is answered by the server's fallback handler, an
-            // unknown resource within a served group/version by the API group.
-            if store.serves_group_version(&target.group, &target.version) {
-                return error_response(&ApiError::no_such_resource());
-            }
-            return not_found_page();
-        };
-        if target.namespace.is_some() != def.namespaced
-            && (target.name.is_some() || !def.namespaced)
-        {
-            return error_response(&ApiError::no_such_resource());
-        }
-        Call {
-            def: def.clone(),
-            target,
-            query,
-            headers,
-            body,
-        }
+    let call = match resolve(&shared, target, query, headers, body) {
+        Ok(call) => call,
+        Err(refusal) => return refusal.into_response(),
     };
     let result = match verb {
         "get" => get(&shared, &call),
@@ -302,6 +244,99 @@ pub(crate) async fn handle(
         Ok((code, body)) => json_response(code, &body),
         Err(error) => error_response(&error),
     }
+}
+
+/// A request answered before reaching a verb.
+enum Refusal {
+    /// A `Status` error.
+    Status(ApiError),
+    /// The fallback handler's plain-text 404.
+    NotFoundPage,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Status(error) => error_response(&error),
+            Self::NotFoundPage => not_found_page(),
+        }
+    }
+}
+
+/// Records the request, then checks its token and injected failures. Returns the bookmark
+/// interval (read under the same lock) or the response refusing the request.
+fn admit(
+    shared: &Shared,
+    method: &Method,
+    target: Option<&Target>,
+    verb: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Duration, Refusal> {
+    let token = bearer_token(headers);
+    let record = RequestRecord {
+        verb: match target {
+            Some(_) => verb.to_owned(),
+            None => method.as_str().to_lowercase(),
+        },
+        group: target.map(|t| t.group.clone()).unwrap_or_default(),
+        version: target.map(|t| t.version.clone()).unwrap_or_default(),
+        resource: target.map(|t| t.plural.clone()).unwrap_or_default(),
+        subresource: target.and_then(|t| t.subresource.clone()),
+        namespace: target.and_then(|t| t.namespace.clone()),
+        name: target.and_then(|t| t.name.clone()),
+        field_manager: query.get("fieldManager").cloned(),
+        token: token.clone(),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let mut controls = shared.controls.lock();
+    controls.requests.push(record);
+    if controls.token.is_some() && controls.token != token {
+        let error = ApiError::new(401, "Unauthorized", "Unauthorized");
+        return Err(Refusal::Status(error));
+    }
+    if let Some(code) = take_injected(&mut controls.injected, verb, target) {
+        let message = format!("injected failure for {verb}");
+        return Err(Refusal::Status(ApiError::new(
+            code,
+            reason_for(code),
+            message,
+        )));
+    }
+    Ok(controls.bookmark_interval)
+}
+
+/// Finds the served resource the path names, or the 404 the real server would give.
+fn resolve(
+    shared: &Shared,
+    target: Target,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Call, Refusal> {
+    let store = shared.store.lock();
+    let Some(def) = store.resource(&target.group, &target.version, &target.plural) else {
+        // An unknown group/version is answered by the server's fallback handler, an
+        // unknown resource within a served group/version by the API group.
+        if store.serves_group_version(&target.group, &target.version) {
+            return Err(Refusal::Status(ApiError::no_such_resource()));
+        }
+        return Err(Refusal::NotFoundPage);
+    };
+    // Namespaced objects are named only within a namespace; cluster-scoped ones never are.
+    if target.namespace.is_some() != def.namespaced && (target.name.is_some() || !def.namespaced) {
+        return Err(Refusal::Status(ApiError::no_such_resource()));
+    }
+    Ok(Call {
+        def: def.clone(),
+        target,
+        query,
+        headers,
+        body,
+    })
 }
 
 /// The plain-text 404 of the server's fallback handler (e.g. a CRD's group not installed).
