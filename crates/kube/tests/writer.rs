@@ -1,0 +1,245 @@
+//! The server-side-apply writer against the fake API server: what is applied, what is left
+//! alone, tampering restored, garbage removed, conflicts and throttling retried.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use bowline_fake_kube::FakeApiServer;
+use bowline_kube::{Credentials, KubeWriter, WriteOptions};
+use bowline_mcs::{WriteKey, WriteKind, WriteSet, writer::Writer};
+use common::install_crds;
+use serde_json::{Value, json};
+
+fn import(ports: &[u16]) -> Value {
+    json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport",
+        "metadata": {"name": "cart", "namespace": "shop",
+                     "labels": {"bowline.io/managed-by": "mcs-controller"}},
+        "spec": {"type": "ClusterSetIP", "ips": ["241.0.0.1"],
+                 "ports": ports.iter().map(|p| json!({"name": format!("p{p}"), "protocol": "TCP", "port": p})).collect::<Vec<_>>()},
+        "status": {"clusters": [{"cluster": "east"}]},
+    })
+}
+
+fn imported_slice(name: &str) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "shop",
+                     "labels": {"bowline.io/managed-by": "mcs-controller",
+                                "multicluster.kubernetes.io/service-name": "cart",
+                                "multicluster.kubernetes.io/source-cluster": "east"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "p80", "port": 8080, "protocol": "TCP"}],
+    })
+}
+
+fn export_status(reason: &str) -> Value {
+    json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "status": {"conditions": [{"type": "Valid", "status": "True", "reason": reason,
+                                   "message": "", "lastTransitionTime": "2026-11-30T00:00:00Z"}]},
+    })
+}
+
+fn desired(objects: &[(WriteKind, &str, Value)]) -> WriteSet {
+    objects
+        .iter()
+        .map(|(kind, name, v)| (WriteKey::new(*kind, "shop", name), Arc::new(v.clone())))
+        .collect()
+}
+
+fn writer(server: &FakeApiServer) -> KubeWriter {
+    KubeWriter::new(
+        Credentials::Client(server.client()),
+        tokio::runtime::Handle::current(),
+        WriteOptions {
+            sweep: Duration::ZERO,
+            attempts: 5,
+            backoff: Duration::from_millis(10),
+        },
+    )
+}
+
+/// Runs `f` on a blocking thread, as the MCS loop does.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn writes(server: &FakeApiServer) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "patch" || r.verb == "delete")
+        .map(|r| {
+            format!(
+                "{} {}{} {}",
+                r.verb,
+                r.resource,
+                r.subresource.map(|s| format!("/{s}")).unwrap_or_default(),
+                r.name.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_what_differs_restores_tampering_and_removes_garbage() {
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    // The user's ServiceExport, whose status is Bowline's; and garbage of an earlier run.
+    server.apply_json(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+        "metadata": {"name": "cart", "namespace": "shop"},
+    }));
+    server.apply_json(imported_slice("imported-cart-gone-ipv4"));
+    let want = desired(&[
+        (WriteKind::ServiceImport, "cart", import(&[80])),
+        (
+            WriteKind::EndpointSlice,
+            "imported-cart-east-ipv4",
+            imported_slice("imported-cart-east-ipv4"),
+        ),
+        (
+            WriteKind::ServiceExportStatus,
+            "cart",
+            export_status("Exported"),
+        ),
+    ]);
+
+    let mut w = writer(&server);
+    let (mut w, existing) = blocking(move || {
+        let existing = w.read().unwrap();
+        (w, existing)
+    })
+    .await;
+    assert!(
+        existing.contains_key(&WriteKey::new(
+            WriteKind::EndpointSlice,
+            "shop",
+            "imported-cart-gone-ipv4"
+        )),
+        "objects of an earlier run are read back"
+    );
+    server.clear_requests();
+    let want2 = want.clone();
+    let (mut w, report) = blocking(move || {
+        let report = w.reconcile(&want2).unwrap();
+        (w, report)
+    })
+    .await;
+    assert_eq!((report.written, report.deleted), (3, 1));
+    let mut done = writes(&server);
+    done.sort();
+    assert_eq!(
+        done,
+        [
+            "delete endpointslices imported-cart-gone-ipv4",
+            "patch endpointslices imported-cart-east-ipv4",
+            "patch serviceexports/status cart",
+            "patch serviceimports cart",
+            "patch serviceimports/status cart",
+        ]
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.verb == "patch")
+            .all(|r| r.field_manager.as_deref() == Some("bowline")),
+        "every write is a server-side apply by the field manager bowline"
+    );
+    let stored = server
+        .get(
+            "multicluster.x-k8s.io/v1beta1",
+            "ServiceImport",
+            Some("shop"),
+            "cart",
+        )
+        .unwrap();
+    assert_eq!(stored["spec"]["ips"], json!(["241.0.0.1"]));
+    assert_eq!(stored["status"]["clusters"], json!([{"cluster": "east"}]));
+    let export = server
+        .get(
+            "multicluster.x-k8s.io/v1beta1",
+            "ServiceExport",
+            Some("shop"),
+            "cart",
+        )
+        .unwrap();
+    assert_eq!(export["status"]["conditions"][0]["reason"], "Exported");
+
+    // Nothing changed: nothing is written.
+    server.clear_requests();
+    let want2 = want.clone();
+    let (mut w, report) = blocking(move || {
+        let report = w.reconcile(&want2).unwrap();
+        (w, report)
+    })
+    .await;
+    assert_eq!((report.written, report.deleted), (0, 0));
+    assert_eq!(writes(&server), Vec::<String>::new());
+
+    // Someone edits the ServiceImport: it is restored.
+    let mut edited = stored.clone();
+    edited["spec"]["ips"] = json!(["241.0.0.99"]);
+    server.apply_json(edited);
+    let want2 = want.clone();
+    let (mut w, report) = blocking(move || {
+        let report = w.reconcile(&want2).unwrap();
+        (w, report)
+    })
+    .await;
+    assert_eq!(report.written, 1);
+    let stored = server
+        .get(
+            "multicluster.x-k8s.io/v1beta1",
+            "ServiceImport",
+            Some("shop"),
+            "cart",
+        )
+        .unwrap();
+    assert_eq!(stored["spec"]["ips"], json!(["241.0.0.1"]));
+
+    // No longer desired: Bowline's objects go, the user's ServiceExport stays.
+    let report = blocking(move || w.reconcile(&WriteSet::new()).unwrap()).await;
+    assert_eq!(report.deleted, 2);
+    assert!(
+        server
+            .get(
+                "multicluster.x-k8s.io/v1beta1",
+                "ServiceExport",
+                Some("shop"),
+                "cart"
+            )
+            .is_some()
+    );
+    assert!(
+        server
+            .list("discovery.k8s.io/v1", "EndpointSlice")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_and_throttling_are_retried() {
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    server.fail_next("patch", "serviceimports", 409, 2);
+    let want = desired(&[(WriteKind::ServiceImport, "cart", import(&[80]))]);
+    let mut w = writer(&server);
+    let report = blocking(move || {
+        w.read().unwrap();
+        w.reconcile(&want).unwrap()
+    })
+    .await;
+    assert_eq!(report.written, 1);
+    let patches = server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.subresource.is_none())
+        .count();
+    assert_eq!(patches, 3, "two conflicts, then the apply");
+}
