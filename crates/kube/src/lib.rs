@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod kinds;
+pub mod lease;
 pub mod source;
 pub mod writer;
 
