@@ -8,6 +8,7 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use bowline_app::config::Config;
+use bowline_kube::install::InstallOptions;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -39,6 +40,25 @@ enum Command {
         #[arg(long, short, default_value = "bowline.yaml")]
         config: PathBuf,
     },
+    /// Print the manifests that install Bowline in the current cluster, as one YAML stream
+    /// for `kubectl apply -f -`: Namespace, CRDs, RBAC, ConfigMap, Deployment and Service.
+    Install {
+        /// Namespace of Bowline's objects.
+        #[arg(long, short, default_value = "bowline-system")]
+        namespace: String,
+        /// Deployment replicas (one leads and writes; every replica serves xDS and DNS).
+        #[arg(long, default_value_t = 2)]
+        replicas: i32,
+        /// Print only the CustomResourceDefinitions.
+        #[arg(long)]
+        crds_only: bool,
+        /// Container image (default: ghcr.io/bowline-mesh/bowline:<this version>).
+        #[arg(long)]
+        image: Option<String>,
+        /// `clusterSet` of the generated configuration.
+        #[arg(long, default_value = "clusterset")]
+        cluster_set: String,
+    },
     /// Run the embedded demo ClusterSet (three members, two networks, IPv4, IPv6 and dual
     /// stack, a headless service, a VM group) from a copy you can edit while it runs.
     Demo {
@@ -61,7 +81,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `validate` prints its findings itself; its logs would only repeat them.
     // hickory's DNS server logs two lines per query at `info`: a query log, not ours.
-    let default_filter = if matches!(cli.command, Command::Validate { .. }) {
+    let default_filter = if matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Install { .. }
+    ) {
         "warn"
     } else {
         "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn"
@@ -88,6 +111,19 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(config).await,
             Command::Validate { config } => validate::validate(&config),
+            Command::Install {
+                namespace,
+                replicas,
+                crds_only,
+                image,
+                cluster_set,
+            } => install(InstallOptions {
+                namespace,
+                replicas,
+                image: image.unwrap_or_else(bowline_kube::install::default_image),
+                crds_only,
+                cluster_set,
+            }),
             Command::Demo {
                 dir,
                 admin,
@@ -114,6 +150,17 @@ async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     ));
     wait_for_signal(&running).await;
     running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install(opts: InstallOptions) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(opts.replicas >= 1, "--replicas must be at least 1");
+    let yaml = bowline_kube::install::render_yaml(&bowline_kube::install::manifests(&opts))?;
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(yaml.as_bytes())
+        .context("cannot write the manifests to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -340,7 +340,7 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
 }
 
 pub(crate) fn service_export(export: crds::ServiceExport) -> Result<Object> {
-    let spec = export.spec.unwrap_or_default();
+    let spec = export.spec;
     Ok(Object::ServiceExport(objects::ServiceExport {
         meta: meta(export.metadata, Scope::NamespacedLabel)?,
         exported_labels: spec.exported_labels.unwrap_or_default(),
@@ -350,7 +350,7 @@ pub(crate) fn service_export(export: crds::ServiceExport) -> Result<Object> {
 
 pub(crate) fn service_import(import: crds::ServiceImport) -> Result<Object> {
     let meta = meta(import.metadata, Scope::NamespacedLabel)?;
-    let spec = import.spec.ok_or("spec is required")?;
+    let spec = import.spec;
     let import_type = match spec.type_.as_deref() {
         Some("ClusterSetIP") => objects::ImportType::ClusterSetIP,
         Some("Headless") => objects::ImportType::Headless,
@@ -397,14 +397,14 @@ pub(crate) fn service_import(import: crds::ServiceImport) -> Result<Object> {
             .and_then(|s| s.clusters)
             .unwrap_or_default()
             .into_iter()
-            .map(|c| c.cluster)
+            .map(|c| c.cluster.unwrap_or_default())
             .collect(),
     }))
 }
 
 pub(crate) fn cluster_property(property: crds::ClusterProperty) -> Result<Object> {
     let meta = meta(property.metadata, Scope::Cluster)?;
-    let value = property.spec.and_then(|s| s.value).unwrap_or_default();
+    let value = property.spec.value.unwrap_or_default();
     validate_property_value(&value)?;
     Ok(Object::ClusterProperty(objects::ClusterProperty {
         meta,
@@ -447,13 +447,13 @@ fn workload_spec(
 pub(crate) fn workload_entry(entry: crds::WorkloadEntry) -> Result<Object> {
     Ok(Object::WorkloadEntry(objects::WorkloadEntry {
         meta: meta(entry.metadata, Scope::Namespaced)?,
-        spec: workload_spec("spec", entry.spec.unwrap_or_default(), true)?,
+        spec: workload_spec("spec", entry.spec.0, true)?,
     }))
 }
 
 pub(crate) fn workload_group(group: crds::WorkloadGroup) -> Result<Object> {
     let meta = meta(group.metadata, Scope::Namespaced)?;
-    let spec = group.spec.unwrap_or_default();
+    let spec = group.spec.0;
     let template = spec.template.ok_or("spec.template is required")?;
     let entry_meta = spec.metadata.unwrap_or_default();
     Ok(Object::WorkloadGroup(objects::WorkloadGroup {
@@ -507,7 +507,7 @@ fn probe(p: crds::Probe) -> Result<ReadinessProbe> {
 
 pub(crate) fn service_entry(entry: crds::ServiceEntry) -> Result<Object> {
     let meta = meta(entry.metadata, Scope::Namespaced)?;
-    let spec = entry.spec.unwrap_or_default();
+    let spec = entry.spec.0;
     let hosts = spec.hosts.unwrap_or_default();
     if hosts.is_empty() {
         return Err("spec.hosts: at least one host is required".into());

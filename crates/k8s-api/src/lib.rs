@@ -1,8 +1,9 @@
 //! Kubernetes wire types Bowline reads, and their conversion into [`bowline_model`] objects.
 //!
 //! Core kinds come from `k8s-openapi`; the CRDs (MCS ServiceExport/ServiceImport, KEP-2149
-//! ClusterProperty, Istio's WorkloadEntry/WorkloadGroup/ServiceEntry) are declared here with
-//! the upstream field names, so users' YAML works unchanged. [`decode`] turns one object, as
+//! ClusterProperty, Istio's WorkloadEntry/WorkloadGroup/ServiceEntry) are declared in [`crds`]
+//! as `CustomResource` types with the upstream field names and schemas, so users' YAML works
+//! unchanged and `bowline install` can ship the CustomResourceDefinitions. [`decode`] turns one object, as
 //! JSON, into a model object, or says which rule it broke.
 
 mod convert;
@@ -80,6 +81,16 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
             ),
         });
     }
+    let value = match prepare(kind, value) {
+        Ok(value) => value,
+        Err(message) => {
+            return Err(DecodeError {
+                key: Some(key),
+                reason: RejectReason::InvalidObject,
+                message,
+            });
+        }
+    };
     let converted = match kind {
         ObjectKind::Namespace => wire(value).and_then(convert::namespace),
         ObjectKind::Node => wire(value).and_then(convert::node),
@@ -98,6 +109,50 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
         reason: RejectReason::InvalidObject,
         message,
     })
+}
+
+/// Readies a CRD object for its `CustomResource` type, which needs `metadata` and `spec`.
+///
+/// A missing (or null) `metadata` or `spec` reads as empty, as it did on the wire types before,
+/// except a ServiceImport's spec, which is required. Status is written by controllers (other
+/// implementations, older mcs-api versions) and Bowline reads only `status.clusters` of a
+/// ServiceImport, so the rest of it is dropped unread: a condition in an older shape must not
+/// make the object unreadable.
+fn prepare(kind: ObjectKind, mut value: serde_json::Value) -> Result<serde_json::Value, String> {
+    let crd = matches!(
+        kind,
+        ObjectKind::ServiceExport
+            | ObjectKind::ServiceImport
+            | ObjectKind::ClusterProperty
+            | ObjectKind::WorkloadEntry
+            | ObjectKind::WorkloadGroup
+            | ObjectKind::ServiceEntry
+    );
+    let Some(object) = value.as_object_mut().filter(|_| crd) else {
+        return Ok(value);
+    };
+    let absent = |v: Option<&serde_json::Value>| v.is_none_or(serde_json::Value::is_null);
+    if absent(object.get("spec")) {
+        if kind == ObjectKind::ServiceImport {
+            return Err("spec is required".into());
+        }
+        object.insert("spec".into(), serde_json::json!({}));
+    }
+    if absent(object.get("metadata")) {
+        object.insert("metadata".into(), serde_json::json!({}));
+    }
+    let clusters = match kind {
+        ObjectKind::ServiceImport => object
+            .get_mut("status")
+            .and_then(|s| s.get_mut("clusters"))
+            .map(serde_json::Value::take),
+        _ => None,
+    };
+    object.remove("status");
+    if let Some(clusters) = clusters {
+        object.insert("status".into(), serde_json::json!({ "clusters": clusters }));
+    }
+    Ok(value)
 }
 
 /// Deserializes the wire type, naming the field that failed.

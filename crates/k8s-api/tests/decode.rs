@@ -196,3 +196,48 @@ fn every_kind_and_version_decodes() {
     let kinds: Vec<ObjectKind> = docs.into_iter().map(|d| decode_ok(d).kind()).collect();
     assert_eq!(kinds.len(), 11);
 }
+
+#[test]
+fn crd_objects_stay_leniently_read() {
+    // No spec, null metadata fields and a status written by an old mcs-api (v0.1.0 conditions
+    // had no lastTransitionTime): the export still reads.
+    let Object::ServiceExport(export) = decode_ok(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+        "metadata": {"name": "echo", "namespace": "demo", "labels": null},
+        "status": {"conditions": [{"type": "Valid", "status": "True"}]}
+    })) else {
+        panic!("not an export")
+    };
+    assert!(export.exported_labels.is_empty());
+    // A ServiceImport keeps its `status.clusters`; other status fields are not read.
+    let Object::ServiceImport(import) = decode_ok(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+        "metadata": {"name": "echo", "namespace": "demo"},
+        "spec": {"type": "Headless", "ports": []},
+        "status": {"clusters": [{"cluster": "east"}], "conditions": [{"type": "Ready"}],
+                   "endpointSliceObjects": "Present"}
+    })) else {
+        panic!("not an import")
+    };
+    assert_eq!(import.clusters, vec!["east".to_string()]);
+    // Istio status is Istio's; a WorkloadEntry without metadata still names what is wrong.
+    let (reason, message) = decode_err(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+        "spec": {"address": "10.0.0.1"}, "status": {"observedGeneration": {"odd": true}}
+    }));
+    assert_eq!(reason, RejectReason::InvalidObject);
+    assert!(message.contains("metadata.name"), "{message}");
+    // A ServiceImport without a spec is refused, as before.
+    let (_, message) = decode_err(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport",
+        "metadata": {"name": "echo", "namespace": "demo"}
+    }));
+    assert!(message.contains("spec is required"), "{message}");
+    // Wrong types in fields Bowline does not use are refused like the API server would.
+    let (_, message) = decode_err(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": "se", "namespace": "demo"},
+        "spec": {"hosts": ["a.example"], "exportTo": "."}
+    }));
+    assert!(message.contains("spec.exportTo"), "{message}");
+}

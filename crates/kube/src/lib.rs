@@ -1,10 +1,16 @@
 //! Kubernetes API members: a member reached through a kubeconfig (or in-cluster) is watched
 //! kind by kind with kube-runtime's watcher, and its events become the same source events a
-//! manifest directory produces.
+//! manifest directory produces; [`writer`] applies the MCS objects with server-side apply and
+//! [`lease`] elects the one replica that writes.
+//!
+//! [`rbac::PERMISSIONS`] lists every API permission Bowline uses; [`install`] renders the
+//! manifests of an in-cluster installation (CRDs, RBAC from that table, Deployment...).
 
 pub mod credentials;
+pub mod install;
 pub mod kinds;
 pub mod lease;
+pub mod rbac;
 pub mod source;
 pub mod writer;
 
