@@ -1,0 +1,158 @@
+//! The ClusterRole and Role `bowline install` prints come from `rbac::PERMISSIONS`; this test
+//! runs the source, the writer and leader election against the fake API server and checks
+//! that every request they make is granted by that table, and that every grant is used.
+
+mod common;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use bowline_fake_kube::FakeApiServer;
+use bowline_kube::{
+    Credentials, KubeMember, KubeWriter, WatchOptions, WriteOptions,
+    lease::{Leadership, LeaseConfig, campaign},
+    rbac::{PERMISSIONS, Scope, allows},
+};
+use bowline_mcs::{WriteKey, WriteKind, WriteSet, writer::Writer};
+use bowline_model::{EventBody, MemberName};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+const LEASE_NAMESPACE: &str = "bowline-system";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_granted_and_every_grant_is_used() {
+    let server = FakeApiServer::start().await;
+    common::install_crds(&server);
+    server.apply_json(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "cart", "namespace": "shop"},
+    }));
+
+    // The source, until its first listing.
+    let (tx, mut events) = mpsc::channel(64);
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        KubeMember {
+            member: MemberName::new("west"),
+            credentials: Credentials::Client(server.client()),
+            options: WatchOptions::default(),
+        }
+        .run(tx, stop.clone()),
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if matches!(event.body, EventBody::Reset { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("listed");
+
+    // The writer: every kind written, then removed.
+    let object = |kind: &str, api: &str, name: &str, labels: serde_json::Value| {
+        json!({"apiVersion": api, "kind": kind,
+               "metadata": {"name": name, "namespace": "shop", "labels": labels},
+               "status": {"conditions": []}})
+    };
+    let mcs = "multicluster.x-k8s.io/v1beta1";
+    let ours = json!({"bowline.io/managed-by": "mcs-controller"});
+    let desired: WriteSet = [
+        (
+            WriteKey::new(WriteKind::ServiceImport, "shop", "cart"),
+            object("ServiceImport", mcs, "cart", ours.clone()),
+        ),
+        (
+            WriteKey::new(WriteKind::EndpointSlice, "shop", "imported-cart"),
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                   "metadata": {"name": "imported-cart", "namespace": "shop", "labels": ours},
+                   "addressType": "IPv4", "endpoints": []}),
+        ),
+        (
+            WriteKey::new(WriteKind::ServiceExport, "shop", "auto"),
+            object(
+                "ServiceExport",
+                mcs,
+                "auto",
+                json!({"bowline.io/managed-by": "auto-export"}),
+            ),
+        ),
+        (
+            WriteKey::new(WriteKind::ServiceExportStatus, "shop", "cart"),
+            json!({"apiVersion": mcs, "kind": "ServiceExport",
+                   "metadata": {"name": "cart", "namespace": "shop"},
+                   "status": {"conditions": []}}),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, Arc::new(v)))
+    .collect();
+    let mut writer = KubeWriter::new(
+        Credentials::Client(server.client()),
+        tokio::runtime::Handle::current(),
+        WriteOptions::default(),
+    );
+    tokio::task::spawn_blocking(move || {
+        writer.read().unwrap();
+        writer.reconcile(&desired).unwrap();
+        writer.reconcile(&WriteSet::new()).unwrap();
+    })
+    .await
+    .unwrap();
+
+    // Leader election: take the lease, then release it.
+    let (leader_tx, mut leadership) = watch::channel(Leadership::default());
+    let lease_stop = CancellationToken::new();
+    let election = tokio::spawn(campaign(
+        Credentials::Client(server.client()),
+        LeaseConfig {
+            retry: Duration::from_millis(50),
+            ..LeaseConfig::new(LEASE_NAMESPACE, "bowline", "a")
+        },
+        leader_tx,
+        lease_stop.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(5), leadership.wait_for(|l| l.leading))
+        .await
+        .expect("leading")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await; // renewed at least once
+    lease_stop.cancel();
+    election.await.unwrap();
+    stop.cancel();
+
+    let mut used = BTreeSet::new();
+    for r in server.requests() {
+        let resource = match &r.subresource {
+            Some(sub) => format!("{}/{sub}", r.resource),
+            None => r.resource.clone(),
+        };
+        let scope = match r.namespace.as_deref() {
+            Some(LEASE_NAMESPACE) => Scope::OwnNamespace,
+            _ => Scope::Cluster,
+        };
+        assert!(
+            allows(&r.group, &resource, &r.verb, scope),
+            "{} {}/{resource} in {:?} is not granted by rbac::PERMISSIONS",
+            r.verb,
+            r.group,
+            r.namespace
+        );
+        used.insert((r.group.clone(), resource, r.verb.clone()));
+    }
+    for p in PERMISSIONS {
+        for verb in p.verbs {
+            assert!(
+                used.contains(&(
+                    p.group.to_string(),
+                    p.resource.to_string(),
+                    verb.to_string()
+                )),
+                "{verb} {}/{} is granted but never used",
+                p.group,
+                p.resource
+            );
+        }
+    }
+}
