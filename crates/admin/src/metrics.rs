@@ -84,6 +84,30 @@ impl Collector for RegistryCollector {
         )?;
         gauge(
             &mut encoder,
+            "bowline_member_stale",
+            "1 while the member's source fails: its last known objects are served.",
+            members
+                .iter()
+                .map(|m| (member_labels(m), i64::from(m.stale))),
+        )?;
+        gauge(
+            &mut encoder,
+            "bowline_member_withdrawn",
+            "1 once the member was stale for longer than staleEndpointTTL: its endpoints are withdrawn.",
+            members
+                .iter()
+                .map(|m| (member_labels(m), i64::from(m.withdrawn))),
+        )?;
+        gauge(
+            &mut encoder,
+            "bowline_member_missing_kinds",
+            "Kinds the member cannot serve because their CRD is not installed.",
+            members
+                .iter()
+                .map(|m| (member_labels(m), m.missing.len() as i64)),
+        )?;
+        gauge(
+            &mut encoder,
             "bowline_member_objects",
             "Objects held per member and kind.",
             members.iter().flat_map(|m| {

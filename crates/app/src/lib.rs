@@ -4,6 +4,7 @@
 pub mod config;
 pub mod demo;
 mod dns;
+mod leader;
 mod mcs;
 mod run;
 mod xds;

@@ -53,6 +53,7 @@ pub(crate) fn spawn_mcs(
     registry: Shared,
     outcomes: watch::Sender<Arc<Outcome>>,
     metrics: Arc<McsMetrics>,
+    mut leadership: watch::Receiver<bowline_kube::lease::Leadership>,
     shutdown: CancellationToken,
 ) {
     let debounce = Debounce {
@@ -105,12 +106,31 @@ pub(crate) fn spawn_mcs(
         })
         .await
         .expect("reading written objects does not panic");
-        let mut controller = Controller::new(mcs_config, existing);
+        let mut controller = Controller::new(mcs_config.clone(), existing);
+        let mut leading = leadership.borrow_and_update().leading;
         let mut changes = registry.read().subscribe_changes();
         let mut tick = tokio::time::interval(resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
         loop {
+            let now_leading = leadership.borrow_and_update().leading;
+            if now_leading && !leading {
+                // Taking over: start from what the members hold now, as the previous leader
+                // left it, so that what is already right is not rewritten.
+                for slot in &mut slots {
+                    slot.read = false;
+                }
+                let existing;
+                (slots, existing) = tokio::task::spawn_blocking(move || {
+                    let existing = read_back(&mut slots);
+                    (slots, existing)
+                })
+                .await
+                .expect("reading written objects does not panic");
+                controller = Controller::new(mcs_config.clone(), existing);
+                dirty = true;
+            }
+            leading = now_leading;
             if slots.iter().any(|s| !s.read) {
                 let adopted;
                 (slots, adopted) = tokio::task::spawn_blocking(move || {
@@ -142,13 +162,15 @@ pub(crate) fn spawn_mcs(
                 .into_iter()
                 .map(|m| (m.name, m.admission))
                 .collect();
-            let metrics_for_write = metrics.clone();
-            slots = tokio::task::spawn_blocking(move || {
-                write_all(&mut slots, &outcome, &admissions, &metrics_for_write);
-                slots
-            })
-            .await
-            .expect("writing does not panic");
+            if leading {
+                let metrics_for_write = metrics.clone();
+                slots = tokio::task::spawn_blocking(move || {
+                    write_all(&mut slots, &outcome, &admissions, &metrics_for_write);
+                    slots
+                })
+                .await
+                .expect("writing does not panic");
+            }
             // Only the wait for the first change races the resync tick: `changed()` is
             // cancel-safe, while the debounce after it must run to its end, or the change it
             // consumed would be lost until the next one.
@@ -161,6 +183,7 @@ pub(crate) fn spawn_mcs(
                     dirty = true;
                 }
                 _ = tick.tick() => {}
+                changed = leadership.changed() => if changed.is_err() { return },
             }
         }
     });

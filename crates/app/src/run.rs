@@ -178,6 +178,15 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         shutdown.clone(),
     );
     let mut views = crate::xds::debug_views(&connections);
+    let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
+    metrics.register(
+        "bowline_leader",
+        "1 while this replica holds the leader Lease and writes into members (always 1 without leaderElection).",
+        leader_gauge.clone(),
+    );
+    let leadership =
+        crate::leader::spawn_leader(&mut tasks, config, leader_gauge, shutdown.clone());
+    views.insert("leader", crate::leader::view(leadership.clone()));
     let (udp, tcp) = match listeners.dns {
         Some(sockets) => sockets,
         None => Listeners::bind_dns(config.listen.dns)
@@ -251,6 +260,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         registry.clone(),
         outcomes,
         mcs_metrics,
+        leadership,
         shutdown.clone(),
     );
     info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, xds = %xds_addr, "bowline started");

@@ -41,6 +41,21 @@ pub struct Config {
     pub xds: Xds,
     /// The DNS server.
     pub dns: Dns,
+    /// Leader election among replicas; `None`: this is the only replica and always writes.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// The `leaderElection` section: the Lease that decides which replica writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// The member (a Kubernetes one) holding the Lease.
+    pub member: String,
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// How long a lease not renewed stays held (whole seconds, at least 1).
+    pub lease_duration: Duration,
 }
 
 /// The `dns` section.
@@ -150,6 +165,12 @@ pub mod defaults {
     pub const ADMIN: &str = "127.0.0.1:15014";
     /// `memberSyncTimeout`.
     pub const MEMBER_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `leaderElection.namespace`.
+    pub const LEASE_NAMESPACE: &str = "bowline-system";
+    /// `leaderElection.name`.
+    pub const LEASE_NAME: &str = "bowline";
+    /// `leaderElection.leaseDuration`.
+    pub const LEASE_DURATION: Duration = Duration::from_secs(15);
     /// `staleEndpointTTL`.
     pub const STALE_ENDPOINT_TTL: Duration = Duration::from_secs(300);
     /// `watch.debounce`.
@@ -224,6 +245,17 @@ struct Raw {
     xds: RawXds,
     #[serde(default)]
     dns: RawDns,
+    leader_election: Option<RawLeaderElection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLeaderElection {
+    member: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    lease_duration: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -98,6 +98,9 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
         cluster_local_member: cluster_local_member(raw.dns.cluster_local_member, &mut problems),
     };
+    let leader_election = raw
+        .leader_election
+        .map(|raw| leader_election(raw, &members, &mut problems));
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -123,7 +126,52 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         mcs,
         xds,
         dns,
+        leader_election,
     })
+}
+
+fn leader_election(
+    raw: super::RawLeaderElection,
+    members: &[Member],
+    problems: &mut Problems,
+) -> super::LeaderElection {
+    let member = raw.member.unwrap_or_default();
+    match members.iter().find(|m| m.name == member) {
+        None => problems.add(
+            "leaderElection.member",
+            format!("{member:?} is not a member; name the Kubernetes member that holds the Lease"),
+        ),
+        Some(m) if matches!(m.source, MemberSource::Manifests(_)) => problems.add(
+            "leaderElection.member",
+            format!("{member:?} is a manifest directory; the Lease needs a Kubernetes member"),
+        ),
+        Some(_) => {}
+    }
+    let namespace = raw
+        .namespace
+        .unwrap_or_else(|| defaults::LEASE_NAMESPACE.into());
+    let name = raw.name.unwrap_or_else(|| defaults::LEASE_NAME.into());
+    for (field, value) in [("namespace", &namespace), ("name", &name)] {
+        if ClusterId::new(value).is_err() {
+            problems.add(
+                format!("leaderElection.{field}"),
+                format!("{value:?} is not a valid Kubernetes name (RFC 1123 label)"),
+            );
+        }
+    }
+    let lease_duration = raw.lease_duration.unwrap_or(defaults::LEASE_DURATION);
+    if lease_duration < std::time::Duration::from_secs(1) {
+        problems.add(
+            "leaderElection.leaseDuration",
+            "must be at least 1s (Leases count whole seconds)",
+        );
+    }
+    super::LeaderElection {
+        member,
+        namespace,
+        name,
+        lease_duration,
+    }
 }
 
 fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> Vec<Member> {

@@ -1,0 +1,85 @@
+//! Which replica writes: the holder of the configured Lease, or this one when there is no
+//! `leaderElection` (a single replica).
+
+use std::sync::Arc;
+
+use bowline_kube::lease::{Leadership, LeaseConfig, campaign};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// This replica's identity: the pod name (`POD_NAME`), else the host name, with the process id.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "bowline".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Starts campaigning (or declares this replica the leader) and keeps `gauge` at 1 while
+/// leading.
+pub(crate) fn spawn_leader(
+    tasks: &mut JoinSet<()>,
+    config: &Config,
+    gauge: Gauge,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Leadership> {
+    let identity = identity();
+    let Some(election) = &config.leader_election else {
+        gauge.set(1);
+        let (tx, rx) = watch::channel(Leadership {
+            leading: true,
+            identity,
+            holder: None,
+            lease: String::new(),
+            error: None,
+        });
+        tasks.spawn(async move {
+            shutdown.cancelled().await;
+            drop(tx);
+        });
+        return rx;
+    };
+    let member = config
+        .members
+        .iter()
+        .find(|m| m.name == election.member)
+        .expect("leaderElection.member was validated");
+    let lease = LeaseConfig {
+        duration: election.lease_duration,
+        renew_deadline: election.lease_duration * 2 / 3,
+        retry: (election.lease_duration / 7).max(std::time::Duration::from_millis(100)),
+        ..LeaseConfig::new(&election.namespace, &election.name, &identity)
+    };
+    let (tx, rx) = watch::channel(Leadership {
+        identity,
+        lease: format!("{}/{}", election.namespace, election.name),
+        ..Leadership::default()
+    });
+    tasks.spawn(campaign(
+        crate::run::credentials(&member.source),
+        lease,
+        tx,
+        shutdown,
+    ));
+    let mut watched = rx.clone();
+    tasks.spawn(async move {
+        loop {
+            gauge.set(i64::from(watched.borrow_and_update().leading));
+            if watched.changed().await.is_err() {
+                gauge.set(0);
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `/debug/leader`.
+pub(crate) fn view(leadership: watch::Receiver<Leadership>) -> bowline_admin::DebugView {
+    Arc::new(move |_| serde_json::to_value(&*leadership.borrow()).map_err(|e| e.to_string()))
+}
