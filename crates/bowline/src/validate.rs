@@ -51,7 +51,7 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
             },
             MemberSource::Kubeconfig { .. } | MemberSource::InCluster => {
                 println!(
-                    "member {name}: a Kubernetes API member; its objects are read (and refused objects reported in /debug/rejections) when Bowline runs"
+                    "member {name}: a Kubernetes API member; its objects are read (and refused objects reported in /debug/rejected) when Bowline runs"
                 );
             }
         }
