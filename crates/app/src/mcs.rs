@@ -100,12 +100,7 @@ pub(crate) fn spawn_mcs(
             })
             .collect();
         let existing;
-        (slots, existing) = tokio::task::spawn_blocking(move || {
-            let existing = read_back(&mut slots);
-            (slots, existing)
-        })
-        .await
-        .expect("reading written objects does not panic");
+        (slots, existing) = read_back_blocking(slots).await;
         let mut controller = Controller::new(mcs_config.clone(), existing);
         let mut leading = leadership.borrow_and_update().leading;
         let mut changes = registry.read().subscribe_changes();
@@ -121,24 +116,14 @@ pub(crate) fn spawn_mcs(
                     slot.read = false;
                 }
                 let existing;
-                (slots, existing) = tokio::task::spawn_blocking(move || {
-                    let existing = read_back(&mut slots);
-                    (slots, existing)
-                })
-                .await
-                .expect("reading written objects does not panic");
+                (slots, existing) = read_back_blocking(slots).await;
                 controller = Controller::new(mcs_config.clone(), existing);
                 dirty = true;
             }
             leading = now_leading;
             if slots.iter().any(|s| !s.read) {
                 let adopted;
-                (slots, adopted) = tokio::task::spawn_blocking(move || {
-                    let adopted = read_back(&mut slots);
-                    (slots, adopted)
-                })
-                .await
-                .expect("reading written objects does not panic");
+                (slots, adopted) = read_back_blocking(slots).await;
                 for (member, objects) in adopted {
                     controller.adopt(member, objects);
                     dirty = true;
@@ -242,6 +227,16 @@ struct Slot {
     member: MemberName,
     writer: Box<dyn Writer>,
     read: bool,
+}
+
+/// [`read_back`] on a blocking thread.
+async fn read_back_blocking(mut slots: Vec<Slot>) -> (Vec<Slot>, BTreeMap<MemberName, WriteSet>) {
+    tokio::task::spawn_blocking(move || {
+        let existing = read_back(&mut slots);
+        (slots, existing)
+    })
+    .await
+    .expect("reading written objects does not panic")
 }
 
 /// Reads back the members not read yet; what each that could be read holds.

@@ -189,6 +189,9 @@ impl KubeWriter {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut object = desired.clone();
         object["apiVersion"] = json!(api_version_of(&api));
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.remove(SERVER_SET);
+        }
         let status = object.as_object_mut().and_then(|o| o.remove("status"));
         let path = format!("{}/{}/{}", api.resource_url(), key.namespace, key.name);
         let error = |action: &'static str| {
@@ -300,6 +303,28 @@ async fn mcs_version(client: &kube::Client) -> kube::Result<&'static str> {
     ).with_code(404))))
 }
 
+/// The metadata field the API server sets itself, whatever a client sends.
+const SERVER_SET: &str = "creationTimestamp";
+
+/// True when applying `desired` would change nothing in `live`: every field is held, except
+/// `apiVersion` (the version the member serves is used) and `metadata.creationTimestamp`
+/// (the API server's).
+fn unchanged(live: &Value, desired: &Value) -> bool {
+    let Value::Object(fields) = desired else {
+        return holds(live, desired);
+    };
+    fields
+        .iter()
+        .all(|(name, value)| match (name.as_str(), value) {
+            ("apiVersion", _) => true,
+            ("metadata", Value::Object(meta)) => meta
+                .iter()
+                .filter(|(k, _)| k.as_str() != SERVER_SET)
+                .all(|(k, v)| live["metadata"].get(k).is_some_and(|l| holds(l, v)) || v.is_null()),
+            (name, value) => live.get(name).is_some_and(|l| holds(l, value)) || value.is_null(),
+        })
+}
+
 /// True when `live` holds every field of `desired` with the same value (what server-side
 /// apply would leave unchanged). Lists must match element by element.
 pub fn holds(live: &Value, desired: &Value) -> bool {
@@ -334,16 +359,11 @@ impl Writer for KubeWriter {
         let mut report = WriteReport::default();
         let mut first_error = None;
         for (key, object) in desired {
-            let current = self.live.get(key);
-            // `apiVersion` follows the version the member serves.
-            let unchanged = current.is_some_and(|live| {
-                let mut object = (**object).clone();
-                if let Some(o) = object.as_object_mut() {
-                    o.remove("apiVersion");
-                }
-                holds(live, &object)
-            });
-            if unchanged {
+            if self
+                .live
+                .get(key)
+                .is_some_and(|live| unchanged(live, object))
+            {
                 continue;
             }
             match self.apply(key, object) {

@@ -243,3 +243,32 @@ async fn conflicts_and_throttling_are_retried() {
         .count();
     assert_eq!(patches, 3, "two conflicts, then the apply");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_export_is_not_rewritten_for_its_server_set_creation_time() {
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    let want = desired(&[(
+        WriteKind::ServiceExport,
+        "cart",
+        json!({
+            "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+            "metadata": {"name": "cart", "namespace": "shop",
+                         "creationTimestamp": "2020-01-01T00:00:00Z",
+                         "labels": {"bowline.io/managed-by": "auto-export"}},
+            "spec": {},
+            "status": {"conditions": []},
+        }),
+    )]);
+    let mut w = writer(&server);
+    let reports = blocking(move || {
+        w.read().unwrap();
+        [w.reconcile(&want).unwrap(), w.reconcile(&want).unwrap()]
+    })
+    .await;
+    assert_eq!(reports[0].written, 1);
+    assert_eq!(
+        reports[1].written, 0,
+        "the API server's creationTimestamp is not a difference"
+    );
+}
