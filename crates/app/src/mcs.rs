@@ -76,7 +76,7 @@ pub(crate) fn spawn_mcs(
                 MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
                 source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
                     Box::new(bowline_kube::KubeWriter::new(
-                        crate::run::credentials(source),
+                        crate::run::credentials(source).expect("a Kubernetes member"),
                         handle.clone(),
                         bowline_kube::WriteOptions::default(),
                     ))

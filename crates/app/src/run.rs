@@ -357,10 +357,10 @@ fn spawn_sources(
                         .instrument(span.clone()),
                 );
             }
-            MemberSource::Kubeconfig { .. } | MemberSource::InCluster => {
+            source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
                 let source = bowline_kube::KubeMember {
                     member: name.clone(),
-                    credentials: credentials(&member.source),
+                    credentials: credentials(source).expect("a Kubernetes member"),
                     options: bowline_kube::WatchOptions::default(),
                 };
                 tasks.spawn(
@@ -375,16 +375,15 @@ fn spawn_sources(
     spans
 }
 
-/// How a Kubernetes member is reached.
-pub(crate) fn credentials(source: &MemberSource) -> bowline_kube::Credentials {
+/// How a Kubernetes member is reached; `None` for a manifest directory.
+pub(crate) fn credentials(source: &MemberSource) -> Option<bowline_kube::Credentials> {
     match source {
-        MemberSource::Kubeconfig { path, context } => bowline_kube::Credentials::Kubeconfig {
+        MemberSource::Kubeconfig { path, context } => Some(bowline_kube::Credentials::Kubeconfig {
             path: path.clone(),
             context: context.clone(),
-        },
-        MemberSource::InCluster | MemberSource::Manifests(_) => {
-            bowline_kube::Credentials::InCluster
-        }
+        }),
+        MemberSource::InCluster => Some(bowline_kube::Credentials::InCluster),
+        MemberSource::Manifests(_) => None,
     }
 }
 
