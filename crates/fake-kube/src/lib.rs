@@ -173,6 +173,18 @@ impl FakeApiServer {
     /// # Panics
     /// If the object has no `apiVersion`, `kind` or `metadata.name`, or its kind is not served.
     pub fn apply_json(&self, object: Value) -> Value {
+        self.store_json(object, false)
+    }
+
+    /// Like [`apply_json`](Self::apply_json), but a new object keeps the
+    /// `metadata.creationTimestamp` it carries, as objects restored from a backup would: lets
+    /// tests load fixtures whose creation times matter (the oldest ServiceExport wins an MCS
+    /// conflict).
+    pub fn restore_json(&self, object: Value) -> Value {
+        self.store_json(object, true)
+    }
+
+    fn store_json(&self, object: Value, keep_created: bool) -> Value {
         let api_version = object["apiVersion"]
             .as_str()
             .expect("object has apiVersion");
@@ -201,7 +213,13 @@ impl FakeApiServer {
                 new["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
                 store.replace(key, old, new, fields::Scope::All)
             }
-            None => store.insert_new(key, object),
+            None => {
+                let created = object["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .filter(|_| keep_created)
+                    .map(String::from);
+                store.insert_new(key, object, created.as_deref())
+            }
         }
     }
 

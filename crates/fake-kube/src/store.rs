@@ -316,15 +316,21 @@ impl Store {
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(def, &name));
         }
-        Ok(self.insert_new(key, object))
+        Ok(self.insert_new(key, object, None))
     }
 
-    /// Stores a new object: uid, creationTimestamp and generation filled in; ADDED.
-    pub fn insert_new(&mut self, key: ObjectKey, mut object: Value) -> Value {
+    /// Stores a new object: uid, creationTimestamp (now, unless `created` is given) and
+    /// generation filled in; ADDED.
+    pub fn insert_new(
+        &mut self,
+        key: ObjectKey,
+        mut object: Value,
+        created: Option<&str>,
+    ) -> Value {
         self.names += 1;
         let metadata = &mut object["metadata"];
         metadata["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.names));
-        metadata["creationTimestamp"] = json!(now_rfc3339());
+        metadata["creationTimestamp"] = json!(created.map_or_else(now_rfc3339, String::from));
         metadata["generation"] = json!(1);
         self.commit(key, ChangeType::Added, object, None)
     }

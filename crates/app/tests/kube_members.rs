@@ -1,0 +1,328 @@
+//! The shared behaviour battery: the demo's three members, once as manifest directories and
+//! once as Kubernetes API members (each on its own fake API server holding the same
+//! objects), must give the same ClusterSet view, the same refusals and the same writes.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bowline_app::config::Config;
+use bowline_fake_kube::{FakeApiServer, ResourceDef};
+use bowline_test_support::http_get;
+use serde_json::{Value, json};
+
+const MEMBERS: [&str; 3] = ["east", "west", "central"];
+
+/// Installs the CRDs Bowline reads, as `bowline install --crds-only` would.
+fn install_crds(server: &FakeApiServer) {
+    let mcs = &["v1alpha1", "v1beta1"];
+    let about = &["v1alpha1", "v1beta1"];
+    let istio = &["v1", "v1beta1", "v1alpha3"];
+    for def in [
+        ResourceDef::custom(
+            "multicluster.x-k8s.io",
+            mcs,
+            "serviceexports",
+            "ServiceExport",
+        )
+        .with_status(),
+        ResourceDef::custom(
+            "multicluster.x-k8s.io",
+            mcs,
+            "serviceimports",
+            "ServiceImport",
+        )
+        .with_status(),
+        ResourceDef::custom(
+            "about.k8s.io",
+            about,
+            "clusterproperties",
+            "ClusterProperty",
+        )
+        .cluster_scoped(),
+        ResourceDef::custom(
+            "networking.istio.io",
+            istio,
+            "workloadentries",
+            "WorkloadEntry",
+        )
+        .with_status(),
+        ResourceDef::custom(
+            "networking.istio.io",
+            istio,
+            "workloadgroups",
+            "WorkloadGroup",
+        ),
+        ResourceDef::custom(
+            "networking.istio.io",
+            istio,
+            "serviceentries",
+            "ServiceEntry",
+        ),
+    ] {
+        server.install_crd(def);
+    }
+}
+
+/// Every document of every manifest file under `dir` (hidden entries skipped) whose kind
+/// Bowline reads, as JSON.
+fn documents(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let read: Vec<&str> = bowline_model::ObjectKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    files
+        .iter()
+        .flat_map(|f| bowline_source::documents::split(&fs::read_to_string(f).unwrap()))
+        .filter_map(|(_, body)| serde_saphyr::from_str::<Value>(&body).ok())
+        .filter(|v| read.contains(&v["kind"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+async fn get(addr: &str, path: &str) -> Value {
+    let (addr, owned) = (addr.to_string(), path.to_string());
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(&addr, &owned).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A view without the `uid`s the API server gives objects (manifests have none).
+fn without_uids(mut value: Value) -> Value {
+    match &mut value {
+        Value::Object(map) => {
+            map.remove("uid");
+            for v in map.values_mut() {
+                *v = without_uids(v.take());
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                *v = without_uids(v.take());
+            }
+        }
+        _ => {}
+    }
+    value
+}
+
+async fn ready(addr: &str) {
+    for _ in 0..400 {
+        let a = addr.to_string();
+        let (code, _) = tokio::task::spawn_blocking(move || http_get(&a, "/readyz").unwrap())
+            .await
+            .unwrap();
+        if code == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never ready");
+}
+
+/// Refusals without their origin (`file:line` for manifests, empty for the API).
+fn refusals(rejected: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = rejected
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!([r["member"], r["object"], r["reason"], r["message"]]))
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    out
+}
+
+/// The part of a written object both writers must agree on (not times, not server fields).
+fn essence(kind: &str, object: &Value) -> Value {
+    let conditions = |o: &Value| {
+        o["status"]["conditions"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| json!([c["type"], c["status"], c["reason"], c["message"]]))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    match kind {
+        "ServiceImport" => json!({
+            "labels": object["metadata"]["labels"],
+            "spec": object["spec"],
+            "clusters": object["status"]["clusters"],
+            "conditions": conditions(object),
+        }),
+        "EndpointSlice" => json!({
+            "labels": object["metadata"]["labels"],
+            "addressType": object["addressType"],
+            "endpoints": object["endpoints"],
+            "ports": object["ports"],
+        }),
+        _ => json!({
+            "labels": object["metadata"]["labels"],
+            "conditions": conditions(object),
+        }),
+    }
+}
+
+type Written = BTreeMap<String, Value>;
+
+/// What the file writer wrote into a member directory.
+fn written_files(member_dir: &Path) -> Written {
+    let mut out = Written::new();
+    for (dir, kind) in [
+        ("serviceimports", "ServiceImport"),
+        ("endpointslices", "EndpointSlice"),
+        ("serviceexports", "ServiceExport"),
+        ("serviceexport-status", "ServiceExport"),
+    ] {
+        let Ok(namespaces) = fs::read_dir(member_dir.join(".bowline").join(dir)) else {
+            continue;
+        };
+        for ns in namespaces.flatten() {
+            for file in fs::read_dir(ns.path()).unwrap().flatten() {
+                let object: Value =
+                    serde_saphyr::from_str(&fs::read_to_string(file.path()).unwrap()).unwrap();
+                let key = format!(
+                    "{kind} {}/{}",
+                    object["metadata"]["namespace"].as_str().unwrap(),
+                    object["metadata"]["name"].as_str().unwrap()
+                );
+                out.insert(key, essence(kind, &object));
+            }
+        }
+    }
+    out
+}
+
+/// What the Kubernetes writer wrote into a fake API server.
+fn written_objects(server: &FakeApiServer) -> Written {
+    let mut out = Written::new();
+    let ours = |o: &Value| !o["metadata"]["labels"]["bowline.io/managed-by"].is_null();
+    let key = |kind: &str, o: &Value| {
+        format!(
+            "{kind} {}/{}",
+            o["metadata"]["namespace"].as_str().unwrap(),
+            o["metadata"]["name"].as_str().unwrap()
+        )
+    };
+    for o in server.list("multicluster.x-k8s.io/v1beta1", "ServiceImport") {
+        if ours(&o) {
+            out.insert(key("ServiceImport", &o), essence("ServiceImport", &o));
+        }
+    }
+    for o in server.list("discovery.k8s.io/v1", "EndpointSlice") {
+        if ours(&o) {
+            out.insert(key("EndpointSlice", &o), essence("EndpointSlice", &o));
+        }
+    }
+    for o in server.list("multicluster.x-k8s.io/v1beta1", "ServiceExport") {
+        // Bowline's own (auto-export) and users' with the status Bowline wrote.
+        if ours(&o) || !o["status"]["conditions"].is_null() {
+            out.insert(key("ServiceExport", &o), essence("ServiceExport", &o));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_and_kubernetes_members_give_the_same_view_and_the_same_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let by_files = Config::load(&files.join("bowline.yaml")).unwrap();
+
+    // The same objects, each member in its own fake API server.
+    let kube = dir.path().join("kube");
+    fs::create_dir_all(&kube).unwrap();
+    let mut servers = BTreeMap::new();
+    for member in MEMBERS {
+        let server = FakeApiServer::start().await;
+        install_crds(&server);
+        for object in documents(&files.join("members").join(member)) {
+            server.restore_json(object);
+        }
+        fs::write(
+            kube.join(format!("{member}.kubeconfig")),
+            server.kubeconfig_yaml("token"),
+        )
+        .unwrap();
+        servers.insert(member, server);
+    }
+    let demo = fs::read_to_string(files.join("bowline.yaml")).unwrap();
+    let kube_config = MEMBERS.iter().fold(demo, |config, m| {
+        config.replace(
+            &format!("  - manifests: members/{m}\n"),
+            &format!("  - kubeconfig: {m}.kubeconfig\n    name: {m}\n"),
+        )
+    });
+    fs::write(kube.join("bowline.yaml"), &kube_config).unwrap();
+    let by_api = Config::load(&kube.join("bowline.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(by_api.members.len(), 3);
+
+    let a = bowline_app::start(&by_files, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let b = bowline_app::start(&by_api, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let (addr_a, addr_b) = (a.admin_addr.to_string(), b.admin_addr.to_string());
+    ready(&addr_a).await;
+    ready(&addr_b).await;
+
+    // Both converge (debounced recomputation); then they must be equal.
+    let mut last = None;
+    for _ in 0..100 {
+        let views = (
+            get(&addr_a, "/debug/services").await,
+            without_uids(get(&addr_b, "/debug/services").await),
+        );
+        let rejected = (
+            refusals(&get(&addr_a, "/debug/rejected").await),
+            refusals(&get(&addr_b, "/debug/rejected").await),
+        );
+        let writes = MEMBERS.map(|m| {
+            (
+                written_files(&files.join("members").join(m)),
+                written_objects(&servers[m]),
+            )
+        });
+        let same = views.0 == views.1
+            && rejected.0 == rejected.1
+            && writes.iter().all(|(f, k)| f == k && !f.is_empty());
+        if same {
+            last = None;
+            break;
+        }
+        last = Some((views, rejected, writes));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some((views, rejected, writes)) = last {
+        assert_eq!(views.0, views.1, "the same ClusterSet view");
+        assert_eq!(rejected.0, rejected.1, "the same refusals");
+        for (m, (f, k)) in MEMBERS.iter().zip(writes) {
+            assert_eq!(f, k, "the same writes into {m}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
