@@ -28,8 +28,8 @@ pub(crate) fn spawn_leader(
     gauge: Gauge,
     shutdown: CancellationToken,
 ) -> watch::Receiver<Leadership> {
-    let identity = identity();
     let Some(election) = &config.leader_election else {
+        let identity = identity();
         gauge.set(1);
         let (tx, rx) = watch::channel(Leadership {
             leading: true,
@@ -44,6 +44,7 @@ pub(crate) fn spawn_leader(
         });
         return rx;
     };
+    let identity = election.identity.clone().unwrap_or_else(identity);
     let member = config
         .members
         .iter()

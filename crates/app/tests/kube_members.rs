@@ -326,3 +326,123 @@ async fn manifest_and_kubernetes_members_give_the_same_view_and_the_same_writes(
     a.stop().await;
     b.stop().await;
 }
+
+/// Writes (applies and deletes) Bowline made into a fake API server, Leases aside.
+fn write_requests(server: &FakeApiServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| (r.verb == "patch" || r.verb == "delete") && r.resource != "leases")
+        .count()
+}
+
+async fn leading(addr: &str) -> bool {
+    get(addr, "/debug/leader").await["leading"] == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_lease_one_writes_and_failover_rewrites_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    for object in documents(&files.join("members/east")) {
+        server.restore_json(object);
+    }
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    let config = |identity: &str| {
+        let path = dir.path().join(format!("{identity}.yaml"));
+        fs::write(
+            &path,
+            format!(
+                "clusterSet: demo\nmembers:\n- {{kubeconfig: east.kubeconfig, name: east, network: net-east}}\n\
+                 leaderElection: {{member: east, leaseDuration: 1s, identity: {identity}}}\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let a = bowline_app::start(
+        &config("a"),
+        bowline_app::Listeners::loopback().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr_a = a.admin_addr.to_string();
+    ready(&addr_a).await;
+    let mut converged = false;
+    for _ in 0..100 {
+        if leading(&addr_a).await && !written_objects(&server).is_empty() {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(converged, "the only replica leads and writes");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let written = written_objects(&server);
+    let before = write_requests(&server);
+
+    // A second replica: serves, but does not write while the first leads.
+    let b = bowline_app::start(
+        &config("b"),
+        bowline_app::Listeners::loopback().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let addr_b = b.admin_addr.to_string();
+    ready(&addr_b).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(leading(&addr_a).await && !leading(&addr_b).await);
+    assert_eq!(get(&addr_b, "/debug/leader").await["holder"], "a");
+    assert_eq!(
+        write_requests(&server),
+        before,
+        "nothing written while everything is right, by either replica"
+    );
+
+    // The leader stops: the other takes over and finds nothing to rewrite.
+    a.stop().await;
+    let mut took_over = false;
+    for _ in 0..50 {
+        if leading(&addr_b).await {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        took_over,
+        "the second replica leads once the first released the Lease"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        write_requests(&server),
+        before,
+        "the new leader rewrites nothing already right"
+    );
+    assert_eq!(written_objects(&server), written);
+
+    // And it does write what changes: an export withdrawn by its owner.
+    server.delete(
+        "multicluster.x-k8s.io/v1beta1",
+        "ServiceExport",
+        Some("demo"),
+        "reviews",
+    );
+    let mut wrote = false;
+    for _ in 0..50 {
+        if write_requests(&server) > before {
+            wrote = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(wrote, "the new leader writes");
+    b.stop().await;
+}

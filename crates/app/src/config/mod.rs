@@ -56,6 +56,9 @@ pub struct LeaderElection {
     pub name: String,
     /// How long a lease not renewed stays held (whole seconds, at least 1).
     pub lease_duration: Duration,
+    /// This replica's `holderIdentity`; `None`: `POD_NAME` (else the host name) and the
+    /// process id.
+    pub identity: Option<String>,
 }
 
 /// The `dns` section.
@@ -256,6 +259,7 @@ struct RawLeaderElection {
     name: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     lease_duration: Option<Duration>,
+    identity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -166,11 +166,15 @@ fn leader_election(
             "must be at least 1s (Leases count whole seconds)",
         );
     }
+    if raw.identity.as_deref() == Some("") {
+        problems.add("leaderElection.identity", "must not be empty");
+    }
     super::LeaderElection {
         member,
         namespace,
         name,
         lease_duration,
+        identity: raw.identity,
     }
 }
 
