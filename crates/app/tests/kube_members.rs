@@ -446,3 +446,127 @@ async fn two_replicas_on_one_lease_one_writes_and_failover_rewrites_nothing() {
     assert!(wrote, "the new leader writes");
     b.stop().await;
 }
+
+/// Polls `/debug/members` until `want` holds for the member named `name`.
+async fn member_until(addr: &str, name: &str, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let members = get(addr, "/debug/members").await;
+        if let Some(m) = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            && want(m)
+        {
+            return m.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("member {name} never {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_member_is_stale_then_withdrawn_then_restored_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    for object in documents(&files.join("members/east")) {
+        server.restore_json(object);
+    }
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: demo\nmembers:\n- {kubeconfig: east.kubeconfig, name: east, network: net-east}\nstaleEndpointTTL: 2s\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let addr = running.admin_addr.to_string();
+    ready(&addr).await;
+    let endpoints = |view: &Value| {
+        view["members"]["east"]["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(endpoints(&get(&addr, "/debug/services/demo/echo").await), 2);
+
+    server.set_reachable(false).await;
+    let stale = member_until(&addr, "east", "stale", |m| m["stale"] == true).await;
+    assert_eq!(stale["withdrawn"], false);
+    assert_eq!(
+        endpoints(&get(&addr, "/debug/services/demo/echo").await),
+        2,
+        "a stale member's endpoints are still served"
+    );
+    member_until(&addr, "east", "withdrawn", |m| m["withdrawn"] == true).await;
+    assert_eq!(
+        endpoints(&get(&addr, "/debug/services/demo/echo").await),
+        0,
+        "withdrawn after staleEndpointTTL"
+    );
+    let metrics = {
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || http_get(&a, "/metrics").unwrap().1)
+            .await
+            .unwrap()
+    };
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bowline_member_withdrawn{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    server.set_reachable(true).await;
+    member_until(&addr, "east", "restored", |m| {
+        m["stale"] == false && m["withdrawn"] == false
+    })
+    .await;
+    assert_eq!(endpoints(&get(&addr, "/debug/services/demo/echo").await), 2);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_wait_forever_for_a_member_that_never_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = FakeApiServer::start().await;
+    fs::write(
+        dir.path().join("gone.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    server.set_reachable(false).await;
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: demo\nmembers:\n- {kubeconfig: gone.kubeconfig, id: gone}\nmemberSyncTimeout: 1s\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let addr = running.admin_addr.to_string();
+    let readyz = || {
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || http_get(&a, "/readyz").unwrap())
+    };
+    let (code, body) = readyz().await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("gone"), "{body}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (code, body) = readyz().await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("not synced") && body.contains("gone"),
+        "{body}"
+    );
+    running.stop().await;
+}
