@@ -10,7 +10,10 @@ use bowline_mcs::{
 use bowline_model::MemberName;
 use bowline_registry::{Admission, Shared};
 use prometheus_client::metrics::{counter::Counter, family::Family};
-use tokio::{sync::watch, task::JoinSet};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -53,7 +56,7 @@ pub(crate) fn spawn_mcs(
     registry: Shared,
     outcomes: watch::Sender<Arc<Outcome>>,
     metrics: Arc<McsMetrics>,
-    mut leadership: watch::Receiver<bowline_kube::lease::Leadership>,
+    leadership: watch::Receiver<bowline_kube::lease::Leadership>,
     shutdown: CancellationToken,
 ) {
     let debounce = Debounce {
@@ -79,6 +82,7 @@ pub(crate) fn spawn_mcs(
                         crate::run::credentials(source).expect("a Kubernetes member"),
                         handle.clone(),
                         bowline_kube::WriteOptions::default(),
+                        shutdown.clone(),
                     ))
                 }
             };
@@ -90,88 +94,174 @@ pub(crate) fn spawn_mcs(
         pools: config.cluster_set_ips.clone(),
     };
     let resync = config.mcs.resync;
-    tasks.spawn(async move {
-        let mut slots: Vec<Slot> = writers
-            .into_iter()
-            .map(|(member, writer)| Slot {
+    let (adoptions, mut adopted) = mpsc::channel::<Adoption>(writers.len().max(1));
+    let members = writers.len();
+    for (member, writer) in writers {
+        tasks.spawn(member_writer(
+            Slot {
                 member,
                 writer,
                 read: false,
-            })
-            .collect();
-        let existing;
-        (slots, existing) = read_back_blocking(slots).await;
-        let mut controller = Controller::new(mcs_config.clone(), existing);
-        let mut leading = leadership.borrow_and_update().leading;
+            },
+            WriterContext {
+                outcomes: outcomes.subscribe(),
+                registry: registry.clone(),
+                leadership: leadership.clone(),
+                adoptions: adoptions.clone(),
+                resync,
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+        ));
+    }
+    drop(adoptions);
+    tasks.spawn(async move {
+        // Start from what the members hold: wait a little for every member's read-back, so
+        // that ClusterSetIPs already written are served from the first computation on.
+        let mut existing = BTreeMap::new();
+        let mut replies = Vec::new();
+        let deadline = tokio::time::Instant::now() + INITIAL_READ_BACK;
+        while existing.len() < members {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                adoption = adopted.recv() => match adoption {
+                    Some(a) => {
+                        existing.insert(a.member, a.objects);
+                        replies.push(a.done);
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
+                    break;
+                }
+            }
+        }
+        let mut controller = Controller::new(mcs_config, existing);
         let mut changes = registry.read().subscribe_changes();
-        let mut tick = tokio::time::interval(resync);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = true;
         loop {
-            let now_leading = leadership.borrow_and_update().leading;
-            if now_leading && !leading {
-                // Taking over: start from what the members hold now, as the previous leader
-                // left it, so that what is already right is not rewritten.
-                for slot in &mut slots {
-                    slot.read = false;
-                }
-                let existing;
-                (slots, existing) = read_back_blocking(slots).await;
-                controller = Controller::new(mcs_config.clone(), existing);
-                dirty = true;
+            let snapshot = Snapshot::from_registry(&registry.read());
+            let outcome = Arc::new(controller.reconcile(&snapshot, jiff::Timestamp::now()));
+            metrics.reconciles.inc();
+            debug!(
+                imports = outcome.imports.len(),
+                "MCS desired state computed"
+            );
+            outcomes.send_replace(outcome);
+            for done in replies.drain(..) {
+                let _ = done.send(());
             }
-            leading = now_leading;
-            if slots.iter().any(|s| !s.read) {
-                let adopted;
-                (slots, adopted) = read_back_blocking(slots).await;
-                for (member, objects) in adopted {
-                    controller.adopt(member, objects);
-                    dirty = true;
-                }
-            }
-            if dirty {
-                dirty = false;
-                let snapshot = Snapshot::from_registry(&registry.read());
-                let outcome = Arc::new(controller.reconcile(&snapshot, jiff::Timestamp::now()));
-                metrics.reconciles.inc();
-                debug!(
-                    imports = outcome.imports.len(),
-                    "MCS desired state computed"
-                );
-                outcomes.send_replace(outcome);
-            }
-            let outcome = outcomes.borrow().clone();
-            let admissions: BTreeMap<MemberName, Admission> = registry
-                .read()
-                .members()
-                .into_iter()
-                .map(|m| (m.name, m.admission))
-                .collect();
-            if leading {
-                let metrics_for_write = metrics.clone();
-                slots = tokio::task::spawn_blocking(move || {
-                    write_all(&mut slots, &outcome, &admissions, &metrics_for_write);
-                    slots
-                })
-                .await
-                .expect("writing does not panic");
-            }
-            // Only the wait for the first change races the resync tick: `changed()` is
-            // cancel-safe, while the debounce after it must run to its end, or the change it
-            // consumed would be lost until the next one.
+            // Only the wait for the first change races the others: `changed()` is cancel-safe,
+            // while the debounce after it must run to its end, or the change it consumed
+            // would be lost until the next one.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = changes.changed() => {
                     if changed.is_err() || !settle(&mut changes, debounce).await {
                         return;
                     }
-                    dirty = true;
                 }
-                _ = tick.tick() => {}
-                changed = leadership.changed() => if changed.is_err() { return },
+                adoption = adopted.recv() => {
+                    let Some(a) = adoption else { return };
+                    controller.adopt(a.member, a.objects, a.takeover);
+                    replies.push(a.done);
+                }
             }
         }
     });
+}
+
+/// How long the controller waits for every member's read-back before its first computation.
+const INITIAL_READ_BACK: Duration = Duration::from_secs(5);
+
+/// What a member holds, read back by its writer, for the controller to resume from; `done`
+/// is answered once an outcome that includes it is published.
+struct Adoption {
+    member: MemberName,
+    objects: WriteSet,
+    takeover: bool,
+    done: oneshot::Sender<()>,
+}
+
+/// What a member's writer task works with.
+struct WriterContext {
+    outcomes: watch::Receiver<Arc<Outcome>>,
+    registry: Shared,
+    leadership: watch::Receiver<bowline_kube::lease::Leadership>,
+    adoptions: mpsc::Sender<Adoption>,
+    resync: Duration,
+    metrics: Arc<McsMetrics>,
+    shutdown: CancellationToken,
+}
+
+/// One member's writer: reads back what the member holds (again when this replica becomes
+/// the leader), then, while leading, makes it hold its part of each outcome, and checks it
+/// every `resync`. Each member has its own task, so that one whose API server is slow holds
+/// back only itself.
+async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
+    let mut tick = tokio::time::interval(cx.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leading = false;
+    loop {
+        let leading = cx.leadership.borrow_and_update().leading;
+        let takeover = leading && !was_leading && slot.read;
+        if takeover {
+            // Taking over: start from what the member holds now, as the previous leader
+            // left it, so that what is already right is not rewritten.
+            slot.read = false;
+        }
+        was_leading = leading;
+        if !slot.read {
+            let read;
+            (slot, read) = blocking(slot, read_back).await;
+            if let Some((member, objects)) = read {
+                let (done, adopted) = oneshot::channel();
+                let adoption = Adoption {
+                    member,
+                    objects,
+                    takeover,
+                    done,
+                };
+                if cx.adoptions.send(adoption).await.is_err() || adopted.await.is_err() {
+                    return;
+                }
+            }
+        }
+        if slot.read && leading {
+            let outcome = cx.outcomes.borrow_and_update().clone();
+            let admission = cx
+                .registry
+                .read()
+                .members()
+                .into_iter()
+                .find(|m| m.name == slot.member)
+                .map(|m| m.admission);
+            let metrics = cx.metrics.clone();
+            (slot, ()) = blocking(slot, move |slot| {
+                write_one(slot, &outcome, admission.as_ref(), &metrics)
+            })
+            .await;
+        }
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => return,
+            changed = cx.outcomes.changed() => if changed.is_err() { return },
+            changed = cx.leadership.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// Runs `f` on the slot on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    mut slot: Slot,
+    f: impl FnOnce(&mut Slot) -> T + Send + 'static,
+) -> (Slot, T) {
+    tokio::task::spawn_blocking(move || {
+        let out = f(&mut slot);
+        (slot, out)
+    })
+    .await
+    .expect("writers do not panic")
 }
 
 /// Consumer mode: republish the provider's view whenever the registry changes.
@@ -229,67 +319,64 @@ struct Slot {
     read: bool,
 }
 
-/// [`read_back`] on a blocking thread.
-async fn read_back_blocking(mut slots: Vec<Slot>) -> (Vec<Slot>, BTreeMap<MemberName, WriteSet>) {
-    tokio::task::spawn_blocking(move || {
-        let existing = read_back(&mut slots);
-        (slots, existing)
-    })
-    .await
-    .expect("reading written objects does not panic")
-}
-
-/// Reads back the members not read yet; what each that could be read holds.
-fn read_back(slots: &mut [Slot]) -> BTreeMap<MemberName, WriteSet> {
-    let mut existing = BTreeMap::new();
-    for slot in slots.iter_mut().filter(|s| !s.read) {
-        match slot.writer.read() {
-            Ok(objects) => {
-                if !objects.is_empty() {
-                    info!(member = %slot.member, objects = objects.len(), "read back the objects Bowline wrote before");
-                }
-                slot.read = true;
-                existing.insert(slot.member.clone(), objects);
+/// Reads back one member if not read yet.
+fn read_back(slot: &mut Slot) -> Option<(MemberName, WriteSet)> {
+    if slot.read {
+        return None;
+    }
+    match slot.writer.read() {
+        Ok(objects) => {
+            if !objects.is_empty() {
+                info!(member = %slot.member, objects = objects.len(), "read back the objects Bowline wrote before");
             }
-            Err(e) => {
-                warn!(member = %slot.member, "cannot read back written objects (nothing is written into it until they are): {e}")
-            }
+            slot.read = true;
+            Some((slot.member.clone(), objects))
+        }
+        Err(e) => {
+            warn!(member = %slot.member, "cannot read back written objects (nothing is written into it until they are): {e}");
+            None
         }
     }
-    existing
 }
 
-fn write_all(
-    slots: &mut [Slot],
+/// Makes one member hold what it should, once it was read back.
+fn write_one(
+    slot: &mut Slot,
     outcome: &Outcome,
-    admissions: &BTreeMap<MemberName, Admission>,
+    admission: Option<&Admission>,
     metrics: &McsMetrics,
 ) {
-    for Slot { member, writer, .. } in slots.iter_mut().filter(|s| s.read) {
-        let Some(desired) = plan(outcome, admissions.get(member), member) else {
-            continue;
-        };
-        let label = MemberLabel {
-            member: member.to_string(),
-        };
-        match writer.reconcile(&desired) {
-            Ok(report) => {
-                metrics
-                    .written
-                    .get_or_create(&label)
-                    .inc_by(report.written as u64);
-                metrics
-                    .deleted
-                    .get_or_create(&label)
-                    .inc_by(report.deleted as u64);
-                if report.written + report.deleted > 0 {
-                    debug!(member = %member, written = report.written, deleted = report.deleted, "member reconciled");
-                }
+    let Slot {
+        member,
+        writer,
+        read,
+    } = slot;
+    if !*read {
+        return;
+    }
+    let Some(desired) = plan(outcome, admission, member) else {
+        return;
+    };
+    let label = MemberLabel {
+        member: member.to_string(),
+    };
+    match writer.reconcile(&desired) {
+        Ok(report) => {
+            metrics
+                .written
+                .get_or_create(&label)
+                .inc_by(report.written as u64);
+            metrics
+                .deleted
+                .get_or_create(&label)
+                .inc_by(report.deleted as u64);
+            if report.written + report.deleted > 0 {
+                debug!(member = %member, written = report.written, deleted = report.deleted, "member reconciled");
             }
-            Err(e) => {
-                metrics.errors.get_or_create(&label).inc();
-                warn!(member = %member, "cannot write MCS objects: {e}");
-            }
+        }
+        Err(e) => {
+            metrics.errors.get_or_create(&label).inc();
+            warn!(member = %member, "cannot write MCS objects: {e}");
         }
     }
 }

@@ -570,3 +570,54 @@ async fn readiness_does_not_wait_forever_for_a_member_that_never_syncs() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_api_server_never_answers_does_not_hold_back_writes_to_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    for object in documents(&files.join("members/east")) {
+        server.restore_json(object);
+    }
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    // Accepts connections (the kernel does) and never answers a request.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut kubeconfig: Value = serde_saphyr::from_str(&server.kubeconfig_yaml("t")).unwrap();
+    kubeconfig["clusters"][0]["cluster"]["server"] =
+        json!(format!("http://{}", silent.local_addr().unwrap()));
+    fs::write(
+        dir.path().join("silent.kubeconfig"),
+        serde_json::to_string(&kubeconfig).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: demo\nmembers:\n- {kubeconfig: silent.kubeconfig, name: silent, id: silent}\n\
+         - {kubeconfig: east.kubeconfig, name: east, network: net-east}\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let mut written = false;
+    for _ in 0..300 {
+        if !written_objects(&server).is_empty() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        written,
+        "east is written after the 5 s initial read-back wait, although the silent member's requests wait 30 s for an answer"
+    );
+    running.stop().await;
+    drop(silent);
+}

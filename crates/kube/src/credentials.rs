@@ -3,7 +3,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -45,11 +45,38 @@ const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/to
 /// is built.
 pub type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
 
+/// Time limits of the client that writes and takes the Lease: an API server that does not
+/// answer fails the request instead of holding the writer (watches keep kube's defaults,
+/// as a watch is a long request by design).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Credentials {
-    /// Builds a client from the current credential files.
+    /// Builds a client from the current credential files, for watches.
     pub async fn client(&self) -> Result<kube::Client, String> {
-        let config = match self {
-            Self::Client(client) => return Ok(client.clone()),
+        if let Self::Client(client) = self {
+            return Ok(client.clone());
+        }
+        let config = self.config().await?;
+        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
+    }
+
+    /// Builds a client for short requests (writes, the Lease): it gives up on an API server
+    /// that does not connect within 5 s or answer within 30 s.
+    pub async fn request_client(&self) -> Result<kube::Client, String> {
+        if let Self::Client(client) = self {
+            return Ok(client.clone());
+        }
+        let mut config = self.config().await?;
+        config.connect_timeout = Some(CONNECT_TIMEOUT);
+        config.read_timeout = Some(READ_TIMEOUT);
+        config.write_timeout = Some(READ_TIMEOUT);
+        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
+    }
+
+    async fn config(&self) -> Result<kube::Config, String> {
+        Ok(match self {
+            Self::Client(_) => return Err("a given client has no configuration".into()),
             Self::InCluster => kube::Config::incluster()
                 .map_err(|e| format!("no in-cluster configuration: {e}"))?,
             Self::Kubeconfig { path, context } => {
@@ -63,8 +90,7 @@ impl Credentials {
                     .await
                     .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
             }
-        };
-        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
+        })
     }
 
     /// The files the credentials are read from: the kubeconfig and the token, certificate

@@ -87,7 +87,7 @@ pub async fn campaign(
     loop {
         let fingerprint = credentials.fingerprint();
         if client.as_ref().is_none_or(|(seen, _)| *seen != fingerprint) {
-            client = match credentials.client().await {
+            client = match credentials.request_client().await {
                 Ok(c) => Some((fingerprint, c)),
                 Err(e) => {
                     state.publish(&out, None, Some(e));
@@ -102,9 +102,13 @@ pub async fn campaign(
             client.as_ref().expect("set above").1.clone(),
             &state.config.namespace,
         );
-        let (holder, error) = match state.attempt(&api).await {
-            Ok(holder) => (holder, None),
-            Err(e) => (None, Some(e.to_string())),
+        // Bounded, so that a leader whose renewals hang learns in time that it no longer
+        // leads (before the lease can expire for the others).
+        let limit = state.config.renew_deadline / 2;
+        let (holder, error) = match tokio::time::timeout(limit, state.attempt(&api)).await {
+            Ok(Ok(holder)) => (holder, None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (None, Some(format!("no answer within {limit:?}"))),
         };
         state.publish(&out, holder, error);
         if !sleep(state.config.retry, &shutdown).await {

@@ -25,6 +25,7 @@ use kube::{
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
@@ -68,14 +69,16 @@ pub struct KubeWriter {
     /// The MCS version served, once known (`v1beta1`, else `v1alpha1`).
     mcs_version: Option<&'static str>,
     last_sweep: Option<Instant>,
+    stop: CancellationToken,
 }
 
 impl KubeWriter {
-    /// A writer reaching the member through `credentials`.
+    /// A writer reaching the member through `credentials`; its requests give up on `stop`.
     pub fn new(
         credentials: Credentials,
         handle: tokio::runtime::Handle,
         options: WriteOptions,
+        stop: CancellationToken,
     ) -> Self {
         Self {
             credentials,
@@ -85,6 +88,7 @@ impl KubeWriter {
             live: HashMap::new(),
             mcs_version: None,
             last_sweep: None,
+            stop,
         }
     }
 
@@ -98,7 +102,7 @@ impl KubeWriter {
         }
         let client = self
             .handle
-            .block_on(self.credentials.client())
+            .block_on(self.credentials.request_client())
             .map_err(|e| WriteError {
                 action: "cannot connect to",
                 path: self.credentials.describe(),
@@ -127,16 +131,15 @@ impl KubeWriter {
     fn sweep(&mut self) -> Result<(), WriteError> {
         let client = self.client()?;
         if self.mcs_version.is_none() {
-            self.mcs_version =
-                Some(
-                    self.handle
-                        .block_on(mcs_version(&client))
-                        .map_err(|e| WriteError {
-                            action: "cannot find the MCS API version of",
-                            path: self.credentials.describe(),
-                            source: e.into(),
-                        })?,
-                );
+            self.mcs_version = Some(
+                self.handle
+                    .block_on(self.cancellable(mcs_version(&client)))
+                    .map_err(|e| WriteError {
+                        action: "cannot find the MCS API version of",
+                        path: self.credentials.describe(),
+                        source: e.into(),
+                    })?,
+            );
         }
         let mut live = HashMap::new();
         for kind in [
@@ -153,7 +156,7 @@ impl KubeWriter {
             };
             let list = self
                 .handle
-                .block_on(api.list(&params))
+                .block_on(self.cancellable(api.list(&params)))
                 .map_err(|e| WriteError {
                     action: "cannot list",
                     path: resource.plural.clone(),
@@ -249,6 +252,18 @@ impl KubeWriter {
         }
     }
 
+    /// A request that gives up when Bowline stops, instead of holding shutdown for as long
+    /// as an API server takes not to answer.
+    async fn cancellable<T>(
+        &self,
+        request: impl Future<Output = kube::Result<T>>,
+    ) -> kube::Result<T> {
+        tokio::select! {
+            result = request => result,
+            _ = self.stop.cancelled() => Err(kube::Error::Service("Bowline is stopping".into())),
+        }
+    }
+
     /// Runs a request, again after a backoff while it is answered 409 or 429.
     fn retry<T, F: Future<Output = kube::Result<T>>>(
         &self,
@@ -257,7 +272,7 @@ impl KubeWriter {
         let mut wait = self.options.backoff;
         let mut attempt = 1;
         loop {
-            match self.handle.block_on(request()) {
+            match self.handle.block_on(self.cancellable(request())) {
                 Err(kube::Error::Api(s))
                     if (s.code == 409 || s.code == 429) && attempt < self.options.attempts =>
                 {

@@ -92,6 +92,7 @@ async fn every_request_is_granted_and_every_grant_is_used() {
         Credentials::Client(server.client()),
         tokio::runtime::Handle::current(),
         WriteOptions::default(),
+        CancellationToken::new(),
     );
     tokio::task::spawn_blocking(move || {
         writer.read().unwrap();

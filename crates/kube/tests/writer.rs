@@ -60,6 +60,7 @@ fn writer(server: &FakeApiServer) -> KubeWriter {
             attempts: 5,
             backoff: Duration::from_millis(10),
         },
+        tokio_util::sync::CancellationToken::new(),
     )
 }
 

@@ -48,6 +48,31 @@ impl Allocator {
         true
     }
 
+    /// Makes `ip` the address of `key` for its family even when `key` already had another
+    /// one (freed): what a member holds wins, as when a new leader takes over from the
+    /// ServiceImports the previous one wrote. Refused when outside every pool or when
+    /// another key holds `ip`.
+    pub fn claim(&mut self, key: &ServiceKey, ip: IpAddr) -> bool {
+        let family = IpFamily::of(&ip);
+        let current = self.by_key.get(key).and_then(|m| m.get(&family)).copied();
+        if current == Some(ip) {
+            return true;
+        }
+        let in_pool = self.pools.iter().any(|p| p.contains(&ip) && usable(p, ip));
+        if !in_pool || self.used.contains(&ip) {
+            return false;
+        }
+        if let Some(old) = current {
+            self.used.remove(&old);
+        }
+        self.used.insert(ip);
+        self.by_key
+            .entry(key.clone())
+            .or_default()
+            .insert(family, ip);
+        true
+    }
+
     /// The address of `key` for `family`, allocating the lowest free one if needed; `None`
     /// when every pool of that family is exhausted (or there is none).
     pub fn ensure(&mut self, key: &ServiceKey, family: IpFamily) -> Option<IpAddr> {
@@ -137,6 +162,24 @@ mod tests {
             a.ensure(&key("c"), IpFamily::IPv4),
             Some("241.0.0.1".parse().unwrap()),
             "freed"
+        );
+    }
+
+    #[test]
+    fn a_claim_replaces_the_address_a_key_had_unless_another_key_holds_it() {
+        let mut a = Allocator::new(vec!["241.0.0.0/24".parse().unwrap()]);
+        let first = a.ensure(&key("a"), IpFamily::IPv4).unwrap();
+        let other = a.ensure(&key("b"), IpFamily::IPv4).unwrap();
+        assert!(a.claim(&key("a"), "241.0.0.9".parse().unwrap()));
+        assert_eq!(
+            a.ensure(&key("a"), IpFamily::IPv4),
+            Some("241.0.0.9".parse().unwrap())
+        );
+        assert!(!a.claim(&key("a"), other), "b holds it");
+        assert_eq!(
+            a.ensure(&key("c"), IpFamily::IPv4),
+            Some(first),
+            "the replaced address is free again"
         );
     }
 

@@ -247,15 +247,17 @@ impl Controller {
             recomputed: 0,
         };
         for (member, objects) in existing {
-            controller.adopt(member, objects);
+            controller.adopt(member, objects, false);
         }
         controller
     }
 
-    /// Resumes from what one member holds, read back later than the others (it could not
-    /// be read at start): the ClusterSetIPs of its ServiceImports are kept where still free,
-    /// and its conditions keep their transition times.
-    pub fn adopt(&mut self, member: MemberName, objects: WriteSet) {
+    /// Resumes from what one member holds, read back after the controller started: its
+    /// conditions keep their transition times, and the ClusterSetIPs of its ServiceImports
+    /// are kept where still free (`takeover` false: a member read late must not move
+    /// addresses already served) or replace this controller's own (`takeover` true: a new
+    /// leader follows what the previous one wrote).
+    pub fn adopt(&mut self, member: MemberName, objects: WriteSet, takeover: bool) {
         for (key, object) in objects
             .iter()
             .filter(|(k, _)| k.kind == WriteKind::ServiceImport)
@@ -267,7 +269,11 @@ impl Controller {
                 .into_iter()
                 .flatten();
             for ip in ips.filter_map(|v| v.as_str()?.parse::<IpAddr>().ok()) {
-                self.allocator.adopt(&skey, ip);
+                if takeover {
+                    self.allocator.claim(&skey, ip);
+                } else {
+                    self.allocator.adopt(&skey, ip);
+                }
             }
         }
         self.memo.clear();
