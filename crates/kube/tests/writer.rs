@@ -273,3 +273,49 @@ async fn an_auto_export_is_not_rewritten_for_its_server_set_creation_time() {
         "the API server's creationTimestamp is not a difference"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_credential_is_used_for_the_next_write() {
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    server.set_token(Some("first".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig_yaml("first")).unwrap();
+    let mut w = KubeWriter::new(
+        Credentials::Kubeconfig {
+            path: kubeconfig.clone(),
+            context: None,
+        },
+        tokio::runtime::Handle::current(),
+        WriteOptions::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let want = desired(&[(WriteKind::ServiceImport, "cart", import(&[80]))]);
+    let want2 = want.clone();
+    let mut w = blocking(move || {
+        w.read().unwrap();
+        w.reconcile(&want2).unwrap();
+        w
+    })
+    .await;
+
+    // The token is rotated on the server: the writer's requests are refused, and say so.
+    server.set_token(Some("second".into()));
+    let want2 = desired(&[(WriteKind::ServiceImport, "cart", import(&[80, 81]))]);
+    let want3 = want2.clone();
+    let (mut w, refused) = blocking(move || {
+        let refused = w.reconcile(&want3).unwrap_err().to_string();
+        (w, refused)
+    })
+    .await;
+    assert!(
+        refused.contains("401") || refused.contains("Unauthorized"),
+        "{refused}"
+    );
+
+    // The kubeconfig is rewritten: the next write uses it, no new writer needed.
+    std::fs::write(&kubeconfig, server.kubeconfig_yaml("second")).unwrap();
+    let report = blocking(move || w.reconcile(&want2).unwrap()).await;
+    assert_eq!(report.written, 1);
+}
