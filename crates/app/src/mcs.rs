@@ -109,6 +109,7 @@ pub(crate) fn spawn_mcs(
                 leadership: leadership.clone(),
                 adoptions: adoptions.clone(),
                 resync,
+                follow: config.leader_election.as_ref().map(|e| e.follower_refresh),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             },
@@ -190,21 +191,27 @@ struct WriterContext {
     leadership: watch::Receiver<bowline_kube::lease::Leadership>,
     adoptions: mpsc::Sender<Adoption>,
     resync: Duration,
+    /// How often a follower reads the member back (with leader election).
+    follow: Option<Duration>,
     metrics: Arc<McsMetrics>,
     shutdown: CancellationToken,
 }
 
 /// One member's writer: reads back what the member holds (again when this replica becomes
-/// the leader), then, while leading, makes it hold its part of each outcome, and checks it
+/// the leader, and every `follow` while it does not lead, so that its ClusterSetIPs follow
+/// the leader's), then, while leading, makes it hold its part of each outcome, and checks it
 /// every `resync`. Each member has its own task, so that one whose API server is slow holds
 /// back only itself.
 async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
     let mut tick = tokio::time::interval(cx.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_leading = false;
+    let mut read_at = tokio::time::Instant::now();
     loop {
         let leading = cx.leadership.borrow_and_update().leading;
-        let takeover = leading && !was_leading && slot.read;
+        let following =
+            !leading && slot.read && cx.follow.is_some_and(|every| read_at.elapsed() >= every);
+        let takeover = (leading && !was_leading && slot.read) || following;
         if takeover {
             // Taking over: start from what the member holds now, as the previous leader
             // left it, so that what is already right is not rewritten.
@@ -215,6 +222,7 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             let read;
             (slot, read) = blocking(slot, read_back).await;
             if let Some((member, objects)) = read {
+                read_at = tokio::time::Instant::now();
                 let (done, adopted) = oneshot::channel();
                 let adoption = Adoption {
                     member,

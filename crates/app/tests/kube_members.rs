@@ -621,3 +621,83 @@ async fn a_member_whose_api_server_never_answers_does_not_hold_back_writes_to_th
     running.stop().await;
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_the_cluster_set_ips_the_leader_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    for object in documents(&files.join("members/east")) {
+        server.restore_json(object);
+    }
+    // Another replica leads, for an hour.
+    server.apply_json(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "bowline", "namespace": "bowline-system"},
+        "spec": {"holderIdentity": "other", "leaseDurationSeconds": 3600,
+                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+    }));
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: demo\nmembers:\n- {kubeconfig: east.kubeconfig, name: east, network: net-east}\n\
+         leaderElection: {member: east, identity: b, followerRefresh: 1s}\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let addr = running.admin_addr.to_string();
+    ready(&addr).await;
+    let ips = |addr: String| async move {
+        let (code, body) = tokio::task::spawn_blocking(move || {
+            http_get(&addr, "/debug/imports/demo/echo").unwrap()
+        })
+        .await
+        .unwrap();
+        match code {
+            200 => serde_json::from_str::<Value>(&body).unwrap()["import"]["ips"].clone(),
+            _ => Value::Null,
+        }
+    };
+    let mut own = Value::Null;
+    for _ in 0..100 {
+        own = ips(addr.clone()).await;
+        if own.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(
+        own,
+        json!(["241.0.0.77"]),
+        "allocated on its own first: {own}"
+    );
+
+    // The leader's ServiceImport, with the address the leader allocated.
+    server.apply_json(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport",
+        "metadata": {"name": "echo", "namespace": "demo",
+                     "labels": {"bowline.io/managed-by": "mcs-controller"}},
+        "spec": {"type": "ClusterSetIP", "ips": ["241.0.0.77"],
+                 "ports": [{"name": "http", "protocol": "TCP", "port": 80}]},
+    }));
+    let mut followed = false;
+    for _ in 0..100 {
+        if ips(addr.clone()).await == json!(["241.0.0.77"]) {
+            followed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(followed, "the follower takes the leader's ClusterSetIP");
+    assert_eq!(write_requests(&server), 0, "a follower writes nothing");
+    running.stop().await;
+}

@@ -59,6 +59,9 @@ pub struct LeaderElection {
     /// This replica's `holderIdentity`; `None`: `POD_NAME` (else the host name) and the
     /// process id.
     pub identity: Option<String>,
+    /// How often a follower reads the members back to follow the ClusterSetIPs the leader
+    /// wrote.
+    pub follower_refresh: Duration,
 }
 
 /// The `dns` section.
@@ -174,6 +177,8 @@ pub mod defaults {
     pub const LEASE_NAME: &str = "bowline";
     /// `leaderElection.leaseDuration`.
     pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+    /// `leaderElection.followerRefresh`.
+    pub const FOLLOWER_REFRESH: Duration = Duration::from_secs(60);
     /// `staleEndpointTTL`.
     pub const STALE_ENDPOINT_TTL: Duration = Duration::from_secs(300);
     /// `watch.debounce`.
@@ -260,6 +265,8 @@ struct RawLeaderElection {
     #[serde(default, deserialize_with = "duration")]
     lease_duration: Option<Duration>,
     identity: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    follower_refresh: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

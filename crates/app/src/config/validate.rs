@@ -169,12 +169,17 @@ fn leader_election(
     if raw.identity.as_deref() == Some("") {
         problems.add("leaderElection.identity", "must not be empty");
     }
+    let follower_refresh = raw.follower_refresh.unwrap_or(defaults::FOLLOWER_REFRESH);
+    if follower_refresh.is_zero() {
+        problems.add("leaderElection.followerRefresh", "must be more than 0");
+    }
     super::LeaderElection {
         member,
         namespace,
         name,
         lease_duration,
         identity: raw.identity,
+        follower_refresh,
     }
 }
 
