@@ -66,6 +66,8 @@ pub struct MemberKubeconfig {
     pub granted_seconds: Option<i64>,
     /// The `server` printed.
     pub server: String,
+    /// What the user should know, e.g. a loopback `server` no other cluster can reach.
+    pub warnings: Vec<String>,
 }
 
 /// Why the kubeconfig could not be made.
@@ -217,12 +219,42 @@ pub async fn member_kubeconfig(
     let yaml = render(opts, &server, source.cluster, &status.token)?;
     tracing::info!(context = %opts.context, ns = %opts.namespace, name = %opts.name,
         expires = %status.expiration_timestamp.0, "issued a member token");
+    let mut warnings = Vec::new();
+    if opts.server.is_none() && is_loopback(&server) {
+        warnings.push(format!(
+            "the server {server} of context {} is a loopback address another cluster cannot \
+             reach; pass --server with the address the other Bowline uses",
+            opts.context
+        ));
+    }
+    if let Some(granted) = answer.spec.expiration_seconds.filter(|g| *g < seconds) {
+        warnings.push(format!(
+            "the cluster granted {granted}s of the {seconds}s requested (its \
+             --service-account-max-token-expiration)"
+        ));
+    }
     Ok(MemberKubeconfig {
         yaml,
         expires_at: status.expiration_timestamp.0,
         granted_seconds: answer.spec.expiration_seconds,
         server,
+        warnings,
     })
+}
+
+/// Whether `server` (a URL) names `localhost` or a loopback IP.
+fn is_loopback(server: &str) -> bool {
+    let rest = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What the output copies from the admin's kubeconfig.
@@ -544,6 +576,15 @@ mod tests {
         let source = read_source(&options(&path, Some("https://east.example:6443"))).unwrap();
         assert_eq!(source.server, "https://east.example:6443");
         assert_eq!(source.cluster.tls_server_name, None);
+    }
+
+    #[test]
+    fn loopback_servers_are_noticed() {
+        assert!(is_loopback("https://127.0.0.1:6443"));
+        assert!(is_loopback("https://[::1]:6443"));
+        assert!(is_loopback("https://localhost:6443"));
+        assert!(!is_loopback("https://10.0.0.1:6443"));
+        assert!(!is_loopback("https://api.east.example"));
     }
 
     #[test]
