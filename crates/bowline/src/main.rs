@@ -4,11 +4,12 @@
 
 mod validate;
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use bowline_app::config::Config;
 use bowline_kube::install::InstallOptions;
+use bowline_kube::member::{self, MemberKubeconfigOptions};
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
@@ -59,6 +60,11 @@ enum Command {
         #[arg(long, default_value = "clusterset")]
         cluster_set: String,
     },
+    /// Prepare clusters to be members of a Bowline running elsewhere.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
     /// Run the embedded demo ClusterSet (three members, two networks, IPv4, IPv6 and dual
     /// stack, a headless service, a VM group) from a copy you can edit while it runs.
     Demo {
@@ -77,13 +83,54 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Give a cluster a ServiceAccount with only the permissions Bowline needs and print a
+    /// kubeconfig for it (stdout), for a Bowline in another cluster to read and write this one
+    /// as a `kubeconfig:` member.
+    ///
+    /// With the given context (your admin credentials), server-side applies (field manager
+    /// `bowline`) the Namespace, the ServiceAccount, a ClusterRole with the cluster-scoped
+    /// permissions of `bowline install` and its ClusterRoleBinding, then requests a token for
+    /// the ServiceAccount (TokenRequest API). The Lease Role of `bowline install` is not
+    /// created: leader election takes its Lease in the cluster Bowline runs in (its inCluster
+    /// member), never in a remote member. Running it again changes no object and prints a new
+    /// token; the token's expiry is printed on stderr.
+    ///
+    /// Example: bowline member kubeconfig --context east > east.kubeconfig
+    Kubeconfig {
+        /// The context (of the kubeconfig) naming the cluster to prepare; also the name of the
+        /// printed kubeconfig's context.
+        #[arg(long)]
+        context: String,
+        /// Your kubeconfig (default: the first file of $KUBECONFIG defining the context, else
+        /// ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Namespace of the ServiceAccount (created).
+        #[arg(long, short, default_value = "bowline-system")]
+        namespace: String,
+        /// Name of the ServiceAccount, the ClusterRole and the ClusterRoleBinding.
+        #[arg(long, default_value = "bowline-member")]
+        name: String,
+        /// Requested token validity, at least 10m (e.g. 8760h, 30d); the cluster may grant
+        /// less.
+        #[arg(long, default_value = "8760h", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The API server URL the other Bowline reaches this cluster at (default: the
+        /// context's cluster's server).
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `validate` prints its findings itself; its logs would only repeat them.
     // hickory's DNS server logs two lines per query at `info`: a query log, not ours.
     let default_filter = if matches!(
         cli.command,
-        Command::Validate { .. } | Command::Install { .. }
+        Command::Validate { .. } | Command::Install { .. } | Command::Member { .. }
     ) {
         "warn"
     } else {
@@ -130,6 +177,36 @@ fn main() -> ExitCode {
                 xds,
                 dns,
             } => demo(dir, admin, xds, dns).await,
+            Command::Member {
+                command:
+                    MemberCommand::Kubeconfig {
+                        context,
+                        kubeconfig,
+                        namespace,
+                        name,
+                        duration,
+                        server,
+                    },
+            } => {
+                let kubeconfig = match kubeconfig {
+                    Some(path) => path,
+                    None => member::default_kubeconfig(
+                        std::env::var_os("KUBECONFIG").as_deref(),
+                        std::env::home_dir().as_deref(),
+                        &context,
+                    )
+                    .context("no kubeconfig: pass --kubeconfig, or set KUBECONFIG or HOME")?,
+                };
+                member_kubeconfig(MemberKubeconfigOptions {
+                    kubeconfig,
+                    context,
+                    namespace,
+                    name,
+                    duration,
+                    server,
+                })
+                .await
+            }
         }
     });
     match result {
@@ -161,6 +238,24 @@ fn install(opts: InstallOptions) -> anyhow::Result<ExitCode> {
         .lock()
         .write_all(yaml.as_bytes())
         .context("cannot write the manifests to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn member_kubeconfig(opts: MemberKubeconfigOptions) -> anyhow::Result<ExitCode> {
+    let printed = member::member_kubeconfig(&opts).await?;
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(printed.yaml.as_bytes())
+        .context("cannot write the kubeconfig to stdout")?;
+    for warning in &printed.warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!(
+        "token expires at {}, rerun this command to rotate; Bowline picks up the new file \
+         without a restart",
+        printed.expires_at
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,6 +18,7 @@ use crate::server::{RequestRecord, Shared};
 use crate::status::{ApiError, reason_for};
 use crate::store::ObjectKey;
 use crate::time::now_rfc3339;
+use crate::token;
 use crate::watch::{WatchRequest, render, watch_body};
 
 /// The resource a path names.
@@ -294,7 +295,7 @@ fn admit(
     };
     let mut controls = shared.controls.lock();
     controls.requests.push(record);
-    if controls.token.is_some() && controls.token != token {
+    if !controls.admits(token.as_deref()) {
         let error = ApiError::new(401, "Unauthorized", "Unauthorized");
         return Err(Refusal::Status(error));
     }
@@ -470,6 +471,16 @@ fn watch(shared: &Shared, call: Call, bookmark_interval: Duration) -> Response {
 }
 
 fn create(shared: &Shared, call: &Call) -> Answer {
+    if call.target.subresource.as_deref() == Some("token") && token::serves(&call.def) {
+        let namespace = call.target.namespace.as_deref().unwrap_or_default();
+        return token::issue(
+            shared,
+            &call.def,
+            namespace,
+            call.name(),
+            &call.json_body()?,
+        );
+    }
     if call.target.subresource.is_some() || call.target.name.is_some() {
         return Err(ApiError::new(
             405,

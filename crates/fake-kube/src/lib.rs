@@ -21,12 +21,14 @@
 //! a resourceVersion, BOOKMARKs, `timeoutSeconds`, `ERROR` 410 Expired after [`compact`],
 //! selector transitions as ADDED/DELETED), `PartialObjectMetadata` responses, create/update/
 //! delete with resourceVersion preconditions and `Status` errors, server-side apply with
-//! per-manager field ownership and conflicts, status subresources, finalizers, bearer tokens.
+//! per-manager field ownership and conflicts, status subresources, finalizers, bearer tokens,
+//! ServiceAccount tokens issued by TokenRequest (`serviceaccounts/token`).
 //!
 //! Simplified: a continued list reads the current state rather than a snapshot; field
 //! selectors only know `metadata.name` and `metadata.namespace`; strategic merge patches of
 //! built-in kinds are merged as JSON merge patches (lists replaced); server-side apply treats
-//! lists atomically; namespaces need not exist; no discovery beyond `/version`.
+//! lists atomically; namespaces need not exist; no discovery beyond `/version`; issued tokens
+//! never expire; no authorization (any accepted token may do anything).
 //!
 //! [`compact`]: FakeApiServer::compact
 //!
@@ -58,6 +60,7 @@ mod server;
 mod status;
 mod store;
 mod time;
+mod token;
 mod watch;
 
 use std::net::SocketAddr;
@@ -305,9 +308,17 @@ impl FakeApiServer {
     }
 
     /// Requires `Authorization: Bearer <token>` on every request (`None`: no authentication).
-    /// Requests without it get 401 Unauthorized.
+    /// Requests without it get 401 Unauthorized. Tokens issued through the
+    /// `serviceaccounts/token` subresource (TokenRequest) are accepted too.
     pub fn set_token(&self, token: Option<String>) {
         self.inner.shared.controls.lock().token = token;
+    }
+
+    /// Caps the validity of issued ServiceAccount tokens, as the API server's
+    /// `--service-account-max-token-expiration` does (`None`: what is requested is granted).
+    pub fn set_max_token_expiration(&self, max: Option<Duration>) {
+        self.inner.shared.controls.lock().max_token_seconds =
+            max.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK (default 1 s).

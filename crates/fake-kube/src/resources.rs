@@ -84,12 +84,16 @@ impl ResourceDef {
     }
 }
 
-/// The built-in kinds: core/v1 kinds Bowline reads, EndpointSlice and Lease.
+/// The built-in kinds: core/v1 kinds Bowline reads, EndpointSlice, Lease and the RBAC kinds
+/// `bowline member kubeconfig` applies.
 ///
 /// Pods, Services, Nodes and Namespaces have a status subresource, as in the real API.
 pub(crate) fn built_ins() -> Vec<ResourceDef> {
     let core = |plural: &str, kind: &str, namespaced: bool| {
         ResourceDef::built_in("", "v1", plural, kind, namespaced)
+    };
+    let rbac = |plural: &str, kind: &str, namespaced: bool| {
+        ResourceDef::built_in("rbac.authorization.k8s.io", "v1", plural, kind, namespaced)
     };
     vec![
         core("namespaces", "Namespace", false).with_status(),
@@ -109,5 +113,9 @@ pub(crate) fn built_ins() -> Vec<ResourceDef> {
             true,
         ),
         ResourceDef::built_in("coordination.k8s.io", "v1", "leases", "Lease", true),
+        rbac("clusterroles", "ClusterRole", false),
+        rbac("clusterrolebindings", "ClusterRoleBinding", false),
+        rbac("roles", "Role", true),
+        rbac("rolebindings", "RoleBinding", true),
     ]
 }

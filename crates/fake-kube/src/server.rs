@@ -1,6 +1,7 @@
 //! Transport: the listener, per-connection tasks, and reachability (dropping the listener and
 //! every open connection, then binding the same port again).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,8 +54,14 @@ pub(crate) struct Injected {
 
 /// What tests control about how requests are answered.
 pub(crate) struct Controls {
-    /// When set, requests must carry `Authorization: Bearer <token>`.
+    /// When set, requests must carry `Authorization: Bearer <token>` (or an issued token).
     pub token: Option<String>,
+    /// Tokens answered to TokenRequests: accepted besides `token`.
+    pub issued_tokens: HashSet<String>,
+    /// How many tokens were issued (numbers the next one).
+    pub tokens_issued: u64,
+    /// The longest validity a TokenRequest is granted, in seconds.
+    pub max_token_seconds: Option<i64>,
     pub bookmark_interval: Duration,
     pub injected: Vec<Injected>,
     pub requests: Vec<RequestRecord>,
@@ -78,6 +85,9 @@ impl Shared {
             store: Mutex::new(Store::new()),
             controls: Mutex::new(Controls {
                 token: None,
+                issued_tokens: HashSet::new(),
+                tokens_issued: 0,
+                max_token_seconds: None,
                 bookmark_interval: Duration::from_secs(1),
                 injected: Vec::new(),
                 requests: Vec::new(),
@@ -88,6 +98,19 @@ impl Shared {
 
     pub fn is_reachable(&self) -> bool {
         self.reachable.load(Ordering::SeqCst)
+    }
+}
+
+impl Controls {
+    /// Whether a request carrying `token` is let in.
+    pub fn admits(&self, token: Option<&str>) -> bool {
+        match &self.token {
+            None => true,
+            Some(required) => {
+                token == Some(required.as_str())
+                    || token.is_some_and(|t| self.issued_tokens.contains(t))
+            }
+        }
     }
 }
 

@@ -4,10 +4,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The current UTC time, second precision.
 pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
+    rfc3339_in(0)
+}
+
+/// The UTC time `secs` seconds from now, second precision.
+pub(crate) fn rfc3339_in(secs: u64) -> String {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format_unix(secs)
+    format_unix(now.saturating_add(secs))
 }
 
 /// Formats seconds since the epoch (civil-from-days, proleptic Gregorian calendar).

@@ -78,34 +78,20 @@ pub fn manifests(opts: &InstallOptions) -> Vec<Value> {
     if opts.crds_only {
         return crds.collect();
     }
-    let mut docs = vec![doc(Namespace {
-        metadata: meta(None, &opts.namespace),
-        ..Namespace::default()
-    })];
+    let mut docs = vec![doc(namespace(&opts.namespace))];
     docs.extend(crds);
     docs.extend([
-        doc(ServiceAccount {
-            metadata: meta(Some(&opts.namespace), NAME),
-            ..ServiceAccount::default()
-        }),
-        doc(ClusterRole {
-            metadata: meta(None, NAME),
-            rules: Some(rbac::rules(Scope::Cluster)),
-            ..ClusterRole::default()
-        }),
-        doc(ClusterRoleBinding {
-            metadata: meta(None, NAME),
-            role_ref: role_ref("ClusterRole"),
-            subjects: Some(vec![service_account(opts)]),
-        }),
+        doc(service_account(&opts.namespace, NAME)),
+        doc(cluster_role(NAME)),
+        doc(cluster_role_binding(&opts.namespace, NAME)),
         doc(Role {
             metadata: meta(Some(&opts.namespace), NAME),
             rules: Some(rbac::rules(Scope::OwnNamespace)),
         }),
         doc(RoleBinding {
             metadata: meta(Some(&opts.namespace), NAME),
-            role_ref: role_ref("Role"),
-            subjects: Some(vec![service_account(opts)]),
+            role_ref: role_ref("Role", NAME),
+            subjects: Some(vec![subject(&opts.namespace, NAME)]),
         }),
         doc(config_map(opts)),
         doc(deployment(opts)),
@@ -171,19 +157,54 @@ fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
     }
 }
 
-fn role_ref(kind: &str) -> RoleRef {
-    RoleRef {
-        api_group: "rbac.authorization.k8s.io".into(),
-        kind: kind.into(),
-        name: NAME.into(),
+/// The Namespace `name`.
+pub(crate) fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: meta(None, name),
+        ..Namespace::default()
     }
 }
 
-fn service_account(opts: &InstallOptions) -> Subject {
+/// The ServiceAccount `namespace/name`.
+pub(crate) fn service_account(namespace: &str, name: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(Some(namespace), name),
+        ..ServiceAccount::default()
+    }
+}
+
+/// The ClusterRole `name`: the cluster-scoped rows of [`rbac::PERMISSIONS`].
+pub(crate) fn cluster_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: meta(None, name),
+        rules: Some(rbac::rules(Scope::Cluster)),
+        ..ClusterRole::default()
+    }
+}
+
+/// The ClusterRoleBinding `name` granting the ClusterRole `name` to the ServiceAccount
+/// `namespace/name`.
+pub(crate) fn cluster_role_binding(namespace: &str, name: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(None, name),
+        role_ref: role_ref("ClusterRole", name),
+        subjects: Some(vec![subject(namespace, name)]),
+    }
+}
+
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+fn subject(namespace: &str, name: &str) -> Subject {
     Subject {
         kind: "ServiceAccount".into(),
-        name: NAME.into(),
-        namespace: Some(opts.namespace.clone()),
+        name: name.into(),
+        namespace: Some(namespace.into()),
         ..Subject::default()
     }
 }

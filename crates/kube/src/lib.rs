@@ -4,12 +4,14 @@
 //! [`lease`] elects the one replica that writes.
 //!
 //! [`rbac::PERMISSIONS`] lists every API permission Bowline uses; [`install`] renders the
-//! manifests of an in-cluster installation (CRDs, RBAC from that table, Deployment...).
+//! manifests of an in-cluster installation (CRDs, RBAC from that table, Deployment...);
+//! [`member`] prepares a cluster to be another Bowline's member and prints its kubeconfig.
 
 pub mod credentials;
 pub mod install;
 pub mod kinds;
 pub mod lease;
+pub mod member;
 pub mod rbac;
 pub mod source;
 pub mod writer;
