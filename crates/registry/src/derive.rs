@@ -102,6 +102,9 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
             }
         }
     }
+    if let Some(service) = service.as_deref().filter(|_| !cx.withdrawn) {
+        endpoints.extend(workload_entry_endpoints(cx, key, service, namespace_labels));
+    }
     for ep in &mut endpoints {
         if ep.addresses.len() > 1 {
             ep.addresses
@@ -126,6 +129,93 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         pods,
         nodes,
     })
+}
+
+/// Endpoints of the member's WorkloadEntries (VMs) that the Service selects: entries in the
+/// Service's namespace whose labels include its selector, as Istio selects them
+/// (`PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES`). A numeric `targetPort` is used as is, a named
+/// one is looked up in the entry's `ports` (the port is left out when the entry lacks it, the
+/// entry when it serves none). Only IP addresses are endpoints (a host name or a Unix socket is
+/// not). The network is the entry's `network`, else its `topology.istio.io/network` label, its
+/// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
+/// label.
+fn workload_entry_endpoints(
+    cx: &MemberContext<'_>,
+    key: &ServiceKey,
+    service: &bowline_model::objects::Service,
+    namespace_labels: Option<&Labels>,
+) -> Vec<Endpoint> {
+    let Some(selector) = service.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return Vec::new();
+    };
+    if service.service_type == bowline_model::ServiceType::ExternalName {
+        return Vec::new();
+    }
+    let entries = cx
+        .store
+        .workload_entries
+        .range((key.namespace.clone(), Strng::from(""))..);
+    let mut out = Vec::new();
+    for ((namespace, name), entry) in entries {
+        if *namespace != key.namespace {
+            break;
+        }
+        let spec = &entry.spec;
+        let selected = selector.iter().all(|(k, v)| spec.labels.get(k) == Some(v));
+        let Ok(address) = spec.address.parse::<IpAddr>() else {
+            continue;
+        };
+        if !selected {
+            continue;
+        }
+        let ports: Vec<EndpointPort> = service
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let port = match &p.target_port {
+                    None => p.port,
+                    Some(bowline_model::TargetPort::Number(n)) => *n,
+                    Some(bowline_model::TargetPort::Name(n)) => {
+                        u16::try_from(*spec.ports.get(n)?).ok()?
+                    }
+                };
+                Some(EndpointPort {
+                    name: p.name.clone(),
+                    port,
+                    protocol: p.protocol,
+                    app_protocol: p.app_protocol.clone(),
+                })
+            })
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let network = match spec.network.as_str() {
+            "" => network(Some(&spec.labels), namespace_labels, cx.default_network),
+            n => Network::new(n),
+        };
+        let locality = match spec.locality.as_str() {
+            "" => locality(Some(&spec.labels), None, None),
+            l => Locality::parse_slashed(l),
+        };
+        out.push(Endpoint {
+            cluster: cx.id.clone(),
+            network,
+            locality,
+            addresses: vec![address],
+            ports: ports.into(),
+            hostname: None,
+            node_name: None,
+            workload: Some(WorkloadRef {
+                kind: "WorkloadEntry".into(),
+                name: name.as_ref().into(),
+            }),
+            ready: true,
+            serving: true,
+            terminating: false,
+        });
+    }
+    out
 }
 
 /// Endpoints an MCS provider imported into this member, one per slice endpoint, carrying the

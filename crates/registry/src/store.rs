@@ -204,6 +204,8 @@ impl Store {
                     Some(Object::WorkloadEntry(o)) => self.workload_entries.insert(ns_name(key), o),
                     _ => self.workload_entries.remove(&ns_name(key)),
                 };
+                // Services of the namespace may select it (or have selected it).
+                touched.namespaces.insert(key.namespace.clone());
             }
             ObjectKind::WorkloadGroup => {
                 match object {

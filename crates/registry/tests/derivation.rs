@@ -441,3 +441,94 @@ fn missing_kinds_are_reported_and_replaced_as_a_set() {
     });
     assert!(reg.members()[0].missing.is_empty());
 }
+
+#[test]
+fn a_service_selects_workload_entries_in_its_namespace_as_endpoints() {
+    let mut reg = registry(&[("east", "net-east")]);
+    reg.apply(reset(
+        "east",
+        vec![
+            service("demo", "legacy")
+                .cluster_ips(&["10.0.0.30"])
+                .selector(&[("app", "legacy")])
+                .port_named("http", 80, "web")
+                .port("metrics", 9090)
+                .build(),
+            // Named port resolved through the entry's ports; network and locality its own.
+            workload_entry("demo", "vm-1", "192.0.2.50")
+                .label("app", "legacy")
+                .port("web", 8080)
+                .network("net-vm")
+                .locality("us-east/us-east-1a")
+                .build(),
+            // IPv6, no `web` port: only the numeric target port is served.
+            workload_entry("demo", "vm-2", "2001:db8::7")
+                .label("app", "legacy")
+                .build(),
+            // Not selected: other labels, another namespace, a host name.
+            workload_entry("demo", "other", "192.0.2.60")
+                .label("app", "other")
+                .build(),
+            workload_entry("prod", "vm-3", "192.0.2.70")
+                .label("app", "legacy")
+                .build(),
+            workload_entry("demo", "named", "vm.example.com")
+                .label("app", "legacy")
+                .build(),
+        ],
+    ));
+    let legacy = view(&reg, "demo", "legacy");
+    let eps: Vec<_> = legacy.endpoints().collect();
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    let vm1 = eps
+        .iter()
+        .find(|e| e.addresses == addrs(&["192.0.2.50"]))
+        .unwrap();
+    assert_eq!(
+        vm1.ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port))
+            .collect::<Vec<_>>(),
+        [("http", 8080), ("metrics", 9090)]
+    );
+    assert_eq!(vm1.network.as_str(), "net-vm");
+    assert_eq!(vm1.locality.to_string(), "us-east/us-east-1a/");
+    let workload = vm1.workload.as_ref().unwrap();
+    assert_eq!(
+        (&*workload.kind, &*workload.name),
+        ("WorkloadEntry", "vm-1")
+    );
+    let vm2 = eps
+        .iter()
+        .find(|e| e.addresses == addrs(&["2001:db8::7"]))
+        .unwrap();
+    assert_eq!(
+        vm2.ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port))
+            .collect::<Vec<_>>(),
+        [("metrics", 9090)],
+        "a named target port the entry lacks is left out"
+    );
+    assert_eq!(
+        vm2.network.as_str(),
+        "net-east",
+        "the member's network by default"
+    );
+
+    // An entry added, relabelled or deleted later changes the view.
+    reg.apply(applied(
+        "east",
+        vec![
+            workload_entry("demo", "other", "192.0.2.60")
+                .label("app", "legacy")
+                .build(),
+        ],
+    ));
+    assert_eq!(view(&reg, "demo", "legacy").endpoints().count(), 3);
+    reg.apply(deleted(
+        "east",
+        vec![key(ObjectKind::WorkloadEntry, "demo", "vm-1")],
+    ));
+    assert_eq!(view(&reg, "demo", "legacy").endpoints().count(), 2);
+}

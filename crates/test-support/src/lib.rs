@@ -16,7 +16,7 @@ use bowline_model::{
     cluster::{CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY},
     objects::{
         AddressType, ClusterProperty, EndpointSlice, Meta, Namespace, Node, Pod, Service,
-        ServiceExport, SliceEndpoint, TargetRef,
+        ServiceExport, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec,
     },
 };
 
@@ -216,6 +216,25 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a TCP port sent to a named target port (a container or WorkloadEntry port).
+    pub fn port_named(mut self, name: &str, port: u16, target: &str) -> Self {
+        self = self.port(name, port);
+        self.0.ports.last_mut().expect("just added").target_port =
+            Some(TargetPort::Name(target.into()));
+        self
+    }
+
+    /// Sets the selector.
+    pub fn selector(mut self, labels: &[(&str, &str)]) -> Self {
+        self.0.selector = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self
+    }
+
     /// Adds a port with a protocol.
     pub fn port_proto(mut self, name: &str, port: u16, protocol: Protocol) -> Self {
         self = self.port(name, port);
@@ -271,6 +290,51 @@ impl ServiceBuilder {
     /// The object.
     pub fn build(self) -> Object {
         Object::Service(self.0)
+    }
+}
+
+/// Builds a WorkloadEntry (a VM).
+pub struct WorkloadEntryBuilder(WorkloadEntry);
+
+/// A WorkloadEntry at `address`, without labels (add them with `label`).
+pub fn workload_entry(namespace: &str, name: &str, address: &str) -> WorkloadEntryBuilder {
+    WorkloadEntryBuilder(WorkloadEntry {
+        meta: meta(namespace, name),
+        spec: WorkloadSpec {
+            address: address.into(),
+            ..WorkloadSpec::default()
+        },
+    })
+}
+
+impl WorkloadEntryBuilder {
+    /// Adds a label of the workload (`spec.labels`).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.spec.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a named port.
+    pub fn port(mut self, name: &str, port: u32) -> Self {
+        self.0.spec.ports.insert(name.into(), port);
+        self
+    }
+
+    /// Sets the network.
+    pub fn network(mut self, network: &str) -> Self {
+        self.0.spec.network = network.into();
+        self
+    }
+
+    /// Sets the locality (`region/zone/subzone`).
+    pub fn locality(mut self, locality: &str) -> Self {
+        self.0.spec.locality = locality.into();
+        self
+    }
+
+    /// The object.
+    pub fn build(self) -> Object {
+        Object::WorkloadEntry(self.0)
     }
 }
 
