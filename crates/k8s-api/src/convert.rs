@@ -445,9 +445,21 @@ fn workload_spec(
 }
 
 pub(crate) fn workload_entry(entry: crds::WorkloadEntry) -> Result<Object> {
+    let healthy = entry
+        .status
+        .and_then(|s| s.conditions)
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_.as_deref() == Some("Healthy"))
+        .and_then(|c| match c.status.as_deref() {
+            Some("True") => Some(true),
+            Some("False") => Some(false),
+            _ => None,
+        });
     Ok(Object::WorkloadEntry(objects::WorkloadEntry {
         meta: meta(entry.metadata, Scope::Namespaced)?,
         spec: workload_spec("spec", entry.spec.0, true)?,
+        healthy,
     }))
 }
 

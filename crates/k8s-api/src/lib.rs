@@ -116,7 +116,8 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
 /// A missing (or null) `metadata` or `spec` reads as empty, as it did on the wire types before,
 /// except a ServiceImport's spec, which is required. Status is written by controllers (other
 /// implementations, older mcs-api versions) and Bowline reads only `status.clusters` of a
-/// ServiceImport, so the rest of it is dropped unread: a condition in an older shape must not
+/// ServiceImport and the `Healthy` condition of a WorkloadEntry, so the rest of it is dropped
+/// unread: a condition in an older shape must not
 /// make the object unreadable.
 fn prepare(kind: ObjectKind, mut value: serde_json::Value) -> Result<serde_json::Value, String> {
     let crd = matches!(
@@ -141,16 +142,30 @@ fn prepare(kind: ObjectKind, mut value: serde_json::Value) -> Result<serde_json:
     if absent(object.get("metadata")) {
         object.insert("metadata".into(), serde_json::json!({}));
     }
-    let clusters = match kind {
+    let kept = match kind {
         ObjectKind::ServiceImport => object
             .get_mut("status")
             .and_then(|s| s.get_mut("clusters"))
-            .map(serde_json::Value::take),
+            .map(|clusters| serde_json::json!({ "clusters": clusters.take() })),
+        // Only the `Healthy` condition's status, which decides whether the entry serves.
+        ObjectKind::WorkloadEntry => object
+            .get("status")
+            .and_then(|s| s.get("conditions"))
+            .and_then(serde_json::Value::as_array)
+            .and_then(|conditions| {
+                conditions
+                    .iter()
+                    .find(|c| c.get("type").and_then(serde_json::Value::as_str) == Some("Healthy"))
+            })
+            .and_then(|c| c.get("status").and_then(serde_json::Value::as_str))
+            .map(|status| {
+                serde_json::json!({ "conditions": [{ "type": "Healthy", "status": status }] })
+            }),
         _ => None,
     };
     object.remove("status");
-    if let Some(clusters) = clusters {
-        object.insert("status".into(), serde_json::json!({ "clusters": clusters }));
+    if let Some(status) = kept {
+        object.insert("status".into(), status);
     }
     Ok(value)
 }

@@ -241,3 +241,36 @@ fn crd_objects_stay_leniently_read() {
     }));
     assert!(message.contains("spec.exportTo"), "{message}");
 }
+
+#[test]
+fn a_workload_entry_keeps_its_healthy_condition() {
+    let entry = |conditions: serde_json::Value| {
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+            "metadata": {"name": "vm", "namespace": "demo",
+                         "annotations": {"proxy.istio.io/health-checks-enabled": "true"}},
+            "spec": {"address": "192.0.2.5", "labels": {"app": "x"}},
+            "status": {"conditions": conditions, "observedGeneration": "3"},
+        })
+    };
+    let healthy = |v| match decode_ok(v) {
+        Object::WorkloadEntry(e) => (e.healthy, e.serves()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        healthy(entry(json!([{"type": "Healthy", "status": "True",
+                               "lastProbeTime": "2026-11-30T10:00:00Z"}]))),
+        (Some(true), true)
+    );
+    assert_eq!(
+        healthy(entry(
+            json!([{"type": "Healthy", "status": "False", "message": "probe failed"}])
+        )),
+        (Some(false), false)
+    );
+    assert_eq!(
+        healthy(entry(json!([{"type": "Other", "status": "True"}]))),
+        (None, false),
+        "health checked and never reported healthy: not serving"
+    );
+}

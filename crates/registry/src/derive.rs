@@ -138,7 +138,8 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
 /// entry when it serves none). Only IP addresses are endpoints (a host name or a Unix socket is
 /// not). The network is the entry's `network`, else its `topology.istio.io/network` label, its
 /// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
-/// label.
+/// label. An entry whose health is checked (`proxy.istio.io/health-checks-enabled: "true"`) is
+/// an endpoint only while its `Healthy` condition is `True`.
 fn workload_entry_endpoints(
     cx: &MemberContext<'_>,
     key: &ServiceKey,
@@ -165,7 +166,7 @@ fn workload_entry_endpoints(
         let Ok(address) = spec.address.parse::<IpAddr>() else {
             continue;
         };
-        if !selected {
+        if !selected || !entry.serves() {
             continue;
         }
         let ports: Vec<EndpointPort> = service

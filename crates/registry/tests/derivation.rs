@@ -532,3 +532,31 @@ fn a_service_selects_workload_entries_in_its_namespace_as_endpoints() {
     ));
     assert_eq!(view(&reg, "demo", "legacy").endpoints().count(), 2);
 }
+
+#[test]
+fn a_health_checked_workload_entry_is_an_endpoint_only_while_healthy() {
+    let entry = |healthy| {
+        workload_entry("demo", "vm-1", "192.0.2.50")
+            .label("app", "legacy")
+            .health_checked(healthy)
+            .build()
+    };
+    let svc = || {
+        service("demo", "legacy")
+            .cluster_ips(&["10.0.0.30"])
+            .selector(&[("app", "legacy")])
+            .port("http", 80)
+            .build()
+    };
+    let mut reg = registry(&[("east", "")]);
+    reg.apply(reset("east", vec![svc(), entry(None)]));
+    assert_eq!(
+        view(&reg, "demo", "legacy").endpoints().count(),
+        0,
+        "new: not yet healthy"
+    );
+    reg.apply(applied("east", vec![entry(Some(true))]));
+    assert_eq!(view(&reg, "demo", "legacy").endpoints().count(), 1);
+    reg.apply(applied("east", vec![entry(Some(false))]));
+    assert_eq!(view(&reg, "demo", "legacy").endpoints().count(), 0);
+}

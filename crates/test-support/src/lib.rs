@@ -15,8 +15,8 @@ use bowline_model::{
     Protocol, Rejection, ServicePort, ServiceType, SourceEvent, TargetPort,
     cluster::{CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY},
     objects::{
-        AddressType, ClusterProperty, EndpointSlice, Meta, Namespace, Node, Pod, Service,
-        ServiceExport, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec,
+        AddressType, ClusterProperty, EndpointSlice, HEALTH_CHECKS_ENABLED, Meta, Namespace, Node,
+        Pod, Service, ServiceExport, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec,
     },
 };
 
@@ -304,6 +304,7 @@ pub fn workload_entry(namespace: &str, name: &str, address: &str) -> WorkloadEnt
             address: address.into(),
             ..WorkloadSpec::default()
         },
+        healthy: None,
     })
 }
 
@@ -323,6 +324,17 @@ impl WorkloadEntryBuilder {
     /// Sets the network.
     pub fn network(mut self, network: &str) -> Self {
         self.0.spec.network = network.into();
+        self
+    }
+
+    /// Turns health checking on (`proxy.istio.io/health-checks-enabled: "true"`) with the
+    /// given `Healthy` condition, if any.
+    pub fn health_checked(mut self, healthy: Option<bool>) -> Self {
+        self.0
+            .meta
+            .annotations
+            .insert(HEALTH_CHECKS_ENABLED.into(), "true".into());
+        self.0.healthy = healthy;
         self
     }
 

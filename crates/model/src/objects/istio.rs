@@ -36,6 +36,27 @@ pub struct WorkloadEntry {
     pub meta: Meta,
     /// Spec.
     pub spec: WorkloadSpec,
+    /// The `Healthy` condition of its status: `Some(true)` when `True`, `Some(false)` when
+    /// `False`, `None` when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+}
+
+/// Annotation of a WorkloadEntry whose health is checked: it is an endpoint only while its
+/// `Healthy` condition is `True`.
+pub const HEALTH_CHECKS_ENABLED: &str = "proxy.istio.io/health-checks-enabled";
+
+impl WorkloadEntry {
+    /// Whether it may be an endpoint now: always, unless its health is checked
+    /// ([`HEALTH_CHECKS_ENABLED`]) and it has not been reported healthy.
+    pub fn serves(&self) -> bool {
+        let checked = self
+            .meta
+            .annotations
+            .get(HEALTH_CHECKS_ENABLED)
+            .is_some_and(|v| v == "true");
+        !checked || self.healthy == Some(true)
+    }
 }
 
 /// A readiness probe of a WorkloadGroup, as the VM's agent runs it.
