@@ -150,4 +150,12 @@ pub struct Endpoint {
     pub serving: bool,
     /// Terminating.
     pub terminating: bool,
+    /// Load-balancing weight relative to the other endpoints: 1 for a pod, a WorkloadEntry's
+    /// `weight` (0 read as 1).
+    #[serde(skip_serializing_if = "is_one")]
+    pub weight: u32,
+}
+
+fn is_one(weight: &u32) -> bool {
+    *weight == 1
 }

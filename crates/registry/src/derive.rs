@@ -214,6 +214,7 @@ fn workload_entry_endpoints(
             ready: true,
             serving: true,
             terminating: false,
+            weight: spec.weight.max(1),
         });
     }
     out
@@ -248,6 +249,7 @@ fn imported_endpoints(
             ready: ep.ready,
             serving: ep.serving,
             terminating: ep.terminating,
+            weight: 1,
         }));
     }
     out.sort_by(|a, b| (&a.cluster, &a.addresses).cmp(&(&b.cluster, &b.addresses)));
@@ -300,6 +302,7 @@ fn new_endpoint(
         ready: ep.ready,
         serving: ep.serving,
         terminating: ep.terminating,
+        weight: 1,
     }
 }
 

@@ -460,6 +460,7 @@ fn a_service_selects_workload_entries_in_its_namespace_as_endpoints() {
                 .port("web", 8080)
                 .network("net-vm")
                 .locality("us-east/us-east-1a")
+                .weight(5)
                 .build(),
             // IPv6, no `web` port: only the numeric target port is served.
             workload_entry("demo", "vm-2", "2001:db8::7")

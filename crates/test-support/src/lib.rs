@@ -338,6 +338,12 @@ impl WorkloadEntryBuilder {
         self
     }
 
+    /// Sets the load-balancing weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.0.spec.weight = weight;
+        self
+    }
+
     /// Sets the locality (`region/zone/subzone`).
     pub fn locality(mut self, locality: &str) -> Self {
         self.0.spec.locality = locality.into();

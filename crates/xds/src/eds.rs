@@ -4,7 +4,8 @@
 //! Endpoints in another network that has east-west gateways are replaced by those gateways
 //! (the endpoint's own member's gateways first), and every real endpoint contributes the same
 //! weight `S` (the least common multiple of all gateway counts), split evenly over the gateways
-//! that reach it. Load is therefore even over all endpoints of all members.
+//! that reach it. Load is therefore even over all endpoints of all members (in proportion to
+//! an endpoint's own weight, which is 1 but for a WorkloadEntry's `weight`).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -226,7 +227,7 @@ pub fn assign(
                         address,
                         additional,
                         port: target.port,
-                        weight: scale,
+                        weight: scale.saturating_mul(ep.weight.max(1)),
                         cluster: ep.cluster.clone(),
                         network: ep.network.clone(),
                         via: Via::Direct {
@@ -239,7 +240,7 @@ pub fn assign(
             if reach.is_empty() {
                 continue;
             }
-            let share = u64::from(scale) / reach.len() as u64;
+            let share = u64::from(scale) * u64::from(ep.weight.max(1)) / reach.len() as u64;
             for g in reach {
                 through.entry((g.address, g.port)).or_insert((0, g)).0 += share;
             }

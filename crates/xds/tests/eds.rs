@@ -22,6 +22,7 @@ fn ep(cluster: &str, network: &str, addrs: &[&str]) -> Endpoint {
         ready: true,
         serving: true,
         terminating: false,
+        weight: 1,
     }
 }
 
@@ -311,5 +312,35 @@ fn a_gateway_is_listed_once_whatever_the_localities_behind_it() {
         gateway_entries,
         vec![("//".to_string(), 2)],
         "one entry, carrying both endpoints"
+    );
+}
+
+#[test]
+fn a_weighted_endpoint_counts_as_that_many_directly_and_through_gateways() {
+    // A VM of weight 3 in the proxy's network, one of weight 2 behind two gateways of its
+    // network, and a pod.
+    let mut vm_here = ep("east", "net-east", &["10.0.0.1"]);
+    vm_here.weight = 3;
+    let mut vm_there = ep("west", "net-west", &["10.1.0.1"]);
+    vm_there.weight = 2;
+    let pod = ep("east", "net-east", &["10.0.0.2"]);
+    let gws = gateways(&[
+        gw("net-west", "west", "192.0.2.1"),
+        gw("net-west", "west", "192.0.2.2"),
+    ]);
+    let sent = summary(
+        &[vm_here, vm_there, pod],
+        &gws,
+        &proxy("net-east", ProxyFamilies::V4),
+    );
+    // Scale 2 (two gateways): the pod 2, the local VM 3×2, the remote VM 2×2 split in two.
+    assert_eq!(
+        sent,
+        [
+            s("10.0.0.1", 6, false),
+            s("10.0.0.2", 2, false),
+            s("192.0.2.1", 2, true),
+            s("192.0.2.2", 2, true),
+        ]
     );
 }
