@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod validate;
+mod vm;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -65,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Virtual machines.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
     /// Run the embedded demo ClusterSet (three members, two networks, IPv4, IPv6 and dual
     /// stack, a headless service, a VM group) from a copy you can edit while it runs.
     Demo {
@@ -81,6 +87,25 @@ enum Command {
         #[arg(long)]
         dns: Option<SocketAddr>,
     },
+}
+
+#[derive(Subcommand)]
+enum VmCommand {
+    /// WorkloadGroups: the template VMs join a namespace with.
+    Group {
+        #[command(subcommand)]
+        command: VmGroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VmGroupCommand {
+    /// Print a WorkloadGroup (networking.istio.io/v1) built from flags, to apply to the member
+    /// the VMs join (`| kubectl apply -f -`, or into a manifest directory).
+    ///
+    /// Example: bowline vm group create --name legacy -n demo -l app=legacy -p http=8080
+    /// --probe-http 8080/healthz
+    Create(vm::GroupFlags),
 }
 
 #[derive(Subcommand)]
@@ -130,7 +155,10 @@ fn main() -> ExitCode {
     // hickory's DNS server logs two lines per query at `info`: a query log, not ours.
     let default_filter = if matches!(
         cli.command,
-        Command::Validate { .. } | Command::Install { .. } | Command::Member { .. }
+        Command::Validate { .. }
+            | Command::Install { .. }
+            | Command::Member { .. }
+            | Command::Vm { .. }
     ) {
         "warn"
     } else {
@@ -177,6 +205,15 @@ fn main() -> ExitCode {
                 xds,
                 dns,
             } => demo(dir, admin, xds, dns).await,
+            Command::Vm {
+                command:
+                    VmCommand::Group {
+                        command: VmGroupCommand::Create(flags),
+                    },
+            } => vm::group_yaml(&flags).map(|yaml| {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }),
             Command::Member {
                 command:
                     MemberCommand::Kubeconfig {
