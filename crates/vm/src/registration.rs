@@ -78,6 +78,20 @@ pub fn entry_name(group: &str, address: IpAddr, network: Option<&str>) -> String
     }
 }
 
+/// The owner reference of an entry registered from `group`: deleting the group deletes it.
+pub fn owner(group: &WorkloadGroup) -> Value {
+    let mut owner = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadGroup",
+        "name": &*group.meta.name,
+        "controller": true,
+    });
+    if let Some(uid) = &group.meta.uid {
+        owner["uid"] = json!(uid);
+    }
+    owner
+}
+
 /// The WorkloadEntry (`networking.istio.io/v1`) of `proxy` in `group`, registered by
 /// `controller` at `connected_at`.
 pub fn entry(
@@ -144,15 +158,6 @@ pub fn entry(
     if template.weight > 0 {
         spec["weight"] = json!(template.weight);
     }
-    let mut owner = json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "WorkloadGroup",
-        "name": &*group.meta.name,
-        "controller": true,
-    });
-    if let Some(uid) = &group.meta.uid {
-        owner["uid"] = json!(uid);
-    }
     Ok(json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadEntry",
@@ -161,7 +166,7 @@ pub fn entry(
             "namespace": &*group.meta.namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [owner],
+            "ownerReferences": [owner(group)],
         },
         "spec": spec,
     }))
