@@ -7,6 +7,7 @@ mod dns;
 mod leader;
 mod mcs;
 mod run;
+mod vm;
 mod xds;
 
 pub use crate::run::{Listeners, Running, start};

@@ -171,10 +171,34 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         xds_snapshots,
         shutdown.clone(),
     );
+    let vm_metrics = Arc::new(crate::vm::VmMetrics::default());
+    metrics.register(
+        "bowline_vm_registering_proxies",
+        "Proxies connected to this instance that register a VM (AUTO_REGISTER_GROUP).",
+        vm_metrics.connected.clone(),
+    );
+    metrics.register(
+        "bowline_vm_entry_writes",
+        "Auto-registered WorkloadEntries written or deleted, by reason.",
+        vm_metrics.writes.clone(),
+    );
+    metrics.register(
+        "bowline_vm_entry_write_errors",
+        "Failed writes of auto-registered WorkloadEntries.",
+        vm_metrics.errors.clone(),
+    );
+    let registration = crate::vm::spawn_registration(
+        &mut tasks,
+        config,
+        registry.clone(),
+        vm_metrics,
+        shutdown.clone(),
+    );
     crate::xds::spawn_server(
         &mut tasks,
         xds,
-        bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone()),
+        bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone())
+            .with_workloads(registration),
         shutdown.clone(),
     );
     let mut views = crate::xds::debug_views(&connections);

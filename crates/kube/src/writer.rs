@@ -120,6 +120,7 @@ impl KubeWriter {
             WriteKind::ServiceExport | WriteKind::ServiceExportStatus => {
                 KindApi::of(ObjectKind::ServiceExport).resource(mcs)
             }
+            WriteKind::WorkloadEntry => KindApi::of(ObjectKind::WorkloadEntry).resource("v1"),
         }
     }
 
@@ -237,13 +238,14 @@ impl KubeWriter {
             .unwrap_or_else(|| desired.clone()))
     }
 
-    fn delete(&mut self, key: &WriteKey) -> Result<(), WriteError> {
+    /// Deletes an object; false when it was already gone.
+    fn delete(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
         let client = self.client()?;
         let api = self.api(&client, key.kind, &key.namespace);
         let params = DeleteParams::default();
         match self.retry(|| api.delete(&key.name, &params)) {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
             Err(e) => Err(WriteError {
                 action: "cannot delete",
                 path: format!("{}/{}/{}", api.resource_url(), key.namespace, key.name),
@@ -402,7 +404,7 @@ impl Writer for KubeWriter {
             // Users' ServiceExports are theirs: only their status was Bowline's.
             if key.kind != WriteKind::ServiceExportStatus {
                 match self.delete(&key) {
-                    Ok(()) => report.deleted += 1,
+                    Ok(_) => report.deleted += 1,
                     Err(e) => {
                         warn!("{e}");
                         first_error.get_or_insert(e);
@@ -416,6 +418,16 @@ impl Writer for KubeWriter {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    fn put(&mut self, key: &WriteKey, object: &std::sync::Arc<Value>) -> Result<bool, WriteError> {
+        // Not kept in `live`: that is the reconciled set, whose strays are deleted.
+        self.apply(key, object)?;
+        Ok(true)
+    }
+
+    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
+        self.delete(key)
     }
 }
 

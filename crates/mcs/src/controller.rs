@@ -33,6 +33,9 @@ pub enum WriteKind {
     ServiceExport,
     /// The status of a user's ServiceExport.
     ServiceExportStatus,
+    /// An auto-registered WorkloadEntry (with its status). Written one at a time with
+    /// [`Writer::put`](crate::writer::Writer::put), never part of a reconciled set.
+    WorkloadEntry,
 }
 
 /// Identity of a written object within a member.

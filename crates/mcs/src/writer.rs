@@ -41,10 +41,14 @@ pub trait Writer: Send {
     /// Writes objects that differ from `desired`, deletes those not in it. Level-triggered:
     /// an object changed or removed behind Bowline's back is restored.
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError>;
+    /// Makes the member hold one object outside the reconciled set (an auto-registered
+    /// WorkloadEntry, status included); true when it had to be written.
+    fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError>;
+    /// Deletes one object outside the reconciled set; true when it was there.
+    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError>;
 }
 
-/// Directory Bowline writes into inside a manifest member.
-pub const DIR: &str = ".bowline";
+pub use bowline_model::files::{DIR, WORKLOAD_ENTRIES};
 
 fn kind_dir(kind: WriteKind) -> &'static str {
     match kind {
@@ -52,6 +56,7 @@ fn kind_dir(kind: WriteKind) -> &'static str {
         WriteKind::EndpointSlice => "endpointslices",
         WriteKind::ServiceExport => "serviceexports",
         WriteKind::ServiceExportStatus => "serviceexport-status",
+        WriteKind::WorkloadEntry => WORKLOAD_ENTRIES,
     }
 }
 
@@ -69,7 +74,8 @@ struct Known {
     modified: Option<SystemTime>,
 }
 
-/// The embedded writer: `<member dir>/.bowline/<kind>/<namespace>/<name>.yaml`.
+/// The embedded writer: `<member dir>/.bowline/<kind>/<namespace>/<name>.yaml`. Only the MCS
+/// kinds are reconciled as a set; WorkloadEntries are put and removed one by one.
 #[derive(Debug)]
 pub struct FileWriter {
     root: PathBuf,
@@ -208,6 +214,21 @@ impl Writer for FileWriter {
             }
         }
         Ok(report)
+    }
+
+    fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
+        let path = self.path(key);
+        self.ensure(&path, object)
+    }
+
+    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
+        let path = self.path(key);
+        self.known.remove(&path);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(err("cannot delete", &path)(e)),
+        }
     }
 }
 

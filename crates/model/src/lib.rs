@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod endpoint;
 pub mod event;
 pub mod export;
+pub mod files;
 pub mod labels;
 pub mod names;
 pub mod objects;

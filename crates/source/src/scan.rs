@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bowline_model::{Change, MemberName, Object, ObjectKey, RejectReason, Rejection};
+use bowline_model::{Change, MemberName, Object, ObjectKey, RejectReason, Rejection, files};
 
 use crate::documents::{self, Document};
 
@@ -54,8 +54,8 @@ pub(crate) struct Scanner {
     current: BTreeMap<ObjectKey, (Object, Origin)>,
 }
 
-/// True for paths the user-manifest reader skips: hidden entries (including `.bowline/`,
-/// where Bowline writes) and anything not ending in `.yaml` or `.yml`.
+/// True for paths the manifest reader skips: hidden entries (including `.bowline/`, where
+/// Bowline writes, except its `workloadentries/`) and anything not ending in `.yaml` or `.yml`.
 pub(crate) fn is_manifest(relative: &Path) -> bool {
     let yaml = matches!(
         relative.extension().and_then(|e| e.to_str()),
@@ -64,11 +64,22 @@ pub(crate) fn is_manifest(relative: &Path) -> bool {
     !is_hidden(relative) && yaml
 }
 
-/// True when a path has a component starting with `.`.
+/// True when a path has a component starting with `.`, except the auto-registered
+/// WorkloadEntries Bowline writes (`.bowline/workloadentries/...`), which are the member's
+/// objects and read like the user's.
 pub(crate) fn is_hidden(relative: &Path) -> bool {
-    relative
+    let components: Vec<_> = relative
         .components()
-        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect();
+    let dotted = |c: &std::borrow::Cow<'_, str>| c.starts_with('.');
+    match components.as_slice() {
+        [first] if first == files::DIR => false,
+        [first, second, rest @ ..] if first == files::DIR && second == files::WORKLOAD_ENTRIES => {
+            rest.iter().any(dotted)
+        }
+        all => all.iter().any(dotted),
+    }
 }
 
 fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -260,4 +271,26 @@ fn diff(
         .filter(|(k, (object, _))| before.get(*k).is_none_or(|(old, _)| old != object))
         .map(|(_, (object, _))| Change::Apply(object.clone()));
     deleted.chain(applied).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bowline_writes_are_hidden_except_workload_entries() {
+        let read = |p: &str| is_manifest(Path::new(p));
+        assert!(read("demo/svc.yaml"));
+        assert!(!read(".git/config.yaml"));
+        assert!(!read("demo/.svc.yaml"));
+        assert!(!read(".bowline/serviceimports/demo/echo.yaml"));
+        assert!(!read(".bowline/endpointslices/demo/echo-east.yaml"));
+        assert!(read(".bowline/workloadentries/demo/legacy-192.0.2.50.yaml"));
+        assert!(
+            !read(".bowline/workloadentries/demo/.legacy-192.0.2.50.yaml.tmp"),
+            "a file being written"
+        );
+        assert!(!is_hidden(Path::new(".bowline")), "walked into");
+        assert!(is_hidden(Path::new(".bowline/serviceimports")));
+    }
 }

@@ -2,7 +2,8 @@
 //! and whether it is Envoy or a proxyless gRPC library.
 //!
 //! Metadata keys understood (Istio's): `CLUSTER_ID` (member id), `NETWORK`, `INSTANCE_IPS`
-//! (comma-separated), `NAMESPACE`, `LABELS` (a struct of strings). A node whose
+//! (comma-separated), `NAMESPACE`, `LABELS` (a struct of strings), `AUTO_REGISTER_GROUP` (a
+//! VM registering into that WorkloadGroup). A node whose
 //! `user_agent_name` starts with `envoy` is Envoy; any other (`gRPC Python`, `grpc-node-js`,
 //! `grpc-go`...) is a proxyless gRPC client. Bowline's own key `BOWLINE_LISTEN_ADDRESS` sets
 //! the address Envoy's outbound listeners bind (default `127.0.0.1`); `BOWLINE_GATEWAY=eastwest`
@@ -54,6 +55,10 @@ pub struct ProxyInfo {
     /// `BOWLINE_GATEWAY=eastwest` (with `BOWLINE_GATEWAY_PORT`): the port this Envoy serves
     /// as its network's east-west gateway.
     pub gateway_port: Option<u16>,
+    /// `AUTO_REGISTER_GROUP`: the WorkloadGroup a VM's proxy registers into.
+    pub auto_register_group: Option<String>,
+    /// `node.locality` as `region/zone/subzone`, when set.
+    pub locality: Option<String>,
 }
 
 fn string(s: &Struct, key: &str) -> Option<String> {
@@ -111,6 +116,18 @@ impl ProxyInfo {
                         .unwrap_or(bowline_model::labels::DEFAULT_GATEWAY_PORT)
                 },
             ),
+            auto_register_group: string(meta, "AUTO_REGISTER_GROUP"),
+            locality: node
+                .locality
+                .as_ref()
+                .map(|l| {
+                    [&l.region, &l.zone, &l.sub_zone]
+                        .map(String::as_str)
+                        .join("/")
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+                .filter(|l| !l.is_empty()),
         }
     }
 

@@ -46,6 +46,35 @@ fn digest(any: &Any) -> u64 {
     h.finish()
 }
 
+/// `type.googleapis.com/istio.v1.HealthInformation`: a VM proxy's health report, sent as a
+/// request (healthy without `error_detail`, unhealthy with it). Not a subscription.
+pub const HEALTH_INFORMATION: &str = "type.googleapis.com/istio.v1.HealthInformation";
+
+/// A proxy stream as it identifies itself, for [`Workloads::connected`].
+#[derive(Debug)]
+pub struct Connecting<'a> {
+    /// The stream.
+    pub stream: u64,
+    /// What the node says.
+    pub proxy: &'a ProxyInfo,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// The request's gRPC metadata (`authorization`...).
+    pub metadata: &'a tonic::metadata::MetadataMap,
+    /// The request's extensions (what the transport recorded about the connection).
+    pub extensions: &'a tonic::Extensions,
+}
+
+/// What the ADS server tells the VM registration about its streams.
+pub trait Workloads: Send + Sync + 'static {
+    /// A stream identified its node. An error ends the stream with that status.
+    fn connected(&self, connecting: Connecting<'_>) -> Result<(), Status>;
+    /// The proxy on `stream` reported its health.
+    fn health(&self, stream: u64, healthy: bool, message: Option<String>);
+    /// The stream ended (only for streams `connected` accepted).
+    fn disconnected(&self, stream: u64);
+}
+
 /// The ADS service.
 #[derive(Clone)]
 pub struct Ads {
@@ -53,6 +82,7 @@ pub struct Ads {
     connections: Connections,
     next_id: Arc<AtomicU64>,
     cache: Arc<Cache>,
+    workloads: Option<Arc<dyn Workloads>>,
 }
 
 impl Ads {
@@ -63,6 +93,57 @@ impl Ads {
             connections,
             next_id: Arc::new(AtomicU64::new(1)),
             cache: Arc::default(),
+            workloads: None,
+        }
+    }
+
+    /// Tells `workloads` about every stream (VM registration and health).
+    pub fn with_workloads(mut self, workloads: Arc<dyn Workloads>) -> Self {
+        self.workloads = Some(workloads);
+        self
+    }
+}
+
+/// What a stream needs to tell [`Workloads`] about itself.
+struct Caller {
+    peer: Option<SocketAddr>,
+    metadata: tonic::metadata::MetadataMap,
+    extensions: tonic::Extensions,
+    workloads: Option<Arc<dyn Workloads>>,
+    /// `connected` accepted the stream: `disconnected` is due when it ends.
+    accepted: bool,
+}
+
+impl Caller {
+    fn new<T>(request: Request<T>, workloads: Option<Arc<dyn Workloads>>) -> (Self, T) {
+        let peer = request.remote_addr();
+        let (metadata, extensions, inbound) = request.into_parts();
+        (
+            Self {
+                peer,
+                metadata,
+                extensions,
+                workloads,
+                accepted: false,
+            },
+            inbound,
+        )
+    }
+
+    /// Health reports are for the registration, never subscriptions: true when handled.
+    fn health(&self, stream: u64, type_url: &str, error: Option<String>) -> bool {
+        if type_url != HEALTH_INFORMATION {
+            return false;
+        }
+        if let Some(workloads) = &self.workloads {
+            workloads.health(stream, error.is_none(), error);
+        }
+        true
+    }
+
+    fn ended(&self, stream: u64) {
+        if let (true, Some(workloads)) = (self.accepted, &self.workloads) {
+            workloads.disconnected(stream);
         }
     }
 }
@@ -110,7 +191,7 @@ impl Stream_ {
         &mut self,
         node: Option<&Node>,
         protocol: &'static str,
-        peer: Option<SocketAddr>,
+        caller: &mut Caller,
     ) -> Result<(), Status> {
         if self.proxy.is_some() {
             return Ok(());
@@ -119,6 +200,17 @@ impl Stream_ {
             node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
         let proxy = ProxyInfo::from_node(node);
         tracing::Span::current().record("node", proxy.id.as_str());
+        let peer = caller.peer;
+        if let Some(workloads) = &caller.workloads {
+            workloads.connected(Connecting {
+                stream: self.id,
+                proxy: &proxy,
+                peer,
+                metadata: &caller.metadata,
+                extensions: &caller.extensions,
+            })?;
+            caller.accepted = true;
+        }
         info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, ?peer, protocol, "proxy connected");
         self.connections.connect(self.id, proxy.clone(), protocol);
         self.proxy = Some(proxy);
@@ -279,8 +371,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<SotwStream>, Status> {
-        let peer = request.remote_addr();
-        let mut inbound = request.into_inner();
+        let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut snapshots = self.snapshots.clone();
@@ -301,13 +392,16 @@ impl AggregatedDiscoveryService for Ads {
                                     break;
                                 }
                             };
-                            if let Err(status) = stream.identify(request.node.as_ref(), "sotw", peer) {
+                            if let Err(status) = stream.identify(request.node.as_ref(), "sotw", &mut caller) {
                                 let _ = tx.send(Err(status)).await;
                                 break;
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
+                            if caller.health(id, &type_url, error.clone()) {
+                                continue;
+                            }
                             if !stream.acknowledge(&type_url, &request.response_nonce, error) {
                                 continue;
                             }
@@ -340,6 +434,7 @@ impl AggregatedDiscoveryService for Ads {
                     }
                 }
                 connections.disconnect(id);
+                caller.ended(id);
                 info!("proxy disconnected");
             }
             .instrument(span),
@@ -351,8 +446,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        let peer = request.remote_addr();
-        let mut inbound = request.into_inner();
+        let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut snapshots = self.snapshots.clone();
@@ -369,13 +463,16 @@ impl AggregatedDiscoveryService for Ads {
                                 Ok(Some(r)) => r,
                                 _ => break,
                             };
-                            if let Err(status) = stream.identify(request.node.as_ref(), "delta", peer) {
+                            if let Err(status) = stream.identify(request.node.as_ref(), "delta", &mut caller) {
                                 let _ = tx.send(Err(status)).await;
                                 break;
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
+                            if caller.health(id, &type_url, error.clone()) {
+                                continue;
+                            }
                             // The nonce only decides whether this ACKs or NACKs a response; a
                             // subscription change is applied whatever it says, since a delta
                             // client never repeats it.
@@ -418,6 +515,7 @@ impl AggregatedDiscoveryService for Ads {
                     }
                 }
                 connections.disconnect(id);
+                caller.ended(id);
                 info!("proxy disconnected");
             }
             .instrument(span),

@@ -43,6 +43,18 @@ pub struct Config {
     pub dns: Dns,
     /// Leader election among replicas; `None`: this is the only replica and always writes.
     pub leader_election: Option<LeaderElection>,
+    /// Virtual machines: auto-registration.
+    pub vm: Vm,
+}
+
+/// The `vm` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    /// How long an auto-registered WorkloadEntry outlives its proxy's disconnection.
+    pub grace_period: Duration,
+    /// This instance's name in `istio.io/workloadController`; stable across restarts, so
+    /// that a restarted Bowline recognises the entries it registered.
+    pub controller: String,
 }
 
 /// The `leaderElection` section: the Lease that decides which replica writes.
@@ -193,6 +205,8 @@ pub mod defaults {
     pub const DNS_TTL: Duration = Duration::from_secs(5);
     /// `xds.maxDebounce`.
     pub const XDS_MAX_DEBOUNCE: Duration = Duration::from_millis(100);
+    /// `vm.gracePeriod` (Istio's `PILOT_WORKLOAD_ENTRY_GRACE_PERIOD`).
+    pub const VM_GRACE_PERIOD: Duration = Duration::from_secs(10);
 }
 
 /// One problem in a configuration file.
@@ -254,6 +268,16 @@ struct Raw {
     #[serde(default)]
     dns: RawDns,
     leader_election: Option<RawLeaderElection>,
+    #[serde(default)]
+    vm: RawVm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawVm {
+    #[serde(default, deserialize_with = "duration")]
+    grace_period: Option<Duration>,
+    controller: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -101,6 +101,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     let leader_election = raw
         .leader_election
         .map(|raw| leader_election(raw, &members, &mut problems));
+    let vm = super::Vm {
+        grace_period: raw.vm.grace_period.unwrap_or(defaults::VM_GRACE_PERIOD),
+        controller: controller(raw.vm.controller, &mut problems),
+    };
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -127,7 +131,27 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         xds,
         dns,
         leader_election,
+        vm,
     })
+}
+
+/// `vm.controller`: given, else the pod name (`POD_NAME`), else the host name. A Kubernetes
+/// annotation value, so any non-empty string of up to 253 characters.
+fn controller(given: Option<String>, problems: &mut Problems) -> String {
+    match given {
+        Some(name) if name.is_empty() || name.len() > 253 => {
+            problems.add("vm.controller", "must be 1 to 253 characters");
+            name
+        }
+        Some(name) => name,
+        None => std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "bowline".into()),
+    }
 }
 
 fn leader_election(

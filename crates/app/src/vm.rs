@@ -1,0 +1,390 @@
+//! VM auto-registration in the composition root: the xDS server reports registering streams
+//! ([`Registration`]), one task keeps a [`Registrar`] and makes the members hold the entries
+//! it asks for, through each member's writer (`.bowline/workloadentries/` of a manifest
+//! member, which its source reads back; server-side apply on Kubernetes).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bowline_mcs::{
+    WriteKey, WriteKind,
+    writer::{FileWriter, Writer},
+};
+use bowline_model::{Object, ObjectKind};
+use bowline_registry::Shared;
+use bowline_vm::{
+    lifecycle::{Action, EntryKey, MemberObjects, Registrar, Report, StreamId, World},
+    registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy},
+};
+use bowline_xds::server::{Connecting, Workloads};
+use jiff::Timestamp;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use serde_json::Value;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, MemberSource};
+
+/// How often the registrar looks again without being woken (grace periods, heartbeats).
+const TICK: Duration = Duration::from_secs(1);
+/// An identical write is not repeated within this time (the member's source has not read it
+/// back yet).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// What the xDS server reports.
+#[derive(Debug)]
+pub(crate) enum VmEvent {
+    Connected {
+        stream: StreamId,
+        proxy: Proxy,
+        cluster: Option<String>,
+        at: Timestamp,
+    },
+    Health {
+        stream: StreamId,
+        report: Report,
+    },
+    Disconnected {
+        stream: StreamId,
+    },
+}
+
+/// Metric labels of a registration write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Metrics of the registration.
+#[derive(Default)]
+pub(crate) struct VmMetrics {
+    /// Streams registering a VM now.
+    pub connected: Gauge,
+    /// Entry writes and deletions, by reason.
+    pub writes: Family<ReasonLabel, Counter>,
+    /// Failed writes.
+    pub errors: Counter,
+}
+
+/// The xDS side: checks who may register and passes the streams on.
+pub(crate) struct Registration {
+    events: mpsc::UnboundedSender<VmEvent>,
+}
+
+/// Why a registering stream is refused, as a gRPC status, logged with the proxy and the rule.
+fn refuse(status: Status, proxy: &str, rule: &str) -> Status {
+    warn!(
+        node = proxy,
+        rule,
+        "registration refused: {}",
+        status.message()
+    );
+    status
+}
+
+impl Workloads for Registration {
+    fn connected(&self, c: Connecting<'_>) -> Result<(), Status> {
+        let Some(group) = &c.proxy.auto_register_group else {
+            return Ok(());
+        };
+        let Some(namespace) = &c.proxy.namespace else {
+            return Err(refuse(
+                Status::invalid_argument(format!(
+                    "proxy {:?} asks to register into WorkloadGroup {group:?} (AUTO_REGISTER_GROUP) without NAMESPACE",
+                    c.proxy.id
+                )),
+                &c.proxy.id,
+                "NAMESPACE is required",
+            ));
+        };
+        if !c.peer.is_some_and(|p| p.ip().is_loopback()) {
+            return Err(refuse(
+                Status::permission_denied(format!(
+                    "proxy {:?} may not register into WorkloadGroup {namespace}/{group}: on the plaintext port only loopback connections may register",
+                    c.proxy.id
+                )),
+                &c.proxy.id,
+                "plaintext registration only from loopback",
+            ));
+        }
+        if c.proxy.instance_ips.is_empty() {
+            return Err(refuse(
+                Status::invalid_argument(format!(
+                    "proxy {:?} of WorkloadGroup {namespace}/{group} has no INSTANCE_IPS: its address is unknown",
+                    c.proxy.id
+                )),
+                &c.proxy.id,
+                "INSTANCE_IPS is required",
+            ));
+        }
+        let proxy = Proxy {
+            group: group.clone(),
+            namespace: namespace.clone(),
+            instance_ips: c.proxy.instance_ips.clone(),
+            network: Some(c.proxy.network.to_string()).filter(|n| !n.is_empty()),
+            labels: c.proxy.labels.clone(),
+            locality: c.proxy.locality.clone(),
+        };
+        let _ = self.events.send(VmEvent::Connected {
+            stream: c.stream,
+            proxy,
+            cluster: c.proxy.member.clone(),
+            at: Timestamp::now(),
+        });
+        Ok(())
+    }
+
+    fn health(&self, stream: u64, healthy: bool, message: Option<String>) {
+        let _ = self.events.send(VmEvent::Health {
+            stream,
+            report: Report {
+                healthy,
+                message,
+                at: Timestamp::now(),
+            },
+        });
+    }
+
+    fn disconnected(&self, stream: u64) {
+        let _ = self.events.send(VmEvent::Disconnected { stream });
+    }
+}
+
+type Writers = BTreeMap<String, Box<dyn Writer>>;
+
+/// Starts the registration task; the returned hook goes to the ADS server.
+pub(crate) fn spawn_registration(
+    tasks: &mut JoinSet<()>,
+    config: &Config,
+    registry: Shared,
+    metrics: Arc<VmMetrics>,
+    shutdown: CancellationToken,
+) -> Arc<Registration> {
+    let (events, inbound) = mpsc::unbounded_channel();
+    let handle = tokio::runtime::Handle::current();
+    let writers: Writers = config
+        .members
+        .iter()
+        .map(|m| {
+            let writer: Box<dyn Writer> = match &m.source {
+                MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
+                source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
+                    Box::new(bowline_kube::KubeWriter::new(
+                        crate::run::credentials(source).expect("a Kubernetes member"),
+                        handle.clone(),
+                        bowline_kube::WriteOptions::default(),
+                        shutdown.clone(),
+                    ))
+                }
+            };
+            (m.name.clone(), writer)
+        })
+        .collect();
+    let registrar = Registrar::new(
+        config.vm.controller.clone(),
+        config.vm.grace_period,
+        Timestamp::now(),
+    );
+    // Without leader election this is the only instance: another controller named on an
+    // entry is an earlier one, gone. With several replicas, whether another is running is
+    // not known yet, so their entries are left to them.
+    let single = config.leader_election.is_none();
+    info!(controller = %config.vm.controller, grace = ?config.vm.grace_period, "VM auto-registration ready");
+    tasks.spawn(run(
+        registrar, single, registry, writers, inbound, metrics, shutdown,
+    ));
+    Arc::new(Registration { events })
+}
+
+async fn run(
+    mut registrar: Registrar,
+    single: bool,
+    registry: Shared,
+    writers: Writers,
+    mut inbound: mpsc::UnboundedReceiver<VmEvent>,
+    metrics: Arc<VmMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = registry.read().subscribe_changes();
+    let mut tick = tokio::time::interval(TICK);
+    let writers = Arc::new(parking_lot::Mutex::new(writers));
+    let mut recent: HashMap<EntryKey, (Option<Value>, Instant)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = inbound.recv() => match event {
+                Some(event) => handle(&mut registrar, event),
+                None => return,
+            },
+            _ = changes.changed() => {}
+            _ = tick.tick() => {}
+        }
+        while let Ok(event) = inbound.try_recv() {
+            handle(&mut registrar, event);
+        }
+        metrics.connected.set(registrar.connected() as i64);
+        let world = world(&registry, registrar.instance(), single);
+        let now = Timestamp::now();
+        recent.retain(|_, (_, at)| at.elapsed() < SETTLE);
+        let actions: Vec<Action> = registrar
+            .reconcile(&world, now)
+            .into_iter()
+            .filter(|action| {
+                let (key, content) = match action {
+                    Action::Apply { key, entry, .. } => (key, Some(essence(entry))),
+                    Action::Delete { key, .. } => (key, None),
+                };
+                recent.get(key).is_none_or(|(done, _)| *done != content)
+            })
+            .collect();
+        if actions.is_empty() {
+            continue;
+        }
+        for action in &actions {
+            let (key, content) = match action {
+                Action::Apply { key, entry, .. } => (key, Some(essence(entry))),
+                Action::Delete { key, .. } => (key, None),
+            };
+            recent.insert(key.clone(), (content, Instant::now()));
+        }
+        let writers = writers.clone();
+        let metrics = metrics.clone();
+        let performed = tokio::task::spawn_blocking(move || {
+            let mut writers = writers.lock();
+            for action in actions {
+                perform(&mut writers, action, &metrics);
+            }
+        })
+        .await;
+        if let Err(e) = performed {
+            warn!("VM registration writes failed: {e}");
+        }
+    }
+}
+
+fn handle(registrar: &mut Registrar, event: VmEvent) {
+    match event {
+        VmEvent::Connected {
+            stream,
+            proxy,
+            cluster,
+            at,
+        } => {
+            let group = format!("{}/{}", proxy.namespace, proxy.group);
+            match registrar.connect(stream, proxy, cluster, at) {
+                Ok(()) => info!(stream, group, "VM proxy connected for registration"),
+                Err(refusal) => warn!(stream, "VM proxy not registered: {refusal}"),
+            }
+        }
+        VmEvent::Health { stream, report } => {
+            if registrar.report(stream, report.clone()) {
+                info!(
+                    stream,
+                    healthy = report.healthy,
+                    message = report.message.as_deref().unwrap_or(""),
+                    "VM health reported"
+                );
+            } else {
+                debug!(
+                    stream,
+                    "health report from a stream that registers nothing, ignored"
+                );
+            }
+        }
+        VmEvent::Disconnected { stream } => registrar.disconnect(stream),
+    }
+}
+
+/// What an identical write would not change: the object without the times written in it.
+fn essence(entry: &Value) -> Value {
+    let mut entry = entry.clone();
+    if let Some(annotations) = entry["metadata"]["annotations"].as_object_mut() {
+        annotations.remove(DISCONNECTED_AT);
+    }
+    if let Some(conditions) = entry["status"]["conditions"].as_array_mut() {
+        for condition in conditions.iter_mut().filter_map(Value::as_object_mut) {
+            condition.remove("lastProbeTime");
+            condition.remove("lastTransitionTime");
+        }
+    }
+    entry
+}
+
+fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
+    let (key, reason) = match &action {
+        Action::Apply { key, reason, .. } | Action::Delete { key, reason } => {
+            (key.clone(), *reason)
+        }
+    };
+    let Some(writer) = writers.get_mut(&key.member) else {
+        return;
+    };
+    let write_key = WriteKey::new(WriteKind::WorkloadEntry, &key.namespace, &key.name);
+    let result = match action {
+        Action::Apply { entry, .. } => writer.put(&write_key, &Arc::new(entry)).map(|_| ()),
+        Action::Delete { .. } => writer.remove(&write_key).map(|_| ()),
+    };
+    match result {
+        Ok(()) => {
+            metrics
+                .writes
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .inc();
+            info!(entry = %key, reason, "WorkloadEntry written");
+        }
+        Err(e) => {
+            metrics.errors.inc();
+            warn!(entry = %key, reason, "WorkloadEntry not written: {e}");
+        }
+    }
+}
+
+/// The synced members' groups and entries, and the instances known to run.
+fn world(registry: &Shared, me: &str, single: bool) -> World {
+    let registry = registry.read();
+    let mut world = World {
+        members: Vec::new(),
+        alive: BTreeSet::from([me.to_string()]),
+    };
+    for member in registry.members().into_iter().filter(|m| m.synced) {
+        let objects = |kind| registry.objects(&member.name, kind);
+        let groups = objects(ObjectKind::WorkloadGroup)
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::WorkloadGroup(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        let entries: Vec<_> = objects(ObjectKind::WorkloadEntry)
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::WorkloadEntry(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if !single {
+            world.alive.extend(
+                entries
+                    .iter()
+                    .filter_map(|e| e.meta.annotations.get(CONTROLLER_ANNOTATION).cloned()),
+            );
+        }
+        world.members.push(MemberObjects {
+            member: member.name.to_string(),
+            cluster: member.admission.id().map(|id| id.to_string()),
+            groups,
+            entries,
+        });
+    }
+    world
+}

@@ -1,0 +1,299 @@
+//! VM auto-registration through the running control plane: a proxy connecting over ADS with
+//! `AUTO_REGISTER_GROUP` gets its WorkloadEntry written into the member's `.bowline/`, read
+//! back as an endpoint once healthy, kept across a Bowline restart, and deleted after the
+//! grace period once it disconnects.
+
+use std::{fs, path::Path, time::Duration};
+
+use bowline_app::config::Config;
+use bowline_model::ServiceKey;
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    },
+    google::{
+        protobuf::{Struct, Value, value::Kind},
+        rpc::Status as RpcStatus,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const MEMBER: &str = r#"
+apiVersion: about.k8s.io/v1alpha1
+kind: ClusterProperty
+metadata: {name: cluster.clusterset.k8s.io}
+spec: {value: east}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: demo}
+spec:
+  clusterIP: 10.96.0.9
+  selector: {app: legacy}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: legacy, namespace: demo}
+spec:
+  metadata:
+    labels: {app: legacy}
+  template:
+    serviceAccount: legacy
+    ports: {http: 8080}
+  probe:
+    httpGet: {port: 8080, path: /ready}
+"#;
+
+const ENTRY: &str = ".bowline/workloadentries/demo/legacy-127.0.0.50.yaml";
+
+fn config(dir: &Path) -> Config {
+    fs::write(
+        dir.join("bowline.yaml"),
+        "clusterSet: set\nmembers: [{manifests: east}]\nvm: {gracePeriod: 2s, controller: bowline-test}\n",
+    )
+    .unwrap();
+    Config::load(&dir.join("bowline.yaml")).unwrap()
+}
+
+fn node(group: &str) -> Node {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    let namespace = (!group.is_empty()).then(|| ("NAMESPACE", s("demo")));
+    Node {
+        id: "vm-1".into(),
+        user_agent_name: "envoy".into(),
+        metadata: Some(Struct {
+            fields: [
+                (
+                    "AUTO_REGISTER_GROUP",
+                    s(if group.is_empty() { "legacy" } else { group }),
+                ),
+                ("CLUSTER_ID", s("east")),
+                ("INSTANCE_IPS", s("127.0.0.50")),
+            ]
+            .into_iter()
+            .chain(namespace)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+struct Proxy {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    /// Kept open: dropping it ends the stream.
+    _rx: tonic::Streaming<DiscoveryResponse>,
+}
+
+impl Proxy {
+    async fn connect(addr: std::net::SocketAddr, group: &str) -> Result<Self, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(DiscoveryRequest {
+            node: Some(node(group)),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut rx = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        // The first answer (or the refusal).
+        tokio::time::timeout(Duration::from_secs(10), rx.message())
+            .await
+            .expect("an answer")?;
+        Ok(Self { tx, _rx: rx })
+    }
+
+    async fn health(&self, error: Option<&str>) {
+        self.tx
+            .send(DiscoveryRequest {
+                type_url: "type.googleapis.com/istio.v1.HealthInformation".into(),
+                error_detail: error.map(|m| RpcStatus {
+                    code: 13,
+                    message: m.into(),
+                    details: vec![],
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until `check` holds (10 s at most).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn endpoints(running: &bowline_app::Running) -> Vec<String> {
+    running
+        .registry
+        .read()
+        .service(&ServiceKey::new("demo", "legacy"))
+        .map(|view| view.endpoints().map(|e| format!("{e:?}")).collect())
+        .unwrap_or_default()
+}
+
+fn entry(dir: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(dir.join("east").join(ENTRY)).ok()?;
+    serde_saphyr::from_str(&text).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
+    let config = config(dir.path());
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+
+    let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
+    eventually("the entry is written", || entry(dir.path()).is_some()).await;
+    let written = entry(dir.path()).unwrap();
+    let annotations = &written["metadata"]["annotations"];
+    assert_eq!(annotations["istio.io/autoRegistrationGroup"], "legacy");
+    assert_eq!(annotations["istio.io/workloadController"], "bowline-test");
+    assert_eq!(annotations["proxy.istio.io/health-checks-enabled"], "true");
+    assert_eq!(written["spec"]["address"], "127.0.0.50");
+    assert_eq!(written["spec"]["labels"]["app"], "legacy");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        endpoints(&running).is_empty(),
+        "a probed group's entry is no endpoint before it reports healthy"
+    );
+
+    proxy.health(None).await;
+    eventually("healthy: an endpoint", || {
+        endpoints(&running).iter().any(|e| e.contains("127.0.0.50"))
+    })
+    .await;
+    assert_eq!(
+        entry(dir.path()).unwrap()["status"]["conditions"][0]["status"],
+        "True"
+    );
+    proxy.health(Some("HTTP GET /ready: 503")).await;
+    eventually("unhealthy: no endpoint", || endpoints(&running).is_empty()).await;
+    assert_eq!(
+        entry(dir.path()).unwrap()["status"]["conditions"][0]["message"],
+        "HTTP GET /ready: 503"
+    );
+    proxy.health(None).await;
+    eventually("healthy again", || !endpoints(&running).is_empty()).await;
+
+    // A restart: the entry is on disk, read back, and kept when the proxy reconnects.
+    drop(proxy);
+    running.stop().await;
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually("the entry is read back after the restart", || {
+        !endpoints(&running).is_empty()
+    })
+    .await;
+    let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
+    eventually("reconnected: connectedAt again", || {
+        entry(dir.path()).is_some_and(|e| {
+            e["metadata"]["annotations"]
+                .get("istio.io/connectedAt")
+                .is_some()
+                && e["metadata"]["annotations"]
+                    .get("istio.io/disconnectedAt")
+                    .is_none()
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        entry(dir.path()).is_some(),
+        "kept past the grace period while connected"
+    );
+
+    // Disconnect: marked, then deleted after the grace period.
+    drop(proxy);
+    eventually("marked disconnected", || {
+        entry(dir.path()).is_some_and(|e| {
+            e["metadata"]["annotations"]
+                .get("istio.io/disconnectedAt")
+                .is_some()
+        })
+    })
+    .await;
+    eventually("deleted after the grace period", || {
+        entry(dir.path()).is_none()
+    })
+    .await;
+    eventually("no endpoint left", || endpoints(&running).is_empty()).await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_group_registers_and_a_proxy_without_namespace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    let without_group: String = MEMBER
+        .split("---")
+        .filter(|doc| !doc.contains("kind: WorkloadGroup"))
+        .collect::<Vec<_>>()
+        .join("---");
+    fs::write(dir.path().join("east/objects.yaml"), &without_group).unwrap();
+    let config = config(dir.path());
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+
+    let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(entry(dir.path()).is_none(), "no group yet");
+    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
+    eventually("registered once the group appears", || {
+        entry(dir.path()).is_some()
+    })
+    .await;
+    drop(proxy);
+
+    // "" stands for a node without NAMESPACE.
+    let refused = Proxy::connect(running.xds_addr, "")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("without NAMESPACE"),
+        "{}",
+        refused.message()
+    );
+    running.stop().await;
+}
