@@ -16,7 +16,7 @@ use bowline_mcs::{
 use bowline_model::{Object, ObjectKind};
 use bowline_registry::Shared;
 use bowline_vm::{
-    lifecycle::{Action, EntryKey, MemberObjects, Registrar, Report, StreamId, World},
+    lifecycle::{Action, EntryKey, MemberObjects, Observed, Registrar, Report, StreamId, World},
     registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy},
 };
 use bowline_xds::server::{Connecting, Workloads};
@@ -194,19 +194,96 @@ pub(crate) fn spawn_registration(
         Timestamp::now(),
     );
     // Without leader election this is the only instance: another controller named on an
-    // entry is an earlier one, gone. With several replicas, whether another is running is
-    // not known yet, so their entries are left to them.
-    let single = config.leader_election.is_none();
+    // entry is an earlier one, gone. With replicas, each renews a heartbeat Lease next to the
+    // leader's, and the others are running while theirs changes.
+    let peers = match &config.leader_election {
+        None => Peers::Single,
+        Some(election) => {
+            let alive = Arc::new(parking_lot::RwLock::new(None));
+            let member = config
+                .members
+                .iter()
+                .find(|m| m.name == election.member)
+                .and_then(|m| crate::run::credentials(&m.source))
+                .expect("leaderElection.member is a Kubernetes member (validated)");
+            tasks.spawn(heartbeats(
+                member,
+                election.namespace.clone(),
+                config.vm.controller.clone(),
+                alive.clone(),
+                shutdown.clone(),
+            ));
+            Peers::Heartbeats(alive)
+        }
+    };
     info!(controller = %config.vm.controller, grace = ?config.vm.grace_period, "VM auto-registration ready");
     tasks.spawn(run(
-        registrar, single, registry, writers, inbound, metrics, shutdown,
+        registrar, peers, registry, writers, inbound, metrics, shutdown,
     ));
     Arc::new(Registration { events })
 }
 
+/// How often this instance renews its heartbeat Lease.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long an instance whose heartbeat stopped changing counts as running.
+const HEARTBEAT_LIFETIME: Duration = Duration::from_secs(30);
+
+/// How the registrar learns which other instances run.
+enum Peers {
+    /// None: this is the only one.
+    Single,
+    /// From heartbeat Leases; `None` until first read (then every controller named on an
+    /// entry counts as running: nothing is taken over on a guess).
+    Heartbeats(Arc<parking_lot::RwLock<Option<BTreeSet<String>>>>),
+}
+
+/// Renews this instance's heartbeat and reads the others' every [`HEARTBEAT`].
+async fn heartbeats(
+    credentials: bowline_kube::Credentials,
+    namespace: String,
+    controller: String,
+    alive: Arc<parking_lot::RwLock<Option<BTreeSet<String>>>>,
+    shutdown: CancellationToken,
+) {
+    let mut beats = None;
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if beats.is_none() {
+            match credentials.request_client().await {
+                Ok(client) => {
+                    beats = Some(bowline_kube::heartbeat::Heartbeats::new(
+                        client,
+                        &namespace,
+                        &controller,
+                        HEARTBEAT_LIFETIME,
+                    ))
+                }
+                Err(e) => {
+                    warn!("VM controller heartbeat: cannot connect: {e}");
+                    continue;
+                }
+            }
+        }
+        let Some(beats) = beats.as_mut() else {
+            continue;
+        };
+        if let Err(e) = beats.beat().await {
+            warn!("VM controller heartbeat not renewed: {e}");
+        }
+        match beats.alive().await {
+            Ok(running) => *alive.write() = Some(running),
+            Err(e) => warn!("VM controller heartbeats not read: {e}"),
+        }
+    }
+}
+
 async fn run(
     mut registrar: Registrar,
-    single: bool,
+    peers: Peers,
     registry: Shared,
     writers: Writers,
     mut inbound: mpsc::UnboundedReceiver<VmEvent>,
@@ -231,7 +308,7 @@ async fn run(
             handle(&mut registrar, event);
         }
         metrics.connected.set(registrar.connected() as i64);
-        let world = world(&registry, registrar.instance(), single);
+        let world = world(&registry, registrar.instance(), &peers);
         let now = Timestamp::now();
         recent.retain(|_, (_, at)| at.elapsed() < SETTLE);
         let actions: Vec<Action> = registrar
@@ -320,7 +397,7 @@ fn essence(entry: &Value) -> Value {
 
 fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
     let (key, reason) = match &action {
-        Action::Apply { key, reason, .. } | Action::Delete { key, reason } => {
+        Action::Apply { key, reason, .. } | Action::Delete { key, reason, .. } => {
             (key.clone(), *reason)
         }
     };
@@ -329,11 +406,33 @@ fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
     };
     let write_key = WriteKey::new(WriteKind::WorkloadEntry, &key.namespace, &key.name);
     let result = match action {
-        Action::Apply { entry, .. } => writer.put(&write_key, &Arc::new(entry)).map(|_| ()),
-        Action::Delete { .. } => writer.remove(&write_key).map(|_| ()),
+        Action::Apply {
+            entry,
+            observed: None,
+            ..
+        } => writer.put(&write_key, &Arc::new(entry)).map(|_| true),
+        Action::Apply {
+            mut entry,
+            observed: Some(observed),
+            ..
+        } => still(writer.as_mut(), &write_key, &observed).and_then(|version| match version {
+            Some(version) => {
+                if let Some(version) = version {
+                    entry["metadata"]["resourceVersion"] = Value::String(version);
+                }
+                writer.put(&write_key, &Arc::new(entry)).map(|_| true)
+            }
+            None => Ok(false),
+        }),
+        Action::Delete { observed, .. } => {
+            still(writer.as_mut(), &write_key, &observed).and_then(|version| match version {
+                Some(version) => writer.remove(&write_key, version.as_deref()),
+                None => Ok(false),
+            })
+        }
     };
     match result {
-        Ok(()) => {
+        Ok(true) => {
             metrics
                 .writes
                 .get_or_create(&ReasonLabel {
@@ -342,6 +441,9 @@ fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
                 .inc();
             info!(entry = %key, reason, "WorkloadEntry written");
         }
+        Ok(false) => {
+            debug!(entry = %key, reason, "WorkloadEntry changed meanwhile; decided again when read back")
+        }
         Err(e) => {
             metrics.errors.inc();
             warn!(entry = %key, reason, "WorkloadEntry not written: {e}");
@@ -349,13 +451,41 @@ fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
     }
 }
 
+/// Whether the member's copy still holds the `observed` connection annotations: `Some` with
+/// its resource version (if it keeps one) when it does, `None` when it changed or is gone.
+fn still(
+    writer: &mut dyn Writer,
+    key: &WriteKey,
+    observed: &Observed,
+) -> Result<Option<Option<String>>, bowline_mcs::writer::WriteError> {
+    let Some(live) = writer.get(key)? else {
+        return Ok(None);
+    };
+    let annotations: bowline_model::Labels =
+        serde_json::from_value(live["metadata"]["annotations"].clone()).unwrap_or_default();
+    if Observed::of(&annotations) != *observed {
+        return Ok(None);
+    }
+    Ok(Some(
+        live["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+    ))
+}
+
 /// The synced members' groups and entries, and the instances known to run.
-fn world(registry: &Shared, me: &str, single: bool) -> World {
+fn world(registry: &Shared, me: &str, peers: &Peers) -> World {
+    let heard = match peers {
+        Peers::Single => None,
+        Peers::Heartbeats(alive) => alive.read().clone(),
+    };
+    let guess = matches!(peers, Peers::Heartbeats(_)) && heard.is_none();
     let registry = registry.read();
     let mut world = World {
         members: Vec::new(),
-        alive: BTreeSet::from([me.to_string()]),
+        alive: heard.unwrap_or_default(),
     };
+    world.alive.insert(me.to_string());
     for member in registry.members().into_iter().filter(|m| m.synced) {
         let objects = |kind| registry.objects(&member.name, kind);
         let groups = objects(ObjectKind::WorkloadGroup)
@@ -372,7 +502,7 @@ fn world(registry: &Shared, me: &str, single: bool) -> World {
                 _ => None,
             })
             .collect();
-        if !single {
+        if guess {
             world.alive.extend(
                 entries
                     .iter()

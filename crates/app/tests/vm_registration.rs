@@ -297,3 +297,127 @@ async fn a_late_group_registers_and_a_proxy_without_namespace_is_refused() {
     );
     running.stop().await;
 }
+
+/// Two replicas over one Kubernetes member: the entry is applied into the API server and read
+/// back as an endpoint; a reconnect to the other replica moves it there; each replica renews
+/// a heartbeat Lease; a disconnect deletes it after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas() {
+    use bowline_fake_kube::{FakeApiServer, ResourceDef};
+
+    let server = FakeApiServer::start().await;
+    let istio = &["v1", "v1beta1", "v1alpha3"];
+    for (plural, kind) in [
+        ("workloadentries", "WorkloadEntry"),
+        ("workloadgroups", "WorkloadGroup"),
+    ] {
+        server.install_crd(
+            ResourceDef::custom("networking.istio.io", istio, plural, kind).with_status(),
+        );
+    }
+    for document in MEMBER
+        .split("---")
+        .filter(|d| !d.contains("ClusterProperty"))
+    {
+        let value: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+        server.apply_json(value);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    let config = |identity: &str| {
+        let path = dir.path().join(format!("{identity}.yaml"));
+        fs::write(
+            &path,
+            format!(
+                "clusterSet: set\nmembers:\n- {{kubeconfig: east.kubeconfig, name: east, id: east}}\n\
+                 leaderElection: {{member: east, leaseDuration: 1s, identity: {identity}}}\n\
+                 vm: {{gracePeriod: 1s, controller: {identity}}}\n"
+            ),
+        )
+        .unwrap();
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let live = |server: &FakeApiServer| {
+        server.get(
+            "networking.istio.io/v1",
+            "WorkloadEntry",
+            Some("demo"),
+            "legacy-127.0.0.50",
+        )
+    };
+    let controller = |server: &FakeApiServer| {
+        live(server).and_then(|e| {
+            e["metadata"]["annotations"]["istio.io/workloadController"]
+                .as_str()
+                .map(str::to_string)
+        })
+    };
+    let a = bowline_app::start(
+        &config("a"),
+        bowline_app::Listeners::loopback().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    let b = bowline_app::start(
+        &config("b"),
+        bowline_app::Listeners::loopback().await.unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually("both replicas read the member", || {
+        a.registry.read().members()[0].synced && b.registry.read().members()[0].synced
+    })
+    .await;
+
+    let to_a = Proxy::connect(a.xds_addr, "legacy").await.unwrap();
+    eventually("applied by a", || {
+        controller(&server).as_deref() == Some("a")
+    })
+    .await;
+    to_a.health(None).await;
+    eventually("read back by b as a healthy endpoint", || {
+        endpoints(&b).iter().any(|e| e.contains("127.0.0.50"))
+    })
+    .await;
+    for replica in ["a", "b"] {
+        eventually("a heartbeat Lease per replica", || {
+            server
+                .get(
+                    "coordination.k8s.io/v1",
+                    "Lease",
+                    Some("bowline-system"),
+                    &format!("bowline-vm-{replica}"),
+                )
+                .is_some()
+        })
+        .await;
+    }
+
+    // The proxy moves to b (its stream to a is still open for a while).
+    let to_b = Proxy::connect(b.xds_addr, "legacy").await.unwrap();
+    eventually("b controls it", || {
+        controller(&server).as_deref() == Some("b")
+    })
+    .await;
+    drop(to_a);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        controller(&server).as_deref(),
+        Some("b"),
+        "a leaves the entry of a proxy connected to b alone"
+    );
+    assert!(
+        live(&server).unwrap()["metadata"]["annotations"]
+            .get("istio.io/disconnectedAt")
+            .is_none()
+    );
+
+    drop(to_b);
+    eventually("deleted after the grace period", || live(&server).is_none()).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -183,6 +183,18 @@ pub(crate) fn apply(
     }
     merge_patch(&mut new, &without_server_metadata(config));
     entries[index].paths = applied;
+    // An apply that changes nothing leaves the object as it was, its managedFields time
+    // included (the API server does not write it, so its resourceVersion stays).
+    let mut unchanged = new.clone();
+    let previous = read_entries(current);
+    if let Some(before) = previous.iter().find(|e| e.is(writer, "Apply")) {
+        let mut same = entries.clone();
+        same[index].time = before.time.clone();
+        write_entries(&mut unchanged, same);
+        if unchanged == *current {
+            return Ok(unchanged);
+        }
+    }
     write_entries(&mut new, entries);
     Ok(new)
 }
@@ -278,5 +290,16 @@ mod tests {
         let object = apply(&object, &config, &writer("two"), false, "t").unwrap();
         let object = apply(&object, &json!({ "spec": {} }), &writer("one"), false, "t").unwrap();
         assert_eq!(object["spec"]["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn an_apply_that_changes_nothing_keeps_the_object_as_it_was() {
+        let config = json!({ "metadata": { "name": "s" }, "spec": { "a": 1 } });
+        let first = apply(&json!({}), &config, &writer("one"), false, "t1").unwrap();
+        let again = apply(&first, &config, &writer("one"), false, "t2").unwrap();
+        assert_eq!(again, first, "managedFields time included");
+        let changed = json!({ "metadata": { "name": "s" }, "spec": { "a": 2 } });
+        let third = apply(&again, &changed, &writer("one"), false, "t3").unwrap();
+        assert_eq!(third["metadata"]["managedFields"][0]["time"], "t3");
     }
 }

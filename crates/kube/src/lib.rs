@@ -8,6 +8,7 @@
 //! [`member`] prepares a cluster to be another Bowline's member and prints its kubeconfig.
 
 pub mod credentials;
+pub mod heartbeat;
 pub mod install;
 pub mod kinds;
 pub mod lease;

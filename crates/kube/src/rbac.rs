@@ -9,7 +9,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 pub enum Scope {
     /// In every namespace (and for cluster-scoped kinds): the ClusterRole.
     Cluster,
-    /// Only in Bowline's own namespace: the Role (leader-election Leases).
+    /// Only in Bowline's own namespace: the Role (leader-election and heartbeat Leases).
     OwnNamespace,
 }
 
@@ -58,13 +58,21 @@ pub const PERMISSIONS: &[Permission] = &[
     cluster("multicluster.x-k8s.io", "serviceexports/status", &["patch"]),
     cluster("multicluster.x-k8s.io", "serviceimports/status", &["patch"]),
     cluster("about.k8s.io", "clusterproperties", READ),
-    cluster("networking.istio.io", "workloadentries", READ),
+    // Auto-registered VMs' entries, with their Healthy condition; `get` reads one again
+    // before it is marked disconnected or deleted.
+    cluster(
+        "networking.istio.io",
+        "workloadentries",
+        &["get", "list", "watch", "patch", "delete"],
+    ),
+    cluster("networking.istio.io", "workloadentries/status", &["patch"]),
     cluster("networking.istio.io", "workloadgroups", READ),
     cluster("networking.istio.io", "serviceentries", READ),
     Permission {
         group: "coordination.k8s.io",
         resource: "leases",
-        verbs: &["get", "create", "update"],
+        // get/create/update: leader election; list/patch: VM controller heartbeats.
+        verbs: &["get", "create", "update", "list", "patch"],
         scope: Scope::OwnNamespace,
     },
 ];

@@ -209,9 +209,15 @@ impl KubeWriter {
         let mut live = None;
         let whole = Patch::Apply(&object);
         if key.kind != WriteKind::ServiceExportStatus {
-            let applied = self
-                .retry(|| api.patch(&key.name, &params, &whole))
-                .map_err(error("cannot apply"))?;
+            let preconditioned = object["metadata"].get("resourceVersion").is_some();
+            let applied = if preconditioned {
+                // A conflict means the object changed since it was read: not retried.
+                self.handle
+                    .block_on(self.cancellable(api.patch(&key.name, &params, &whole)))
+            } else {
+                self.retry(|| api.patch(&key.name, &params, &whole))
+            }
+            .map_err(error("cannot apply"))?;
             live = Some(applied);
         }
         if let Some(status) = status {
@@ -420,14 +426,54 @@ impl Writer for KubeWriter {
         }
     }
 
+    fn get(&mut self, key: &WriteKey) -> Result<Option<Value>, WriteError> {
+        let client = self.client()?;
+        let api = self.api(&client, key.kind, &key.namespace);
+        let found = self
+            .retry(|| api.get_opt(&key.name))
+            .map_err(|e| WriteError {
+                action: "cannot read",
+                path: format!("{}/{}/{}", api.resource_url(), key.namespace, key.name),
+                source: e.into(),
+            })?;
+        Ok(found.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    }
+
     fn put(&mut self, key: &WriteKey, object: &std::sync::Arc<Value>) -> Result<bool, WriteError> {
         // Not kept in `live`: that is the reconciled set, whose strays are deleted.
         self.apply(key, object)?;
         Ok(true)
     }
 
-    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
-        self.delete(key)
+    fn remove(&mut self, key: &WriteKey, precondition: Option<&str>) -> Result<bool, WriteError> {
+        match precondition {
+            None => self.delete(key),
+            Some(version) => {
+                let client = self.client()?;
+                let api = self.api(&client, key.kind, &key.namespace);
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        resource_version: Some(version.to_string()),
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                // Not retried: a conflict means the object changed, and the caller decides
+                // again from what it reads next.
+                match self
+                    .handle
+                    .block_on(self.cancellable(api.delete(&key.name, &params)))
+                {
+                    Ok(_) => Ok(true),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+                    Err(e) => Err(WriteError {
+                        action: "cannot delete",
+                        path: format!("{}/{}/{}", api.resource_url(), key.namespace, key.name),
+                        source: e.into(),
+                    }),
+                }
+            }
+        }
     }
 }
 

@@ -556,7 +556,12 @@ fn rbac_is_the_permissions_table() {
         ("multicluster.x-k8s.io", "serviceexports/status", &["patch"]),
         ("multicluster.x-k8s.io", "serviceimports/status", &["patch"]),
         ("about.k8s.io", "clusterproperties", &read),
-        ("networking.istio.io", "workloadentries", &read),
+        (
+            "networking.istio.io",
+            "workloadentries",
+            &["delete", "get", "list", "patch", "watch"],
+        ),
+        ("networking.istio.io", "workloadentries/status", &["patch"]),
         ("networking.istio.io", "workloadgroups", &read),
         ("networking.istio.io", "serviceentries", &read),
     ] {

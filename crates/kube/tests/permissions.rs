@@ -98,9 +98,28 @@ async fn every_request_is_granted_and_every_grant_is_used() {
         writer.read().unwrap();
         writer.reconcile(&desired).unwrap();
         writer.reconcile(&WriteSet::new()).unwrap();
+        // An auto-registered VM's entry, with its health, then its deletion.
+        let entry = WriteKey::new(WriteKind::WorkloadEntry, "shop", "vm-192.0.2.5");
+        let object = json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+                            "metadata": {"name": "vm-192.0.2.5", "namespace": "shop"},
+                            "spec": {"address": "192.0.2.5"},
+                            "status": {"conditions": [{"type": "Healthy", "status": "True"}]}});
+        writer.put(&entry, &Arc::new(object)).unwrap();
+        assert!(writer.get(&entry).unwrap().is_some());
+        assert!(writer.remove(&entry, None).unwrap());
     })
     .await
     .unwrap();
+
+    // VM controller heartbeats: renew one's own, read everyone's.
+    let mut heartbeats = bowline_kube::heartbeat::Heartbeats::new(
+        server.client(),
+        LEASE_NAMESPACE,
+        "a",
+        Duration::from_secs(30),
+    );
+    heartbeats.beat().await.unwrap();
+    heartbeats.alive().await.unwrap();
 
     // Leader election: take the lease, then release it.
     let (leader_tx, mut leadership) = watch::channel(Leadership::default());

@@ -319,3 +319,82 @@ async fn a_rotated_credential_is_used_for_the_next_write() {
     let report = blocking(move || w.reconcile(&want2).unwrap()).await;
     assert_eq!(report.written, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_entry_is_put_with_its_status_updated_and_removed() {
+    let server = FakeApiServer::start().await;
+    install_crds(&server);
+    const NAME: &str = "legacy-192.0.2.5";
+    let live = |server: &FakeApiServer| {
+        server.get(
+            "networking.istio.io/v1",
+            "WorkloadEntry",
+            Some("demo"),
+            NAME,
+        )
+    };
+    let entry = |annotations: Value, healthy: &str| {
+        Arc::new(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry",
+            "metadata": {"name": NAME, "namespace": "demo", "annotations": annotations},
+            "spec": {"address": "192.0.2.5", "labels": {"app": "legacy"}},
+            "status": {"conditions": [{"type": "Healthy", "status": healthy}]},
+        }))
+    };
+    let key = WriteKey::new(WriteKind::WorkloadEntry, "demo", NAME);
+    let connected = entry(json!({"istio.io/connectedAt": "t1"}), "True");
+    let disconnected = entry(json!({"istio.io/disconnectedAt": "t2"}), "False");
+
+    let mut w = writer(&server);
+    let (mut w, k) = blocking(move || {
+        assert!(w.put(&key, &connected).unwrap());
+        (w, key)
+    })
+    .await;
+    let created = live(&server).expect("created");
+    assert_eq!(
+        created["metadata"]["annotations"]["istio.io/connectedAt"],
+        "t1"
+    );
+    assert_eq!(created["status"]["conditions"][0]["status"], "True");
+
+    let (mut w, k) = blocking(move || {
+        w.put(&k, &disconnected).unwrap();
+        (w, k)
+    })
+    .await;
+    let updated = live(&server).unwrap();
+    assert_eq!(
+        updated["metadata"]["annotations"],
+        json!({"istio.io/disconnectedAt": "t2"}),
+        "an annotation Bowline no longer sets is removed (server-side apply)"
+    );
+    assert_eq!(updated["status"]["conditions"][0]["status"], "False");
+
+    // Written and deleted over a version only while the object is at that version.
+    let version = updated["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stale = (*entry(json!({"istio.io/disconnectedAt": "t3"}), "False")).clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (mut w, k) = blocking(move || {
+        assert_eq!(w.get(&k).unwrap().unwrap()["spec"]["address"], "192.0.2.5");
+        assert!(w.put(&k, &Arc::new(stale)).is_err(), "a stale version");
+        assert!(w.remove(&k, Some("1")).is_err(), "a stale version");
+        (w, k)
+    })
+    .await;
+    assert!(live(&server).is_some());
+
+    let removed = blocking(move || {
+        (
+            w.remove(&k, Some(&version)).unwrap(),
+            w.remove(&k, None).unwrap(),
+            w.get(&k).unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(removed, (true, false, None), "removed once, gone after");
+    assert!(live(&server).is_none());
+}

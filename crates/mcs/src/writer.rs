@@ -41,11 +41,16 @@ pub trait Writer: Send {
     /// Writes objects that differ from `desired`, deletes those not in it. Level-triggered:
     /// an object changed or removed behind Bowline's back is restored.
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError>;
-    /// Makes the member hold one object outside the reconciled set (an auto-registered
-    /// WorkloadEntry, status included); true when it had to be written.
+    /// The member's copy of one object outside the reconciled set (an auto-registered
+    /// WorkloadEntry), when it holds one.
+    fn get(&mut self, key: &WriteKey) -> Result<Option<Value>, WriteError>;
+    /// Makes the member hold one object outside the reconciled set (status included); true
+    /// when it had to be written. An object carrying `metadata.resourceVersion` is written
+    /// only over that version, where the member keeps versions (a [`WriteError`] otherwise).
     fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError>;
-    /// Deletes one object outside the reconciled set; true when it was there.
-    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError>;
+    /// Deletes one object outside the reconciled set, only at resource version
+    /// `precondition` when given and the member keeps versions; true when it was deleted.
+    fn remove(&mut self, key: &WriteKey, precondition: Option<&str>) -> Result<bool, WriteError>;
 }
 
 pub use bowline_model::files::{DIR, WORKLOAD_ENTRIES};
@@ -216,12 +221,32 @@ impl Writer for FileWriter {
         Ok(report)
     }
 
-    fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
+    fn get(&mut self, key: &WriteKey) -> Result<Option<Value>, WriteError> {
         let path = self.path(key);
-        self.ensure(&path, object)
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(serde_saphyr::from_str(&text).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("cannot read", &path)(e)),
+        }
     }
 
-    fn remove(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
+    /// Files keep no versions: `metadata.resourceVersion` is not written.
+    fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
+        let path = self.path(key);
+        let object = match object["metadata"].get("resourceVersion") {
+            Some(_) => {
+                let mut stripped = (**object).clone();
+                if let Some(meta) = stripped["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                }
+                Arc::new(stripped)
+            }
+            None => object.clone(),
+        };
+        self.ensure(&path, &object)
+    }
+
+    fn remove(&mut self, key: &WriteKey, _precondition: Option<&str>) -> Result<bool, WriteError> {
         let path = self.path(key);
         self.known.remove(&path);
         match fs::remove_file(&path) {

@@ -147,6 +147,31 @@ impl World {
     }
 }
 
+/// The connection annotations of an entry as the registrar saw it when it decided to mark or
+/// delete it. The write is due only if the member still holds them: another instance may
+/// have taken the entry over since (its write not yet read back here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `istio.io/workloadController`.
+    pub controller: Option<String>,
+    /// `istio.io/connectedAt`.
+    pub connected_at: Option<String>,
+    /// `istio.io/disconnectedAt`.
+    pub disconnected_at: Option<String>,
+}
+
+impl Observed {
+    /// What `annotations` say.
+    pub fn of(annotations: &bowline_model::Labels) -> Self {
+        let get = |k: &str| annotations.get(k).cloned();
+        Self {
+            controller: get(CONTROLLER_ANNOTATION),
+            connected_at: get(CONNECTED_AT),
+            disconnected_at: get(DISCONNECTED_AT),
+        }
+    }
+}
+
 /// A write the registrar asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -158,13 +183,18 @@ pub enum Action {
         entry: Value,
         /// Why, for the log.
         reason: &'static str,
+        /// For a write not asked for by a connection of this instance: what the entry must
+        /// still hold.
+        observed: Option<Observed>,
     },
-    /// Delete the entry.
+    /// Delete the entry, if it still holds what was observed.
     Delete {
         /// Which.
         key: EntryKey,
         /// Why, for the log.
         reason: &'static str,
+        /// What the entry must still hold.
+        observed: Observed,
     },
 }
 
@@ -307,12 +337,13 @@ impl Registrar {
             let current = entries.get(key).copied();
             if let Some(current) = current {
                 let controller = current.meta.annotations.get(CONTROLLER_ANNOTATION);
+                // Istio also skips a connection older than the entry's `disconnectedAt`; a
+                // live stream here is better evidence than another instance's mark (which a
+                // partition from the heartbeats may have caused), so it is not skipped.
                 let newer_elsewhere = controller.is_some_and(|c| *c != self.instance)
                     && annotation_time(current, CONNECTED_AT)
                         .is_some_and(|t| t > connection.connected_at);
-                let disconnected_later = annotation_time(current, DISCONNECTED_AT)
-                    .is_some_and(|t| t > connection.connected_at);
-                if newer_elsewhere || disconnected_later {
+                if newer_elsewhere {
                     continue;
                 }
             }
@@ -335,6 +366,7 @@ impl Registrar {
                 } else {
                     "registered"
                 },
+                observed: None,
             });
         }
 
@@ -343,6 +375,7 @@ impl Registrar {
                 continue;
             }
             let annotations = &entry.meta.annotations;
+            let observed = Observed::of(annotations);
             let controller = annotations
                 .get(CONTROLLER_ANNOTATION)
                 .map(String::as_str)
@@ -359,6 +392,7 @@ impl Registrar {
                         actions.push(Action::Delete {
                             key: key.clone(),
                             reason: "its WorkloadGroup is gone",
+                            observed,
                         });
                         continue;
                     }
@@ -376,12 +410,14 @@ impl Registrar {
                     } else {
                         "its controller is gone"
                     },
+                    observed: Some(observed),
                 }),
                 Some(at) if now.duration_since(at) >= self.grace => {
                     if owner.is_some() {
                         actions.push(Action::Delete {
                             key: key.clone(),
                             reason: "disconnected for longer than the grace period",
+                            observed,
                         });
                     } else if entry.healthy.is_some() {
                         // A health-checked entry written by hand stays, without its health.
@@ -391,6 +427,7 @@ impl Registrar {
                             key: key.clone(),
                             entry: object,
                             reason: "disconnected for longer than the grace period",
+                            observed: Some(observed),
                         });
                     }
                 }
