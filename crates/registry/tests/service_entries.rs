@@ -162,6 +162,12 @@ fn a_service_entry_selects_workload_entries_and_has_inline_endpoints_one_port_ea
         ]
     );
     assert!(reg.rejections().is_empty(), "{:?}", reg.rejections());
+    // As `/debug/services/demo/legacy` shows it.
+    let json = serde_json::to_value(&*legacy).unwrap();
+    let east = &json["members"]["east-id"];
+    assert_eq!(east["serviceEntries"], serde_json::json!(["legacy"]));
+    assert_eq!(east["endpoints"][0]["serviceAccount"], "legacy");
+    assert_eq!(east["endpoints"][0]["workload"]["name"], "vm-1");
 }
 
 #[test]
