@@ -100,7 +100,8 @@ impl fmt::Display for Locality {
 /// The workload behind an endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct WorkloadRef {
-    /// Kind: `Pod` or `WorkloadEntry`.
+    /// Kind: `Pod`, `WorkloadEntry`, or `ServiceEntry` for a ServiceEntry's inline endpoint
+    /// (named `<serviceentry>-<index>`).
     pub kind: Arc<str>,
     /// Name of the workload in the service's namespace.
     pub name: Arc<str>,
@@ -154,6 +155,11 @@ pub struct Endpoint {
     /// `weight` (0 read as 1).
     #[serde(skip_serializing_if = "is_one")]
     pub weight: u32,
+    /// The workload's service account, in the service's namespace: a WorkloadEntry's (or
+    /// inline ServiceEntry endpoint's) `serviceAccount`. `None` when unknown, which is always the
+    /// case for pods (their `spec.serviceAccountName` is not read: Pods are watched as metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<Arc<str>>,
 }
 
 fn is_one(weight: &u32) -> bool {

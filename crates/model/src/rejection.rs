@@ -25,6 +25,9 @@ pub enum RejectReason {
     ClusterSetMismatch,
     /// An east-west gateway Service that cannot be used.
     InvalidGateway,
+    /// A ServiceEntry host Bowline does not serve: only `<svc>.<ns>.svc.cluster.local` in the
+    /// ServiceEntry's own namespace is.
+    UnsupportedHost,
 }
 
 impl RejectReason {
@@ -39,6 +42,7 @@ impl RejectReason {
             Self::DuplicateClusterId => "DuplicateClusterId",
             Self::ClusterSetMismatch => "ClusterSetMismatch",
             Self::InvalidGateway => "InvalidGateway",
+            Self::UnsupportedHost => "UnsupportedHost",
         }
     }
 }

@@ -6,10 +6,11 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use bowline_model::{
     ClusterId, Endpoint, EndpointPort, IpFamily, Labels, Locality, Network, ServiceKey, Strng,
     WorkloadRef, labels,
-    objects::{AddressType, SliceEndpoint, TargetRef},
+    objects::{AddressType, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec},
 };
 
 use crate::{
+    service_entry,
     store::{NsName, Store},
     view::MemberService,
 };
@@ -42,7 +43,12 @@ pub(crate) struct MemberContext<'a> {
 /// Derives the member's contribution to `key`, or `None` when it has nothing of that name.
 pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option<Derived> {
     let store = cx.store;
-    let service = store.services.get(key).cloned();
+    let entries = service_entry::naming(store, key);
+    let service = store
+        .services
+        .get(key)
+        .cloned()
+        .or_else(|| service_entry::stand_in(key, &entries).map(Arc::new));
     let export = store.exports.get(key).cloned();
     let import = store.imports.get(key).cloned();
     let slice_names = store.slices_by_service.get(key);
@@ -52,6 +58,7 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         && import.is_none()
         && slice_names.is_none()
         && imported_names.is_none()
+        && entries.is_empty()
     {
         return None;
     }
@@ -104,6 +111,10 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
     }
     if let Some(service) = service.as_deref().filter(|_| !cx.withdrawn) {
         endpoints.extend(workload_entry_endpoints(cx, key, service, namespace_labels));
+        if service.service_type != bowline_model::ServiceType::ExternalName {
+            let vms = service_entry::endpoints(cx, key, &entries, namespace_labels, &endpoints);
+            endpoints.extend(vms);
+        }
     }
     for ep in &mut endpoints {
         if ep.addresses.len() > 1 {
@@ -121,6 +132,7 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         view: Arc::new(MemberService {
             cluster: cx.id.clone(),
             service,
+            service_entries: entries.iter().map(|e| e.meta.name.clone()).collect(),
             export,
             import,
             endpoints: endpoints.into(),
@@ -136,10 +148,9 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
 /// (`PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES`). A numeric `targetPort` is used as is, a named
 /// one is looked up in the entry's `ports` (the port is left out when the entry lacks it, the
 /// entry when it serves none). Only IP addresses are endpoints (a host name or a Unix socket is
-/// not). The network is the entry's `network`, else its `topology.istio.io/network` label, its
-/// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
-/// label. An entry whose health is checked (`proxy.istio.io/health-checks-enabled: "true"`) is
-/// an endpoint only while its `Healthy` condition is `True`.
+/// not). Network, locality, weight and service account as [`vm_endpoint`] has them. An entry
+/// whose health is checked (`proxy.istio.io/health-checks-enabled: "true"`) is an endpoint only
+/// while its `Healthy` condition is `True`.
 fn workload_entry_endpoints(
     cx: &MemberContext<'_>,
     key: &ServiceKey,
@@ -152,24 +163,10 @@ fn workload_entry_endpoints(
     if service.service_type == bowline_model::ServiceType::ExternalName {
         return Vec::new();
     }
-    let entries = cx
-        .store
-        .workload_entries
-        .range((key.namespace.clone(), Strng::from(""))..);
     let mut out = Vec::new();
-    for ((namespace, name), entry) in entries {
-        if *namespace != key.namespace {
-            break;
-        }
+    for (name, entry) in selected_entries(cx.store, &key.namespace, selector) {
         let spec = &entry.spec;
-        let selected = selector.iter().all(|(k, v)| spec.labels.get(k) == Some(v));
-        let Ok(address) = spec.address.parse::<IpAddr>() else {
-            continue;
-        };
-        if !selected || !entry.serves() {
-            continue;
-        }
-        let ports: Vec<EndpointPort> = service
+        let ports = service
             .ports
             .iter()
             .filter_map(|p| {
@@ -188,36 +185,75 @@ fn workload_entry_endpoints(
                 })
             })
             .collect();
-        if ports.is_empty() {
-            continue;
-        }
-        let network = match spec.network.as_str() {
-            "" => network(Some(&spec.labels), namespace_labels, cx.default_network),
-            n => Network::new(n),
+        let workload = WorkloadRef {
+            kind: "WorkloadEntry".into(),
+            name: name.clone(),
         };
-        let locality = match spec.locality.as_str() {
-            "" => locality(Some(&spec.labels), None, None),
-            l => Locality::parse_slashed(l),
-        };
-        out.push(Endpoint {
-            cluster: cx.id.clone(),
-            network,
-            locality,
-            addresses: vec![address],
-            ports: ports.into(),
-            hostname: None,
-            node_name: None,
-            workload: Some(WorkloadRef {
-                kind: "WorkloadEntry".into(),
-                name: name.as_ref().into(),
-            }),
-            ready: true,
-            serving: true,
-            terminating: false,
-            weight: spec.weight.max(1),
-        });
+        out.extend(vm_endpoint(cx, namespace_labels, spec, workload, ports));
     }
     out
+}
+
+/// The member's WorkloadEntries in `namespace` whose labels include `selector` and that may be
+/// endpoints now ([`WorkloadEntry::serves`]), by name.
+pub(crate) fn selected_entries<'a>(
+    store: &'a Store,
+    namespace: &'a Strng,
+    selector: &'a Labels,
+) -> impl Iterator<Item = (&'a Strng, &'a WorkloadEntry)> + 'a {
+    store
+        .workload_entries
+        .range((namespace.clone(), Strng::from(""))..)
+        .take_while(move |((ns, _), _)| ns == namespace)
+        .filter(move |(_, e)| {
+            selector
+                .iter()
+                .all(|(k, v)| e.spec.labels.get(k) == Some(v))
+                && e.serves()
+        })
+        .map(|((_, name), e)| (name, e))
+}
+
+/// The endpoint of a VM (a WorkloadEntry, or a ServiceEntry's inline endpoint) serving `ports`,
+/// or `None` when its address is not an IP (a host name or a Unix socket) or it serves no port.
+/// The network is the entry's `network`, else its `topology.istio.io/network` label, its
+/// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
+/// label; the weight its `weight` (0 read as 1); the service account its `serviceAccount`.
+pub(crate) fn vm_endpoint(
+    cx: &MemberContext<'_>,
+    namespace_labels: Option<&Labels>,
+    spec: &WorkloadSpec,
+    workload: WorkloadRef,
+    ports: Vec<EndpointPort>,
+) -> Option<Endpoint> {
+    let address = spec.address.parse::<IpAddr>().ok()?;
+    if ports.is_empty() {
+        return None;
+    }
+    let network = match spec.network.as_str() {
+        "" => network(Some(&spec.labels), namespace_labels, cx.default_network),
+        n => Network::new(n),
+    };
+    let locality = match spec.locality.as_str() {
+        "" => locality(Some(&spec.labels), None, None),
+        l => Locality::parse_slashed(l),
+    };
+    Some(Endpoint {
+        cluster: cx.id.clone(),
+        network,
+        locality,
+        addresses: vec![address],
+        ports: ports.into(),
+        hostname: None,
+        node_name: None,
+        workload: Some(workload),
+        ready: true,
+        serving: true,
+        terminating: false,
+        weight: spec.weight.max(1),
+        service_account: (!spec.service_account.is_empty())
+            .then(|| spec.service_account.as_str().into()),
+    })
 }
 
 /// Endpoints an MCS provider imported into this member, one per slice endpoint, carrying the
@@ -250,6 +286,7 @@ fn imported_endpoints(
             serving: ep.serving,
             terminating: ep.terminating,
             weight: 1,
+            service_account: None,
         }));
     }
     out.sort_by(|a, b| (&a.cluster, &a.addresses).cmp(&(&b.cluster, &b.addresses)));
@@ -303,6 +340,7 @@ fn new_endpoint(
         serving: ep.serving,
         terminating: ep.terminating,
         weight: 1,
+        service_account: None,
     }
 }
 

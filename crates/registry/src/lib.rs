@@ -21,6 +21,7 @@
 mod derive;
 mod gateways;
 mod identity;
+mod service_entry;
 mod store;
 mod view;
 
@@ -352,18 +353,22 @@ impl Registry {
                 missing: m.missing.clone(),
                 objects: m.store.counts(),
                 endpoints: m.derived.values().map(|d| d.view.endpoints.len()).sum(),
-                rejected: m.source_rejections.len(),
+                rejected: m.source_rejections.len()
+                    + service_entry::rejections(&m.config.name, &m.store).len(),
             })
             .collect()
     }
 
-    /// Everything refused: documents the sources skipped, members not admitted, and gateway
-    /// Services that cannot be used.
+    /// Everything refused: documents the sources skipped, ServiceEntry hosts Bowline does not
+    /// serve, members not admitted, and gateway Services that cannot be used.
     pub fn rejections(&self) -> Vec<Rejection> {
         let mut all: Vec<Rejection> = self
             .members
             .iter()
-            .flat_map(|m| m.source_rejections.iter().cloned())
+            .flat_map(|m| {
+                let entries = service_entry::rejections(&m.config.name, &m.store);
+                m.source_rejections.iter().cloned().chain(entries)
+            })
             .collect();
         for member in &self.members {
             if let Admission::Refused { reason, message } = &member.admission {
@@ -505,7 +510,7 @@ impl Member {
             keys.extend(self.node_refs.get(node).into_iter().flatten().cloned());
         }
         changes.gateways |= touched.gateways;
-        changes.members |= touched.identity;
+        changes.members |= touched.identity || touched.rejections;
     }
 
     /// Recomputes this member's contribution to `key`; true when it changed.

@@ -5,6 +5,7 @@ use std::{
     sync::Arc,
 };
 
+use crate::service_entry;
 use bowline_model::{
     Object, ObjectKey, ObjectKind, ServiceKey, Strng,
     objects::{
@@ -31,6 +32,8 @@ pub(crate) struct Touched {
     pub identity: bool,
     /// Gateways may have changed.
     pub gateways: bool,
+    /// Rejections derived from the member's objects (ServiceEntry hosts) may have changed.
+    pub rejections: bool,
 }
 
 /// A member's objects by kind. Values are `Arc`s so that views share them.
@@ -52,6 +55,9 @@ pub(crate) struct Store {
     pub workload_entries: BTreeMap<NsName, WorkloadEntry>,
     pub workload_groups: BTreeMap<NsName, WorkloadGroup>,
     pub service_entries: BTreeMap<NsName, ServiceEntry>,
+    /// Names of the ServiceEntries whose hosts name each service
+    /// (`<svc>.<ns>.svc.cluster.local`, in the ServiceEntry's namespace).
+    pub entries_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
     /// Services labelled as east-west gateways.
     pub gateway_services: BTreeSet<ServiceKey>,
 }
@@ -214,10 +220,24 @@ impl Store {
                 };
             }
             ObjectKind::ServiceEntry => {
-                match object {
-                    Some(Object::ServiceEntry(o)) => self.service_entries.insert(ns_name(key), o),
-                    _ => self.service_entries.remove(&ns_name(key)),
-                };
+                let name = ns_name(key);
+                if let Some(old) = self.service_entries.remove(&name) {
+                    for skey in service_entry::services(&old) {
+                        unlink(&mut self.entries_by_service, &skey, &key.name);
+                        touched.keys.insert(skey);
+                    }
+                }
+                if let Some(Object::ServiceEntry(entry)) = object {
+                    for skey in service_entry::services(&entry) {
+                        self.entries_by_service
+                            .entry(skey.clone())
+                            .or_default()
+                            .insert(key.name.clone());
+                        touched.keys.insert(skey);
+                    }
+                    self.service_entries.insert(name, entry);
+                }
+                touched.rejections = true;
             }
         }
     }
@@ -230,6 +250,7 @@ impl Store {
             .chain(self.imported_by_service.keys())
             .chain(self.exports.keys())
             .chain(self.imports.keys())
+            .chain(self.entries_by_service.keys())
             .cloned()
             .collect()
     }
@@ -251,6 +272,7 @@ impl Store {
             .chain(in_ns(&self.imported_by_service, &start))
             .chain(in_ns(&self.exports, &start))
             .chain(in_ns(&self.imports, &start))
+            .chain(in_ns(&self.entries_by_service, &start))
             .cloned()
             .collect()
     }

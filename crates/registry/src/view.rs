@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use bowline_model::{
-    ClusterId, Endpoint, MemberName, Network, ObjectKind, RejectReason, ServiceKey,
+    ClusterId, Endpoint, MemberName, Network, ObjectKind, RejectReason, ServiceKey, Strng,
     cluster::IdSource,
     objects::{Service, ServiceExport, ServiceImport},
 };
@@ -16,9 +16,14 @@ use serde::Serialize;
 pub struct MemberService {
     /// The member's id.
     pub cluster: ClusterId,
-    /// The member's Service of that name, if it has one.
+    /// The member's Service of that name, if it has one; else, when ServiceEntries name the
+    /// service (`<svc>.<ns>.svc.cluster.local`), the Service the oldest of them stands in for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<Arc<Service>>,
+    /// The ServiceEntries naming this service in the member, oldest first: the first stands in
+    /// for the Service when there is none; all add their endpoints.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_entries: Vec<Strng>,
     /// The member's ServiceExport of that name, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<Arc<ServiceExport>>,

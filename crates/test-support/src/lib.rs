@@ -16,7 +16,8 @@ use bowline_model::{
     cluster::{CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY},
     objects::{
         AddressType, ClusterProperty, EndpointSlice, HEALTH_CHECKS_ENABLED, Meta, Namespace, Node,
-        Pod, Service, ServiceExport, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec,
+        Pod, Service, ServiceEntry, ServiceEntryPort, ServiceExport, SliceEndpoint, TargetRef,
+        WorkloadEntry, WorkloadSpec,
     },
 };
 
@@ -350,9 +351,101 @@ impl WorkloadEntryBuilder {
         self
     }
 
+    /// Sets the service account (`spec.serviceAccount`).
+    pub fn service_account(mut self, account: &str) -> Self {
+        self.0.spec.service_account = account.into();
+        self
+    }
+
     /// The object.
     pub fn build(self) -> Object {
         Object::WorkloadEntry(self.0)
+    }
+}
+
+/// Builds a ServiceEntry.
+pub struct ServiceEntryBuilder(ServiceEntry);
+
+/// A ServiceEntry (`MESH_INTERNAL`, `STATIC`) with no hosts, ports or endpoints yet.
+pub fn service_entry(namespace: &str, name: &str) -> ServiceEntryBuilder {
+    ServiceEntryBuilder(ServiceEntry {
+        meta: meta(namespace, name),
+        hosts: Vec::new(),
+        addresses: Vec::new(),
+        ports: Vec::new(),
+        location: "MESH_INTERNAL".into(),
+        resolution: "STATIC".into(),
+        endpoints: Vec::new(),
+        workload_selector: None,
+    })
+}
+
+/// An inline endpoint of a ServiceEntry at `address` (a WorkloadEntry spec; its namespace and
+/// name are not used), for [`ServiceEntryBuilder::endpoint`].
+pub fn inline_endpoint(address: &str) -> WorkloadEntryBuilder {
+    workload_entry("", "", address)
+}
+
+impl ServiceEntryBuilder {
+    /// Adds a host.
+    pub fn host(mut self, host: &str) -> Self {
+        self.0.hosts.push(host.into());
+        self
+    }
+
+    /// Adds a virtual address.
+    pub fn address(mut self, address: &str) -> Self {
+        self.0.addresses.push(address.into());
+        self
+    }
+
+    /// Adds an `HTTP` port without a target port.
+    pub fn port(self, name: &str, number: u32) -> Self {
+        self.port_full(name, number, "HTTP", 0)
+    }
+
+    /// Adds a port with a protocol (`HTTP`, `GRPC`, `TCP`, `UDP`...) and a target port (0: none).
+    pub fn port_full(mut self, name: &str, number: u32, protocol: &str, target: u32) -> Self {
+        self.0.ports.push(ServiceEntryPort {
+            number,
+            protocol: protocol.into(),
+            name: name.into(),
+            target_port: target,
+        });
+        self
+    }
+
+    /// Sets `workloadSelector.labels`.
+    pub fn selector(mut self, labels: &[(&str, &str)]) -> Self {
+        self.0.workload_selector = Some(to_labels(labels));
+        self
+    }
+
+    /// Adds an inline endpoint (see [`inline_endpoint`]).
+    pub fn endpoint(mut self, endpoint: WorkloadEntryBuilder) -> Self {
+        self.0.endpoints.push(endpoint.0.spec);
+        self
+    }
+
+    /// Sets the creation time (RFC 3339).
+    pub fn created(mut self, created: &str) -> Self {
+        self.0.meta.created = Some(
+            created
+                .parse()
+                .unwrap_or_else(|_| panic!("{created:?} is not RFC 3339")),
+        );
+        self
+    }
+
+    /// Adds a label of the ServiceEntry itself.
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.0.meta.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The object.
+    pub fn build(self) -> Object {
+        Object::ServiceEntry(self.0)
     }
 }
 

@@ -23,6 +23,7 @@ fn ep(cluster: &str, network: &str, addrs: &[&str]) -> Endpoint {
         serving: true,
         terminating: false,
         weight: 1,
+        service_account: None,
     }
 }
 

@@ -1,0 +1,248 @@
+//! ServiceEntries: the services their hosts name, the Service one stands in for, and the
+//! endpoints of the WorkloadEntries it selects and of its inline endpoints.
+//!
+//! A host `<svc>.<ns>.svc.cluster.local` in the ServiceEntry's own namespace contributes to the
+//! service `ns/svc`, exactly as a Service of that name would; every other host is refused with
+//! [`RejectReason::UnsupportedHost`] (Bowline keys services by namespace and name).
+
+use std::{collections::HashSet, net::IpAddr};
+
+use bowline_model::{
+    Endpoint, EndpointPort, IpFamily, Labels, MemberName, ObjectKey, ObjectKind, Protocol,
+    RejectReason, Rejection, ServiceKey, ServicePort, ServiceType, TargetPort, WorkloadRef,
+    objects::{Meta, Service, ServiceEntry, ServiceEntryPort, WorkloadSpec},
+};
+
+use crate::{
+    derive::{MemberContext, selected_entries, vm_endpoint},
+    store::Store,
+};
+
+/// The only host suffix a ServiceEntry may use.
+const SUFFIX: &str = ".svc.cluster.local";
+
+/// The service a host of `entry` names, or why Bowline cannot serve it.
+pub(crate) fn host_service(entry: &ServiceEntry, host: &str) -> Result<ServiceKey, String> {
+    let namespace = &*entry.meta.namespace;
+    let unsupported = || {
+        format!(
+            "host {host:?} is not <service>.{namespace}{SUFFIX}: Bowline serves a ServiceEntry only \
+             under a service name of its own namespace (other hosts are not supported)"
+        )
+    };
+    let (name, host_ns) = host
+        .strip_suffix(SUFFIX)
+        .and_then(|rest| rest.split_once('.'))
+        .ok_or_else(unsupported)?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !label(name) || !label(host_ns) {
+        return Err(unsupported());
+    }
+    if host_ns != namespace {
+        return Err(format!(
+            "host {host:?} names namespace {host_ns:?}: a ServiceEntry may only name services of \
+             its own namespace {namespace:?}"
+        ));
+    }
+    Ok(ServiceKey::new(namespace, name))
+}
+
+/// The services the hosts of `entry` name (hosts Bowline cannot serve are left out).
+pub(crate) fn services(entry: &ServiceEntry) -> impl Iterator<Item = ServiceKey> + '_ {
+    entry
+        .hosts
+        .iter()
+        .filter_map(|host| host_service(entry, host).ok())
+}
+
+/// Every host of a member's ServiceEntries that Bowline cannot serve.
+pub(crate) fn rejections(member: &MemberName, store: &Store) -> Vec<Rejection> {
+    let mut out = Vec::new();
+    for entry in store.service_entries.values() {
+        for host in &entry.hosts {
+            if let Err(message) = host_service(entry, host) {
+                out.push(Rejection {
+                    member: member.clone(),
+                    origin: String::new(),
+                    object: Some(ObjectKey::new(
+                        ObjectKind::ServiceEntry,
+                        entry.meta.namespace.clone(),
+                        entry.meta.name.clone(),
+                    )),
+                    reason: RejectReason::UnsupportedHost,
+                    message,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The member's ServiceEntries naming `key`, oldest first (creation time, then name).
+pub(crate) fn naming<'a>(store: &'a Store, key: &ServiceKey) -> Vec<&'a ServiceEntry> {
+    let mut entries: Vec<&ServiceEntry> = store
+        .entries_by_service
+        .get(key)
+        .into_iter()
+        .flatten()
+        .filter_map(|name| {
+            store
+                .service_entries
+                .get(&(key.namespace.clone(), name.clone()))
+        })
+        .collect();
+    entries.sort_by(|a, b| (a.meta.created, &a.meta.name).cmp(&(b.meta.created, &b.meta.name)));
+    entries
+}
+
+/// The Service the oldest ServiceEntry stands in for when the member has no Service `key`:
+/// its ports (number, protocol, `targetPort`), its IP `addresses` as cluster IPs (headless when
+/// it has none), its labels, annotations and creation time.
+pub(crate) fn stand_in(key: &ServiceKey, entries: &[&ServiceEntry]) -> Option<Service> {
+    let entry = entries.first()?;
+    let mut cluster_ips: Vec<IpAddr> = Vec::new();
+    for ip in entry.addresses.iter().filter_map(|a| a.parse().ok()) {
+        if !cluster_ips.contains(&ip) {
+            cluster_ips.push(ip);
+        }
+    }
+    let mut ip_families: Vec<IpFamily> = cluster_ips.iter().map(IpFamily::of).collect();
+    ip_families.dedup();
+    let ports = entry
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone(),
+                protocol: protocol(&p.protocol),
+                port: u16::try_from(p.number).ok()?,
+                target_port: u16::try_from(p.target_port)
+                    .ok()
+                    .filter(|t| *t != 0)
+                    .map(TargetPort::Number),
+                app_protocol: app_protocol(&p.protocol),
+            })
+        })
+        .collect();
+    Some(Service {
+        meta: Meta {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid: None,
+            labels: entry.meta.labels.clone(),
+            annotations: entry.meta.annotations.clone(),
+            created: entry.meta.created,
+        },
+        service_type: match cluster_ips.is_empty() {
+            true => ServiceType::Headless,
+            false => ServiceType::ClusterIP,
+        },
+        cluster_ips,
+        ip_families,
+        ports,
+        selector: None,
+        external_name: None,
+        external_addresses: Vec::new(),
+        external_hostnames: Vec::new(),
+        session_affinity: "None".into(),
+        session_affinity_timeout: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
+    })
+}
+
+/// Endpoints of the ServiceEntries naming a service: the WorkloadEntries each selects
+/// (`workloadSelector.labels`, in its namespace, while they may serve) and its inline
+/// `endpoints` (workload `<serviceentry>-<index>`), one port per ServiceEntry port (see
+/// [`endpoint_ports`]), network, locality and weight as [`vm_endpoint`] has them. A
+/// WorkloadEntry that is already an endpoint (selected by the Service of that name, or by an
+/// older ServiceEntry) is not added twice.
+pub(crate) fn endpoints(
+    cx: &MemberContext<'_>,
+    key: &ServiceKey,
+    entries: &[&ServiceEntry],
+    namespace_labels: Option<&Labels>,
+    existing: &[Endpoint],
+) -> Vec<Endpoint> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let mut seen: HashSet<WorkloadRef> = existing
+        .iter()
+        .filter_map(|e| e.workload.as_ref().filter(|w| &*w.kind != "Pod").cloned())
+        .collect();
+    let mut out = Vec::new();
+    for entry in entries {
+        let mut add = |spec: &WorkloadSpec, workload: WorkloadRef| {
+            if seen.contains(&workload) {
+                return;
+            }
+            let ports = endpoint_ports(&entry.ports, spec);
+            if let Some(ep) = vm_endpoint(cx, namespace_labels, spec, workload.clone(), ports) {
+                seen.insert(workload);
+                out.push(ep);
+            }
+        };
+        if let Some(selector) = entry.workload_selector.as_ref().filter(|s| !s.is_empty()) {
+            for (name, we) in selected_entries(cx.store, &key.namespace, selector) {
+                let workload = WorkloadRef {
+                    kind: "WorkloadEntry".into(),
+                    name: name.clone(),
+                };
+                add(&we.spec, workload);
+            }
+        }
+        for (i, spec) in entry.endpoints.iter().enumerate() {
+            let workload = WorkloadRef {
+                kind: "ServiceEntry".into(),
+                name: format!("{}-{i}", entry.meta.name).into(),
+            };
+            add(spec, workload);
+        }
+    }
+    out
+}
+
+/// The ports a workload serves for a ServiceEntry, as Istio has them: for each ServiceEntry
+/// port, the workload's `ports[<port name>]`, else the port's `targetPort`, else its number
+/// (a port that does not fit in 16 bits, or is 0, is left out).
+fn endpoint_ports(ports: &[ServiceEntryPort], spec: &WorkloadSpec) -> Vec<EndpointPort> {
+    ports
+        .iter()
+        .filter_map(|p| {
+            let number = [spec.ports.get(&p.name).copied(), Some(p.target_port)]
+                .into_iter()
+                .flatten()
+                .find(|n| *n != 0)
+                .unwrap_or(p.number);
+            Some(EndpointPort {
+                name: p.name.clone(),
+                port: u16::try_from(number).ok().filter(|n| *n != 0)?,
+                protocol: protocol(&p.protocol),
+                app_protocol: app_protocol(&p.protocol),
+            })
+        })
+        .collect()
+}
+
+/// The transport of an Istio port protocol: UDP for `UDP`, TCP for everything else.
+fn protocol(istio: &str) -> Protocol {
+    match istio.eq_ignore_ascii_case("UDP") {
+        true => Protocol::Udp,
+        false => Protocol::Tcp,
+    }
+}
+
+/// The application protocol of an Istio port protocol (`HTTP` → `http`, `GRPC` → `grpc`...),
+/// `None` for plain `TCP`/`UDP`.
+fn app_protocol(istio: &str) -> Option<String> {
+    match istio.to_ascii_uppercase().as_str() {
+        "" | "TCP" | "UDP" => None,
+        other => Some(other.to_ascii_lowercase()),
+    }
+}
