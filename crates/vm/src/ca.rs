@@ -175,7 +175,20 @@ impl RootCa {
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
         name.push(DnType::OrganizationName, "Bowline");
-        name.push(DnType::CommonName, "Bowline root CA");
+        // The creation time tells roots apart (in a trust store, in logs).
+        let created = now.to_offset(time::UtcOffset::UTC);
+        name.push(
+            DnType::CommonName,
+            format!(
+                "Bowline root CA {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                created.year(),
+                u8::from(created.month()),
+                created.day(),
+                created.hour(),
+                created.minute(),
+                created.second()
+            ),
+        );
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
