@@ -43,6 +43,8 @@ pub struct Config {
     pub dns: Dns,
     /// Leader election among replicas; `None`: this is the only replica and always writes.
     pub leader_election: Option<LeaderElection>,
+    /// Where Bowline keeps its own state: the root CA (`ca/`) and the VM token store.
+    pub data_dir: PathBuf,
 }
 
 /// The `leaderElection` section: the Lease that decides which replica writes.
@@ -138,8 +140,10 @@ pub struct Mcs {
 /// Listen addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listen {
-    /// xDS (gRPC).
+    /// xDS (gRPC), plaintext.
     pub xds: SocketAddr,
+    /// xDS (gRPC) over TLS, with a certificate from Bowline's root CA.
+    pub xds_tls: SocketAddr,
     /// DNS (UDP and TCP).
     pub dns: SocketAddr,
     /// Admin HTTP.
@@ -165,6 +169,10 @@ pub mod defaults {
     pub const CLUSTER_SET_IPS: &[&str] = &["241.0.0.0/16", "fd00:241::/112"];
     /// `listen.xds`.
     pub const XDS: &str = "[::]:15010";
+    /// `listen.xdsTls`.
+    pub const XDS_TLS: &str = "[::]:15012";
+    /// `dataDir`, relative to the configuration file's directory.
+    pub const DATA_DIR: &str = ".bowline-data";
     /// `listen.dns`.
     pub const DNS: &str = "[::]:15053";
     /// `listen.admin`.
@@ -254,6 +262,7 @@ struct Raw {
     #[serde(default)]
     dns: RawDns,
     leader_election: Option<RawLeaderElection>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +327,8 @@ struct RawExport {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     xds: Option<String>,
+    #[serde(rename = "xdsTls")]
+    xds_tls: Option<String>,
     dns: Option<String>,
     admin: Option<String>,
 }
