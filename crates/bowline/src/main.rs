@@ -99,6 +99,16 @@ enum VmCommand {
         #[command(subcommand)]
         command: VmGroupCommand,
     },
+    /// Issue a registration token for one WorkloadGroup in one namespace; prints it (only
+    /// its hash is kept, in the configuration's dataDir).
+    ///
+    /// Example: bowline vm token --group legacy -n demo --ttl 24h > token
+    Token(vm::TokenFlags),
+    /// Write what a VM needs to join into a directory: cluster.env, mesh.yaml,
+    /// root-cert.pem, token, hosts and a README saying where each goes.
+    ///
+    /// Example: bowline vm bundle --group legacy -n demo -o vm-files --address 192.0.2.10
+    Bundle(vm::BundleFlags),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +226,21 @@ fn main() -> ExitCode {
                     },
             } => vm::group_yaml(&flags).map(|yaml| {
                 print!("{yaml}");
+                ExitCode::SUCCESS
+            }),
+            Command::Vm {
+                command: VmCommand::Token(flags),
+            } => vm::token(&flags).map(|token| {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }),
+            Command::Vm {
+                command: VmCommand::Bundle(flags),
+            } => vm::bundle(&flags).map(|(files, warnings)| {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+                eprintln!("wrote {} to {}", files.join(", "), flags.output.display());
                 ExitCode::SUCCESS
             }),
             Command::Member {

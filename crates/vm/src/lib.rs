@@ -3,6 +3,7 @@
 //! root CA and the serving certificate of the xDS TLS listener; [`tokens`] the bearer tokens
 //! scoped to one group and namespace, and the rule deciding who may register what.
 
+pub mod bundle;
 pub mod ca;
 pub mod registration;
 pub mod tokens;
