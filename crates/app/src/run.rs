@@ -19,6 +19,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, info, info_span};
 
+use bowline_xds::transport::{Origin, Transport};
+
 use crate::{
     config::{Config, MemberSource},
     mcs::{McsMetrics, spawn_mcs},
@@ -31,8 +33,10 @@ const MAX_BATCH: usize = 256;
 pub struct Running {
     /// Where the admin server listens.
     pub admin_addr: SocketAddr,
-    /// Where the xDS server listens.
+    /// Where the xDS server listens (plaintext).
     pub xds_addr: SocketAddr,
+    /// Where the xDS server listens over TLS.
+    pub xds_tls_addr: SocketAddr,
     /// Where the DNS server listens (UDP and TCP).
     pub dns_addr: SocketAddr,
     /// The registry.
@@ -76,6 +80,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// xDS gRPC.
     pub xds: Option<TcpListener>,
+    /// xDS gRPC over TLS.
+    pub xds_tls: Option<TcpListener>,
     /// DNS over UDP and TCP (both on the same address).
     pub dns: Option<(Vec<tokio::net::UdpSocket>, TcpListener)>,
 }
@@ -116,6 +122,7 @@ impl Listeners {
         Ok(Self {
             admin: Some(TcpListener::bind(any).await?),
             xds: Some(TcpListener::bind(any).await?),
+            xds_tls: Some(TcpListener::bind(any).await?),
             dns: Some(Self::bind_dns(any).await?),
         })
     }
@@ -155,6 +162,11 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let admin_addr = admin.local_addr()?;
     let xds = bind(listeners.xds, config.listen.xds, "listen.xds").await?;
     let xds_addr = xds.local_addr()?;
+    let xds_tls = bind(listeners.xds_tls, config.listen.xds_tls, "listen.xdsTls").await?;
+    let xds_tls_addr = xds_tls.local_addr()?;
+    let identity = crate::xds::tls_identity(&config.data_dir, xds_tls_addr)
+        .context("the xDS TLS listener's certificate")?;
+    let tokens = Arc::new(bowline_vm::tokens::TokenStore::open(&config.data_dir));
     let connections = bowline_xds::status::Connections::default();
     metrics.register_collector(Box::new(crate::xds::XdsCollector(connections.clone())));
     metrics.register(
@@ -194,13 +206,25 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         vm_metrics,
         shutdown.clone(),
     );
-    crate::xds::spawn_server(
-        &mut tasks,
-        xds,
-        bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone())
-            .with_workloads(registration),
-        shutdown.clone(),
-    );
+    let ads = bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone())
+        .with_workloads(registration);
+    for (listener, transport, tls) in [
+        (xds, Transport::Plaintext, None),
+        (xds_tls, Transport::Tls, Some(identity)),
+    ] {
+        let origin = Origin {
+            transport,
+            tokens: Some(tokens.clone()),
+        };
+        crate::xds::spawn_server(
+            &mut tasks,
+            listener,
+            ads.clone(),
+            origin,
+            tls,
+            shutdown.clone(),
+        );
+    }
     let mut views = crate::xds::debug_views(&connections);
     let leader_gauge = prometheus_client::metrics::gauge::Gauge::default();
     metrics.register(
@@ -287,10 +311,11 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         leadership,
         shutdown.clone(),
     );
-    info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, xds = %xds_addr, "bowline started");
+    info!(cluster_set = %config.cluster_set, members = config.members.len(), admin = %admin_addr, xds = %xds_addr, xds_tls = %xds_tls_addr, "bowline started");
     Ok(Running {
         admin_addr,
         xds_addr,
+        xds_tls_addr,
         dns_addr,
         registry,
         shutdown,

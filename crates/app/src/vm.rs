@@ -16,7 +16,9 @@ use bowline_mcs::{
 use bowline_model::{Object, ObjectKind};
 use bowline_registry::Shared;
 use bowline_vm::{
-    lifecycle::{Action, EntryKey, MemberObjects, Observed, Registrar, Report, StreamId, World},
+    lifecycle::{
+        self, Action, EntryKey, MemberObjects, Observed, Registrar, Report, StreamId, World,
+    },
     registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy},
 };
 use bowline_xds::server::{Connecting, Workloads};
@@ -105,16 +107,8 @@ impl Workloads for Registration {
                 "NAMESPACE is required",
             ));
         };
-        if !c.peer.is_some_and(|p| p.ip().is_loopback()) {
-            return Err(refuse(
-                Status::permission_denied(format!(
-                    "proxy {:?} may not register into WorkloadGroup {namespace}/{group}: on the plaintext port only loopback connections may register",
-                    c.proxy.id
-                )),
-                &c.proxy.id,
-                "plaintext registration only from loopback",
-            ));
-        }
+        let caller = bowline_xds::transport::caller_of(c.metadata, c.extensions, c.peer);
+        bowline_xds::transport::authorize_registration(&caller, &c.proxy.id, group, namespace)?;
         if c.proxy.instance_ips.is_empty() {
             return Err(refuse(
                 Status::invalid_argument(format!(
@@ -199,7 +193,7 @@ pub(crate) fn spawn_registration(
     let peers = match &config.leader_election {
         None => Peers::Single,
         Some(election) => {
-            let alive = Arc::new(parking_lot::RwLock::new(None));
+            let heard = Arc::new(parking_lot::RwLock::new(Heard::default()));
             let member = config
                 .members
                 .iter()
@@ -210,10 +204,10 @@ pub(crate) fn spawn_registration(
                 member,
                 election.namespace.clone(),
                 config.vm.controller.clone(),
-                alive.clone(),
+                heard.clone(),
                 shutdown.clone(),
             ));
-            Peers::Heartbeats(alive)
+            Peers::Heartbeats(heard)
         }
     };
     info!(controller = %config.vm.controller, grace = ?config.vm.grace_period, "VM auto-registration ready");
@@ -232,9 +226,35 @@ const HEARTBEAT_LIFETIME: Duration = Duration::from_secs(30);
 enum Peers {
     /// None: this is the only one.
     Single,
-    /// From heartbeat Leases; `None` until first read (then every controller named on an
-    /// entry counts as running: nothing is taken over on a guess).
-    Heartbeats(Arc<parking_lot::RwLock<Option<BTreeSet<String>>>>),
+    /// From heartbeat Leases.
+    Heartbeats(Arc<parking_lot::RwLock<Heard>>),
+}
+
+/// What the heartbeat Leases said last, and since when they have been read.
+#[derive(Default)]
+struct Heard {
+    liveness: bowline_kube::heartbeat::Liveness,
+    /// The first successful read.
+    since: Option<Instant>,
+}
+
+impl Heard {
+    /// Controllers known to have stopped: their Lease stopped changing, or (once Leases have
+    /// been read for a lifetime) they have none. Until then nothing is taken over on a guess.
+    fn stopped<'a>(&self, named: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+        let mut stopped = self.liveness.stopped.clone();
+        if self
+            .since
+            .is_some_and(|at| at.elapsed() >= HEARTBEAT_LIFETIME)
+        {
+            stopped.extend(
+                named
+                    .filter(|c| !self.liveness.running.contains(*c))
+                    .cloned(),
+            );
+        }
+        stopped
+    }
 }
 
 /// Renews this instance's heartbeat and reads the others' every [`HEARTBEAT`].
@@ -242,7 +262,7 @@ async fn heartbeats(
     credentials: bowline_kube::Credentials,
     namespace: String,
     controller: String,
-    alive: Arc<parking_lot::RwLock<Option<BTreeSet<String>>>>,
+    heard: Arc<parking_lot::RwLock<Heard>>,
     shutdown: CancellationToken,
 ) {
     let mut beats = None;
@@ -274,8 +294,12 @@ async fn heartbeats(
         if let Err(e) = beats.beat().await {
             warn!("VM controller heartbeat not renewed: {e}");
         }
-        match beats.alive().await {
-            Ok(running) => *alive.write() = Some(running),
+        match beats.read().await {
+            Ok(liveness) => {
+                let mut heard = heard.write();
+                heard.liveness = liveness;
+                heard.since.get_or_insert_with(Instant::now);
+            }
             Err(e) => warn!("VM controller heartbeats not read: {e}"),
         }
     }
@@ -308,7 +332,7 @@ async fn run(
             handle(&mut registrar, event);
         }
         metrics.connected.set(registrar.connected() as i64);
-        let world = world(&registry, registrar.instance(), &peers);
+        let world = world(&registry, &peers);
         let now = Timestamp::now();
         recent.retain(|_, (_, at)| at.elapsed() < SETTLE);
         let actions: Vec<Action> = registrar
@@ -473,19 +497,10 @@ fn still(
     ))
 }
 
-/// The synced members' groups and entries, and the instances known to run.
-fn world(registry: &Shared, me: &str, peers: &Peers) -> World {
-    let heard = match peers {
-        Peers::Single => None,
-        Peers::Heartbeats(alive) => alive.read().clone(),
-    };
-    let guess = matches!(peers, Peers::Heartbeats(_)) && heard.is_none();
+/// The synced members' groups and entries, and which other instances run.
+fn world(registry: &Shared, peers: &Peers) -> World {
     let registry = registry.read();
-    let mut world = World {
-        members: Vec::new(),
-        alive: heard.unwrap_or_default(),
-    };
-    world.alive.insert(me.to_string());
+    let mut world = World::default();
     for member in registry.members().into_iter().filter(|m| m.synced) {
         let objects = |kind| registry.objects(&member.name, kind);
         let groups = objects(ObjectKind::WorkloadGroup)
@@ -495,20 +510,13 @@ fn world(registry: &Shared, me: &str, peers: &Peers) -> World {
                 _ => None,
             })
             .collect();
-        let entries: Vec<_> = objects(ObjectKind::WorkloadEntry)
+        let entries = objects(ObjectKind::WorkloadEntry)
             .into_iter()
             .filter_map(|o| match o {
                 Object::WorkloadEntry(e) => Some(e),
                 _ => None,
             })
             .collect();
-        if guess {
-            world.alive.extend(
-                entries
-                    .iter()
-                    .filter_map(|e| e.meta.annotations.get(CONTROLLER_ANNOTATION).cloned()),
-            );
-        }
         world.members.push(MemberObjects {
             member: member.name.to_string(),
             cluster: member.admission.id().map(|id| id.to_string()),
@@ -516,5 +524,16 @@ fn world(registry: &Shared, me: &str, peers: &Peers) -> World {
             entries,
         });
     }
+    world.peers = match peers {
+        Peers::Single => lifecycle::Peers::Alone,
+        Peers::Heartbeats(heard) => {
+            let named = world
+                .members
+                .iter()
+                .flat_map(|m| &m.entries)
+                .filter_map(|e| e.meta.annotations.get(CONTROLLER_ANNOTATION));
+            lifecycle::Peers::Stopped(heard.read().stopped(named))
+        }
+    };
     world
 }

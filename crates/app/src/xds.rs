@@ -1,11 +1,23 @@
 //! The xDS server in the composition root: snapshots chained after the MCS outcome, the
 //! listener, and its debug view and metrics.
 
-use std::sync::Arc;
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::Context;
+use bowline_vm::ca::{self, RootCa};
 
 use bowline_mcs::Outcome;
 use bowline_registry::Shared;
-use bowline_xds::{resources::XdsSnapshot, server::Ads, status::Connections};
+use bowline_xds::{
+    resources::XdsSnapshot,
+    server::Ads,
+    status::Connections,
+    transport::{Origin, TlsIdentity, serve_with},
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -13,7 +25,7 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, info};
 
 /// Republishes an xDS snapshot every time the MCS outcome is published, which happens after
 /// every registry change: services, gateways and imports are taken together.
@@ -48,17 +60,51 @@ pub(crate) fn spawn_snapshots(
     });
 }
 
+/// Serves `ads` on `listener`, over TLS when `tls` is given; every stream knows which
+/// listener it came from and where tokens are checked (`origin`).
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
     listener: TcpListener,
     ads: Ads,
+    origin: Origin,
+    tls: Option<TlsIdentity>,
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
-        if let Err(e) = bowline_xds::serve(listener, ads, shutdown.cancelled_owned()).await {
-            error!("xDS server stopped: {e}");
+        let transport = origin.transport;
+        let served = serve_with(listener, ads, origin, tls, shutdown.cancelled_owned());
+        if let Err(e) = served.await {
+            error!(?transport, "xDS server stopped: {e}");
         }
     });
+}
+
+/// Bowline's root CA from the data directory (created there on first start) and a serving
+/// certificate for the TLS listener bound at `addr`: the discovery host name, `localhost`,
+/// the loopback addresses and `addr`'s own address unless it is unspecified.
+pub(crate) fn tls_identity(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<TlsIdentity> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let (ca, origin) = RootCa::load_or_create(data_dir)?;
+    match origin {
+        ca::Origin::Created => info!(
+            cert = %data_dir.join(ca::ROOT_CERT).display(),
+            "created Bowline's root CA; VMs trust it through their bundle's root-cert.pem"
+        ),
+        ca::Origin::Loaded => {
+            info!(cert = %data_dir.join(ca::ROOT_CERT).display(), "loaded Bowline's root CA")
+        }
+    }
+    let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+        ips.push(addr.ip());
+    }
+    let names = [ca::DISCOVERY_HOST.to_string(), "localhost".to_string()];
+    let serving = ca.issue_serving(&names, &ips, ca::now())?;
+    Ok(TlsIdentity {
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+    })
 }
 
 /// `/debug/connections` (every connected proxy: node, member, network, kind, subscriptions,

@@ -98,7 +98,37 @@ fn minimal_config_gets_sane_defaults() {
     assert_eq!(config.listen.admin.to_string(), "127.0.0.1:15014");
     assert_eq!(config.listen.xds.to_string(), "[::]:15010");
     assert_eq!(config.listen.dns.to_string(), "[::]:15053");
+    assert_eq!(config.listen.xds_tls.to_string(), "[::]:15012");
+    assert_eq!(config.data_dir, dir.path().join(".bowline-data"));
     assert_eq!(config.member_sync_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn data_dir_and_tls_listener() {
+    let dir = setup();
+    let config = parse(
+        dir.path(),
+        "clusterSet: prod\nmembers:\n- manifests: clusters/east\ndataDir: state\nlisten: {xdsTls: 127.0.0.1:16012}\n",
+    )
+    .unwrap();
+    assert_eq!(config.data_dir, dir.path().join("state"));
+    assert_eq!(config.listen.xds_tls.to_string(), "127.0.0.1:16012");
+    let err = parse(
+        dir.path(),
+        "clusterSet: prod\nmembers:\n- manifests: clusters/east\ndataDir: clusters/not-a-dir.yaml\nlisten: {xds: 0.0.0.0:15010, xdsTls: 0.0.0.0:15010}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    let file = dir.path().join("bowline.yaml");
+    assert_eq!(
+        err,
+        format!(
+            "{f}: listen.xdsTls: 0.0.0.0:15010 is also listen.xds; the TLS port needs its own\n\
+             {f}: dataDir: {d} exists and is not a directory",
+            f = file.display(),
+            d = dir.path().join("clusters/not-a-dir.yaml").display()
+        )
+    );
 }
 
 #[test]

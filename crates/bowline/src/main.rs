@@ -86,6 +86,9 @@ enum Command {
         /// DNS listen address, UDP and TCP (default: the demo's `listen.dns`, [::]:15053).
         #[arg(long)]
         dns: Option<SocketAddr>,
+        /// xDS-over-TLS listen address (default: the demo's `listen.xdsTls`, [::]:15012).
+        #[arg(long)]
+        xds_tls: Option<SocketAddr>,
     },
 }
 
@@ -96,6 +99,16 @@ enum VmCommand {
         #[command(subcommand)]
         command: VmGroupCommand,
     },
+    /// Issue a registration token for one WorkloadGroup in one namespace; prints it (only
+    /// its hash is kept, in the configuration's dataDir).
+    ///
+    /// Example: bowline vm token --group legacy -n demo --ttl 24h > token
+    Token(vm::TokenFlags),
+    /// Write what a VM needs to join into a directory: cluster.env, mesh.yaml,
+    /// root-cert.pem, token, hosts and a README saying where each goes.
+    ///
+    /// Example: bowline vm bundle --group legacy -n demo -o vm-files --address 192.0.2.10
+    Bundle(vm::BundleFlags),
 }
 
 #[derive(Subcommand)]
@@ -204,7 +217,8 @@ fn main() -> ExitCode {
                 admin,
                 xds,
                 dns,
-            } => demo(dir, admin, xds, dns).await,
+                xds_tls,
+            } => demo(dir, admin, xds, dns, xds_tls).await,
             Command::Vm {
                 command:
                     VmCommand::Group {
@@ -212,6 +226,21 @@ fn main() -> ExitCode {
                     },
             } => vm::group_yaml(&flags).map(|yaml| {
                 print!("{yaml}");
+                ExitCode::SUCCESS
+            }),
+            Command::Vm {
+                command: VmCommand::Token(flags),
+            } => vm::token(&flags).map(|token| {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }),
+            Command::Vm {
+                command: VmCommand::Bundle(flags),
+            } => vm::bundle(&flags).map(|(files, warnings)| {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+                eprintln!("wrote {} to {}", files.join(", "), flags.output.display());
                 ExitCode::SUCCESS
             }),
             Command::Member {
@@ -259,8 +288,12 @@ async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     let config = Config::load(&config)?;
     let running = bowline_app::start(&config, bowline_app::Listeners::default()).await?;
     say(&format!(
-        "bowline: ClusterSet {:?}, admin on http://{}/, xDS on {}, DNS on {}\n",
-        config.cluster_set, running.admin_addr, running.xds_addr, running.dns_addr
+        "bowline: ClusterSet {:?}, admin on http://{}/, xDS on {} (TLS on {}), DNS on {}\n",
+        config.cluster_set,
+        running.admin_addr,
+        running.xds_addr,
+        running.xds_tls_addr,
+        running.dns_addr
     ));
     wait_for_signal(&running).await;
     running.stop().await;
@@ -301,6 +334,7 @@ async fn demo(
     admin: Option<SocketAddr>,
     xds: Option<SocketAddr>,
     dns: Option<SocketAddr>,
+    xds_tls: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let temp;
     let root = match dir {
@@ -321,6 +355,10 @@ async fn demo(
     let xds = TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address}; pick another port with --xds 127.0.0.1:PORT")
     })?;
+    let address = xds_tls.unwrap_or(config.listen.xds_tls);
+    let xds_tls = TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address}; pick another port with --xds-tls 127.0.0.1:PORT")
+    })?;
     let address = dns.unwrap_or(config.listen.dns);
     let dns = bowline_app::Listeners::bind_dns(address)
         .await
@@ -330,11 +368,13 @@ async fn demo(
     let listeners = bowline_app::Listeners {
         admin: Some(admin),
         xds: Some(xds),
+        xds_tls: Some(xds_tls),
         dns: Some(dns),
     };
     let running = bowline_app::start(&config, listeners).await?;
     let admin = running.admin_addr;
     let xds = running.xds_addr;
+    let xds_tls = running.xds_tls_addr;
     let dns = running.dns_addr;
     let root = root.display();
     say(&format!(
@@ -349,6 +389,7 @@ async fn demo(
          \x20   curl http://{admin}/metrics\n\
          \x20   curl http://{admin}/debug/connections\n\
          \x20 xds: {xds} (ADS, state of the world and delta; e.g. GRPC_XDS_BOOTSTRAP for xds:///echo.demo.svc.clusterset.local:80)\n\
+         \x20 xds over TLS: {xds_tls} (certificate from the root CA in {root}/.bowline-data/ca/root-cert.pem)\n\
          \x20 dns: {dns} (UDP and TCP)\n\
          \x20   dig @{dns_ip} -p {dns_port} echo.demo.svc.clusterset.local A\n\
          Press Ctrl-C to stop.\n",

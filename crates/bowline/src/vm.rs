@@ -1,14 +1,19 @@
 //! `bowline vm group create`: a WorkloadGroup (Istio's shape) from flags, checked by the same
-//! rules Bowline reads it with.
+//! rules Bowline reads it with; `bowline vm token`: a registration token; `bowline vm
+//! bundle`: the files a VM needs to join.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
+use bowline_app::config::{Config, MemberSource};
 use bowline_k8s_api::crds::istio::{
     Exec, GroupMetadata, Grpc, HostPort, HttpGet, Probe, WorkloadEntrySpec, WorkloadGroupSpec,
     v1::{WorkloadGroup, WorkloadGroupVersionSpec},
 };
+use bowline_model::{Object, objects::WorkloadGroup as Group};
+use bowline_vm::{bundle, ca::RootCa, tokens::TokenStore};
 use clap::Args;
+use jiff::Timestamp;
 
 /// Flags of `bowline vm group create`.
 #[derive(Args, Debug)]
@@ -147,4 +152,191 @@ pub fn group_yaml(flags: &GroupFlags) -> anyhow::Result<String> {
         bail!("{e}");
     }
     Ok(serde_saphyr::to_string(&value)?)
+}
+
+/// Flags of `bowline vm token`.
+#[derive(Args, Debug)]
+pub struct TokenFlags {
+    /// The WorkloadGroup the token may register VMs into.
+    #[arg(long)]
+    pub group: String,
+    /// Its namespace.
+    #[arg(long, short)]
+    pub namespace: String,
+    /// How long the token is accepted.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The configuration whose data directory keeps the token store.
+    #[arg(long, short, default_value = "bowline.yaml")]
+    pub config: PathBuf,
+}
+
+/// Issues a registration token and records its hash in the configuration's data directory;
+/// returns the token.
+pub fn token(flags: &TokenFlags) -> anyhow::Result<String> {
+    let config = Config::load(&flags.config)?;
+    let store = TokenStore::open(&config.data_dir);
+    let (token, _) = store.issue(&flags.group, &flags.namespace, flags.ttl, Timestamp::now())?;
+    Ok(token)
+}
+
+/// Flags of `bowline vm bundle`.
+#[derive(Args, Debug)]
+pub struct BundleFlags {
+    /// The WorkloadGroup the VM registers into.
+    #[arg(long)]
+    pub group: String,
+    /// Its namespace.
+    #[arg(long, short)]
+    pub namespace: String,
+    /// Directory to write the files into (created if missing).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// The member holding the group (default: the only manifest member that has it).
+    #[arg(long)]
+    pub member: Option<String>,
+    /// Bowline's address as the VM reaches it, for the `hosts` file (default: the address of
+    /// `listen.xdsTls` unless it is unspecified).
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// The VM's own address (`ISTIO_SVC_IP`; default: the VM's first address, at start).
+    #[arg(long)]
+    pub vm_address: Option<IpAddr>,
+    /// How long the bundle's token is accepted.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The configuration.
+    #[arg(long, short, default_value = "bowline.yaml")]
+    pub config: PathBuf,
+}
+
+/// A group found in a member, with that member's cluster id.
+struct Found {
+    member: String,
+    cluster_id: Option<String>,
+    group: Group,
+}
+
+/// The WorkloadGroups named `name` in `namespace` of the configuration's manifest members
+/// (or of `only`), with each member's cluster id.
+fn find_group(
+    config: &Config,
+    name: &str,
+    namespace: &str,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<Found>> {
+    if let Some(only) = only
+        && !config.members.iter().any(|m| m.name == only)
+    {
+        let names: Vec<&str> = config.members.iter().map(|m| m.name.as_str()).collect();
+        bail!(
+            "--member {only}: no such member in {} (members: {})",
+            config.file.display(),
+            names.join(", ")
+        );
+    }
+    let mut found = Vec::new();
+    for member in &config.members {
+        if only.is_some_and(|o| o != member.name) {
+            continue;
+        }
+        let MemberSource::Manifests(dir) = &member.source else {
+            if only.is_some() {
+                bail!(
+                    "--member {}: a Kubernetes member; `bowline vm bundle` reads WorkloadGroups of manifest members only (write the bundle from a manifest copy, or use istioctl's files with Bowline's root-cert.pem and a `bowline vm token`)",
+                    member.name
+                );
+            }
+            continue;
+        };
+        let (objects, _) = bowline_source::manifests::scan_directory(
+            bowline_model::MemberName::new(member.name.as_str()),
+            dir,
+        )
+        .with_context(|| format!("cannot read member {} ({})", member.name, dir.display()))?;
+        let property = objects.iter().find_map(|o| match o {
+            Object::ClusterProperty(p) if &*p.meta.name == "cluster.clusterset.k8s.io" => {
+                Some(p.value.clone())
+            }
+            _ => None,
+        });
+        for object in objects {
+            if let Object::WorkloadGroup(group) = object
+                && &*group.meta.name == name
+                && &*group.meta.namespace == namespace
+            {
+                found.push(Found {
+                    member: member.name.clone(),
+                    cluster_id: property.clone().or_else(|| member.id.clone()),
+                    group,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes a VM bundle; returns the files written and warnings for stderr.
+pub fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let config = Config::load(&flags.config)?;
+    let (group, ns) = (&flags.group, &flags.namespace);
+    let mut found = find_group(&config, group, ns, flags.member.as_deref())?;
+    let found = match found.len() {
+        0 => bail!(
+            "no WorkloadGroup {ns}/{group} in {} (looked in {}; create one with `bowline vm group create`)",
+            match &flags.member {
+                Some(m) => format!("member {m}"),
+                None => "the manifest members".into(),
+            },
+            config.file.display()
+        ),
+        1 => found.remove(0),
+        _ => bail!(
+            "WorkloadGroup {ns}/{group} is in several members ({}); choose one with --member",
+            found
+                .iter()
+                .map(|f| f.member.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let cluster_id = found.cluster_id.with_context(|| {
+        format!(
+            "member {} has no cluster id: no cluster.clusterset.k8s.io ClusterProperty and no `id` in {}",
+            found.member,
+            config.file.display()
+        )
+    })?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let (ca, _) = RootCa::load_or_create(&config.data_dir)?;
+    let mut warnings = Vec::new();
+    let bowline_address = bundle::bowline_address(flags.address, config.listen.xds_tls);
+    if bowline_address.is_none() {
+        warnings.push(format!(
+            "warning: listen.xdsTls is {} and no --address was given: the hosts file is empty; add Bowline's address for {} on the VM",
+            config.listen.xds_tls,
+            bowline_vm::ca::DISCOVERY_HOST
+        ));
+    }
+    let now = Timestamp::now();
+    let store = TokenStore::open(&config.data_dir);
+    let (token, record) = store.issue(group, ns, flags.ttl, now)?;
+    let files = bundle::files(&bundle::Input {
+        group: &found.group,
+        cluster_id: &cluster_id,
+        discovery_port: config.listen.xds_tls.port(),
+        bowline_address,
+        vm_address: flags.vm_address,
+        root_cert_pem: ca.cert_pem(),
+        token: &token,
+        token_expires: record.expires,
+    });
+    bundle::write(&flags.output, &files)
+        .with_context(|| format!("cannot write the bundle to {}", flags.output.display()))?;
+    Ok((files.iter().map(|f| f.name.to_string()).collect(), warnings))
 }

@@ -97,12 +97,19 @@ impl Heartbeats {
 
     /// The controllers whose Lease changed within its lifetime, this one included.
     pub async fn alive(&mut self) -> kube::Result<BTreeSet<String>> {
+        Ok(self.read().await?.running)
+    }
+
+    /// Every controller with a heartbeat Lease: running (changed within its lifetime, this
+    /// one included) or stopped.
+    pub async fn read(&mut self) -> kube::Result<Liveness> {
         let leases = self
             .api
             .list(&ListParams::default().labels(HEARTBEAT_LABEL))
             .await?;
         let now = Instant::now();
         let mut alive = BTreeSet::from([self.controller.clone()]);
+        let mut stopped = BTreeSet::new();
         let mut seen = HashMap::new();
         for lease in leases.items {
             let (Some(name), Some(version)) = (
@@ -124,12 +131,27 @@ impl Heartbeats {
             };
             if now.duration_since(since) < lifetime {
                 alive.insert(holder);
+            } else {
+                stopped.insert(holder);
             }
             seen.insert(name, (version, since));
         }
         self.observed = seen;
-        Ok(alive)
+        stopped.retain(|c| !alive.contains(c));
+        Ok(Liveness {
+            running: alive,
+            stopped,
+        })
     }
+}
+
+/// What the heartbeat Leases say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// Controllers whose Lease changed within its lifetime (this one included).
+    pub running: BTreeSet<String>,
+    /// Controllers whose Lease stopped changing.
+    pub stopped: BTreeSet<String>,
 }
 
 #[cfg(test)]

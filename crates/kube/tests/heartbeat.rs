@@ -49,7 +49,9 @@ async fn an_instance_is_alive_while_its_lease_changes() {
     );
     tokio::time::sleep(Duration::from_millis(2000)).await;
     a.beat().await.unwrap();
-    assert_eq!(a.alive().await.unwrap(), set(&["bowline-a"]), "b is gone");
+    let liveness = a.read().await.unwrap();
+    assert_eq!(liveness.running, set(&["bowline-a"]), "b is gone");
+    assert_eq!(liveness.stopped, set(&["bowline-b"]));
 
     // A new observer gives an unchanging Lease one lifetime before calling it gone.
     let mut c = Heartbeats::new(server.client(), "bowline-system", "bowline-c", lifetime);

@@ -75,13 +75,24 @@ pub struct MemberObjects {
     pub entries: Vec<WorkloadEntry>,
 }
 
+/// Which other Bowline instances run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Peers {
+    /// This is the only instance: another controller named on an entry is an earlier one,
+    /// gone.
+    #[default]
+    Alone,
+    /// Replicas run, except these (their heartbeat stopped).
+    Stopped(BTreeSet<String>),
+}
+
 /// What the members hold now, in configuration order, and which Bowline instances run.
 #[derive(Clone, Debug, Default)]
 pub struct World {
     /// Every member.
     pub members: Vec<MemberObjects>,
-    /// Instances known to be running (their heartbeat is recent); this one always is.
-    pub alive: BTreeSet<String>,
+    /// The other instances.
+    pub peers: Peers,
 }
 
 impl World {
@@ -381,7 +392,11 @@ impl Registrar {
                 .map(String::as_str)
                 .unwrap_or_default();
             let mine = controller == self.instance;
-            if !mine && world.alive.contains(controller) {
+            let running = match &world.peers {
+                Peers::Alone => false,
+                Peers::Stopped(stopped) => !stopped.contains(controller),
+            };
+            if !mine && running {
                 continue; // its controller runs: it decides
             }
             let group = annotations.get(GROUP_ANNOTATION);

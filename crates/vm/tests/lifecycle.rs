@@ -8,7 +8,7 @@ use bowline_model::{
     objects::{Meta, ReadinessProbe, WorkloadEntry, WorkloadGroup, WorkloadSpec},
 };
 use bowline_vm::{
-    lifecycle::{Action, EntryKey, MemberObjects, Registrar, Report, World},
+    lifecycle::{Action, EntryKey, MemberObjects, Peers, Registrar, Report, World},
     registration::{CONNECTED_AT, CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy, Refusal},
 };
 use jiff::Timestamp;
@@ -60,7 +60,8 @@ fn world(probe: bool) -> World {
                 ..MemberObjects::default()
             },
         ],
-        alive: ["bowline-a".to_string(), "bowline-b".to_string()].into(),
+        // Replicas: every other controller runs unless its heartbeat stopped.
+        peers: Peers::Stopped(["bowline-gone".to_string()].into()),
     }
 }
 
@@ -277,7 +278,7 @@ fn entries_of_a_running_instance_are_left_to_it() {
     step(&a, &mut world, t(1));
     let b = Registrar::new("bowline-b", GRACE, t(0));
     assert!(step(&b, &mut world, t(100)).is_empty());
-    world.alive.remove("bowline-a");
+    world.peers = Peers::Stopped(["bowline-a".to_string()].into());
     assert_eq!(step(&b, &mut world, t(101)), ["its controller is gone"]);
 }
 
@@ -396,4 +397,16 @@ fn a_proxy_without_an_address_is_refused() {
         })
     );
     assert_eq!(a.connected(), 0);
+}
+
+#[test]
+fn alone_every_other_controller_is_an_earlier_instance() {
+    let mut world = world(false);
+    world.peers = Peers::Alone;
+    let mut earlier = Registrar::new("bowline-old-host", GRACE, t(0));
+    earlier.connect(1, proxy("192.0.2.50"), None, t(1)).unwrap();
+    step(&earlier, &mut world, t(1));
+    let now = Registrar::new("bowline-a", GRACE, t(100));
+    assert!(step(&now, &mut world, t(105)).is_empty(), "settling");
+    assert_eq!(step(&now, &mut world, t(110)), ["its controller is gone"]);
 }

@@ -19,21 +19,22 @@ pub mod node;
 pub mod resources;
 pub mod server;
 pub mod status;
+pub mod transport;
 
 use std::future::Future;
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
-/// Serves ADS on `listener` until `shutdown` completes.
+/// Serves ADS in plaintext on `listener` until `shutdown` completes, without a token store
+/// (see [`transport::serve_with`] for TLS and tokens).
 pub async fn serve(
     listener: TcpListener,
     ads: server::Ads,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(AggregatedDiscoveryServiceServer::new(ads))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    let origin = transport::Origin {
+        transport: transport::Transport::Plaintext,
+        tokens: None,
+    };
+    transport::serve_with(listener, ads, origin, None, shutdown).await
 }

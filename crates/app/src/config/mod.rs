@@ -43,6 +43,8 @@ pub struct Config {
     pub dns: Dns,
     /// Leader election among replicas; `None`: this is the only replica and always writes.
     pub leader_election: Option<LeaderElection>,
+    /// Where Bowline keeps its own state: the root CA (`ca/`) and the VM token store.
+    pub data_dir: PathBuf,
     /// Virtual machines: auto-registration.
     pub vm: Vm,
 }
@@ -150,8 +152,10 @@ pub struct Mcs {
 /// Listen addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listen {
-    /// xDS (gRPC).
+    /// xDS (gRPC), plaintext.
     pub xds: SocketAddr,
+    /// xDS (gRPC) over TLS, with a certificate from Bowline's root CA.
+    pub xds_tls: SocketAddr,
     /// DNS (UDP and TCP).
     pub dns: SocketAddr,
     /// Admin HTTP.
@@ -177,6 +181,10 @@ pub mod defaults {
     pub const CLUSTER_SET_IPS: &[&str] = &["241.0.0.0/16", "fd00:241::/112"];
     /// `listen.xds`.
     pub const XDS: &str = "[::]:15010";
+    /// `listen.xdsTls`.
+    pub const XDS_TLS: &str = "[::]:15012";
+    /// `dataDir`, relative to the configuration file's directory.
+    pub const DATA_DIR: &str = ".bowline-data";
     /// `listen.dns`.
     pub const DNS: &str = "[::]:15053";
     /// `listen.admin`.
@@ -268,6 +276,7 @@ struct Raw {
     #[serde(default)]
     dns: RawDns,
     leader_election: Option<RawLeaderElection>,
+    data_dir: Option<PathBuf>,
     #[serde(default)]
     vm: RawVm,
 }
@@ -342,6 +351,8 @@ struct RawExport {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     xds: Option<String>,
+    #[serde(rename = "xdsTls")]
+    xds_tls: Option<String>,
     dns: Option<String>,
     admin: Option<String>,
 }

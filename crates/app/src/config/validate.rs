@@ -67,9 +67,31 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     };
     let listen = Listen {
         xds: address("xds", raw.listen.xds, defaults::XDS),
+        xds_tls: address("xdsTls", raw.listen.xds_tls, defaults::XDS_TLS),
         dns: address("dns", raw.listen.dns, defaults::DNS),
         admin: address("admin", raw.listen.admin, defaults::ADMIN),
     };
+    if listen.xds_tls == listen.xds {
+        problems.add(
+            "listen.xdsTls",
+            format!(
+                "{} is also listen.xds; the TLS port needs its own",
+                listen.xds_tls
+            ),
+        );
+    }
+    let data_dir = expand_home(
+        base,
+        raw.data_dir
+            .as_deref()
+            .unwrap_or(Path::new(defaults::DATA_DIR)),
+    );
+    if data_dir.exists() && !data_dir.is_dir() {
+        problems.add(
+            "dataDir",
+            format!("{} exists and is not a directory", data_dir.display()),
+        );
+    }
     let watch = Watch {
         debounce: raw.watch.debounce.unwrap_or(defaults::DEBOUNCE),
         resync: raw.watch.resync.unwrap_or(defaults::RESYNC),
@@ -132,6 +154,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         dns,
         leader_election,
         vm,
+        data_dir,
     })
 }
 

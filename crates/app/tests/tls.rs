@@ -1,0 +1,84 @@
+//! The xDS TLS listener of a running control plane: its root CA created in the data
+//! directory on first start and loaded on the next, and ADS answered over TLS to a client
+//! trusting that root.
+
+use std::fs;
+
+use bowline_app::{Listeners, config::Config};
+use bowline_vm::ca::DISCOVERY_HOST;
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+#[tokio::test]
+async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    let file = dir.path().join("bowline.yaml");
+    let config = Config::parse(
+        &file,
+        "clusterSet: prod\nmembers:\n- {manifests: east, id: east}\ndataDir: state\n",
+    )
+    .unwrap();
+    let running = bowline_app::start(&config, Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let root = fs::read_to_string(dir.path().join("state/ca/root-cert.pem")).unwrap();
+    let channel = Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&root))
+                .domain_name(DISCOVERY_HOST),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = DiscoveryRequest {
+        node: Some(Node {
+            id: "vm-1".into(),
+            ..Default::default()
+        }),
+        type_url: LISTENER.into(),
+        ..Default::default()
+    };
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert_eq!(response.type_url, LISTENER);
+    running.stop().await;
+
+    // The next start loads the same root.
+    let running = bowline_app::start(&config, Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join("state/ca/root-cert.pem")).unwrap(),
+        root
+    );
+    running.stop().await;
+
+    // A corrupt root stops the start, naming the file.
+    fs::write(dir.path().join("state/ca/root-key.pem"), "garbage").unwrap();
+    let err = match bowline_app::start(&config, Listeners::loopback().await.unwrap()).await {
+        Ok(_) => panic!("started with a corrupt key"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&format!(
+            "{}: not a PEM private key",
+            dir.path().join("state/ca/root-key.pem").display()
+        )),
+        "{err}"
+    );
+}
