@@ -99,9 +99,42 @@ struct Proxy {
 
 impl Proxy {
     async fn connect(addr: std::net::SocketAddr, group: &str) -> Result<Self, tonic::Status> {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        Self::over(channel, group, None).await
+    }
+
+    /// Over TLS, trusting `root`, presenting `token`.
+    async fn tls(
+        addr: std::net::SocketAddr,
+        root: &str,
+        group: &str,
+        token: Option<&str>,
+    ) -> Result<Self, tonic::Status> {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(root))
+                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self::over(channel, group, token).await
+    }
+
+    async fn over(
+        channel: tonic::transport::Channel,
+        group: &str,
+        token: Option<&str>,
+    ) -> Result<Self, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(8);
         tx.send(DiscoveryRequest {
             node: Some(node(group)),
@@ -110,8 +143,14 @@ impl Proxy {
         })
         .await
         .unwrap();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
         let mut rx = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .stream_aggregated_resources(request)
             .await?
             .into_inner();
         // The first answer (or the refusal).
@@ -420,4 +459,64 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
     eventually("deleted after the grace period", || live(&server).is_none()).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// On the TLS port a proxy registers with a token of its group and namespace; a token of
+/// another group, or none that verifies, is refused with a status naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_token_registers_only_its_own_group() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
+    let config = config(dir.path());
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let now = jiff::Timestamp::now();
+    let hour = Duration::from_secs(3600);
+    let (other_group, _) = store.issue("other", "demo", hour, now).unwrap();
+    let (other_namespace, _) = store.issue("legacy", "prod", hour, now).unwrap();
+    let (legacy, _) = store.issue("legacy", "demo", hour, now).unwrap();
+
+    for (token, what) in [
+        (other_group.as_str(), "WorkloadGroup"),
+        (other_namespace.as_str(), "namespace"),
+    ] {
+        let refused = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(token))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a token of another {what} registered"));
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message().contains("legacy"),
+            "{}",
+            refused.message()
+        );
+    }
+    let refused = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some("bwl.0.garbage"))
+        .await
+        .err()
+        .expect("an unknown token registered");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        entry(dir.path()).is_none(),
+        "nothing registered by refused proxies"
+    );
+
+    let proxy = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(&legacy))
+        .await
+        .unwrap();
+    eventually("registered with its own token", || {
+        entry(dir.path()).is_some()
+    })
+    .await;
+    drop(proxy);
+    running.stop().await;
 }
