@@ -460,17 +460,17 @@ fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
             metrics
                 .writes
                 .get_or_create(&ReasonLabel {
-                    reason: reason.to_string(),
+                    reason: reason.code().to_string(),
                 })
                 .inc();
-            info!(entry = %key, reason, "WorkloadEntry written");
+            info!(entry = %key, %reason, "WorkloadEntry written");
         }
         Ok(false) => {
-            debug!(entry = %key, reason, "WorkloadEntry changed meanwhile; decided again when read back")
+            debug!(entry = %key, %reason, "WorkloadEntry changed meanwhile; decided again when read back")
         }
         Err(e) => {
             metrics.errors.inc();
-            warn!(entry = %key, reason, "WorkloadEntry not written: {e}");
+            warn!(entry = %key, %reason, "WorkloadEntry not written: {e}");
         }
     }
 }

@@ -183,6 +183,50 @@ impl Observed {
     }
 }
 
+/// Why the registrar asks for a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A connected proxy's entry did not exist.
+    Registered,
+    /// A connected proxy's entry differs (a reconnect, a takeover, health, the group changed).
+    Connected,
+    /// This instance's proxy disconnected.
+    Disconnected,
+    /// The entry's controller stopped running.
+    ControllerGone,
+    /// Disconnected for longer than the grace period.
+    GraceExpired,
+    /// Its WorkloadGroup is gone.
+    GroupGone,
+}
+
+impl Reason {
+    /// A short name, for metric labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+            Self::ControllerGone => "controller-gone",
+            Self::GraceExpired => "grace-expired",
+            Self::GroupGone => "group-gone",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Registered => "registered",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+            Self::ControllerGone => "its controller is gone",
+            Self::GraceExpired => "disconnected for longer than the grace period",
+            Self::GroupGone => "its WorkloadGroup is gone",
+        })
+    }
+}
+
 /// A write the registrar asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -193,7 +237,7 @@ pub enum Action {
         /// The whole object.
         entry: Value,
         /// Why, for the log.
-        reason: &'static str,
+        reason: Reason,
         /// For a write not asked for by a connection of this instance: what the entry must
         /// still hold.
         observed: Option<Observed>,
@@ -203,7 +247,7 @@ pub enum Action {
         /// Which.
         key: EntryKey,
         /// Why, for the log.
-        reason: &'static str,
+        reason: Reason,
         /// What the entry must still hold.
         observed: Observed,
     },
@@ -373,9 +417,9 @@ impl Registrar {
                 key: key.clone(),
                 entry: desired,
                 reason: if current.is_some() {
-                    "connected"
+                    Reason::Connected
                 } else {
-                    "registered"
+                    Reason::Registered
                 },
                 observed: None,
             });
@@ -406,7 +450,7 @@ impl Registrar {
                     None => {
                         actions.push(Action::Delete {
                             key: key.clone(),
-                            reason: "its WorkloadGroup is gone",
+                            reason: Reason::GroupGone,
                             observed,
                         });
                         continue;
@@ -421,9 +465,9 @@ impl Registrar {
                     key: key.clone(),
                     entry: disconnected(entry, owner, &self.instance, now),
                     reason: if mine {
-                        "disconnected"
+                        Reason::Disconnected
                     } else {
-                        "its controller is gone"
+                        Reason::ControllerGone
                     },
                     observed: Some(observed),
                 }),
@@ -431,7 +475,7 @@ impl Registrar {
                     if owner.is_some() {
                         actions.push(Action::Delete {
                             key: key.clone(),
-                            reason: "disconnected for longer than the grace period",
+                            reason: Reason::GraceExpired,
                             observed,
                         });
                     } else if entry.healthy.is_some() {
@@ -441,7 +485,7 @@ impl Registrar {
                         actions.push(Action::Apply {
                             key: key.clone(),
                             entry: object,
-                            reason: "disconnected for longer than the grace period",
+                            reason: Reason::GraceExpired,
                             observed: Some(observed),
                         });
                     }

@@ -96,13 +96,13 @@ fn member<'a>(world: &'a mut World, key: &EntryKey) -> &'a mut MemberObjects {
 }
 
 /// Reconciles and performs; the reasons, in order.
-fn step(registrar: &Registrar, world: &mut World, now: Timestamp) -> Vec<&'static str> {
+fn step(registrar: &Registrar, world: &mut World, now: Timestamp) -> Vec<String> {
     let actions = registrar.reconcile(world, now);
     perform(world, &actions);
     actions
         .iter()
         .map(|a| match a {
-            Action::Apply { reason, .. } | Action::Delete { reason, .. } => *reason,
+            Action::Apply { reason, .. } | Action::Delete { reason, .. } => reason.to_string(),
         })
         .collect()
 }
