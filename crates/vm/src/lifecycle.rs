@@ -269,6 +269,9 @@ pub struct Registrar {
     grace: SignedDuration,
     started: Timestamp,
     connections: BTreeMap<StreamId, Connection>,
+    /// Entries (namespace, name) whose proxy connected to this run and left: not waited for
+    /// in the settling period after the start.
+    departed: BTreeSet<(String, String)>,
 }
 
 /// RFC 3339 with nanoseconds, as Istio writes its annotations.
@@ -283,8 +286,9 @@ fn annotation_time(entry: &WorkloadEntry, key: &str) -> Option<Timestamp> {
 impl Registrar {
     /// The registrar of instance `instance` (written as `istio.io/workloadController`),
     /// started at `started`, deleting disconnected entries after `grace`. For one grace
-    /// period after the start, entries without a connection are left alone: the proxies of
-    /// an earlier run reconnect in that time.
+    /// period after the start, entries without a connection are left alone (the proxies of
+    /// an earlier run reconnect in that time), except those whose proxy connected to this run
+    /// and left.
     pub fn new(
         instance: impl Into<String>,
         grace: std::time::Duration,
@@ -295,6 +299,7 @@ impl Registrar {
             grace: SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX),
             started,
             connections: BTreeMap::new(),
+            departed: BTreeSet::new(),
         }
     }
 
@@ -329,7 +334,14 @@ impl Registrar {
 
     /// The stream ended.
     pub fn disconnect(&mut self, stream: StreamId) {
-        self.connections.remove(&stream);
+        if let Some(connection) = self.connections.remove(&stream) {
+            let proxy = &connection.proxy;
+            if let Some(&address) = proxy.instance_ips.first() {
+                let name =
+                    registration::entry_name(&proxy.group, address, proxy.network.as_deref());
+                self.departed.insert((proxy.namespace.clone(), name));
+            }
+        }
     }
 
     /// The proxy on `stream` reported its health; false when the stream is not registering.
@@ -458,7 +470,10 @@ impl Registrar {
                 },
                 None => None,
             };
-            let settling = now.duration_since(self.started) < self.grace;
+            let settling = now.duration_since(self.started) < self.grace
+                && !self
+                    .departed
+                    .contains(&(key.namespace.clone(), key.name.clone()));
             match annotation_time(entry, DISCONNECTED_AT) {
                 None if settling => {}
                 None => actions.push(Action::Apply {

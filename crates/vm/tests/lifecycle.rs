@@ -410,3 +410,21 @@ fn alone_every_other_controller_is_an_earlier_instance() {
     assert!(step(&now, &mut world, t(105)).is_empty(), "settling");
     assert_eq!(step(&now, &mut world, t(110)), ["its controller is gone"]);
 }
+
+#[test]
+fn a_disconnect_right_after_the_start_is_marked_at_once() {
+    let mut world = world(false);
+    let mut a = Registrar::new("bowline-a", GRACE, t(0));
+    a.connect(1, proxy("192.0.2.50"), None, t(1)).unwrap();
+    step(&a, &mut world, t(1));
+    a.disconnect(1);
+    assert_eq!(
+        step(&a, &mut world, t(2)),
+        ["disconnected"],
+        "not held back by the settling period: this run saw it leave"
+    );
+    assert_eq!(
+        step(&a, &mut world, t(12)),
+        ["disconnected for longer than the grace period"]
+    );
+}

@@ -381,7 +381,9 @@ impl AggregatedDiscoveryService for Ads {
         tokio::spawn(
             async move {
                 let mut stream = Stream_::new(id, connections.clone(), cache);
-                loop {
+                // Every way out of the loop goes through the clean-up after it: the connection
+                // table and the VM registration must learn that the stream ended.
+                'stream: loop {
                     tokio::select! {
                         message = inbound.message() => {
                             let request = match message {
@@ -427,7 +429,7 @@ impl AggregatedDiscoveryService for Ads {
                             let snapshot = snapshots.borrow_and_update().clone();
                             for response in stream.push(&snapshot, sotw_response) {
                                 if tx.send(Ok(response)).await.is_err() {
-                                    return;
+                                    break 'stream;
                                 }
                             }
                         }
@@ -456,7 +458,9 @@ impl AggregatedDiscoveryService for Ads {
         tokio::spawn(
             async move {
                 let mut stream = Stream_::new(id, connections.clone(), cache);
-                loop {
+                // Every way out of the loop goes through the clean-up after it: the connection
+                // table and the VM registration must learn that the stream ended.
+                'stream: loop {
                     tokio::select! {
                         message = inbound.message() => {
                             let request = match message {
@@ -508,7 +512,7 @@ impl AggregatedDiscoveryService for Ads {
                             let snapshot = snapshots.borrow_and_update().clone();
                             for response in stream.push(&snapshot, delta_response) {
                                 if tx.send(Ok(response)).await.is_err() {
-                                    return;
+                                    break 'stream;
                                 }
                             }
                         }

@@ -407,3 +407,99 @@ async fn next_delta(
         .unwrap()
         .unwrap()
 }
+
+/// Records what the server tells the VM registration.
+#[derive(Default)]
+struct Recorder {
+    events: parking_lot::Mutex<Vec<String>>,
+}
+
+impl bowline_xds::server::Workloads for Recorder {
+    fn connected(&self, c: bowline_xds::server::Connecting<'_>) -> Result<(), tonic::Status> {
+        self.events.lock().push(format!("connected {}", c.stream));
+        Ok(())
+    }
+    fn health(&self, stream: u64, healthy: bool, _message: Option<String>) {
+        self.events
+            .lock()
+            .push(format!("health {stream} {healthy}"));
+    }
+    fn disconnected(&self, stream: u64) {
+        self.events.lock().push(format!("disconnected {stream}"));
+    }
+}
+
+/// A proxy that stops reading while pushes keep coming, then goes away: the stream's end is
+/// still reported (a VM's entry must be marked disconnected), and health reports are passed on
+/// without being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_proxy_that_goes_away_is_reported_disconnected() {
+    let (snapshots, rx) = watch::channel(snapshot(false));
+    let recorder = Arc::new(Recorder::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(rx, Connections::default()).with_workloads(recorder.clone()),
+        std::future::pending(),
+    ));
+    // Small flow-control windows: a client that stops reading backs the server up soon.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, requests) = mpsc::channel(16);
+    let rx = grpc
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = Client { tx, rx };
+    client
+        .send(type_url::ENDPOINT, &[EDS_NAME], None, None)
+        .await;
+    let first = client.recv().await;
+    client
+        .send(type_url::ENDPOINT, &[EDS_NAME], Some(&first), None)
+        .await;
+    client
+        .send(
+            bowline_xds::server::HEALTH_INFORMATION,
+            &[],
+            None,
+            Some("probe failed"),
+        )
+        .await;
+    client.nothing().await;
+    assert_eq!(
+        recorder.events.lock().clone(),
+        ["connected 1", "health 1 false"],
+        "a health report is passed on, not answered"
+    );
+
+    // The client stops reading; every snapshot makes a push until the stream backs up.
+    let toggles = snapshot(true);
+    let back = snapshot(false);
+    for i in 0..6000 {
+        snapshots.send_replace(if i % 2 == 0 {
+            toggles.clone()
+        } else {
+            back.clone()
+        });
+        tokio::time::sleep(Duration::from_micros(100)).await;
+    }
+    drop(client);
+    drop(grpc);
+    for i in 0..400 {
+        if recorder.events.lock().iter().any(|e| e == "disconnected 1") {
+            return;
+        }
+        snapshots.send_replace(snapshot(i % 2 == 0));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never reported disconnected: {:?}", recorder.events.lock());
+}
