@@ -320,8 +320,11 @@ Copy these files to the VM:
                     resolves {host} to Bowline's address
 
 Registration: the proxy connects to {discovery} over TLS with
-ISTIO_META_AUTO_REGISTER_GROUP={group}; Bowline creates the WorkloadEntry {group}-<ip>
-in {namespace} from the group's template and deletes it after the proxy disconnects.
+ISTIO_META_AUTO_REGISTER_GROUP={group}; Bowline creates the WorkloadEntry
+{group}-<ip>[-<network>] in {namespace} from the group's template. With a readiness probe
+the entry is an endpoint only while the proxy reports it healthy. When the proxy
+disconnects the entry is marked disconnected and deleted after Bowline's vm.gracePeriod
+(default 10 s) unless the proxy reconnects.
 
 Notes on Bowline:
 - The token allows registering into WorkloadGroup {group} in namespace {namespace} only;
