@@ -7,6 +7,7 @@ mod dns;
 mod leader;
 mod mcs;
 mod run;
+pub mod state;
 mod vm;
 mod xds;
 

@@ -164,9 +164,14 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let xds_addr = xds.local_addr()?;
     let xds_tls = bind(listeners.xds_tls, config.listen.xds_tls, "listen.xdsTls").await?;
     let xds_tls_addr = xds_tls.local_addr()?;
-    let identity = crate::xds::tls_identity(&config.data_dir, xds_tls_addr)
+    let state = crate::state::StateStore::of(config);
+    let ca = state
+        .root_ca()
+        .await
+        .context("Bowline's root CA, for the xDS TLS listener's certificate")?;
+    let identity = crate::xds::tls_identity(&ca, xds_tls_addr)
         .context("the xDS TLS listener's certificate")?;
-    let tokens = Arc::new(bowline_vm::tokens::TokenStore::open(&config.data_dir));
+    let tokens = state.token_store(&mut tasks, shutdown.clone()).await;
     let connections = bowline_xds::status::Connections::default();
     metrics.register_collector(Box::new(crate::xds::XdsCollector(connections.clone())));
     metrics.register(

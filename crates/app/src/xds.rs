@@ -3,11 +3,9 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::Path,
     sync::Arc,
 };
 
-use anyhow::Context;
 use bowline_vm::ca::{self, RootCa};
 
 use bowline_mcs::Outcome;
@@ -25,7 +23,7 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::error;
 
 /// Republishes an xDS snapshot every time the MCS outcome is published, which happens after
 /// every registry change: services, gateways and imports are taken together.
@@ -79,22 +77,10 @@ pub(crate) fn spawn_server(
     });
 }
 
-/// Bowline's root CA from the data directory (created there on first start) and a serving
-/// certificate for the TLS listener bound at `addr`: the discovery host name, `localhost`,
-/// the loopback addresses and `addr`'s own address unless it is unspecified.
-pub(crate) fn tls_identity(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<TlsIdentity> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let (ca, origin) = RootCa::load_or_create(data_dir)?;
-    match origin {
-        ca::Origin::Created => info!(
-            cert = %data_dir.join(ca::ROOT_CERT).display(),
-            "created Bowline's root CA; VMs trust it through their bundle's root-cert.pem"
-        ),
-        ca::Origin::Loaded => {
-            info!(cert = %data_dir.join(ca::ROOT_CERT).display(), "loaded Bowline's root CA")
-        }
-    }
+/// A serving certificate from Bowline's root CA (see [`crate::state`]) for the TLS listener
+/// bound at `addr`: the discovery host name, `localhost`, the loopback addresses and
+/// `addr`'s own address unless it is unspecified.
+pub(crate) fn tls_identity(ca: &RootCa, addr: SocketAddr) -> anyhow::Result<TlsIdentity> {
     let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
     if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
         ips.push(addr.ip());

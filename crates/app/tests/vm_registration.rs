@@ -520,3 +520,118 @@ async fn over_tls_a_token_registers_only_its_own_group() {
     drop(proxy);
     running.stop().await;
 }
+
+/// With `leaderElection`, tokens live in the Secret `bowline-vm-tokens` of the
+/// leader-election member: tokens issued as `bowline vm token` does with that configuration
+/// (two at once: neither record is lost) are accepted by a running Bowline, which reads the
+/// Secret again when an unknown token is presented; nothing is kept in the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kubernetes_tokens_issued_into_the_secret_register_over_tls() {
+    use base64::Engine;
+    use bowline_app::state::StateStore;
+    use bowline_fake_kube::{FakeApiServer, ResourceDef};
+
+    let server = FakeApiServer::start().await;
+    let istio = &["v1", "v1beta1", "v1alpha3"];
+    for (plural, kind) in [
+        ("workloadentries", "WorkloadEntry"),
+        ("workloadgroups", "WorkloadGroup"),
+    ] {
+        server.install_crd(
+            ResourceDef::custom("networking.istio.io", istio, plural, kind).with_status(),
+        );
+    }
+    for document in MEMBER
+        .split("---")
+        .filter(|d| !d.contains("ClusterProperty"))
+    {
+        let value: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+        server.apply_json(value);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    let path = dir.path().join("bowline.yaml");
+    fs::write(
+        &path,
+        "clusterSet: set\nmembers:\n- {kubeconfig: east.kubeconfig, name: east, id: east}\n\
+         leaderElection: {member: east, leaseDuration: 1s, identity: a}\n\
+         vm: {gracePeriod: 1s, controller: a}\ndataDir: state\n",
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let secret = |name: &str, key: &str| {
+        let secret = server.get("v1", "Secret", Some("bowline-system"), name)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str()?)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    let root = secret("bowline-ca", "tls.crt").expect("the CA Secret");
+
+    // Issued after the start, two at once, as `bowline vm token` does.
+    let store = StateStore::of(&config);
+    let now = jiff::Timestamp::now();
+    let hour = Duration::from_secs(3600);
+    let (legacy, other) = tokio::join!(
+        store.issue_token("legacy", "demo", hour, now),
+        store.issue_token("other", "demo", hour, now)
+    );
+    let ((legacy, legacy_record), (other, other_record)) = (legacy.unwrap(), other.unwrap());
+    let stored = secret("bowline-vm-tokens", "vm-tokens.json").expect("the token Secret");
+    let records = bowline_vm::tokens::parse_store(&stored).unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        ids.contains(&legacy_record.id.as_str()) && ids.contains(&other_record.id.as_str()),
+        "both records kept: {ids:?}"
+    );
+    assert!(
+        !stored.contains(legacy.rsplit('.').next().unwrap()),
+        "no secret stored"
+    );
+
+    // A token of another group is known (so refused for its scope, not as unknown) once
+    // the Secret is read again; the proxy retries as Envoy does.
+    let mut refusal = None;
+    for _ in 0..40 {
+        match Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(&other)).await {
+            Ok(_) => panic!("a token of another group registered"),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("the token became known");
+    assert_eq!(refusal.code(), tonic::Code::PermissionDenied, "{refusal:?}");
+
+    let proxy = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(&legacy))
+        .await
+        .expect("registered with the token from the Secret");
+    eventually("the entry is applied", || {
+        server
+            .get(
+                "networking.istio.io/v1",
+                "WorkloadEntry",
+                Some("demo"),
+                "legacy-127.0.0.50",
+            )
+            .is_some()
+    })
+    .await;
+    assert!(
+        !dir.path().join("state").exists(),
+        "the data directory is not used"
+    );
+    drop(proxy);
+    running.stop().await;
+}

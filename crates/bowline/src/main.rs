@@ -230,13 +230,13 @@ fn main() -> ExitCode {
             }),
             Command::Vm {
                 command: VmCommand::Token(flags),
-            } => vm::token(&flags).map(|token| {
+            } => vm::token(&flags).await.map(|token| {
                 println!("{token}");
                 ExitCode::SUCCESS
             }),
             Command::Vm {
                 command: VmCommand::Bundle(flags),
-            } => vm::bundle(&flags).map(|(files, warnings)| {
+            } => vm::bundle(&flags).await.map(|(files, warnings)| {
                 for w in warnings {
                     eprintln!("{w}");
                 }

@@ -6,12 +6,13 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use bowline_app::config::{Config, MemberSource};
+use bowline_app::state::StateStore;
 use bowline_k8s_api::crds::istio::{
     Exec, GroupMetadata, Grpc, HostPort, HttpGet, Probe, WorkloadEntrySpec, WorkloadGroupSpec,
     v1::{WorkloadGroup, WorkloadGroupVersionSpec},
 };
 use bowline_model::{Object, objects::WorkloadGroup as Group};
-use bowline_vm::{bundle, ca::RootCa, tokens::TokenStore};
+use bowline_vm::bundle;
 use clap::Args;
 use jiff::Timestamp;
 
@@ -166,17 +167,20 @@ pub struct TokenFlags {
     /// How long the token is accepted.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
-    /// The configuration whose data directory keeps the token store.
+    /// The configuration: its data directory keeps the token store, or with
+    /// `leaderElection` the Secret `bowline-vm-tokens` of the leader-election member.
     #[arg(long, short, default_value = "bowline.yaml")]
     pub config: PathBuf,
 }
 
-/// Issues a registration token and records its hash in the configuration's data directory;
+/// Issues a registration token and records its hash where the configuration keeps the token
+/// store (its data directory, or with `leaderElection` the Secret `bowline-vm-tokens`);
 /// returns the token.
-pub fn token(flags: &TokenFlags) -> anyhow::Result<String> {
+pub async fn token(flags: &TokenFlags) -> anyhow::Result<String> {
     let config = Config::load(&flags.config)?;
-    let store = TokenStore::open(&config.data_dir);
-    let (token, _) = store.issue(&flags.group, &flags.namespace, flags.ttl, Timestamp::now())?;
+    let (token, _) = StateStore::of(&config)
+        .issue_token(&flags.group, &flags.namespace, flags.ttl, Timestamp::now())
+        .await?;
     Ok(token)
 }
 
@@ -192,7 +196,8 @@ pub struct BundleFlags {
     /// Directory to write the files into (created if missing).
     #[arg(long, short = 'o')]
     pub output: PathBuf,
-    /// The member holding the group (default: the only manifest member that has it).
+    /// The member holding the group (default: the only manifest member that has it); a
+    /// Kubernetes member is asked for it with the member's credentials.
     #[arg(long)]
     pub member: Option<String>,
     /// Bowline's address as the VM reaches it, for the `hosts` file (default: the address of
@@ -218,8 +223,8 @@ struct Found {
 }
 
 /// The WorkloadGroups named `name` in `namespace` of the configuration's manifest members
-/// (or of `only`), with each member's cluster id.
-fn find_group(
+/// (or of `only`, which may be a Kubernetes member), with each member's cluster id.
+async fn find_group(
     config: &Config,
     name: &str,
     namespace: &str,
@@ -242,10 +247,7 @@ fn find_group(
         }
         let MemberSource::Manifests(dir) = &member.source else {
             if only.is_some() {
-                bail!(
-                    "--member {}: a Kubernetes member; `bowline vm bundle` reads WorkloadGroups of manifest members only (write the bundle from a manifest copy, or use istioctl's files with Bowline's root-cert.pem and a `bowline vm token`)",
-                    member.name
-                );
+                found.extend(kube_group(member, name, namespace).await?);
             }
             continue;
         };
@@ -276,11 +278,72 @@ fn find_group(
     Ok(found)
 }
 
+/// The WorkloadGroup `namespace/name` of a Kubernetes member, read with a GET (with the
+/// member's credentials), and the member's cluster id as Bowline derives it: its
+/// `cluster.clusterset.k8s.io` ClusterProperty, else the configured `id`, else the
+/// `kube-system` Namespace UID.
+async fn kube_group(
+    member: &bowline_app::config::Member,
+    name: &str,
+    namespace: &str,
+) -> anyhow::Result<Option<Found>> {
+    use bowline_model::ObjectKind;
+    let credentials = bowline_app::state::member_credentials(&member.source)
+        .context("not a Kubernetes member")?;
+    let what = format!("member {} ({})", member.name, credentials.describe());
+    let client = credentials
+        .request_client()
+        .await
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let get = async |kind: ObjectKind, ns: Option<&str>, object: &str| {
+        let shown = match ns {
+            Some(ns) => format!("{kind} {ns}/{object}"),
+            None => format!("{kind} {object}"),
+        };
+        let value = bowline_kube::kinds::get(&client, kind, ns, object)
+            .await
+            .with_context(|| format!("{what}: cannot read {shown}"))?;
+        value
+            .map(bowline_k8s_api::decode)
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|e| anyhow::anyhow!("{what}: {shown}: {e}"))
+    };
+    let Some(Object::WorkloadGroup(group)) =
+        get(ObjectKind::WorkloadGroup, Some(namespace), name).await?
+    else {
+        return Ok(None);
+    };
+    let property = match get(
+        ObjectKind::ClusterProperty,
+        None,
+        "cluster.clusterset.k8s.io",
+    )
+    .await?
+    {
+        Some(Object::ClusterProperty(p)) => Some(p.value),
+        _ => None,
+    };
+    let cluster_id = match (property, &member.id) {
+        (Some(id), _) => Some(id),
+        (None, Some(id)) => Some(id.clone()),
+        (None, None) => match get(ObjectKind::Namespace, None, "kube-system").await? {
+            Some(Object::Namespace(ns)) => ns.meta.uid.clone(),
+            _ => None,
+        },
+    };
+    Ok(Some(Found {
+        member: member.name.clone(),
+        cluster_id,
+        group,
+    }))
+}
+
 /// Writes a VM bundle; returns the files written and warnings for stderr.
-pub fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+pub async fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let config = Config::load(&flags.config)?;
     let (group, ns) = (&flags.group, &flags.namespace);
-    let mut found = find_group(&config, group, ns, flags.member.as_deref())?;
+    let mut found = find_group(&config, group, ns, flags.member.as_deref()).await?;
     let found = match found.len() {
         0 => bail!(
             "no WorkloadGroup {ns}/{group} in {} (looked in {}; create one with `bowline vm group create`)",
@@ -307,13 +370,8 @@ pub fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<String>)>
             config.file.display()
         )
     })?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let (ca, _) = RootCa::load_or_create(&config.data_dir)?;
+    let state = StateStore::of(&config);
+    let ca = state.root_ca().await?;
     let mut warnings = Vec::new();
     let bowline_address = bundle::bowline_address(flags.address, config.listen.xds_tls);
     if bowline_address.is_none() {
@@ -324,8 +382,7 @@ pub fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<String>)>
         ));
     }
     let now = Timestamp::now();
-    let store = TokenStore::open(&config.data_dir);
-    let (token, record) = store.issue(group, ns, flags.ttl, now)?;
+    let (token, record) = state.issue_token(group, ns, flags.ttl, now).await?;
     let files = bundle::files(&bundle::Input {
         group: &found.group,
         cluster_id: &cluster_id,

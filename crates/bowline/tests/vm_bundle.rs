@@ -175,7 +175,7 @@ fn token_prints_only_the_token_and_stores_its_hash() {
         store.verify(token, jiff::Timestamp::now()).unwrap().group,
         "web"
     );
-    let stored = fs::read_to_string(store.path()).unwrap();
+    let stored = fs::read_to_string(store.path().unwrap()).unwrap();
     assert!(!stored.contains(token.rsplit('.').next().unwrap()));
 }
 
@@ -247,5 +247,145 @@ fn refusals_name_the_object() {
     assert_eq!(
         fs::read_to_string(Path::new(out).join("hosts")).unwrap(),
         ""
+    );
+}
+
+/// A Kubernetes member (the fake API server): `--member` reads the group with a GET and the
+/// cluster id from its ClusterProperty (else the kube-system Namespace UID); with
+/// `leaderElection` the root comes from the Secret `bowline-ca` and the token is stored in
+/// the Secret `bowline-vm-tokens`, as `bowline vm token` does. The files equal those made
+/// from the same group in a manifest member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kubernetes_the_bundle_reads_the_group_and_the_secrets() {
+    use base64::Engine;
+    use bowline_fake_kube::{FakeApiServer, ResourceDef};
+
+    let server = FakeApiServer::start().await;
+    server.install_crd(ResourceDef::custom(
+        "networking.istio.io",
+        &["v1", "v1beta1", "v1alpha3"],
+        "workloadgroups",
+        "WorkloadGroup",
+    ));
+    server.install_crd(
+        ResourceDef::custom(
+            "about.k8s.io",
+            &["v1alpha1", "v1beta1"],
+            "clusterproperties",
+            "ClusterProperty",
+        )
+        .cluster_scoped(),
+    );
+    for document in EAST.split("---") {
+        server.apply_json(serde_saphyr::from_str(document).unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: prod\nmembers:\n  - {name: east, kubeconfig: east.kubeconfig, network: net-east}\n\
+         listen: {xdsTls: \"192.0.2.1:15012\"}\nleaderElection: {member: east}\n",
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bowline(&dir, &args)
+        })
+    };
+    let out = dir.path().join("vm-files");
+    let bundle = |group: &str| {
+        [
+            "bundle", "--group", group, "-n", "demo", "--member", "east", "-o",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([out.display().to_string()])
+        .chain(["--vm-address", "192.0.2.50", "--ttl", "2h"].map(String::from))
+        .collect::<Vec<_>>()
+    };
+    let (ok, _, stderr) = run(bundle("legacy")).await.unwrap();
+    assert!(ok, "{stderr}");
+    let secret = |name: &str, key: &str| {
+        let secret = server.get("v1", "Secret", Some("bowline-system"), name)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str()?)
+            .ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    assert_eq!(
+        fs::read_to_string(out.join("root-cert.pem")).unwrap(),
+        secret("bowline-ca", "tls.crt").expect("the CA Secret")
+    );
+    let tokens = TokenStore::pushed("the token Secret", || ());
+    let stored = secret("bowline-vm-tokens", "vm-tokens.json").expect("the token Secret");
+    tokens.replace(Some(&stored)).unwrap();
+    let token = fs::read_to_string(out.join("token")).unwrap();
+    let scope = tokens.verify(&token, jiff::Timestamp::now()).unwrap();
+    assert_eq!(
+        (scope.group.as_str(), scope.namespace.as_str()),
+        ("legacy", "demo")
+    );
+    let record = tokens.records().unwrap().into_iter().next().unwrap();
+    for name in ["cluster.env", "mesh.yaml", "hosts", "README"] {
+        let text = fs::read_to_string(out.join(name)).unwrap();
+        golden(
+            name,
+            &text.replace(&record.expires.to_string(), "<EXPIRES>"),
+        );
+    }
+    assert!(
+        !dir.path().join(".bowline-data").exists(),
+        "no data directory"
+    );
+
+    // `bowline vm token` adds its record beside the bundle's.
+    let (ok, stdout, stderr) = run(["token", "--group", "web", "-n", "shop"]
+        .map(String::from)
+        .to_vec())
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    tokens
+        .replace(secret("bowline-vm-tokens", "vm-tokens.json").as_deref())
+        .unwrap();
+    assert_eq!(tokens.records().unwrap().len(), 2);
+    assert_eq!(
+        tokens
+            .verify(stdout.trim(), jiff::Timestamp::now())
+            .unwrap()
+            .group,
+        "web"
+    );
+
+    // Without a ClusterProperty, the kube-system Namespace UID is the cluster id.
+    server.delete(
+        "about.k8s.io/v1beta1",
+        "ClusterProperty",
+        None,
+        "cluster.clusterset.k8s.io",
+    );
+    let kube_system = server.apply_json(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"},
+    }));
+    let (ok, _, stderr) = run(bundle("shared")).await.unwrap();
+    assert!(ok, "{stderr}");
+    let env = fs::read_to_string(out.join("cluster.env")).unwrap();
+    let uid = kube_system["metadata"]["uid"].as_str().unwrap();
+    assert!(
+        env.contains(&format!("ISTIO_META_CLUSTER_ID='{uid}'")),
+        "{env}"
+    );
+
+    let (ok, _, stderr) = run(bundle("nope")).await.unwrap();
+    assert!(!ok);
+    assert!(
+        stderr.contains("no WorkloadGroup demo/nope in member east"),
+        "{stderr}"
     );
 }

@@ -154,6 +154,34 @@ impl KindApi {
     }
 }
 
+/// One object of `kind` named `name` (in `namespace` for a namespaced kind), as JSON with its
+/// `apiVersion` and `kind`, from the first of the kind's versions that has it (ready for
+/// `bowline_k8s_api::decode`); `None` when no served version has it.
+pub async fn get(
+    client: &kube::Client,
+    kind: ObjectKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> kube::Result<Option<serde_json::Value>> {
+    use kube::{Api, api::DynamicObject};
+    let api = KindApi::of(kind);
+    for version in api.versions {
+        let resource = api.resource(version);
+        let dynamic: Api<DynamicObject> = match namespace {
+            Some(ns) if api.namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        // A version not served answers 404 like an absent object: try the next one.
+        if let Some(object) = dynamic.get_opt(name).await? {
+            let mut value = serde_json::to_value(object).map_err(kube::Error::SerdeError)?;
+            value["apiVersion"] = resource.api_version.into();
+            value["kind"] = resource.kind.into();
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

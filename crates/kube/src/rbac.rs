@@ -9,7 +9,8 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 pub enum Scope {
     /// In every namespace (and for cluster-scoped kinds): the ClusterRole.
     Cluster,
-    /// Only in Bowline's own namespace: the Role (leader-election and heartbeat Leases).
+    /// Only in Bowline's own namespace: the Role (leader-election and heartbeat Leases, the
+    /// CA and token Secrets).
     OwnNamespace,
 }
 
@@ -73,6 +74,14 @@ pub const PERMISSIONS: &[Permission] = &[
         resource: "leases",
         // get/create/update: leader election; list/patch: VM controller heartbeats.
         verbs: &["get", "create", "update", "list", "patch"],
+        scope: Scope::OwnNamespace,
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        // The root CA (`bowline-ca`: get, create on first start) and the VM token store
+        // (`bowline-vm-tokens`: get; create and update by `bowline vm token` run in a pod).
+        verbs: &["get", "create", "update"],
         scope: Scope::OwnNamespace,
     },
 ];

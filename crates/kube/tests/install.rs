@@ -572,6 +572,26 @@ fn rbac_is_the_permissions_table() {
         ));
     }
     assert_eq!(grants_of_table(Scope::Cluster), expected);
+    // Bowline's own namespace: Leases (election, VM heartbeats) and the CA and token
+    // Secrets.
+    let own: Grants = [
+        (
+            "coordination.k8s.io",
+            "leases",
+            &["create", "get", "list", "patch", "update"][..],
+        ),
+        ("", "secrets", &["create", "get", "update"]),
+    ]
+    .into_iter()
+    .map(|(group, resource, verbs)| {
+        (
+            group.into(),
+            resource.into(),
+            verbs.iter().map(|v| (*v).into()).collect(),
+        )
+    })
+    .collect();
+    assert_eq!(grants_of_table(Scope::OwnNamespace), own);
     for binding in ["ClusterRoleBinding", "RoleBinding"] {
         let subjects = &find(&docs, binding)["subjects"];
         assert_eq!(

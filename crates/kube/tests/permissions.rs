@@ -1,5 +1,6 @@
 //! The ClusterRole and Role `bowline install` prints come from `rbac::PERMISSIONS`; this test
-//! runs the source, the writer and leader election against the fake API server and checks
+//! runs the source, the writer, leader election and the Secrets of Bowline's own state (root
+//! CA, VM tokens) against the fake API server and checks
 //! that every request they make is granted by that table, and that every grant is used.
 
 mod common;
@@ -11,6 +12,7 @@ use bowline_kube::{
     Credentials, KubeMember, KubeWriter, WatchOptions, WriteOptions,
     lease::{Leadership, LeaseConfig, campaign},
     rbac::{PERMISSIONS, Scope, allows},
+    secrets::{self, SecretRef},
 };
 use bowline_mcs::{WriteKey, WriteKind, WriteSet, writer::Writer};
 use bowline_model::{EventBody, MemberName};
@@ -120,6 +122,35 @@ async fn every_request_is_granted_and_every_grant_is_used() {
     );
     heartbeats.beat().await.unwrap();
     heartbeats.alive().await.unwrap();
+
+    // Bowline's Secrets: the root CA read, then created on first start; the token store
+    // read by the server, created then updated by `bowline vm token`.
+    let ca = SecretRef::new(server.client(), LEASE_NAMESPACE, secrets::CA_SECRET);
+    let (_, created) = ca
+        .get_or_create("kubernetes.io/tls", || {
+            Ok::<_, String>(
+                [
+                    ("tls.crt".into(), "c".into()),
+                    ("tls.key".into(), "k".into()),
+                ]
+                .into(),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(created);
+    let tokens = SecretRef::new(server.client(), LEASE_NAMESPACE, secrets::TOKENS_SECRET);
+    assert!(tokens.read().await.unwrap().is_none());
+    for _ in 0..2 {
+        tokens
+            .update_key(secrets::TOKENS_KEY, |_| {
+                Ok::<_, String>("{\"tokens\": []}".into())
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     // Leader election: take the lease, then release it.
     let (leader_tx, mut leadership) = watch::channel(Leadership::default());

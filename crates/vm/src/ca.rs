@@ -1,5 +1,7 @@
-//! Bowline's own root CA: created on first start, kept in the data directory, and the
-//! issuer of the serving certificate of the xDS TLS listener.
+//! Bowline's own root CA: created on first start, kept in the data directory (or, with
+//! replicas on Kubernetes, in a Secret the composition root reads and writes: see
+//! [`RootCa::generate`] and [`RootCa::from_pem`]), and the issuer of the serving certificate
+//! of the xDS TLS listener.
 //!
 //! Files, under the data directory: [`ROOT_CERT`] (the root certificate, PEM; what a VM
 //! trusts) and [`ROOT_KEY`] (its PKCS#8 key, PEM, mode 0600). Both are written atomically
@@ -45,16 +47,16 @@ pub enum CaError {
         /// The error.
         source: io::Error,
     },
-    /// A file exists but does not hold what it should; it is never replaced silently.
-    #[error(
-        "{}: {reason}; restore it from a backup, or remove both CA files to create a new root (VMs then need new bundles)",
-        path.display()
-    )]
+    /// A file (or a Secret's key) exists but does not hold what it should; it is never
+    /// replaced silently.
+    #[error("{what}: {reason}; {remedy}")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// The file, or the Secret and key.
+        what: String,
         /// What is wrong.
         reason: String,
+        /// What to do about it.
+        remedy: String,
     },
     /// One of the two files exists without the other.
     #[error(
@@ -90,8 +92,23 @@ pub struct CertifiedKey {
 /// Bowline's root CA.
 pub struct RootCa {
     cert_pem: String,
+    key_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
+
+/// Where the two PEM texts of a CA came from, for errors: [`RootCa::from_pem`].
+#[derive(Clone, Debug)]
+pub struct PemOrigin {
+    /// The certificate's place (a file, or `Secret <ns>/<name> key tls.crt`).
+    pub cert: String,
+    /// The key's place.
+    pub key: String,
+    /// What to do when one of them is corrupt.
+    pub remedy: String,
+}
+
+/// What to do about a corrupt CA file.
+const FILE_REMEDY: &str = "restore it from a backup, or remove both CA files to create a new root (VMs then need new bundles)";
 
 impl std::fmt::Debug for RootCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,12 +154,27 @@ impl RootCa {
                 source,
             })
         };
-        let corrupt = |path: &Path, reason: String| CaError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
+        let origin = PemOrigin {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+            remedy: FILE_REMEDY.into(),
         };
-        let cert_pem = read(cert)?;
-        let key_pem = read(key)?;
+        Self::from_pem(read(cert)?, read(key)?, &origin)
+    }
+
+    /// A CA from its certificate and key, PEM, read from `origin` (named in errors):
+    /// checked as [`RootCa::load`] checks files.
+    pub fn from_pem(
+        cert_pem: String,
+        key_pem: String,
+        origin: &PemOrigin,
+    ) -> Result<Self, CaError> {
+        let corrupt = |what: &str, reason: String| CaError::Corrupt {
+            what: what.to_string(),
+            reason,
+            remedy: origin.remedy.clone(),
+        };
+        let (cert, key) = (origin.cert.as_str(), origin.key.as_str());
         let key_pair = KeyPair::from_pem(&key_pem)
             .map_err(|e| corrupt(key, format!("not a PEM private key: {e}")))?;
         let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
@@ -156,17 +188,35 @@ impl RootCa {
         if x509.public_key().raw != key_pair.subject_public_key_info().as_slice() {
             return Err(corrupt(
                 key,
-                format!("is not the key of the certificate {}", cert.display()),
+                format!("is not the key of the certificate {cert}"),
             ));
         }
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key_pair)
             .map_err(|e| corrupt(cert, format!("cannot sign with it: {e}")))?;
-        Ok(Self { cert_pem, issuer })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            issuer,
+        })
     }
 
     /// Creates a new root (ECDSA P-256, valid for [`ROOT_VALIDITY`] from `now`) and writes
     /// it under `data_dir`.
     pub fn create(data_dir: &Path, now: OffsetDateTime) -> Result<Self, CaError> {
+        let ca = Self::generate(now)?;
+        let dir = data_dir.join("ca");
+        fs::create_dir_all(&dir).map_err(|source| CaError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        write_atomic(&data_dir.join(ROOT_KEY), ca.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&data_dir.join(ROOT_CERT), ca.cert_pem.as_bytes(), 0o644)?;
+        Ok(ca)
+    }
+
+    /// A new root (ECDSA P-256, valid for [`ROOT_VALIDITY`] from `now`), in memory only: the
+    /// caller stores [`cert_pem`](Self::cert_pem) and [`key_pem`](Self::key_pem).
+    pub fn generate(now: OffsetDateTime) -> Result<Self, CaError> {
         let issue = |source| CaError::Issue {
             what: "root",
             source,
@@ -199,19 +249,9 @@ impl RootCa {
         params.not_before = now - Duration::from_secs(3600);
         params.not_after = now + ROOT_VALIDITY;
         let cert = params.self_signed(&key).map_err(issue)?;
-        let dir = data_dir.join("ca");
-        fs::create_dir_all(&dir).map_err(|source| CaError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        write_atomic(
-            &data_dir.join(ROOT_KEY),
-            key.serialize_pem().as_bytes(),
-            0o600,
-        )?;
-        write_atomic(&data_dir.join(ROOT_CERT), cert.pem().as_bytes(), 0o644)?;
         Ok(Self {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         })
     }
@@ -219,6 +259,11 @@ impl RootCa {
     /// The root certificate, PEM: what clients trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The root's private key (PKCS#8), PEM: to be stored, never shown.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// Issues a serving certificate (a new ECDSA P-256 key, valid for [`SERVING_VALIDITY`]
@@ -352,6 +397,36 @@ mod tests {
                 "DNSName(localhost)",
                 "IPAddress(7f:00:00:01)"
             ]
+        );
+    }
+
+    #[test]
+    fn generated_roots_load_from_pem_and_corrupt_pem_names_its_origin() {
+        let ca = RootCa::generate(now()).unwrap();
+        let origin = PemOrigin {
+            cert: "Secret ns/bowline-ca key tls.crt".into(),
+            key: "Secret ns/bowline-ca key tls.key".into(),
+            remedy: "restore the Secret".into(),
+        };
+        let loaded = RootCa::from_pem(ca.cert_pem().into(), ca.key_pem().into(), &origin).unwrap();
+        assert_eq!(loaded.cert_pem(), ca.cert_pem());
+        let err = RootCa::from_pem(ca.cert_pem().into(), "garbage".into(), &origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("Secret ns/bowline-ca key tls.key: not a PEM private key")
+                && err.ends_with("; restore the Secret"),
+            "{err}"
+        );
+        let other = RootCa::generate(now()).unwrap();
+        let err = RootCa::from_pem(ca.cert_pem().into(), other.key_pem().into(), &origin)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "Secret ns/bowline-ca key tls.key: is not the key of the certificate Secret ns/bowline-ca key tls.crt"
+            ),
+            "{err}"
         );
     }
 

@@ -5,7 +5,9 @@
 //! random bytes (base64url). The store, `<dataDir>/vm-tokens.json`, holds per token its id,
 //! scope, issue and expiry times and the SHA-256 of the secret, never the secret itself.
 //! The file is written atomically and re-read when it changes, so a running server sees
-//! tokens issued later by the command line.
+//! tokens issued later by the command line. With replicas on Kubernetes the same text is kept
+//! in a Secret instead: the composition root reads it and pushes it into a
+//! [`TokenStore::pushed`], and writers store [`add_record`]'s result.
 
 use std::{
     fmt, fs, io,
@@ -97,10 +99,10 @@ pub enum TokenError {
     #[error("{0}")]
     Scope(String),
     /// The store cannot be read or written.
-    #[error("{}: {message}", path.display())]
+    #[error("{store}: {message}")]
     Store {
-        /// The store file.
-        path: PathBuf,
+        /// The store: its file, or the Secret and key.
+        store: String,
         /// What went wrong.
         message: String,
     },
@@ -155,76 +157,166 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The token store file of a data directory, cached in memory and re-read when the file
-/// changes (its modification time, length or inode).
-#[derive(Debug)]
+/// The records of a token store file's text (`{"tokens": [...]}`).
+pub fn parse_store(text: &str) -> Result<Vec<TokenRecord>, String> {
+    serde_json::from_str::<StoreFile>(text)
+        .map(|file| file.tokens)
+        .map_err(|e| format!("not a token store: {e}"))
+}
+
+/// The text of a token store holding `tokens` (pretty JSON, ending with a newline).
+pub fn render_store(tokens: Vec<TokenRecord>) -> String {
+    let mut text =
+        serde_json::to_string_pretty(&StoreFile { tokens }).expect("token records serialize");
+    text.push('\n');
+    text
+}
+
+/// A store's text (`None`: no store yet) with `record` added and the records expired
+/// before `now` dropped: what a writer stores next.
+pub fn add_record(
+    text: Option<&str>,
+    record: TokenRecord,
+    now: Timestamp,
+) -> Result<String, String> {
+    let mut tokens = text.map(parse_store).transpose()?.unwrap_or_default();
+    tokens.retain(|r| r.expires > now && r.id != record.id);
+    tokens.push(record);
+    Ok(render_store(tokens))
+}
+
+/// A token store, cached in memory: a file of the data directory re-read when it changes
+/// (its modification time, length or inode), or records pushed by whoever reads a store
+/// kept elsewhere (a Kubernetes Secret, read by the composition root: [`TokenStore::pushed`]).
 pub struct TokenStore {
-    path: PathBuf,
-    /// The records last read and the file's stamp then; a lock because `verify` runs on
-    /// every registering stream and the file may change under it.
-    cache: Mutex<(Option<Stamp>, Vec<TokenRecord>)>,
+    backend: Backend,
+    /// The records last read (or the error reading them) and the file's stamp then; a lock
+    /// because `verify` runs on every registering stream and the store may change under it.
+    cache: Mutex<Cached>,
+}
+
+enum Backend {
+    File(PathBuf),
+    Pushed {
+        name: String,
+        /// Called when a presented token's id is unknown: the reader may look again sooner.
+        on_unknown: Box<dyn Fn() + Send + Sync>,
+    },
+}
+
+impl fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("store", &self.describe())
+            .finish_non_exhaustive()
+    }
 }
 
 type Stamp = (SystemTime, u64, u64);
+/// A file's stamp when read (none for a pushed store) and its records, or why they are unusable.
+type Cached = (Option<Stamp>, Result<Vec<TokenRecord>, String>);
 
 impl TokenStore {
     /// The store of `data_dir` (read lazily).
     pub fn open(data_dir: &Path) -> Self {
         Self {
-            path: data_dir.join(STORE_FILE),
-            cache: Mutex::new((None, Vec::new())),
+            backend: Backend::File(data_dir.join(STORE_FILE)),
+            cache: Mutex::new((None, Ok(Vec::new()))),
         }
     }
 
-    /// The store's file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A store whose text is given by [`replace`](Self::replace), named `name` in errors
+    /// (e.g. `Secret bowline-system/bowline-vm-tokens key vm-tokens.json`); `on_unknown` is
+    /// called when a presented token's id is not among the records (the reader may then
+    /// look again before its next periodic read). Empty until the first `replace`.
+    pub fn pushed(name: impl Into<String>, on_unknown: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            backend: Backend::Pushed {
+                name: name.into(),
+                on_unknown: Box::new(on_unknown),
+            },
+            cache: Mutex::new((None, Ok(Vec::new()))),
+        }
+    }
+
+    /// The store's file, when it is one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::File(path) => Some(path),
+            Backend::Pushed { .. } => None,
+        }
+    }
+
+    /// The store as errors name it: its file, or the name it was given.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::File(path) => path.display().to_string(),
+            Backend::Pushed { name, .. } => name.clone(),
+        }
     }
 
     fn error(&self, message: impl fmt::Display) -> TokenError {
         TokenError::Store {
-            path: self.path.clone(),
+            store: self.describe(),
             message: message.to_string(),
         }
     }
 
-    /// Every stored record, re-reading the file if it changed.
+    /// Replaces the records of a [`pushed`](Self::pushed) store with those of `text`
+    /// (`None`: there is no store, so no token). Text that is not a store is kept as the
+    /// error every verification then returns, naming the store, until the next replace.
+    pub fn replace(&self, text: Option<&str>) -> Result<(), TokenError> {
+        let records = text
+            .map(parse_store)
+            .transpose()
+            .map(Option::unwrap_or_default);
+        let result = records.as_ref().map(|_| ()).map_err(|e| self.error(e));
+        *self.cache.lock() = (None, records);
+        result
+    }
+
+    /// Every stored record, re-reading a file store if it changed.
     pub fn records(&self) -> Result<Vec<TokenRecord>, TokenError> {
         use std::os::unix::fs::MetadataExt;
-        let stamp = match fs::metadata(&self.path) {
+        let Backend::File(path) = &self.backend else {
+            return self.cache.lock().1.clone().map_err(|e| self.error(e));
+        };
+        let stamp = match fs::metadata(path) {
             Ok(m) => Some((m.modified().map_err(|e| self.error(e))?, m.len(), m.ino())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.error(e)),
         };
         let mut cache = self.cache.lock();
         if stamp.is_some() && cache.0 == stamp {
-            return Ok(cache.1.clone());
+            return cache.1.clone().map_err(|e| self.error(e));
         }
         let records = match stamp {
             None => Vec::new(),
             Some(_) => {
-                let text = fs::read_to_string(&self.path).map_err(|e| self.error(e))?;
-                let file: StoreFile = serde_json::from_str(&text)
-                    .map_err(|e| self.error(format!("not a token store: {e}")))?;
-                file.tokens
+                let text = fs::read_to_string(path).map_err(|e| self.error(e))?;
+                parse_store(&text).map_err(|e| self.error(e))?
             }
         };
-        *cache = (stamp, records.clone());
+        *cache = (stamp, Ok(records.clone()));
         Ok(records)
     }
 
-    /// Adds a record, dropping those expired before `now`.
+    /// Adds a record to a file store, dropping those expired before `now`. (A pushed
+    /// store is written by its owner: [`add_record`] gives the text to store.)
     pub fn add(&self, record: TokenRecord, now: Timestamp) -> Result<(), TokenError> {
-        let mut tokens = self.records()?;
-        tokens.retain(|r| r.expires > now && r.id != record.id);
-        tokens.push(record);
-        let mut text =
-            serde_json::to_string_pretty(&StoreFile { tokens }).map_err(|e| self.error(e))?;
-        text.push('\n');
-        if let Some(dir) = self.path.parent() {
+        let Backend::File(path) = &self.backend else {
+            return Err(self.error("this store is written by its owner, not through add"));
+        };
+        let current = match fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(self.error(e)),
+        };
+        let text = add_record(current.as_deref(), record, now).map_err(|e| self.error(e))?;
+        if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| self.error(e))?;
         }
-        crate::ca::write_file_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| self.error(e))
+        crate::ca::write_file_atomic(path, text.as_bytes(), 0o600).map_err(|e| self.error(e))
     }
 
     /// Issues a token ([`issue`]) and stores its record.
@@ -255,7 +347,12 @@ impl TokenStore {
             .map_err(|_| TokenError::Malformed)?;
         let unknown = || TokenError::Unknown { id: id.to_string() };
         let records = self.records()?;
-        let record = records.iter().find(|r| r.id == id).ok_or_else(unknown)?;
+        let Some(record) = records.iter().find(|r| r.id == id) else {
+            if let Backend::Pushed { on_unknown, .. } = &self.backend {
+                on_unknown();
+            }
+            return Err(unknown());
+        };
         let hash = hex(digest(&SHA256, &secret).as_ref());
         if !same(hash.as_bytes(), record.secret_sha256.as_bytes()) {
             return Err(unknown());
@@ -451,7 +548,7 @@ mod tests {
                 namespace: "shop".into()
             }
         );
-        let text = fs::read_to_string(store.path()).unwrap();
+        let text = fs::read_to_string(store.path().unwrap()).unwrap();
         assert!(
             !text.contains(token.rsplit('.').next().unwrap()),
             "secret stored: {text}"
@@ -526,15 +623,61 @@ mod tests {
     #[test]
     fn corrupt_store_is_an_error_naming_it() {
         let (_dir, store) = store();
-        fs::write(store.path(), "{").unwrap();
+        fs::write(store.path().unwrap(), "{").unwrap();
         let err = store
             .verify("bwl.0123456789abcdef.AAAA", Timestamp::UNIX_EPOCH)
             .unwrap_err();
         assert!(
             err.to_string()
-                .starts_with(&format!("{}: not a token store", store.path().display())),
+                .starts_with(&format!("{}: not a token store", store.describe())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_pushed_store_verifies_what_was_pushed_and_asks_again_for_unknown_ids() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        let name = "Secret ns/bowline-vm-tokens key vm-tokens.json";
+        let store = TokenStore::pushed(name, move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let now = t("2026-01-01T00:00:00Z");
+        let (token, record) = issue("web", "shop", HOUR, now).unwrap();
+        assert!(matches!(
+            store.verify(&token, now),
+            Err(TokenError::Unknown { .. })
+        ));
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        // What a writer stores: the record added to the current text.
+        let text = add_record(None, record.clone(), now).unwrap();
+        store.replace(Some(&text)).unwrap();
+        assert_eq!(store.verify(&token, now).unwrap().id, record.id);
+        let (second, record2) = issue("db", "shop", HOUR, now).unwrap();
+        let text = add_record(Some(&text), record2, now).unwrap();
+        assert_eq!(parse_store(&text).unwrap().len(), 2);
+        store.replace(Some(&text)).unwrap();
+        assert_eq!(store.verify(&second, now).unwrap().group, "db");
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        // Corrupt text: every verification names the store, until the next replace.
+        let err = store.replace(Some("{")).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{name}: not a token store")),
+            "{err}"
+        );
+        let err = store.verify(&token, now).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{name}: not a token store")),
+            "{err}"
+        );
+        store.replace(None).unwrap();
+        assert!(store.records().unwrap().is_empty());
+        assert!(store.path().is_none());
+        assert!(store.add(record, now).is_err());
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! Bowline's own state, the root CA and the VM token store: files of `dataDir` (the embedded
+//! default), or, with `leaderElection` (replicas on Kubernetes), the Secrets `bowline-ca` and
+//! `bowline-vm-tokens` in `leaderElection.namespace` of the leader-election member, so that
+//! every replica serves a certificate of the same root and accepts the same tokens, and
+//! `bowline vm token` writes where the pods read.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use bowline_kube::{
+    Credentials,
+    secrets::{CA_SECRET, SecretRef, TLS_CRT, TLS_KEY, TOKENS_KEY, TOKENS_SECRET},
+};
+use bowline_vm::{
+    ca::{self, PemOrigin, RootCa},
+    tokens::{self, TokenRecord, TokenStore},
+};
+use jiff::Timestamp;
+use tokio::{sync::Notify, task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// How often a running Bowline reads the token Secret again.
+pub const TOKENS_REFRESH: Duration = Duration::from_secs(5);
+/// Least time between two reads of the token Secret (an unknown token asks for one sooner).
+pub const TOKENS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The credentials of a Kubernetes member (`None` for a manifest member).
+pub fn member_credentials(source: &crate::config::MemberSource) -> Option<Credentials> {
+    crate::run::credentials(source)
+}
+
+/// Where the CA and the token store are kept.
+#[derive(Clone, Debug)]
+pub enum StateStore {
+    /// Files of the data directory.
+    DataDir(PathBuf),
+    /// Secrets in `namespace` of the leader-election member.
+    Secrets {
+        /// The member's credentials.
+        credentials: Credentials,
+        /// `leaderElection.namespace`.
+        namespace: String,
+    },
+}
+
+impl StateStore {
+    /// The store of `config`: Secrets when it has `leaderElection`, else the data directory.
+    pub fn of(config: &Config) -> Self {
+        let Some(election) = &config.leader_election else {
+            return Self::DataDir(config.data_dir.clone());
+        };
+        let member = config
+            .members
+            .iter()
+            .find(|m| m.name == election.member)
+            .expect("leaderElection.member was validated");
+        Self::Secrets {
+            credentials: crate::run::credentials(&member.source)
+                .expect("leaderElection.member was validated as a Kubernetes member"),
+            namespace: election.namespace.clone(),
+        }
+    }
+
+    async fn secret(
+        credentials: &Credentials,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<SecretRef> {
+        let client = credentials
+            .request_client()
+            .await
+            .map_err(|e| anyhow::anyhow!("Secret {namespace}/{name}: {e}"))?;
+        Ok(SecretRef::new(client, namespace, name))
+    }
+
+    /// The root CA: loaded, or created and stored when there is none. Errors name the file
+    /// or the Secret and key.
+    pub async fn root_ca(&self) -> anyhow::Result<RootCa> {
+        let (credentials, namespace) = match self {
+            Self::DataDir(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the data directory {}", dir.display())
+                })?;
+                let (ca, origin) = RootCa::load_or_create(dir)?;
+                let cert = dir.join(ca::ROOT_CERT);
+                match origin {
+                    ca::Origin::Created => {
+                        info!(cert = %cert.display(), "created Bowline's root CA; VMs trust it through their bundle's root-cert.pem")
+                    }
+                    ca::Origin::Loaded => info!(cert = %cert.display(), "loaded Bowline's root CA"),
+                }
+                return Ok(ca);
+            }
+            Self::Secrets {
+                credentials,
+                namespace,
+            } => (credentials, namespace),
+        };
+        let secret = Self::secret(credentials, namespace, CA_SECRET).await?;
+        let (data, created) = secret
+            .get_or_create("kubernetes.io/tls", || {
+                RootCa::generate(ca::now()).map(|ca| {
+                    [
+                        (TLS_CRT.to_string(), ca.cert_pem().to_string()),
+                        (TLS_KEY.to_string(), ca.key_pem().to_string()),
+                    ]
+                    .into()
+                })
+            })
+            .await??;
+        let id = secret.id();
+        let text = |key: &str| -> anyhow::Result<String> {
+            secret
+                .text(&data, key)?
+                .map(str::to_string)
+                .ok_or_else(|| secret.key_error(key, "missing; restore the Secret from a backup, or delete it to create a new root at the next start (VMs then need new bundles)").into())
+        };
+        let origin = PemOrigin {
+            cert: format!("Secret {id} key {TLS_CRT}"),
+            key: format!("Secret {id} key {TLS_KEY}"),
+            remedy: "restore the Secret from a backup, or delete it to create a new root at the next start (VMs then need new bundles)".into(),
+        };
+        let ca = RootCa::from_pem(text(TLS_CRT)?, text(TLS_KEY)?, &origin)?;
+        if created {
+            info!(secret = %id, "created Bowline's root CA; VMs trust it through their bundle's root-cert.pem");
+        } else {
+            info!(secret = %id, "loaded Bowline's root CA");
+        }
+        Ok(ca)
+    }
+
+    /// Issues a token for `group` in `namespace` valid for `ttl` and stores its record
+    /// (dropping expired ones): into the file, or into the Secret over the resourceVersion
+    /// read (a concurrent writer's record is kept: a conflict reads again).
+    pub async fn issue_token(
+        &self,
+        group: &str,
+        namespace: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> anyhow::Result<(String, TokenRecord)> {
+        let (credentials, ns) = match self {
+            Self::DataDir(dir) => {
+                return Ok(TokenStore::open(dir).issue(group, namespace, ttl, now)?);
+            }
+            Self::Secrets {
+                credentials,
+                namespace,
+            } => (credentials, namespace),
+        };
+        let (token, record) = tokens::issue(group, namespace, ttl, now)?;
+        let secret = Self::secret(credentials, ns, TOKENS_SECRET).await?;
+        secret
+            .update_key(TOKENS_KEY, |text| {
+                tokens::add_record(text, record.clone(), now)
+                    .map_err(|e| secret.key_error(TOKENS_KEY, e))
+            })
+            .await??;
+        Ok((token, record))
+    }
+
+    /// The token store a running Bowline verifies tokens with: the file's, or one kept up
+    /// to date from the Secret (read now, then every [`TOKENS_REFRESH`], and sooner, at
+    /// most every [`TOKENS_MIN_INTERVAL`], when a token of an unknown id is presented).
+    pub(crate) async fn token_store(
+        &self,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> Arc<TokenStore> {
+        let (credentials, namespace) = match self {
+            Self::DataDir(dir) => return Arc::new(TokenStore::open(dir)),
+            Self::Secrets {
+                credentials,
+                namespace,
+            } => (credentials.clone(), namespace.clone()),
+        };
+        let wake = Arc::new(Notify::new());
+        let woken = wake.clone();
+        let store = Arc::new(TokenStore::pushed(
+            format!("Secret {namespace}/{TOKENS_SECRET} key {TOKENS_KEY}"),
+            move || woken.notify_one(),
+        ));
+        let mut reader = TokenReader {
+            credentials,
+            namespace,
+            client: None,
+            store: store.clone(),
+            last_error: None,
+        };
+        reader.read().await;
+        tasks.spawn(async move {
+            loop {
+                let read_at = Instant::now();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(TOKENS_REFRESH) => {}
+                    _ = wake.notified() => {}
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(read_at + TOKENS_MIN_INTERVAL) => {}
+                }
+                reader.read().await;
+            }
+        });
+        store
+    }
+}
+
+/// Reads the token Secret into a pushed store.
+struct TokenReader {
+    credentials: Credentials,
+    namespace: String,
+    /// The client and the credentials' fingerprint it was built from (rebuilt on rotation).
+    client: Option<(bowline_kube::credentials::Fingerprint, kube::Client)>,
+    store: Arc<TokenStore>,
+    /// The last problem logged, so that a lasting one is logged once.
+    last_error: Option<String>,
+}
+
+impl TokenReader {
+    async fn read(&mut self) {
+        let result = self.try_read().await;
+        match result {
+            Ok(()) => {
+                if self.last_error.take().is_some() {
+                    info!(store = %self.store.describe(), "VM tokens read again");
+                }
+            }
+            Err(e) if self.last_error.as_ref() != Some(&e) => {
+                warn!(store = %self.store.describe(), "cannot read the VM tokens (the last ones read are kept): {e}");
+                self.last_error = Some(e);
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn try_read(&mut self) -> Result<(), String> {
+        let fingerprint = self.credentials.fingerprint();
+        if self
+            .client
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != fingerprint)
+        {
+            let client = self.credentials.request_client().await?;
+            self.client = Some((fingerprint, client));
+        }
+        let client = self.client.as_ref().expect("set above").1.clone();
+        let secret = SecretRef::new(client, &self.namespace, TOKENS_SECRET);
+        let data = secret.read().await.map_err(|e| e.to_string())?;
+        let text = match &data {
+            Some(data) => secret.text(data, TOKENS_KEY).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        self.store.replace(text).map_err(|e| e.to_string())
+    }
+}
