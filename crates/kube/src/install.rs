@@ -29,6 +29,8 @@ pub const CONFIG_DIR: &str = "/etc/bowline";
 pub const MEMBER: &str = "local";
 /// xDS port (gRPC, TCP).
 pub const XDS_PORT: i32 = 15010;
+/// xDS over TLS (gRPC, TCP): where VMs register with a token.
+pub const XDS_TLS_PORT: i32 = 15012;
 /// DNS port in the pod (UDP and TCP); the Service answers on 53.
 pub const DNS_PORT: i32 = 15053;
 /// Admin port (`/healthz`, `/readyz`, `/metrics`).
@@ -124,6 +126,7 @@ pub fn config_file(opts: &InstallOptions) -> String {
         leader_election: json!({"member": MEMBER, "namespace": opts.namespace, "name": NAME}),
         listen: json!({
             "xds": format!("[::]:{XDS_PORT}"),
+            "xdsTls": format!("[::]:{XDS_TLS_PORT}"),
             "dns": format!("[::]:{DNS_PORT}"),
             "admin": format!("0.0.0.0:{ADMIN_PORT}"),
         }),
@@ -251,6 +254,7 @@ fn container(opts: &InstallOptions) -> Container {
         ]),
         ports: Some(vec![
             port("xds", XDS_PORT, "TCP"),
+            port("xds-tls", XDS_TLS_PORT, "TCP"),
             port("dns-udp", DNS_PORT, "UDP"),
             port("dns-tcp", DNS_PORT, "TCP"),
             port("admin", ADMIN_PORT, "TCP"),
@@ -365,6 +369,7 @@ fn service(opts: &InstallOptions) -> Service {
             selector: Some(selector()),
             ports: Some(vec![
                 service_port("xds", XDS_PORT, "xds", "TCP"),
+                service_port("xds-tls", XDS_TLS_PORT, "xds-tls", "TCP"),
                 service_port("dns-udp", 53, "dns-udp", "UDP"),
                 service_port("dns-tcp", 53, "dns-tcp", "TCP"),
                 service_port("admin", ADMIN_PORT, "admin", "TCP"),

@@ -635,6 +635,7 @@ fn deployment_and_service_wire_the_ports_and_probes() {
         ports,
         [
             ("xds".into(), 15010, "TCP".into()),
+            ("xds-tls".into(), 15012, "TCP".into()),
             ("dns-udp".into(), 15053, "UDP".into()),
             ("dns-tcp".into(), 15053, "TCP".into()),
             ("admin".into(), 15014, "TCP".into()),
@@ -688,6 +689,7 @@ fn deployment_and_service_wire_the_ports_and_probes() {
         ports,
         [
             (15010, "xds".into(), "TCP".into()),
+            (15012, "xds-tls".into(), "TCP".into()),
             (53, "dns-udp".into(), "UDP".into()),
             (53, "dns-tcp".into(), "TCP".into()),
             (15014, "admin".into(), "TCP".into()),
@@ -700,6 +702,10 @@ fn deployment_and_service_wire_the_ports_and_probes() {
     let text = &config_map.data.unwrap()["bowline.yaml"];
     let config: Value = serde_saphyr::from_str(text).unwrap();
     assert_eq!(config["listen"]["admin"], "0.0.0.0:15014");
+    assert_eq!(
+        config["listen"]["xdsTls"], "[::]:15012",
+        "VMs register on the TLS port"
+    );
     assert_eq!(
         config["members"],
         json!([{"name": "local", "inCluster": true}])
