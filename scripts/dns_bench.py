@@ -50,7 +50,7 @@ def start_bowline(bowline, work):
     dns_port = free_port()
     proc = subprocess.Popen(
         [bowline, "demo", "--dir", os.path.join(work, "demo"), "--admin", "127.0.0.1:0",
-         "--xds", "127.0.0.1:0", "--dns", f"127.0.0.1:{dns_port}"],
+         "--xds", "127.0.0.1:0", "--xds-tls", "127.0.0.1:0", "--dns", f"127.0.0.1:{dns_port}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     admin = None
     for line in proc.stdout:

@@ -35,7 +35,7 @@ def values(r):
 def main():
     bowline = sys.argv[1]
     work = tempfile.mkdtemp(prefix="bowline-dns-")
-    proc = subprocess.Popen([bowline, "demo", "--dir", work, "--admin", "127.0.0.1:0", "--xds", "127.0.0.1:0", "--dns", "127.0.0.1:0"],
+    proc = subprocess.Popen([bowline, "demo", "--dir", work, "--admin", "127.0.0.1:0", "--xds", "127.0.0.1:0", "--xds-tls", "127.0.0.1:0", "--dns", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = None

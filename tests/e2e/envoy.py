@@ -163,7 +163,7 @@ def cross_network(bowline, envoy, port):
         f.write(
             "clusterSet: e2e\n"
             "members:\n  - {manifests: east, network: net-east}\n  - {manifests: west, network: net-west}\n"
-            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', dns: '127.0.0.1:{free_port()}'}}\n"
+            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{free_port()}', dns: '127.0.0.1:{free_port()}'}}\n"
         )
     proc = subprocess.Popen([bowline, "run", "--config", os.path.join(work, "bowline.yaml")],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "bowline.log"), "w"))
@@ -216,7 +216,7 @@ def main():
         f.write(
             "clusterSet: e2e\n"
             "members:\n  - {manifests: east, network: net-a}\n  - {manifests: west, network: net-a}\n"
-            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', dns: '127.0.0.1:{free_port()}'}}\n"
+            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{free_port()}', dns: '127.0.0.1:{free_port()}'}}\n"
         )
     proc = subprocess.Popen([bowline, "run", "--config", os.path.join(work, "bowline.yaml")],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "bowline.log"), "w"))

@@ -112,7 +112,7 @@ def main():
             "clusterSet: e2e\n"
             "members:\n  - {manifests: east, network: net-a}\n  - {manifests: west, network: net-a}\n"
             "  - {manifests: central, network: net-a}\n"
-            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', dns: '127.0.0.1:{free_port()}'}}\n"
+            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{free_port()}', dns: '127.0.0.1:{free_port()}'}}\n"
         )
     bootstrap = {
         "xds_servers": [{"server_uri": f"127.0.0.1:{xds}", "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],

@@ -71,7 +71,8 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         dns: address("dns", raw.listen.dns, defaults::DNS),
         admin: address("admin", raw.listen.admin, defaults::ADMIN),
     };
-    if listen.xds_tls == listen.xds {
+    // Port 0 picks a free port for each: never the same one.
+    if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
         problems.add(
             "listen.xdsTls",
             format!(
