@@ -70,24 +70,10 @@ pub(crate) fn spawn_mcs(
         ));
         return;
     }
-    let handle = tokio::runtime::Handle::current();
     let writers: Vec<(MemberName, Box<dyn Writer>)> = config
         .members
         .iter()
-        .map(|m| {
-            let writer: Box<dyn Writer> = match &m.source {
-                MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
-                source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
-                    Box::new(bowline_kube::KubeWriter::new(
-                        crate::run::credentials(source).expect("a Kubernetes member"),
-                        handle.clone(),
-                        bowline_kube::WriteOptions::default(),
-                        shutdown.clone(),
-                    ))
-                }
-            };
-            (MemberName::new(m.name.as_str()), writer)
-        })
+        .map(|m| (MemberName::new(m.name.as_str()), writer(m, &shutdown)))
         .collect();
     let mcs_config = McsConfig {
         policy: config.export.clone(),
@@ -170,6 +156,25 @@ pub(crate) fn spawn_mcs(
             }
         }
     });
+}
+
+/// The writer of a member: files under `.bowline/` of a manifest directory, server-side
+/// apply on Kubernetes (requests give up on `shutdown`). Called on the runtime.
+pub(crate) fn writer(
+    member: &crate::config::Member,
+    shutdown: &CancellationToken,
+) -> Box<dyn Writer> {
+    match &member.source {
+        MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
+        source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
+            Box::new(bowline_kube::KubeWriter::new(
+                crate::run::credentials(source).expect("a Kubernetes member"),
+                tokio::runtime::Handle::current(),
+                bowline_kube::WriteOptions::default(),
+                shutdown.clone(),
+            ))
+        }
+    }
 }
 
 /// How long the controller waits for every member's read-back before its first computation.

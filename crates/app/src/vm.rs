@@ -9,10 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bowline_mcs::{
-    WriteKey, WriteKind,
-    writer::{FileWriter, Writer},
-};
+use bowline_mcs::{WriteKey, WriteKind, writer::Writer};
 use bowline_model::{Object, ObjectKind};
 use bowline_registry::Shared;
 use bowline_vm::{
@@ -33,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, MemberSource};
+use crate::config::Config;
 
 /// How often the registrar looks again without being woken (grace periods, heartbeats).
 const TICK: Duration = Duration::from_secs(1);
@@ -163,24 +160,10 @@ pub(crate) fn spawn_registration(
     shutdown: CancellationToken,
 ) -> Arc<Registration> {
     let (events, inbound) = mpsc::unbounded_channel();
-    let handle = tokio::runtime::Handle::current();
     let writers: Writers = config
         .members
         .iter()
-        .map(|m| {
-            let writer: Box<dyn Writer> = match &m.source {
-                MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
-                source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
-                    Box::new(bowline_kube::KubeWriter::new(
-                        crate::run::credentials(source).expect("a Kubernetes member"),
-                        handle.clone(),
-                        bowline_kube::WriteOptions::default(),
-                        shutdown.clone(),
-                    ))
-                }
-            };
-            (m.name.clone(), writer)
-        })
+        .map(|m| (m.name.clone(), crate::mcs::writer(m, &shutdown)))
         .collect();
     let registrar = Registrar::new(
         config.vm.controller.clone(),
