@@ -39,14 +39,15 @@ pub(crate) fn spawn_snapshots(
         loop {
             version += 1;
             let outcome = outcomes.borrow_and_update().clone();
-            let (services, gateways) = {
+            let (services, gateways, hosts) = {
                 let reg = registry.read();
-                (reg.services(), reg.gateways())
+                (reg.services(), reg.gateways(), reg.host_services())
             };
             snapshots.send_replace(Arc::new(XdsSnapshot {
                 services,
                 outcome,
                 gateways,
+                hosts,
                 version,
                 published: Some(std::time::Instant::now()),
             }));

@@ -55,6 +55,7 @@ fn demo_snapshot() -> XdsSnapshot {
         services: registry.services(),
         outcome: Arc::new(outcome),
         gateways: registry.gateways(),
+        hosts: registry.host_services(),
         version: 1,
         published: None,
     }

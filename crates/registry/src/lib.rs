@@ -43,7 +43,7 @@ use crate::{
 };
 pub use crate::{
     derive::{locality, network},
-    view::{Admission, Gateway, Gateways, MemberService, MemberStatus, ServiceView},
+    view::{Admission, Gateway, Gateways, HostService, MemberService, MemberStatus, ServiceView},
 };
 
 /// A registry shared by the composition root, servers and admin.
@@ -72,6 +72,8 @@ pub struct Changes {
     pub recomputed: usize,
     /// The gateways changed.
     pub gateways: bool,
+    /// The ServiceEntry hosts served under their own name changed.
+    pub hosts: bool,
     /// A member's status (sync, admission, rejections) changed.
     pub members: bool,
 }
@@ -88,6 +90,8 @@ pub(crate) struct Member {
     pub source_rejections: Vec<Rejection>,
     pub admission: Admission,
     derived: BTreeMap<ServiceKey, Derived>,
+    /// ServiceEntry hosts served under their own name.
+    hosts: BTreeMap<String, Arc<HostService>>,
     pod_refs: HashMap<NsName, BTreeSet<ServiceKey>>,
     node_refs: HashMap<Strng, BTreeSet<ServiceKey>>,
 }
@@ -123,6 +127,7 @@ impl Registry {
                 source_rejections: Vec::new(),
                 admission: Admission::Pending,
                 derived: BTreeMap::new(),
+                hosts: BTreeMap::new(),
                 pod_refs: HashMap::new(),
                 node_refs: HashMap::new(),
             })
@@ -235,6 +240,9 @@ impl Registry {
             changes.gateways = true;
             changes.members = true;
         }
+        for &i in dirty.keys() {
+            changes.hosts |= self.members[i].recompute_hosts();
+        }
         let mut touched_views = BTreeSet::new();
         for (i, keys) in dirty {
             for key in keys {
@@ -254,6 +262,14 @@ impl Registry {
         }
         self.generation.send_modify(|g| *g += 1);
         changes
+    }
+
+    /// The ServiceEntry hosts served under their own name, by member then host.
+    pub fn host_services(&self) -> Vec<Arc<HostService>> {
+        self.members
+            .iter()
+            .flat_map(|m| m.hosts.values().cloned())
+            .collect()
     }
 
     /// Wakes on every applied batch, whatever it changed (namespaces and labels included).
@@ -511,6 +527,52 @@ impl Member {
         }
         changes.gateways |= touched.gateways;
         changes.members |= touched.identity || touched.rejections;
+    }
+
+    /// Recomputes the ServiceEntry hosts this member serves under their own name; true when
+    /// they changed. Only members holding ServiceEntries (or that held such hosts) do any
+    /// work; the set is small (VMs), so it is derived whole.
+    fn recompute_hosts(&mut self) -> bool {
+        if self.store.service_entries.is_empty() && self.hosts.is_empty() {
+            return false;
+        }
+        let mut next = BTreeMap::new();
+        if let Some(id) = self.admission.id().filter(|_| !self.withdrawn) {
+            let cx = MemberContext {
+                id,
+                default_network: &self.config.network,
+                store: &self.store,
+                withdrawn: self.withdrawn,
+            };
+            for (host, entries) in service_entry::external_hosts(&self.store) {
+                let namespace = entries[0].meta.namespace.clone();
+                let key = ServiceKey::new(namespace.clone(), host.as_str());
+                let Some(service) = service_entry::stand_in(&key, &entries) else {
+                    continue;
+                };
+                let labels = self
+                    .store
+                    .namespaces
+                    .get(&namespace)
+                    .map(|n| &n.meta.labels);
+                let endpoints = service_entry::endpoints(&cx, &key, &entries, labels, &[]);
+                let view = HostService {
+                    host: host.clone(),
+                    cluster: id.clone(),
+                    service: Arc::new(service),
+                    service_entries: entries.iter().map(|e| e.meta.name.clone()).collect(),
+                    endpoints: endpoints.into(),
+                };
+                let view = match self.hosts.get(&host) {
+                    Some(previous) if **previous == view => previous.clone(),
+                    _ => Arc::new(view),
+                };
+                next.insert(host, view);
+            }
+        }
+        let changed = next != self.hosts;
+        self.hosts = next;
+        changed
     }
 
     /// Recomputes this member's contribution to `key`; true when it changed.

@@ -2,10 +2,16 @@
 //! endpoints of the WorkloadEntries it selects and of its inline endpoints.
 //!
 //! A host `<svc>.<ns>.svc.cluster.local` in the ServiceEntry's own namespace contributes to the
-//! service `ns/svc`, exactly as a Service of that name would; every other host is refused with
-//! [`RejectReason::UnsupportedHost`] (Bowline keys services by namespace and name).
+//! service `ns/svc`, exactly as a Service of that name would. A DNS name outside the Kubernetes
+//! zones (`vm.example.com`) is a service of its own, keyed by host, served to the proxies of
+//! the member that holds the ServiceEntry ([`HostService`](crate::view::HostService)). Every
+//! other host (wildcards, another namespace's service, `clusterset.local`) is refused with
+//! [`RejectReason::UnsupportedHost`].
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+};
 
 use bowline_model::{
     Endpoint, EndpointPort, IpFamily, Labels, MemberName, ObjectKey, ObjectKind, Protocol,
@@ -26,8 +32,8 @@ pub(crate) fn host_service(entry: &ServiceEntry, host: &str) -> Result<ServiceKe
     let namespace = &*entry.meta.namespace;
     let unsupported = || {
         format!(
-            "host {host:?} is not <service>.{namespace}{SUFFIX}: Bowline serves a ServiceEntry only \
-             under a service name of its own namespace (other hosts are not supported)"
+            "host {host:?} is neither <service>.{namespace}{SUFFIX} nor a DNS name outside \
+             cluster.local and clusterset.local (wildcards are not supported)"
         )
     };
     let (name, host_ns) = host
@@ -60,11 +66,52 @@ pub(crate) fn services(entry: &ServiceEntry) -> impl Iterator<Item = ServiceKey>
         .filter_map(|host| host_service(entry, host).ok())
 }
 
+/// Whether `host` is served under its own name ([`HostService`](crate::view::HostService)): a
+/// DNS name (lowercase labels of letters, digits and `-`, at least two) outside the
+/// `cluster.local` and `clusterset.local` zones, which name Kubernetes services, and without
+/// wildcards.
+pub(crate) fn external_host(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    host.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && !host.ends_with(".cluster.local")
+        && !host.ends_with(".clusterset.local")
+}
+
+/// The hosts of a member's ServiceEntries served under their own name, each with its
+/// ServiceEntries, oldest first.
+pub(crate) fn external_hosts(store: &Store) -> BTreeMap<String, Vec<&ServiceEntry>> {
+    let mut out: BTreeMap<String, Vec<&ServiceEntry>> = BTreeMap::new();
+    for entry in store.service_entries.values() {
+        for host in entry.hosts.iter().filter(|h| external_host(h)) {
+            out.entry(host.clone()).or_default().push(entry);
+        }
+    }
+    for entries in out.values_mut() {
+        entries.sort_by(|a, b| {
+            (a.meta.created, &a.meta.namespace, &a.meta.name).cmp(&(
+                b.meta.created,
+                &b.meta.namespace,
+                &b.meta.name,
+            ))
+        });
+    }
+    out
+}
+
 /// Every host of a member's ServiceEntries that Bowline cannot serve.
 pub(crate) fn rejections(member: &MemberName, store: &Store) -> Vec<Rejection> {
     let mut out = Vec::new();
     for entry in store.service_entries.values() {
-        for host in &entry.hosts {
+        for host in entry.hosts.iter().filter(|h| !external_host(h)) {
             if let Err(message) = host_service(entry, host) {
                 out.push(Rejection {
                     member: member.clone(),

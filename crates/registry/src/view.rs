@@ -9,6 +9,24 @@ use bowline_model::{
 };
 use serde::Serialize;
 
+/// A ServiceEntry host outside the Kubernetes zones (`vm.example.com`), served to the proxies
+/// of the member that holds the ServiceEntries naming it: not exported (MCS is about Services)
+/// and not in DNS (Bowline answers only `cluster.local` and `clusterset.local`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostService {
+    /// The host.
+    pub host: String,
+    /// The member's id.
+    pub cluster: ClusterId,
+    /// Ports and addresses, from the oldest ServiceEntry naming the host.
+    pub service: Arc<Service>,
+    /// The ServiceEntries naming the host, oldest first.
+    pub service_entries: Vec<Strng>,
+    /// Their endpoints: selected WorkloadEntries and inline endpoints.
+    pub endpoints: Arc<[Endpoint]>,
+}
+
 /// What one member contributes to a service: its Service, export, import and endpoints.
 // `Eq` lets `Arc<MemberService>` comparisons short-cut on pointer equality.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -308,7 +308,7 @@ fn the_oldest_of_two_entries_stands_in_and_both_add_endpoints() {
 }
 
 #[test]
-fn hosts_other_than_a_service_of_its_namespace_are_refused_by_name() {
+fn hosts_other_than_a_service_of_its_namespace_or_a_dns_name_are_refused_by_name() {
     let mut reg = registry();
     reg.apply(reset(
         "east",
@@ -319,6 +319,7 @@ fn hosts_other_than_a_service_of_its_namespace_are_refused_by_name() {
                 .host(HOST)
                 .host("*.demo.svc.cluster.local")
                 .host("legacy.demo.svc.clusterset.local")
+                .host("*.example.com")
                 .port("http", 80)
                 .endpoint(inline_endpoint("192.0.2.80"))
                 .build(),
@@ -330,14 +331,22 @@ fn hosts_other_than_a_service_of_its_namespace_are_refused_by_name() {
             .map(|v| v.key.to_string())
             .collect::<Vec<_>>(),
         ["demo/legacy"],
-        "only the supported host is served"
+        "the service host is served as that service"
+    );
+    assert_eq!(
+        reg.host_services()
+            .iter()
+            .map(|h| h.host.as_str())
+            .collect::<Vec<_>>(),
+        ["vm.example.com"],
+        "a DNS name outside the Kubernetes zones is served under its own name"
     );
     let rejected = reg.rejections();
     let hosts = [
-        "vm.example.com",
         "legacy.prod.svc.cluster.local",
         "*.demo.svc.cluster.local",
         "legacy.demo.svc.clusterset.local",
+        "*.example.com",
     ];
     assert_eq!(rejected.len(), hosts.len(), "{rejected:?}");
     for (r, host) in rejected.iter().zip(hosts) {
@@ -348,7 +357,7 @@ fn hosts_other_than_a_service_of_its_namespace_are_refused_by_name() {
         );
         assert!(r.message.contains(&format!("{host:?}")), "{}", r.message);
     }
-    assert!(rejected[1].message.contains("its own namespace \"demo\""));
+    assert!(rejected[0].message.contains("its own namespace \"demo\""));
     assert_eq!(reg.members()[0].rejected, hosts.len());
 
     // Fixing the entry clears the rejections.
@@ -362,6 +371,69 @@ fn hosts_other_than_a_service_of_its_namespace_are_refused_by_name() {
         ],
     ));
     assert!(reg.rejections().is_empty());
+    assert!(reg.host_services().is_empty(), "the host is gone with it");
+}
+
+#[test]
+fn a_dns_name_host_is_a_service_of_its_member_with_the_entries_endpoints() {
+    let mut reg = registry();
+    reg.apply(reset(
+        "east",
+        vec![
+            workload_entry("demo", "vm-1", "192.0.2.50")
+                .label("app", "billing")
+                .port("api", 9443)
+                .build(),
+            workload_entry("demo", "vm-2", "2001:db8::51")
+                .label("app", "billing")
+                .build(),
+            service_entry("demo", "billing")
+                .host("billing.example.com")
+                .port_full("api", 443, "HTTPS", 8443)
+                .selector(&[("app", "billing")])
+                .endpoint(inline_endpoint("192.0.2.52"))
+                .build(),
+        ],
+    ));
+    let hosts = reg.host_services();
+    let [billing] = hosts.as_slice() else {
+        panic!("one host service: {hosts:?}");
+    };
+    assert_eq!(billing.host, "billing.example.com");
+    assert_eq!(billing.cluster.as_str(), "east-id");
+    assert_eq!(billing.service.ports[0].port, 443);
+    let mut endpoints: Vec<(String, u16)> = billing
+        .endpoints
+        .iter()
+        .map(|e| (e.addresses[0].to_string(), e.ports[0].port))
+        .collect();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        [
+            ("192.0.2.50".to_string(), 9443),
+            ("192.0.2.52".to_string(), 8443),
+            ("2001:db8::51".to_string(), 8443),
+        ],
+        "the entry's named port, else targetPort"
+    );
+    assert!(reg.services().is_empty(), "not a Kubernetes service");
+
+    // A relabelled WorkloadEntry leaves it; deleting the ServiceEntry removes the host.
+    reg.apply(applied(
+        "east",
+        vec![
+            workload_entry("demo", "vm-1", "192.0.2.50")
+                .label("app", "other")
+                .build(),
+        ],
+    ));
+    assert_eq!(reg.host_services()[0].endpoints.len(), 2);
+    reg.apply(deleted(
+        "east",
+        vec![key(ObjectKind::ServiceEntry, "demo", "billing")],
+    ));
+    assert!(reg.host_services().is_empty());
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn snapshot(registry: &Registry, controller: &mut Controller, version: u64) -> A
         services: registry.services(),
         outcome: Arc::new(outcome),
         gateways: registry.gateways(),
+        hosts: registry.host_services(),
         version,
         published: None,
     })

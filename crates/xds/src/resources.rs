@@ -3,8 +3,10 @@
 //! gRPC, an LDS `api_listener` `<host>:<port>` and its RouteConfiguration.
 //!
 //! Hosts: `<svc>.<ns>.svc.clusterset.local` for every import (endpoints of the members that
-//! export it and serve the port), and `<svc>.<ns>.svc.cluster.local` for every Service of the
-//! proxy's own member (its own endpoints plus those of members that export the service).
+//! export it and serve the port), `<svc>.<ns>.svc.cluster.local` for every Service of the
+//! proxy's own member (its own endpoints plus those of members that export the service), and
+//! the ServiceEntry hosts of the proxy's own member served under their own name
+//! (`vm.example.com`: that member's endpoints).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -73,6 +75,8 @@ pub struct XdsSnapshot {
     pub outcome: Arc<Outcome>,
     /// East-west gateways.
     pub gateways: Arc<Gateways>,
+    /// ServiceEntry hosts served under their own name, to the proxies of their member.
+    pub hosts: Vec<Arc<bowline_registry::HostService>>,
     /// Increases with every snapshot published: keys the resource cache.
     pub version: u64,
     /// When it was published (push latency is measured from here).
@@ -170,6 +174,22 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, Hos
                 port_name: port.name.clone(),
                 http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
                 sources: sources.clone(),
+            };
+            out.insert(hp.cluster_name(), hp);
+        }
+    }
+    for entry in snapshot
+        .hosts
+        .iter()
+        .filter(|h| h.cluster.as_str() == member)
+    {
+        for port in &entry.service.ports {
+            let hp = HostPort {
+                host: entry.host.clone(),
+                port: port.port,
+                port_name: port.name.clone(),
+                http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+                sources: vec![(entry.cluster.clone(), entry.endpoints.clone())],
             };
             out.insert(hp.cluster_name(), hp);
         }

@@ -106,6 +106,7 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<XdsSnapshot> {
         services: reg.services(),
         outcome: Arc::new(outcome),
         gateways: reg.gateways(),
+        hosts: reg.host_services(),
         version: 1 + u64::from(extra_west_endpoint),
         published: None,
     })
