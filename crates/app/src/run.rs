@@ -240,6 +240,13 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let leadership =
         crate::leader::spawn_leader(&mut tasks, config, leader_gauge, shutdown.clone());
     views.insert("leader", crate::leader::view(leadership.clone()));
+    let hosts_registry = registry.clone();
+    views.insert(
+        "hosts",
+        Arc::new(move |_| {
+            serde_json::to_value(hosts_registry.read().host_services()).map_err(|e| e.to_string())
+        }),
+    );
     let (udp, tcp) = match listeners.dns {
         Some(sockets) => sockets,
         None => Listeners::bind_dns(config.listen.dns)

@@ -635,3 +635,53 @@ async fn on_kubernetes_tokens_issued_into_the_secret_register_over_tls() {
     drop(proxy);
     running.stop().await;
 }
+
+/// A ServiceEntry host outside the Kubernetes zones selecting an auto-registered VM is listed
+/// in `/debug/hosts` with that VM once it is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_entry_host_selects_a_registered_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    let entry = "\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+                 metadata: {name: legacy-ext, namespace: demo}\n\
+                 spec:\n  hosts: [legacy.example.com]\n  ports: [{name: http, number: 80, protocol: HTTP}]\n  \
+                 workloadSelector: {labels: {app: legacy}}\n";
+    fs::write(
+        dir.path().join("east/objects.yaml"),
+        format!("{MEMBER}{entry}"),
+    )
+    .unwrap();
+    let config = config(dir.path());
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+    let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
+    proxy.health(None).await;
+    let hosts = |running: &bowline_app::Running| running.registry.read().host_services();
+    eventually("the VM is an endpoint of legacy.example.com", || {
+        hosts(&running).iter().any(|h| {
+            h.host == "legacy.example.com"
+                && h.endpoints
+                    .iter()
+                    .any(|e| e.addresses[0].to_string() == "127.0.0.50" && e.ports[0].port == 8080)
+        })
+    })
+    .await;
+    let addr = running.admin_addr.to_string();
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        bowline_test_support::http_get(&addr, "/debug/hosts").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("legacy.example.com") && body.contains("127.0.0.50"),
+        "{body}"
+    );
+    drop(proxy);
+    running.stop().await;
+}
