@@ -85,6 +85,10 @@ pub struct Snapshot {
     pub members: Vec<MemberInput>,
     /// Service views.
     pub services: Vec<Arc<ServiceView>>,
+    /// Some member's first listing is still missing: the services it exports may not be in
+    /// `services` yet, so the ClusterSetIPs of imports not seen are kept, not freed (after a
+    /// restart they were read back from what members hold).
+    pub pending: bool,
 }
 
 /// Controller configuration.
@@ -319,8 +323,10 @@ impl Controller {
             memo.insert(view.key.clone(), part);
         }
         let before = self.allocator.allocated();
-        self.allocator
-            .retain(|key| outcome.imports.contains_key(key));
+        if !snapshot.pending {
+            self.allocator
+                .retain(|key| outcome.imports.contains_key(key));
+        }
         if self.allocator.allocated() < before {
             // Addresses were freed: imports that found a pool exhausted try again now.
             let starved: Vec<Arc<ServiceView>> = memo
@@ -779,6 +785,7 @@ impl Snapshot {
         Self {
             members,
             services: registry.services(),
+            pending: registry.members().iter().any(|m| !m.synced),
         }
     }
 }

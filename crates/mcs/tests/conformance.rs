@@ -722,6 +722,92 @@ fn restart_with_written_objects_keeps_cluster_set_ips() {
     assert_eq!(ready["lastTransitionTime"], NOW);
 }
 
+/// After a restart the members' listings arrive one by one: a ClusterSetIP read back from a
+/// member is not freed by a computation made before the member exporting the service is
+/// listed, and a service that appeared meanwhile does not take it.
+#[test]
+fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() {
+    let mut set = Set::new(2);
+    set.apply(
+        "c1",
+        vec![
+            hello("10.0.0.1").build(),
+            export_at(NS, "hello", T1, &[], &[]),
+        ],
+    );
+    let written = set.outcome.writes.clone();
+    let hello_ip = set
+        .written("c2", WriteKind::ServiceImport, "hello")
+        .unwrap()["spec"]["ips"]
+        .clone();
+
+    // The restarted registry: c2 listed first (with a new service exported), c1 not yet.
+    let mut registry = Registry::new(
+        "set",
+        ["c1", "c2"].map(|m| MemberConfig {
+            name: member(m),
+            id: Some(m.into()),
+            network: Network::default(),
+        }),
+    );
+    registry.apply(reset(
+        "c2",
+        vec![
+            namespace(NS, &[]),
+            service(NS, "aaa")
+                .cluster_ips(&["10.0.0.9"])
+                .port("http", 80)
+                .build(),
+            export_at(NS, "aaa", T2, &[], &[]),
+        ],
+    ));
+    let mut restarted = Controller::new(
+        config(ExportDefault::None, &["241.0.0.0/16", "fd00:241::/112"]),
+        written,
+    );
+    let early = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    let aaa_ip = early.writes[&member("c2")]
+        [&WriteKey::new(WriteKind::ServiceImport, NS, "aaa")]["spec"]["ips"]
+        .clone();
+    assert_ne!(
+        aaa_ip, hello_ip,
+        "the newcomer does not take hello's address"
+    );
+    // Another newcomer before c1 is listed, computed on its own.
+    registry.apply(applied(
+        "c2",
+        vec![
+            service(NS, "bbb")
+                .cluster_ips(&["10.0.0.8"])
+                .port("http", 80)
+                .build(),
+            export_at(NS, "bbb", T2, &[], &[]),
+        ],
+    ));
+    let early = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    assert_ne!(
+        early.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "bbb")]["spec"]["ips"],
+        hello_ip,
+        "nor does a later one"
+    );
+
+    // c1 is listed: hello is back with the address it had.
+    registry.apply(reset(
+        "c1",
+        vec![
+            namespace(NS, &[]),
+            hello("10.0.0.1").build(),
+            export_at(NS, "hello", T1, &[], &[]),
+        ],
+    ));
+    let later = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    assert_eq!(
+        later.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "hello")]["spec"]
+            ["ips"],
+        hello_ip
+    );
+}
+
 #[test]
 fn exhausted_pool_is_a_clear_condition_and_breaks_nothing_else() {
     let mut set = Set::with(1, config(ExportDefault::None, &["241.0.0.0/30"]));
