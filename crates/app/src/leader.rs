@@ -12,12 +12,11 @@ use crate::config::Config;
 
 /// This replica's identity: the pod name (`POD_NAME`), else the host name, with the process id.
 fn identity() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "bowline".into());
-    format!("{host}-{}", std::process::id())
+    format!(
+        "{}-{}",
+        crate::config::validate::host_name(),
+        std::process::id()
+    )
 }
 
 /// Starts campaigning (or declares this replica the leader) and keeps `gauge` at 1 while

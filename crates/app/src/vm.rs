@@ -318,38 +318,39 @@ async fn run(
         let world = world(&registry, &peers);
         let now = Timestamp::now();
         recent.retain(|_, (_, at)| at.elapsed() < SETTLE);
-        let actions: Vec<Action> = registrar
-            .reconcile(&world, now)
-            .into_iter()
-            .filter(|action| {
-                let (key, content) = match action {
-                    Action::Apply { key, entry, .. } => (key, Some(essence(entry))),
-                    Action::Delete { key, .. } => (key, None),
-                };
-                recent.get(key).is_none_or(|(done, _)| *done != content)
-            })
-            .collect();
-        if actions.is_empty() {
-            continue;
-        }
-        for action in &actions {
-            let (key, content) = match action {
+        let mut actions = Vec::new();
+        for action in registrar.reconcile(&world, now) {
+            let (key, content) = match &action {
                 Action::Apply { key, entry, .. } => (key, Some(essence(entry))),
                 Action::Delete { key, .. } => (key, None),
             };
+            if recent.get(key).is_some_and(|(done, _)| *done == content) {
+                continue;
+            }
             recent.insert(key.clone(), (content, Instant::now()));
+            actions.push(action);
+        }
+        if actions.is_empty() {
+            continue;
         }
         let writers = writers.clone();
         let metrics = metrics.clone();
         let performed = tokio::task::spawn_blocking(move || {
             let mut writers = writers.lock();
-            for action in actions {
-                perform(&mut writers, action, &metrics);
-            }
+            actions
+                .into_iter()
+                .filter_map(|action| perform(&mut writers, action, &metrics))
+                .collect::<Vec<EntryKey>>()
         })
         .await;
-        if let Err(e) = performed {
-            warn!("VM registration writes failed: {e}");
+        match performed {
+            // A failed write is tried again at the next look, not held back as done.
+            Ok(failed) => {
+                for key in failed {
+                    recent.remove(&key);
+                }
+            }
+            Err(e) => warn!("VM registration writes failed: {e}"),
         }
     }
 }
@@ -402,15 +403,14 @@ fn essence(entry: &Value) -> Value {
     entry
 }
 
-fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
+/// Performs one action; the entry's key when the write failed.
+fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) -> Option<EntryKey> {
     let (key, reason) = match &action {
         Action::Apply { key, reason, .. } | Action::Delete { key, reason, .. } => {
             (key.clone(), *reason)
         }
     };
-    let Some(writer) = writers.get_mut(&key.member) else {
-        return;
-    };
+    let writer = writers.get_mut(&key.member)?;
     let write_key = WriteKey::new(WriteKind::WorkloadEntry, &key.namespace, &key.name);
     let result = match action {
         Action::Apply {
@@ -454,8 +454,10 @@ fn perform(writers: &mut Writers, action: Action, metrics: &VmMetrics) {
         Err(e) => {
             metrics.errors.inc();
             warn!(entry = %key, %reason, "WorkloadEntry not written: {e}");
+            return Some(key);
         }
     }
+    None
 }
 
 /// Whether the member's copy still holds the `observed` connection annotations: `Some` with

@@ -1,7 +1,7 @@
 //! `bowline.yaml`: the one configuration file, parsed strictly and validated as a whole, so
 //! that every problem is reported at once with the file, the field and the rule.
 
-mod validate;
+pub(crate) mod validate;
 
 use std::{
     fmt,

@@ -168,14 +168,20 @@ fn controller(given: Option<String>, problems: &mut Problems) -> String {
             name
         }
         Some(name) => name,
-        None => std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "bowline".into()),
+        None => host_name(),
     }
+}
+
+/// This host's name as a replica names itself: the pod name (`POD_NAME`), else the host name,
+/// else `bowline`.
+pub(crate) fn host_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bowline".into())
 }
 
 fn leader_election(
