@@ -1,5 +1,6 @@
 //! The admin server: `/healthz`, `/readyz`, `/metrics` and the `/debug/*` views of what the
-//! control plane believes. It reads registry snapshots and holds no lock across an await.
+//! control plane believes. It reads the views stage's latest ClusterSet snapshot, the same
+//! one the xDS and DNS servers serve, and holds no lock.
 
 mod metrics;
 mod readiness;
@@ -14,22 +15,20 @@ use axum::{
     routing::get,
 };
 use bowline_model::ServiceKey;
-use bowline_registry::Shared;
-use tokio::net::TcpListener;
+use bowline_views::{Admission, ClusterSet};
+use tokio::{net::TcpListener, sync::watch};
 
-pub use crate::{metrics::RegistryCollector, readiness::Readiness};
+pub use crate::{metrics::ClusterSetCollector, readiness::Readiness};
 
 /// What the admin server reads.
 #[derive(Clone)]
 pub struct AdminState {
-    /// The registry.
-    pub registry: Shared,
+    /// The latest ClusterSet snapshot (with the MCS outcome: empty writes in consumer mode).
+    pub snapshots: watch::Receiver<Arc<ClusterSet>>,
     /// Prometheus registry holding every metric of the process.
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// When the process is ready.
     pub readiness: Readiness,
-    /// The MCS controller's latest outcome (empty in consumer mode).
-    pub mcs: tokio::sync::watch::Receiver<Arc<bowline_mcs::Outcome>>,
     /// More debug views, registered by the composition root for servers the admin does not
     /// know (`/debug/<name>`): each renders its JSON when asked.
     pub views: BTreeMap<&'static str, DebugView>,
@@ -72,8 +71,18 @@ pub async fn serve(
         .await
 }
 
+impl AdminState {
+    fn snapshot(&self) -> Arc<ClusterSet> {
+        self.snapshots.borrow().clone()
+    }
+}
+
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let report = state.readiness.check(&state.registry.read().members());
+    let snapshot = state.snapshot();
+    if snapshot.version == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    let report = state.readiness.check(&snapshot.members);
     let code = if report.ready {
         StatusCode::OK
     } else {
@@ -102,16 +111,15 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn members(State(state): State<AdminState>) -> Response {
-    Json(state.registry.read().members()).into_response()
+    Json(&*state.snapshot().members).into_response()
 }
 
 /// The objects Bowline writes into a member (by cluster id or configured name).
 async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    let member = state
-        .registry
-        .read()
-        .members()
-        .into_iter()
+    let snapshot = state.snapshot();
+    let member = snapshot
+        .members
+        .iter()
         .find(|m| m.admission.id().is_some_and(|i| i.as_str() == id) || m.name.as_str() == id);
     let Some(member) = member else {
         return (
@@ -120,19 +128,19 @@ async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Res
         )
             .into_response();
     };
-    let outcome = state.mcs.borrow().clone();
-    let objects: Vec<&Arc<serde_json::Value>> = outcome
+    let objects: Vec<&Arc<serde_json::Value>> = snapshot
+        .outcome
         .writes
         .get(&member.name)
         .into_iter()
-        .flat_map(|w| w.values())
+        .flat_map(|w| w.iter().map(|(_, object)| object))
         .collect();
     Json(objects).into_response()
 }
 
 async fn imports(State(state): State<AdminState>) -> Response {
-    let outcome = state.mcs.borrow().clone();
-    Json(outcome.imports.values().cloned().collect::<Vec<_>>()).into_response()
+    let snapshot = state.snapshot();
+    Json(snapshot.imports().values().collect::<Vec<_>>()).into_response()
 }
 
 /// One import: its merged definition, conflicts, addresses, and each member's export
@@ -142,9 +150,9 @@ async fn import(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let key = ServiceKey::new(namespace, name);
-    let outcome = state.mcs.borrow().clone();
-    let import = outcome.imports.get(&key);
-    let exports = outcome.exports.get(&key);
+    let snapshot = state.snapshot();
+    let import = snapshot.imports().get(&key);
+    let exports = snapshot.exports().get(&key);
     if import.is_none() && exports.is_none() {
         return (
             StatusCode::NOT_FOUND,
@@ -156,7 +164,8 @@ async fn import(
 }
 
 async fn services(State(state): State<AdminState>) -> Response {
-    Json(state.registry.read().services()).into_response()
+    let snapshot = state.snapshot();
+    Json(snapshot.services.values().collect::<Vec<_>>()).into_response()
 }
 
 async fn service(
@@ -164,7 +173,8 @@ async fn service(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let key = ServiceKey::new(namespace, name);
-    let Some(view) = state.registry.read().service(&key) else {
+    let snapshot = state.snapshot();
+    let Some(view) = snapshot.service(&key) else {
         return (
             StatusCode::NOT_FOUND,
             format!("no member has a service {key}\n"),
@@ -172,15 +182,15 @@ async fn service(
             .into_response();
     };
     // Whether each member's endpoints are part of the ClusterSet service, and why.
-    let mut body = serde_json::to_value(&*view).unwrap_or_default();
-    if let Some(exports) = state.mcs.borrow().exports.get(&key) {
+    let mut body = serde_json::to_value(&**view).unwrap_or_default();
+    if let Some(exports) = snapshot.exports().get(&key) {
         body["clusterSet"] = serde_json::to_value(exports).unwrap_or_default();
     }
     Json(body).into_response()
 }
 
 async fn gateways(State(state): State<AdminState>) -> Response {
-    let gateways = state.registry.read().gateways();
+    let gateways = state.snapshot().gateways.clone();
     Json(gateways.values().flatten().cloned().collect::<Vec<_>>()).into_response()
 }
 
@@ -197,19 +207,17 @@ async fn extra_view(
 }
 
 async fn rejected(State(state): State<AdminState>) -> Response {
-    Json(state.registry.read().rejections()).into_response()
+    Json(&*state.snapshot().rejections).into_response()
 }
 
 async fn index(State(state): State<AdminState>) -> Html<String> {
-    let (members, services, rejected, cluster_set) = {
-        let reg = state.registry.read();
-        (
-            reg.members(),
-            reg.services().len(),
-            reg.rejections().len(),
-            reg.cluster_set().to_string(),
-        )
-    };
+    let snapshot = state.snapshot();
+    let (members, services, rejected, cluster_set) = (
+        &snapshot.members,
+        snapshot.services.len(),
+        snapshot.rejections.len(),
+        &snapshot.name,
+    );
     let rows: String = members
         .iter()
         .map(|m| {
@@ -219,9 +227,9 @@ async fn index(State(state): State<AdminState>) -> Html<String> {
                 .map(|id| id.to_string())
                 .unwrap_or_else(|| "-".into());
             let state = match &m.admission {
-                bowline_registry::Admission::Admitted { .. } => "admitted".to_string(),
-                bowline_registry::Admission::Pending => "pending".to_string(),
-                bowline_registry::Admission::Refused { reason, .. } => {
+                Admission::Admitted { .. } => "admitted".to_string(),
+                Admission::Pending => "pending".to_string(),
+                Admission::Refused { reason, .. } => {
                     format!("refused ({reason})")
                 }
             };
@@ -244,7 +252,7 @@ async fn index(State(state): State<AdminState>) -> Html<String> {
          <ul><li><a href=/readyz>/readyz</a></li><li><a href=/metrics>/metrics</a></li><li><a href=/debug/members>/debug/members</a></li>\
          <li><a href=/debug/services>/debug/services</a></li><li><a href=/debug/gateways>/debug/gateways</a></li><li><a href=/debug/rejected>/debug/rejected</a></li></ul>\
          </body></html>",
-        cs = escape(&cluster_set)
+        cs = escape(cluster_set)
     ))
 }
 

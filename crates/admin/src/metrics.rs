@@ -1,18 +1,21 @@
-//! Registry metrics, read from the registry at scrape time.
+//! ClusterSet metrics, read from the latest snapshot at scrape time.
 
-use bowline_registry::{Admission, Shared};
+use std::sync::Arc;
+
+use bowline_views::{Admission, ClusterSet, MemberStatus};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, gauge::ConstGauge},
 };
+use tokio::sync::watch;
 
 /// Exposes members, objects, endpoints, rejections, services and gateways as gauges.
-pub struct RegistryCollector(pub Shared);
+pub struct ClusterSetCollector(pub watch::Receiver<Arc<ClusterSet>>);
 
-impl std::fmt::Debug for RegistryCollector {
+impl std::fmt::Debug for ClusterSetCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RegistryCollector")
+        f.write_str("ClusterSetCollector")
     }
 }
 
@@ -29,17 +32,15 @@ fn gauge<'a>(
     Ok(())
 }
 
-impl Collector for RegistryCollector {
+impl Collector for ClusterSetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (members, services, gateways, rejections) = {
-            let reg = self.0.read();
-            (
-                reg.members(),
-                reg.services().len(),
-                reg.gateways(),
-                reg.rejections(),
-            )
-        };
+        let snapshot = self.0.borrow().clone();
+        let (members, services, gateways, rejections) = (
+            &snapshot.members,
+            snapshot.services.len(),
+            &snapshot.gateways,
+            &snapshot.rejections,
+        );
         let id_of = |name: &str| {
             members
                 .iter()
@@ -48,7 +49,7 @@ impl Collector for RegistryCollector {
                 .map(|id| id.to_string())
                 .unwrap_or_default()
         };
-        let member_labels = |m: &bowline_registry::MemberStatus| {
+        let member_labels = |m: &MemberStatus| {
             vec![
                 ("member", m.name.to_string()),
                 (
@@ -127,7 +128,7 @@ impl Collector for RegistryCollector {
                 .map(|m| (member_labels(m), m.endpoints as i64)),
         )?;
         let mut by_reason: std::collections::BTreeMap<(String, String), i64> = Default::default();
-        for r in &rejections {
+        for r in rejections.iter() {
             *by_reason
                 .entry((r.member.to_string(), r.reason.to_string()))
                 .or_default() += 1;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bowline_registry::MemberStatus;
+use bowline_views::MemberStatus;
 use tokio::time::Instant;
 
 /// Decides `/readyz`.

@@ -1,16 +1,45 @@
-//! The admin routes over a registry built in memory.
+//! The admin routes over snapshots of a registry built in memory.
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{body::Body, http::Request};
-use bowline_admin::{AdminState, Readiness, RegistryCollector, router};
-use bowline_model::{Network, RejectReason, Rejection, labels};
+use bowline_admin::{AdminState, ClusterSetCollector, Readiness, router};
+use bowline_model::{Network, RejectReason, Rejection, SourceEvent, labels};
 use bowline_registry::{MemberConfig, Registry};
 use bowline_test_support::*;
+use bowline_views::{ClusterSet, Input, Views};
 use http_body_util::BodyExt;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
-fn state(timeout: Duration) -> AdminState {
+/// A registry, the views stage publishing its snapshots, and the admin state reading them.
+struct Harness {
+    registry: Registry,
+    views: Views,
+    snapshots: watch::Sender<Arc<ClusterSet>>,
+    state: AdminState,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = AdminState;
+
+    fn deref(&self) -> &AdminState {
+        &self.state
+    }
+}
+
+impl Harness {
+    /// Applies events and publishes the next snapshot.
+    fn apply(&mut self, events: impl IntoIterator<Item = SourceEvent>) {
+        self.registry.apply_all(events);
+        let snapshot = self
+            .views
+            .next(Input::read(&self.registry), Default::default());
+        self.snapshots.send_replace(snapshot);
+    }
+}
+
+fn state(timeout: Duration) -> Harness {
     let registry = Registry::new(
         "demo",
         ["east", "west"].map(|m| MemberConfig {
@@ -19,16 +48,22 @@ fn state(timeout: Duration) -> AdminState {
             network: Network::new(format!("net-{m}")),
         }),
     );
-    let registry = Arc::new(parking_lot::RwLock::new(registry));
+    let mut views = Views::default();
+    let (snapshots, receiver) =
+        watch::channel(views.next(Input::read(&registry), Default::default()));
     let mut metrics = prometheus_client::registry::Registry::default();
-    metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
-    let (_, mcs) = tokio::sync::watch::channel(Arc::new(bowline_mcs::Outcome::default()));
-    AdminState {
-        registry,
+    metrics.register_collector(Box::new(ClusterSetCollector(receiver.clone())));
+    let state = AdminState {
+        snapshots: receiver,
         metrics: Arc::new(metrics),
         readiness: Readiness::new(timeout),
-        mcs,
         views: Default::default(),
+    };
+    Harness {
+        registry,
+        views,
+        snapshots,
+        state,
     }
 }
 
@@ -44,17 +79,14 @@ async fn get(state: &AdminState, path: &str) -> (u16, String) {
 
 #[tokio::test(start_paused = true)]
 async fn readiness_waits_for_every_member_then_reports_stragglers() {
-    let state = state(Duration::from_secs(30));
+    let mut state = state(Duration::from_secs(30));
     assert_eq!(get(&state, "/healthz").await, (200, "ok\n".into()));
     let (code, body) = get(&state, "/readyz").await;
     assert_eq!(
         (code, body.as_str()),
         (503, "waiting for the first sync of: east, west\n")
     );
-    state
-        .registry
-        .write()
-        .apply(reset("east", vec![cluster_id("east")]));
+    state.apply([reset("east", vec![cluster_id("east")])]);
     assert_eq!(
         get(&state, "/readyz").await,
         (503, "waiting for the first sync of: west\n".into())
@@ -67,16 +99,13 @@ async fn readiness_waits_for_every_member_then_reports_stragglers() {
             "ready; members not synced after the 30s sync timeout: west\n".into()
         )
     );
-    state
-        .registry
-        .write()
-        .apply(reset("west", vec![cluster_id("west")]));
+    state.apply([reset("west", vec![cluster_id("west")])]);
     assert_eq!(get(&state, "/readyz").await, (200, "ready\n".into()));
 }
 
 #[tokio::test]
 async fn debug_views_and_metrics() {
-    let state = state(Duration::from_secs(30));
+    let mut state = state(Duration::from_secs(30));
     let rejected = Rejection {
         member: member("west"),
         origin: "bad.yaml:3 (document 1)".into(),
@@ -84,7 +113,7 @@ async fn debug_views_and_metrics() {
         reason: RejectReason::ParseError,
         message: "invalid YAML".into(),
     };
-    state.registry.write().apply_all([
+    state.apply([
         reset(
             "east",
             vec![

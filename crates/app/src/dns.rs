@@ -7,9 +7,8 @@ use bowline_dns::{
     answer::{LOCAL_ZONE, LocalZone, View, ZONE},
     server::Handler,
 };
-use bowline_mcs::Outcome;
 use bowline_model::ClusterId;
-use bowline_registry::Shared;
+use bowline_views::ClusterSet;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -48,13 +47,12 @@ impl Default for DnsMetrics {
     }
 }
 
-/// Republishes the DNS view with every MCS outcome (one follows every registry change):
-/// imports, the ClusterSet's namespaces, whether every member synced (or the sync timeout
-/// passed), and the `cluster.local` member's own services when one is configured.
+/// Republishes the DNS view with every ClusterSet snapshot: imports, the ClusterSet's
+/// namespaces, whether every member synced (or the sync timeout passed), and the
+/// `cluster.local` member's own services when one is configured.
 pub(crate) fn spawn_views(
     tasks: &mut JoinSet<()>,
-    registry: Shared,
-    mut outcomes: watch::Receiver<Arc<Outcome>>,
+    mut snapshots: watch::Receiver<Arc<ClusterSet>>,
     views: watch::Sender<Arc<View>>,
     (sync_timeout, cluster_local_member): (Duration, Option<ClusterId>),
     shutdown: CancellationToken,
@@ -62,22 +60,22 @@ pub(crate) fn spawn_views(
     let started = tokio::time::Instant::now();
     tasks.spawn(async move {
         loop {
-            let outcome = outcomes.borrow_and_update().clone();
-            let (namespaces, synced, local) = {
-                let reg = registry.read();
-                let local = cluster_local_member.as_ref().map(|id| LocalZone::from_registry(&reg, id));
-                let members = reg.members();
-                let namespaces = members
-                    .iter()
-                    .filter(|m| m.admission.id().is_some())
-                    .flat_map(|m| reg.namespaces(&m.name).into_keys().map(|n| n.to_string()))
-                    .collect();
-                (namespaces, members.iter().all(|m| m.synced) || started.elapsed() >= sync_timeout, local)
-            };
-            views.send_replace(Arc::new(View { imports: Arc::new(outcome.imports.clone()), namespaces, synced, local }));
+            let snapshot = snapshots.borrow_and_update().clone();
+            let local = cluster_local_member
+                .as_ref()
+                .map(|id| LocalZone::from_cluster_set(&snapshot, id));
+            let namespaces = snapshot.namespaces().into_iter().map(String::from).collect();
+            let synced = snapshot.version > 0
+                && (snapshot.synced || started.elapsed() >= sync_timeout);
+            views.send_replace(Arc::new(View {
+                imports: Arc::new(snapshot.imports().clone()),
+                namespaces,
+                synced,
+                local,
+            }));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                changed = outcomes.changed() => if changed.is_err() { return },
+                changed = snapshots.changed() => if changed.is_err() { return },
                 // Re-evaluate `synced` when the sync timeout passes without any change.
                 _ = tokio::time::sleep_until(started + sync_timeout), if started.elapsed() < sync_timeout => {}
             }

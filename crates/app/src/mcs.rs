@@ -1,14 +1,16 @@
-//! The MCS loop: recompute the desired state when the registry changes, and make every
-//! manifest member's `.bowline/` hold it, checking every `mcs.resync` for tampering.
+//! The views stage's loop and the MCS writers: after every registry change, one snapshot of
+//! the ClusterSet with the MCS outcome from the same read; each member's writer writes what
+//! changed in it, and checks every object every `mcs.resync` for tampering.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bowline_mcs::{
-    Controller, McsConfig, Outcome, Snapshot, WriteSet,
+    Controller, McsConfig, Outcome, WriteSet,
     writer::{FileWriter, Writer},
 };
 use bowline_model::MemberName;
-use bowline_registry::{Admission, Shared};
+use bowline_registry::Shared;
+use bowline_views::{Admission, ClusterSet, Input, MemberWrites, Views};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -40,21 +42,32 @@ pub(crate) struct McsMetrics {
     pub reconciles: Counter,
 }
 
-/// What a member should hold now: its write set when admitted, nothing when refused (it is
+/// What a member should hold now: its writes when admitted, nothing when refused (it is
 /// not a member), and `None` (leave it alone) while its first sync is pending.
-fn plan(outcome: &Outcome, admission: Option<&Admission>, member: &MemberName) -> Option<WriteSet> {
-    match admission? {
-        Admission::Admitted { .. } => Some(outcome.writes.get(member).cloned().unwrap_or_default()),
-        Admission::Refused { .. } => Some(WriteSet::new()),
+fn plan(snapshot: &ClusterSet, member: &MemberName) -> Option<MemberWrites> {
+    let status = snapshot.members.iter().find(|m| &m.name == member)?;
+    match status.admission {
+        Admission::Admitted { .. } => Some(
+            snapshot
+                .outcome
+                .writes
+                .get(member)
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        Admission::Refused { .. } => Some(MemberWrites::default()),
         Admission::Pending => None,
     }
 }
 
-pub(crate) fn spawn_mcs(
+/// The views stage's loop: after every registry change (debounced), one registry read, the
+/// MCS outcome computed from it (the controller's, or the provider's in consumer mode) and
+/// one ClusterSet snapshot published to every server and writer.
+pub(crate) fn spawn_pipeline(
     tasks: &mut JoinSet<()>,
     config: &Config,
     registry: Shared,
-    outcomes: watch::Sender<Arc<Outcome>>,
+    snapshots: watch::Sender<Arc<ClusterSet>>,
     metrics: Arc<McsMetrics>,
     leadership: watch::Receiver<bowline_kube::lease::Leadership>,
     shutdown: CancellationToken,
@@ -66,96 +79,137 @@ pub(crate) fn spawn_mcs(
     if config.mcs.mode == McsMode::Consumer {
         info!("MCS consumer mode: Bowline writes nothing and reads the provider's ServiceImports");
         tasks.spawn(consume_loop(
-            registry, outcomes, metrics, shutdown, debounce,
+            registry, snapshots, metrics, shutdown, debounce,
         ));
         return;
     }
-    let writers: Vec<(MemberName, Box<dyn Writer>)> = config
-        .members
-        .iter()
-        .map(|m| (MemberName::new(m.name.as_str()), writer(m, &shutdown)))
-        .collect();
-    let mcs_config = McsConfig {
-        policy: config.export.clone(),
-        pools: config.cluster_set_ips.clone(),
-    };
-    let resync = config.mcs.resync;
-    let (adoptions, mut adopted) = mpsc::channel::<Adoption>(writers.len().max(1));
-    let members = writers.len();
-    for (member, writer) in writers {
+    let (adoptions, adopted) = mpsc::channel::<Adoption>(config.members.len().max(1));
+    for member in &config.members {
+        let slot = Slot {
+            member: MemberName::new(member.name.as_str()),
+            writer: writer(member, &shutdown),
+            read: false,
+            written: None,
+        };
         tasks.spawn(member_writer(
-            Slot {
-                member,
-                writer,
-                read: false,
-            },
+            slot,
             WriterContext {
-                outcomes: outcomes.subscribe(),
-                registry: registry.clone(),
+                snapshots: snapshots.subscribe(),
                 leadership: leadership.clone(),
                 adoptions: adoptions.clone(),
-                resync,
+                resync: config.mcs.resync,
                 follow: config.leader_election.as_ref().map(|e| e.follower_refresh),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             },
         ));
     }
-    drop(adoptions);
-    tasks.spawn(async move {
-        // Start from what the members hold: wait a little for every member's read-back, so
-        // that ClusterSetIPs already written are served from the first computation on.
-        let mut existing = BTreeMap::new();
-        let mut replies = Vec::new();
-        let deadline = tokio::time::Instant::now() + INITIAL_READ_BACK;
-        while existing.len() < members {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                adoption = adopted.recv() => match adoption {
-                    Some(a) => {
-                        existing.insert(a.member, a.objects);
-                        replies.push(a.done);
-                    }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
-                    break;
-                }
+    let mcs_config = McsConfig {
+        policy: config.export.clone(),
+        pools: config.cluster_set_ips.clone(),
+    };
+    let members = config.members.len();
+    tasks.spawn(controller_loop(
+        Pipeline {
+            registry,
+            snapshots,
+            metrics,
+            debounce,
+            shutdown,
+        },
+        mcs_config,
+        adopted,
+        members,
+    ));
+}
+
+/// What the views stage's loop works with.
+struct Pipeline {
+    registry: Shared,
+    snapshots: watch::Sender<Arc<ClusterSet>>,
+    metrics: Arc<McsMetrics>,
+    debounce: Debounce,
+    shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    /// One registry read, the outcome `compute` makes of it, one snapshot published.
+    fn publish(&self, views: &mut Views, compute: impl FnOnce(&bowline_mcs::Snapshot) -> Outcome) {
+        let input = Input::read(&self.registry.read());
+        let outcome = compute(&input.mcs);
+        self.metrics.reconciles.inc();
+        let snapshot = views.next(input, outcome);
+        debug!(
+            version = snapshot.version,
+            changed = snapshot.changed.services.len(),
+            imports = snapshot.imports().len(),
+            "ClusterSet snapshot published"
+        );
+        self.snapshots.send_replace(snapshot);
+    }
+}
+
+/// Controller mode: starts from what the members hold (every member's read-back, waited for
+/// a little, so that ClusterSetIPs already written are served from the first snapshot on),
+/// then publishes a snapshot after every registry change and every later read-back.
+async fn controller_loop(
+    pipeline: Pipeline,
+    config: McsConfig,
+    mut adopted: mpsc::Receiver<Adoption>,
+    members: usize,
+) {
+    let mut existing = BTreeMap::new();
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + INITIAL_READ_BACK;
+    let mut views = Views::default();
+    let mut changes = pipeline.registry.read().subscribe_changes();
+    // Until then, snapshots carry the members and services but no imports.
+    pipeline.publish(&mut views, |_| Outcome::default());
+    while existing.len() < members {
+        tokio::select! {
+            _ = pipeline.shutdown.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() { return }
+                pipeline.publish(&mut views, |_| Outcome::default());
             }
-        }
-        let mut controller = Controller::new(mcs_config, existing);
-        let mut changes = registry.read().subscribe_changes();
-        loop {
-            let snapshot = Snapshot::from_registry(&registry.read());
-            let outcome = Arc::new(controller.reconcile(&snapshot, jiff::Timestamp::now()));
-            metrics.reconciles.inc();
-            debug!(
-                imports = outcome.imports.len(),
-                "MCS desired state computed"
-            );
-            outcomes.send_replace(outcome);
-            for done in replies.drain(..) {
-                let _ = done.send(());
-            }
-            // Only the wait for the first change races the others: `changed()` is cancel-safe,
-            // while the debounce after it must run to its end, or the change it consumed
-            // would be lost until the next one.
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = changes.changed() => {
-                    if changed.is_err() || !settle(&mut changes, debounce).await {
-                        return;
-                    }
-                }
-                adoption = adopted.recv() => {
-                    let Some(a) = adoption else { return };
-                    controller.adopt(a.member, a.objects, a.takeover);
+            adoption = adopted.recv() => match adoption {
+                Some(a) => {
+                    existing.insert(a.member, a.objects);
                     replies.push(a.done);
                 }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
+                break;
             }
         }
-    });
+    }
+    let mut controller = Controller::new(config, existing);
+    loop {
+        pipeline.publish(&mut views, |input| {
+            controller.reconcile(input, jiff::Timestamp::now())
+        });
+        for done in replies.drain(..) {
+            let _ = done.send(());
+        }
+        // Only the wait for the first change races the others: `changed()` is cancel-safe,
+        // while the debounce after it must run to its end, or the change it consumed
+        // would be lost until the next one.
+        tokio::select! {
+            _ = pipeline.shutdown.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() || !settle(&mut changes, pipeline.debounce).await {
+                    return;
+                }
+            }
+            adoption = adopted.recv() => {
+                let Some(a) = adoption else { return };
+                controller.adopt(a.member, a.objects, a.takeover);
+                replies.push(a.done);
+            }
+        }
+    }
 }
 
 /// The writer of a member: files under `.bowline/` of a manifest directory, server-side
@@ -191,8 +245,7 @@ struct Adoption {
 
 /// What a member's writer task works with.
 struct WriterContext {
-    outcomes: watch::Receiver<Arc<Outcome>>,
-    registry: Shared,
+    snapshots: watch::Receiver<Arc<ClusterSet>>,
     leadership: watch::Receiver<bowline_kube::lease::Leadership>,
     adoptions: mpsc::Sender<Adoption>,
     resync: Duration,
@@ -204,14 +257,15 @@ struct WriterContext {
 
 /// One member's writer: reads back what the member holds (again when this replica becomes
 /// the leader, and every `follow` while it does not lead, so that its ClusterSetIPs follow
-/// the leader's), then, while leading, makes it hold its part of each outcome, and checks it
-/// every `resync`. Each member has its own task, so that one whose API server is slow holds
-/// back only itself.
+/// the leader's), then, while leading, writes what changed in each snapshot and checks
+/// every object every `resync`. Each member has its own task, so that one whose API server
+/// is slow holds back only itself.
 async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
     let mut tick = tokio::time::interval(cx.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_leading = false;
     let mut read_at = tokio::time::Instant::now();
+    let mut full = true;
     loop {
         let leading = cx.leadership.borrow_and_update().leading;
         let following =
@@ -221,6 +275,7 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             // Taking over: start from what the member holds now, as the previous leader
             // left it, so that what is already right is not rewritten.
             slot.read = false;
+            slot.written = None;
         }
         was_leading = leading;
         if !slot.read {
@@ -241,25 +296,22 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             }
         }
         if slot.read && leading {
-            let outcome = cx.outcomes.borrow_and_update().clone();
-            let admission = cx
-                .registry
-                .read()
-                .members()
-                .into_iter()
-                .find(|m| m.name == slot.member)
-                .map(|m| m.admission);
+            let snapshot = cx.snapshots.borrow_and_update().clone();
             let metrics = cx.metrics.clone();
-            (slot, ()) = blocking(slot, move |slot| {
-                write_one(slot, &outcome, admission.as_ref(), &metrics)
-            })
-            .await;
+            (slot, ()) =
+                blocking(slot, move |slot| write_one(slot, &snapshot, full, &metrics)).await;
         }
         tokio::select! {
             _ = cx.shutdown.cancelled() => return,
-            changed = cx.outcomes.changed() => if changed.is_err() { return },
-            changed = cx.leadership.changed() => if changed.is_err() { return },
-            _ = tick.tick() => {}
+            changed = cx.snapshots.changed() => {
+                if changed.is_err() { return }
+                full = false;
+            }
+            changed = cx.leadership.changed() => {
+                if changed.is_err() { return }
+                full = false;
+            }
+            _ = tick.tick() => full = true,
         }
     }
 }
@@ -277,20 +329,26 @@ async fn blocking<T: Send + 'static>(
     .expect("writers do not panic")
 }
 
-/// Consumer mode: republish the provider's view whenever the registry changes.
+/// Consumer mode: a snapshot of the provider's view after every registry change.
 async fn consume_loop(
     registry: Shared,
-    outcomes: watch::Sender<Arc<Outcome>>,
+    snapshots: watch::Sender<Arc<ClusterSet>>,
     metrics: Arc<McsMetrics>,
     shutdown: CancellationToken,
     debounce: Debounce,
 ) {
-    let mut changes = registry.read().subscribe_changes();
+    let pipeline = Pipeline {
+        registry,
+        snapshots,
+        metrics,
+        debounce,
+        shutdown,
+    };
+    let mut views = Views::default();
+    let mut changes = pipeline.registry.read().subscribe_changes();
     loop {
-        let snapshot = Snapshot::from_registry(&registry.read());
-        outcomes.send_replace(Arc::new(bowline_mcs::consumer::consume(&snapshot)));
-        metrics.reconciles.inc();
-        if !settled_change(&mut changes, &shutdown, debounce).await {
+        pipeline.publish(&mut views, bowline_mcs::consumer::consume);
+        if !settled_change(&mut changes, &pipeline.shutdown, debounce).await {
             return;
         }
     }
@@ -324,12 +382,15 @@ async fn settle(changes: &mut watch::Receiver<u64>, debounce: Debounce) -> bool 
     }
 }
 
-/// A member's writer, and whether what it holds was read back (nothing is written into a
-/// member before, so that its ClusterSetIPs and condition times are kept).
+/// A member's writer, whether what it holds was read back (nothing is written into a
+/// member before, so that its ClusterSetIPs and condition times are kept), and what it last
+/// wrote in full or in part without an error (the next snapshot writes only what changed
+/// since; `None`: check everything).
 struct Slot {
     member: MemberName,
     writer: Box<dyn Writer>,
     read: bool,
+    written: Option<MemberWrites>,
 }
 
 /// Reads back one member if not read yet.
@@ -337,6 +398,7 @@ fn read_back(slot: &mut Slot) -> Option<(MemberName, WriteSet)> {
     if slot.read {
         return None;
     }
+    slot.written = None;
     match slot.writer.read() {
         Ok(objects) => {
             if !objects.is_empty() {
@@ -352,29 +414,32 @@ fn read_back(slot: &mut Slot) -> Option<(MemberName, WriteSet)> {
     }
 }
 
-/// Makes one member hold what it should, once it was read back.
-fn write_one(
-    slot: &mut Slot,
-    outcome: &Outcome,
-    admission: Option<&Admission>,
-    metrics: &McsMetrics,
-) {
-    let Slot {
-        member,
-        writer,
-        read,
-    } = slot;
-    if !*read {
+/// Makes one member hold what it should, once it was read back: every object checked when
+/// `full` (or when the last write failed), else only what changed since the last write.
+fn write_one(slot: &mut Slot, snapshot: &ClusterSet, full: bool, metrics: &McsMetrics) {
+    if !slot.read {
         return;
     }
-    let Some(desired) = plan(outcome, admission, member) else {
+    let Some(desired) = plan(snapshot, &slot.member) else {
         return;
     };
     let label = MemberLabel {
-        member: member.to_string(),
+        member: slot.member.to_string(),
     };
-    match writer.reconcile(&desired) {
+    let result = match slot.written.take().filter(|_| !full) {
+        Some(written) => {
+            let changes = desired.changes_since(&written);
+            if changes.is_empty() {
+                Ok(Default::default())
+            } else {
+                slot.writer.patch(&changes)
+            }
+        }
+        None => slot.writer.reconcile(&desired.to_set()),
+    };
+    match result {
         Ok(report) => {
+            slot.written = Some(desired);
             metrics
                 .written
                 .get_or_create(&label)
@@ -384,12 +449,12 @@ fn write_one(
                 .get_or_create(&label)
                 .inc_by(report.deleted as u64);
             if report.written + report.deleted > 0 {
-                debug!(member = %member, written = report.written, deleted = report.deleted, "member reconciled");
+                debug!(member = %slot.member, written = report.written, deleted = report.deleted, "member reconciled");
             }
         }
         Err(e) => {
             metrics.errors.get_or_create(&label).inc();
-            warn!(member = %member, "cannot write MCS objects: {e}");
+            warn!(member = %slot.member, "cannot write MCS objects: {e}");
         }
     }
 }

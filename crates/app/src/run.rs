@@ -3,10 +3,11 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use bowline_admin::{AdminState, Readiness, RegistryCollector};
+use bowline_admin::{AdminState, ClusterSetCollector, Readiness};
 use bowline_model::{EventBody, MemberName, SourceEvent};
 use bowline_registry::{MemberConfig, Registry, Shared};
 use bowline_source::ManifestMember;
+use bowline_views::ClusterSet;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -23,7 +24,7 @@ use bowline_xds::transport::{Origin, Transport};
 
 use crate::{
     config::{Config, MemberSource},
-    mcs::{McsMetrics, spawn_mcs},
+    mcs::{McsMetrics, spawn_pipeline},
 };
 
 /// Largest number of source events applied to the registry under one lock.
@@ -155,8 +156,8 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let mut tasks = JoinSet::new();
     let pump_metrics = Arc::new(PumpMetrics::default());
     let mcs_metrics = Arc::new(McsMetrics::default());
-    let mut metrics = metrics_registry(&registry, &pump_metrics, &mcs_metrics);
-    let (outcomes, mcs_outcome) = watch::channel(Arc::new(bowline_mcs::Outcome::default()));
+    let (snapshots, snapshot) = watch::channel(Arc::new(ClusterSet::default()));
+    let mut metrics = metrics_registry(&snapshot, &pump_metrics, &mcs_metrics);
 
     let admin = bind(listeners.admin, config.listen.admin, "listen.admin").await?;
     let admin_addr = admin.local_addr()?;
@@ -178,15 +179,6 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         "bowline_xds_push_latency_seconds",
         "From publishing a new ClusterSet snapshot to a response for it being queued on a stream.",
         connections.push_latency(),
-    );
-    let (xds_snapshots, xds_snapshot) =
-        watch::channel(Arc::new(bowline_xds::resources::XdsSnapshot::default()));
-    crate::xds::spawn_snapshots(
-        &mut tasks,
-        registry.clone(),
-        mcs_outcome.clone(),
-        xds_snapshots,
-        shutdown.clone(),
     );
     let vm_metrics = Arc::new(crate::vm::VmMetrics::default());
     metrics.register(
@@ -211,7 +203,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         vm_metrics,
         shutdown.clone(),
     );
-    let ads = bowline_xds::server::Ads::new(xds_snapshot.clone(), connections.clone())
+    let ads = bowline_xds::server::Ads::new(snapshot.clone(), connections.clone())
         .with_workloads(registration);
     for (listener, transport, tls) in [
         (xds, Transport::Plaintext, None),
@@ -240,12 +232,10 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let leadership =
         crate::leader::spawn_leader(&mut tasks, config, leader_gauge, shutdown.clone());
     views.insert("leader", crate::leader::view(leadership.clone()));
-    let hosts_registry = registry.clone();
+    let hosts = snapshot.clone();
     views.insert(
         "hosts",
-        Arc::new(move |_| {
-            serde_json::to_value(hosts_registry.read().host_services()).map_err(|e| e.to_string())
-        }),
+        Arc::new(move |_| serde_json::to_value(&*hosts.borrow().hosts).map_err(|e| e.to_string())),
     );
     let (udp, tcp) = match listeners.dns {
         Some(sockets) => sockets,
@@ -269,8 +259,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let (dns_views, dns_view) = watch::channel(Arc::new(bowline_dns::answer::View::default()));
     crate::dns::spawn_views(
         &mut tasks,
-        registry.clone(),
-        mcs_outcome.clone(),
+        snapshot.clone(),
         dns_views,
         (
             config.member_sync_timeout,
@@ -295,10 +284,9 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         &mut tasks,
         admin,
         AdminState {
-            registry: registry.clone(),
+            snapshots: snapshot,
             metrics,
             readiness: Readiness::new(config.member_sync_timeout),
-            mcs: mcs_outcome,
             views,
         },
         shutdown.clone(),
@@ -314,11 +302,11 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         pump_metrics,
         config.stale_endpoint_ttl,
     );
-    spawn_mcs(
+    spawn_pipeline(
         &mut tasks,
         config,
         registry.clone(),
-        outcomes,
+        snapshots,
         mcs_metrics,
         leadership,
         shutdown.clone(),
@@ -336,12 +324,12 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
 }
 
 fn metrics_registry(
-    registry: &Shared,
+    snapshots: &watch::Receiver<Arc<ClusterSet>>,
     pump: &Arc<PumpMetrics>,
     mcs: &Arc<McsMetrics>,
 ) -> prometheus_client::registry::Registry {
     let mut metrics = prometheus_client::registry::Registry::default();
-    metrics.register_collector(Box::new(RegistryCollector(registry.clone())));
+    metrics.register_collector(Box::new(ClusterSetCollector(snapshots.clone())));
     metrics.register(
         "bowline_source_events",
         "Events received from member sources.",
@@ -359,7 +347,7 @@ fn metrics_registry(
     );
     metrics.register(
         "bowline_mcs_reconciles",
-        "MCS desired-state computations.",
+        "MCS desired-state computations (one per ClusterSet snapshot).",
         mcs.reconciles.clone(),
     );
     metrics.register(

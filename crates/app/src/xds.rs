@@ -1,5 +1,5 @@
-//! The xDS server in the composition root: snapshots chained after the MCS outcome, the
-//! listener, and its debug view and metrics.
+//! The xDS server in the composition root: the listeners, the serving certificate, and its
+//! debug views and metrics.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -8,10 +8,7 @@ use std::{
 
 use bowline_vm::ca::{self, RootCa};
 
-use bowline_mcs::Outcome;
-use bowline_registry::Shared;
 use bowline_xds::{
-    resources::XdsSnapshot,
     server::Ads,
     status::Connections,
     transport::{Origin, TlsIdentity, serve_with},
@@ -21,43 +18,9 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
-
-/// Republishes an xDS snapshot every time the MCS outcome is published, which happens after
-/// every registry change: services, gateways and imports are taken together.
-pub(crate) fn spawn_snapshots(
-    tasks: &mut JoinSet<()>,
-    registry: Shared,
-    mut outcomes: watch::Receiver<Arc<Outcome>>,
-    snapshots: watch::Sender<Arc<XdsSnapshot>>,
-    shutdown: CancellationToken,
-) {
-    tasks.spawn(async move {
-        let mut version = 0;
-        loop {
-            version += 1;
-            let outcome = outcomes.borrow_and_update().clone();
-            let (services, gateways, hosts) = {
-                let reg = registry.read();
-                (reg.services(), reg.gateways(), reg.host_services())
-            };
-            snapshots.send_replace(Arc::new(XdsSnapshot {
-                services,
-                outcome,
-                gateways,
-                hosts,
-                version,
-                published: Some(std::time::Instant::now()),
-            }));
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = outcomes.changed() => if changed.is_err() { return },
-            }
-        }
-    });
-}
 
 /// Serves `ads` on `listener`, over TLS when `tls` is given; every stream knows which
 /// listener it came from and where tokens are checked (`origin`).

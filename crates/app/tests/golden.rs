@@ -2,19 +2,20 @@
 //! kind, network and address family. Regenerate with `UPDATE_GOLDEN=1 cargo test -p bowline-app
 //! --test golden`, and review the diff like code.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path};
 
 use bowline_app::config::{Config, MemberSource};
 use bowline_mcs::{Controller, McsConfig, Snapshot};
 use bowline_model::{EventBody, MemberName, SourceEvent};
 use bowline_registry::{MemberConfig, Registry};
-use bowline_xds::{node::ProxyInfo, resources::XdsSnapshot};
+use bowline_views::ClusterSet;
+use bowline_xds::node::ProxyInfo;
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
     google::protobuf::{Struct, Value, value::Kind},
 };
 
-fn demo_snapshot() -> XdsSnapshot {
+fn demo_snapshot() -> ClusterSet {
     let dir = tempfile::tempdir().unwrap();
     bowline_app::demo::write_to(dir.path()).unwrap();
     let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
@@ -51,14 +52,7 @@ fn demo_snapshot() -> XdsSnapshot {
         &Snapshot::from_registry(&registry),
         "2026-11-22T00:00:00Z".parse().unwrap(),
     );
-    XdsSnapshot {
-        services: registry.services(),
-        outcome: Arc::new(outcome),
-        gateways: registry.gateways(),
-        hosts: registry.host_services(),
-        version: 1,
-        published: None,
-    }
+    (*bowline_views::from_scratch(&registry, outcome)).clone()
 }
 
 fn proxy(id: &str, agent: &str, member: &str, network: &str, ips: &str) -> ProxyInfo {

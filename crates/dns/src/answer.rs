@@ -17,12 +17,11 @@ use std::{
     sync::Arc,
 };
 
-use bowline_mcs::Import;
 use bowline_model::{
     ClusterId, Endpoint, IpFamily, Protocol, ServiceKey, ServicePort, ServiceType,
     objects::ImportType, objects::Service,
 };
-use bowline_registry::Registry;
+use bowline_views::{ClusterSet, Import};
 
 /// The ClusterSet's zone.
 pub const ZONE: &str = "clusterset.local";
@@ -64,20 +63,16 @@ pub struct LocalZone {
 impl LocalZone {
     /// `cluster.local` as the member with cluster id `id` sees it: its namespaces and its own
     /// Services (exported or not) with their endpoints in it.
-    pub fn from_registry(reg: &Registry, id: &ClusterId) -> Self {
-        let Some(member) = reg
-            .members()
-            .into_iter()
-            .find(|m| m.admission.id() == Some(id))
-        else {
+    pub fn from_cluster_set(set: &ClusterSet, id: &ClusterId) -> Self {
+        let Some(member) = set.member(id) else {
             return Self {
                 member: id.to_string(),
                 ..LocalZone::default()
             };
         };
-        let services = reg
-            .services()
-            .iter()
+        let services = set
+            .services
+            .values()
             .filter_map(|view| {
                 let contribution = view.members.get(id)?;
                 let service = LocalService {
@@ -90,11 +85,7 @@ impl LocalZone {
         Self {
             member: id.to_string(),
             admitted: true,
-            namespaces: reg
-                .namespaces(&member.name)
-                .into_keys()
-                .map(|n| n.to_string())
-                .collect(),
+            namespaces: member.namespaces.keys().map(|n| n.to_string()).collect(),
             services,
         }
     }

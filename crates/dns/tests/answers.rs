@@ -120,11 +120,12 @@ fn view_with(synced: bool, local: Option<&str>) -> View {
         &Snapshot::from_registry(&reg),
         "2026-11-22T00:00:00Z".parse().unwrap(),
     );
+    let set = bowline_views::from_scratch(&reg, outcome.clone());
     View {
         imports: Arc::new(outcome.imports),
         namespaces: ["shop".to_string()].into(),
         synced,
-        local: local.map(|id| LocalZone::from_registry(&reg, &ClusterId::new(id).unwrap())),
+        local: local.map(|id| LocalZone::from_cluster_set(&set, &ClusterId::new(id).unwrap())),
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use bowline_mcs::{
-    WriteKey, WriteKind, WriteSet,
+    WriteChange, WriteKey, WriteKind, WriteSet,
     writer::{WriteError, WriteReport, Writer},
 };
 use bowline_model::{
@@ -419,6 +419,39 @@ impl Writer for KubeWriter {
                 }
             }
             self.live.remove(&key);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        let mut first_error = None;
+        for (key, object) in changes {
+            let done = match object {
+                Some(object) if self.live.get(key).is_some_and(|l| unchanged(l, object)) => {
+                    continue;
+                }
+                Some(object) => self.apply(key, object).map(|live| {
+                    self.live.insert(key.clone(), live);
+                    report.written += 1;
+                }),
+                // Users' ServiceExports are theirs: only their status was Bowline's.
+                None if key.kind == WriteKind::ServiceExportStatus => {
+                    self.live.remove(key);
+                    continue;
+                }
+                None => self.delete(key).map(|_| {
+                    self.live.remove(key);
+                    report.deleted += 1;
+                }),
+            };
+            if let Err(e) = done {
+                warn!("{e}");
+                first_error.get_or_insert(e);
+            }
         }
         match first_error {
             Some(e) => Err(e),

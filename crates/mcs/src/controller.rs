@@ -2,7 +2,7 @@
 //! deterministic, and free of IO. Writers make members match it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
 };
@@ -20,6 +20,7 @@ use crate::{
     alloc::Allocator,
     merge::{Constituent, Merged, merge},
     render::{self, Condition, SlicePort},
+    writes::{MemberWrites, Objects},
 };
 
 /// What Bowline writes into a member, by kind.
@@ -66,7 +67,7 @@ impl WriteKey {
 pub type WriteSet = BTreeMap<WriteKey, Arc<Value>>;
 
 /// An admitted member as the controller needs it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInput {
     /// Configured name.
     pub name: MemberName,
@@ -137,24 +138,37 @@ pub struct Import {
     pub sources: BTreeMap<ClusterId, Arc<[Endpoint]>>,
 }
 
-/// The result of a reconcile.
+/// The result of a reconcile. Cloning it is cheap: every part is shared.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     /// What every admitted member must hold.
-    pub writes: BTreeMap<MemberName, WriteSet>,
+    pub writes: BTreeMap<MemberName, MemberWrites>,
     /// Imported services.
     pub imports: BTreeMap<ServiceKey, Arc<Import>>,
     /// Per service and member: exported or not, and why.
-    pub exports: BTreeMap<ServiceKey, BTreeMap<ClusterId, ExportInfo>>,
+    pub exports: BTreeMap<ServiceKey, Arc<BTreeMap<ClusterId, ExportInfo>>>,
 }
 
-/// The MCS controller: keeps ClusterSetIP allocations, the last written state, and each
-/// name's last result, reused while its view and the members' inputs are unchanged.
+/// One name's part of an outcome while it is computed: flat write sets per member.
+#[derive(Default)]
+struct Part {
+    writes: BTreeMap<MemberName, WriteSet>,
+    import: Option<Import>,
+    exports: BTreeMap<ClusterId, ExportInfo>,
+}
+
+/// The MCS controller: keeps ClusterSetIP allocations, the last outcome, and each name's
+/// last result, reused while its view and the members' inputs are unchanged. The outcome is
+/// patched name by name: a reconcile costs one pointer comparison per unchanged name.
 #[derive(Debug)]
 pub struct Controller {
     config: McsConfig,
     allocator: Allocator,
-    previous: BTreeMap<MemberName, WriteSet>,
+    /// The last outcome; what each member held before this reconcile.
+    outcome: Outcome,
+    /// What members held when read back, for those adopted since the last reconcile: their
+    /// previous state (condition times, creation times) instead of `outcome`'s.
+    adopted: BTreeMap<MemberName, WriteSet>,
     memo: HashMap<ServiceKey, Memo>,
     recomputed: u64,
 }
@@ -167,19 +181,36 @@ struct Memo {
     /// False when the result depends on something outside its inputs (an exhausted pool may
     /// free up): such a name is recomputed every time.
     reusable: bool,
-    writes: Vec<(MemberName, WriteKey, Arc<Value>)>,
+    writes: BTreeMap<MemberName, Objects>,
     import: Option<Arc<Import>>,
-    exports: Option<BTreeMap<ClusterId, ExportInfo>>,
+    exports: Option<Arc<BTreeMap<ClusterId, ExportInfo>>>,
 }
 
 impl Memo {
-    fn from_outcome(view: Arc<ServiceView>, fingerprint: u64, part: Outcome) -> Self {
-        let import = part.imports.into_values().next();
-        let reusable = import.as_ref().is_none_or(|i| i.exhausted.is_empty());
+    /// The memo of a fresh part; whatever equals the previous result keeps its `Arc`, so that
+    /// writers and the xDS and DNS caches see only what really changed.
+    fn new(view: Arc<ServiceView>, fingerprint: u64, part: Part, old: Option<&Memo>) -> Self {
+        let reusable = part.import.as_ref().is_none_or(|i| i.exhausted.is_empty());
+        let import = part
+            .import
+            .map(|fresh| match old.and_then(|o| o.import.as_ref()) {
+                Some(old) if **old == fresh => old.clone(),
+                _ => Arc::new(fresh),
+            });
+        let exports =
+            (!part.exports.is_empty()).then(|| match old.and_then(|o| o.exports.as_ref()) {
+                Some(old) if **old == part.exports => old.clone(),
+                _ => Arc::new(part.exports),
+            });
         let writes = part
             .writes
             .into_iter()
-            .flat_map(|(member, set)| set.into_iter().map(move |(k, v)| (member.clone(), k, v)))
+            .filter(|(_, set)| !set.is_empty())
+            .map(|(member, set)| {
+                let before = old.and_then(|o| o.writes.get(&member));
+                let objects = reuse(set, before);
+                (member, objects)
+            })
             .collect();
         Self {
             view,
@@ -187,35 +218,62 @@ impl Memo {
             reusable,
             writes,
             import,
-            exports: part.exports.into_values().next(),
+            exports,
         }
     }
+}
 
-    fn remove_from(&self, key: &ServiceKey, outcome: &mut Outcome) {
-        for (member, write_key, _) in &self.writes {
-            if let Some(set) = outcome.writes.get_mut(member) {
-                set.remove(write_key);
+/// A member's objects of one name, keeping the `Arc`s of those equal to `before` (and
+/// `before` itself when nothing differs).
+fn reuse(set: WriteSet, before: Option<&Objects>) -> Objects {
+    let Some(before) = before else {
+        return set.into_iter().collect();
+    };
+    let mut same = before.len() == set.len();
+    let objects: Vec<(WriteKey, Arc<Value>)> = set
+        .into_iter()
+        .map(
+            |(key, object)| match before.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) if before[i].1 == object => (key, before[i].1.clone()),
+                _ => {
+                    same = false;
+                    (key, object)
+                }
+            },
+        )
+        .collect();
+    if same { before.clone() } else { objects.into() }
+}
+
+/// Makes `outcome` hold `key`'s part as `memo` says (none: the name is gone), replacing what
+/// `old` put there. Members not in `outcome` (they left) are not brought back.
+fn patch(outcome: &mut Outcome, key: &ServiceKey, old: Option<&Memo>, memo: Option<&Memo>) {
+    let members: BTreeSet<&MemberName> = old
+        .into_iter()
+        .chain(memo)
+        .flat_map(|m| m.writes.keys())
+        .collect();
+    for member in members {
+        let objects = memo.and_then(|m| m.writes.get(member)).cloned();
+        if let Some(writes) = outcome.writes.get_mut(member) {
+            let unchanged = match (&objects, writes.names().get(key)) {
+                (Some(new), Some(held)) => Arc::ptr_eq(new, held),
+                (None, None) => true,
+                _ => false,
+            };
+            if !unchanged {
+                writes.set(key, objects);
             }
         }
-        outcome.imports.remove(key);
-        outcome.exports.remove(key);
     }
-
-    fn merge_into(&self, key: &ServiceKey, outcome: &mut Outcome) {
-        for (member, write_key, object) in &self.writes {
-            outcome
-                .writes
-                .entry(member.clone())
-                .or_default()
-                .insert(write_key.clone(), object.clone());
-        }
-        if let Some(import) = &self.import {
-            outcome.imports.insert(key.clone(), import.clone());
-        }
-        if let Some(exports) = &self.exports {
-            outcome.exports.insert(key.clone(), exports.clone());
-        }
-    }
+    match memo.and_then(|m| m.import.clone()) {
+        Some(import) => outcome.imports.insert(key.clone(), import),
+        None => outcome.imports.remove(key),
+    };
+    match memo.and_then(|m| m.exports.clone()) {
+        Some(exports) => outcome.exports.insert(key.clone(), exports),
+        None => outcome.exports.remove(key),
+    };
 }
 
 /// What the members contribute to every name of `namespace` besides the name's own view:
@@ -249,7 +307,8 @@ impl Controller {
         let mut controller = Self {
             config,
             allocator,
-            previous: BTreeMap::new(),
+            outcome: Outcome::default(),
+            adopted: BTreeMap::new(),
             memo: HashMap::new(),
             recomputed: 0,
         };
@@ -284,7 +343,7 @@ impl Controller {
             }
         }
         self.memo.clear();
-        self.previous.insert(member, objects);
+        self.adopted.insert(member, objects);
     }
 
     /// Addresses allocated.
@@ -292,61 +351,83 @@ impl Controller {
         self.allocator.allocated()
     }
 
-    /// Computes what every admitted member must hold.
+    /// Computes what every admitted member must hold: only the names whose view or
+    /// members' inputs changed are recomputed, and the last outcome is patched with them.
     pub fn reconcile(&mut self, snapshot: &Snapshot, now: jiff::Timestamp) -> Outcome {
         let now_text = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let by_id: HashMap<&ClusterId, &MemberInput> =
             snapshot.members.iter().map(|m| (&m.id, m)).collect();
-        let mut outcome = Outcome::default();
+        let admitted: BTreeSet<&MemberName> = snapshot.members.iter().map(|m| &m.name).collect();
+        // What departed members held is kept until their names are recomputed below (their
+        // conditions' previous state); they are dropped from the outcome at the end.
         for member in &snapshot.members {
-            outcome.writes.insert(member.name.clone(), WriteSet::new());
+            self.outcome.writes.entry(member.name.clone()).or_default();
         }
         let mut fingerprints: HashMap<&str, u64> = HashMap::new();
-        let mut memo = HashMap::with_capacity(self.memo.len());
+        let mut seen = HashSet::with_capacity(snapshot.services.len());
         for view in &snapshot.services {
+            seen.insert(&view.key);
             let fingerprint = *fingerprints
                 .entry(&view.key.namespace)
                 .or_insert_with(|| members_fingerprint(&snapshot.members, &view.key.namespace));
-            let reusable = self.memo.remove(&view.key).filter(|m: &Memo| {
+            let reusable = self.memo.get(&view.key).is_some_and(|m| {
                 Arc::ptr_eq(&m.view, view) && m.fingerprint == fingerprint && m.reusable
             });
-            let part = match reusable {
-                Some(part) => part,
-                None => {
-                    self.recomputed += 1;
-                    let mut fresh = Outcome::default();
-                    self.reconcile_service(view, &by_id, snapshot, now, &now_text, &mut fresh);
-                    Memo::from_outcome(view.clone(), fingerprint, fresh)
-                }
-            };
-            part.merge_into(&view.key, &mut outcome);
-            memo.insert(view.key.clone(), part);
+            if !reusable {
+                self.recompute(view, fingerprint, &by_id, snapshot, now, &now_text);
+            }
+        }
+        let gone: Vec<ServiceKey> = self
+            .memo
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let old = self.memo.remove(&key);
+            patch(&mut self.outcome, &key, old.as_ref(), None);
         }
         let before = self.allocator.allocated();
         if !snapshot.pending {
-            self.allocator
-                .retain(|key| outcome.imports.contains_key(key));
+            let imports = &self.outcome.imports;
+            self.allocator.retain(|key| imports.contains_key(key));
         }
         if self.allocator.allocated() < before {
             // Addresses were freed: imports that found a pool exhausted try again now.
-            let starved: Vec<Arc<ServiceView>> = memo
+            let starved: Vec<(Arc<ServiceView>, u64)> = self
+                .memo
                 .values()
                 .filter(|m| !m.reusable)
-                .map(|m| m.view.clone())
+                .map(|m| (m.view.clone(), m.fingerprint))
                 .collect();
-            for view in starved {
-                let old = memo.remove(&view.key).expect("starved names are memoized");
-                old.remove_from(&view.key, &mut outcome);
-                let mut fresh = Outcome::default();
-                self.reconcile_service(&view, &by_id, snapshot, now, &now_text, &mut fresh);
-                let part = Memo::from_outcome(view.clone(), old.fingerprint, fresh);
-                part.merge_into(&view.key, &mut outcome);
-                memo.insert(view.key.clone(), part);
+            for (view, fingerprint) in starved {
+                self.recompute(&view, fingerprint, &by_id, snapshot, now, &now_text);
             }
         }
-        self.memo = memo;
-        self.previous = outcome.writes.clone();
-        outcome
+        self.outcome
+            .writes
+            .retain(|member, _| admitted.contains(member));
+        self.adopted.clear();
+        self.outcome.clone()
+    }
+
+    /// Computes one name afresh and patches the outcome with it.
+    fn recompute(
+        &mut self,
+        view: &Arc<ServiceView>,
+        fingerprint: u64,
+        by_id: &HashMap<&ClusterId, &MemberInput>,
+        snapshot: &Snapshot,
+        now: jiff::Timestamp,
+        now_text: &str,
+    ) {
+        self.recomputed += 1;
+        let mut part = Part::default();
+        self.reconcile_service(view, by_id, snapshot, now, now_text, &mut part);
+        let old = self.memo.remove(&view.key);
+        let memo = Memo::new(view.clone(), fingerprint, part, old.as_ref());
+        patch(&mut self.outcome, &view.key, old.as_ref(), Some(&memo));
+        self.memo.insert(view.key.clone(), memo);
     }
 
     /// Names whose outcome was computed rather than reused, since this controller started.
@@ -354,6 +435,8 @@ impl Controller {
         self.recomputed
     }
 
+    /// What `member` held of an object before this reconcile: as read back when it was
+    /// adopted since the last one, else as the last outcome had it.
     fn previous(
         &self,
         member: &MemberName,
@@ -361,10 +444,12 @@ impl Controller {
         ns: &str,
         name: &str,
     ) -> Option<&Value> {
-        self.previous
-            .get(member)?
-            .get(&WriteKey::new(kind, ns, name))
-            .map(|v| &**v)
+        let key = WriteKey::new(kind, ns, name);
+        match self.adopted.get(member) {
+            Some(read) => read.get(&key),
+            None => self.outcome.writes.get(member)?.get(&key),
+        }
+        .map(|v| &**v)
     }
 
     fn candidates<'a>(
@@ -424,7 +509,7 @@ impl Controller {
         snapshot: &Snapshot,
         now: jiff::Timestamp,
         now_text: &str,
-        outcome: &mut Outcome,
+        outcome: &mut Part,
     ) {
         let key = &view.key;
         let candidates = self.candidates(view, by_id, now);
@@ -481,7 +566,7 @@ impl Controller {
             .filter(|m| m.namespaces.contains_key(&key.namespace))
             .count();
 
-        let exports = outcome.exports.entry(key.clone()).or_default();
+        let exports = &mut outcome.exports;
         for c in &candidates {
             let why = c.decision.to_string();
             let has_export_object = c.user_export.is_some() || c.decision.exports();
@@ -565,10 +650,6 @@ impl Controller {
                 },
             );
         }
-        if exports.is_empty() {
-            outcome.exports.remove(key);
-        }
-
         let Some(import) = import else { return };
         let slices = imported_slices(&import, &constituents);
         for member in snapshot
@@ -578,7 +659,7 @@ impl Controller {
         {
             self.write_import(member, &import, &slices, now_text, outcome);
         }
-        outcome.imports.insert(key.clone(), Arc::new(import));
+        outcome.import = Some(import);
     }
 
     fn import(
@@ -634,7 +715,7 @@ impl Controller {
         import: &Import,
         slices: &[(WriteKey, Arc<Value>)],
         now: &str,
-        outcome: &mut Outcome,
+        outcome: &mut Part,
     ) {
         let key = &import.key;
         let previous = self.previous(

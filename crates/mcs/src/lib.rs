@@ -9,7 +9,7 @@
 //!        ▼                                     ▼
 //!  ServiceExport conditions          ServiceImport + ClusterSetIPs (allocator)
 //!  (Valid, Ready, Conflict)          imported EndpointSlices per source and family
-//!        └──────────────► WriteSet per member ◄──────────────┘
+//!        └──────────► MemberWrites per member ◄─────────┘  (patched per name)
 //! ```
 //!
 //! [`Controller::reconcile`] is pure and deterministic: the same snapshot gives the same
@@ -21,6 +21,7 @@ mod controller;
 pub mod merge;
 pub mod render;
 pub mod writer;
+pub mod writes;
 
 pub use crate::{
     alloc::Allocator,
@@ -28,4 +29,5 @@ pub use crate::{
         Controller, ExportInfo, Import, McsConfig, MemberInput, Outcome, Snapshot, WriteKey,
         WriteKind, WriteSet,
     },
+    writes::{MemberWrites, WriteChange},
 };

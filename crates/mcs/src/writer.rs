@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{WriteKey, WriteKind, WriteSet};
+use crate::{WriteChange, WriteKey, WriteKind, WriteSet};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,11 @@ pub trait Writer: Send {
     /// Writes objects that differ from `desired`, deletes those not in it. Level-triggered:
     /// an object changed or removed behind Bowline's back is restored.
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError>;
+    /// Writes and deletes only the objects listed (what changed since the last reconcile or
+    /// apply, see [`MemberWrites::changes_since`](crate::MemberWrites::changes_since)); the
+    /// rest is left alone until the next [`Writer::reconcile`]. Users' ServiceExports are
+    /// never deleted: only their status was Bowline's.
+    fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError>;
     /// The member's copy of one object outside the reconciled set (an auto-registered
     /// WorkloadEntry), when it holds one.
     fn get(&mut self, key: &WriteKey) -> Result<Option<Value>, WriteError>;
@@ -221,6 +226,25 @@ impl Writer for FileWriter {
         Ok(report)
     }
 
+    fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        for (key, object) in changes {
+            let path = self.path(key);
+            match object {
+                Some(object) => report.written += usize::from(self.ensure(&path, object)?),
+                None => {
+                    self.known.remove(&path);
+                    match fs::remove_file(&path) {
+                        Ok(()) => report.deleted += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(err("cannot delete", &path)(e)),
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
     fn get(&mut self, key: &WriteKey) -> Result<Option<Value>, WriteError> {
         let path = self.path(key);
         match fs::read_to_string(&path) {
@@ -316,5 +340,46 @@ mod tests {
             }
         );
         assert!(FileWriter::new(dir.path()).read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn apply_touches_only_the_listed_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = FileWriter::new(dir.path());
+        let want = desired();
+        writer.reconcile(&want).unwrap();
+        let key = WriteKey::new(WriteKind::ServiceImport, "demo", "echo");
+        let other = WriteKey::new(WriteKind::ServiceImport, "demo", "other");
+        let path = dir.path().join(".bowline/serviceimports/demo/echo.yaml");
+        // A hand edit is left alone by an apply that does not name the object...
+        fs::write(&path, "spec: {ips: [10.9.9.9]}\n").unwrap();
+        let report = writer
+            .patch(&[(
+                other.clone(),
+                Some(Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}}))),
+            )])
+            .unwrap();
+        assert_eq!(
+            report,
+            WriteReport {
+                written: 1,
+                deleted: 0
+            }
+        );
+        assert!(fs::read_to_string(&path).unwrap().contains("10.9.9.9"));
+        // ...and restored by the next reconcile.
+        let mut both = want.clone();
+        both.insert(
+            other.clone(),
+            Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}})),
+        );
+        assert_eq!(writer.reconcile(&both).unwrap().written, 1);
+        // Deletions: once, then nothing to do.
+        assert_eq!(writer.patch(&[(key.clone(), None)]).unwrap().deleted, 1);
+        assert!(!path.exists());
+        assert_eq!(
+            writer.patch(&[(key, None)]).unwrap(),
+            WriteReport::default()
+        );
     }
 }

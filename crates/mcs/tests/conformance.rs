@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use bowline_mcs::{Controller, McsConfig, Outcome, Snapshot, WriteKey, WriteKind};
+use bowline_mcs::{Controller, McsConfig, Outcome, Snapshot, WriteKey, WriteKind, WriteSet};
 use bowline_model::{
     IpFamily, MemberName, Network, Object, ObjectKind, Protocol,
     export::{ExportDefault, ExportPolicy},
@@ -704,7 +704,7 @@ fn restart_with_written_objects_keeps_cluster_set_ips() {
     assert_ne!(hello_ip, other_ip);
 
     // A new controller reading back what was written, seeing the services in another order.
-    let written = set.outcome.writes.clone();
+    let written = flat(&set.outcome);
     let mut restarted = Controller::new(
         config(ExportDefault::None, &["241.0.0.0/16", "fd00:241::/112"]),
         written,
@@ -735,7 +735,7 @@ fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() 
             export_at(NS, "hello", T1, &[], &[]),
         ],
     );
-    let written = set.outcome.writes.clone();
+    let written = flat(&set.outcome);
     let hello_ip = set
         .written("c2", WriteKind::ServiceImport, "hello")
         .unwrap()["spec"]["ips"]
@@ -1087,4 +1087,13 @@ fn an_exhausted_import_gets_an_address_once_one_is_freed() {
         "c's own view did not change, yet it is served"
     );
     assert_eq!(c["status"]["conditions"][0]["reason"], "Ready");
+}
+
+/// What each member holds, as its writer reads it back after a restart.
+fn flat(outcome: &Outcome) -> BTreeMap<MemberName, WriteSet> {
+    outcome
+        .writes
+        .iter()
+        .map(|(member, writes)| (member.clone(), writes.to_set()))
+        .collect()
 }

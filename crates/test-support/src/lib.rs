@@ -8,6 +8,8 @@
 //! assert_eq!(event.member.as_str(), "east");
 //! ```
 
+pub mod arbitrary;
+
 use std::{net::IpAddr, sync::Arc};
 
 use bowline_model::{

@@ -9,18 +9,15 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use bowline_mcs::{Controller, McsConfig, Snapshot};
+use bowline_mcs::{Controller, McsConfig};
 use bowline_model::{
     Network,
     export::{ExportDefault, ExportPolicy},
 };
 use bowline_registry::{MemberConfig, Registry};
 use bowline_test_support::{applied, member, scale_events, scale_slice};
-use bowline_xds::{
-    resources::{XdsSnapshot, type_url},
-    server::Ads,
-    status::Connections,
-};
+use bowline_views::{ClusterSet, Input, Views};
+use bowline_xds::{resources::type_url, server::Ads, status::Connections};
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
@@ -49,19 +46,15 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn snapshot(registry: &Registry, controller: &mut Controller, version: u64) -> Arc<XdsSnapshot> {
-    let outcome = controller.reconcile(
-        &Snapshot::from_registry(registry),
-        "2026-11-22T00:00:00Z".parse().unwrap(),
-    );
-    Arc::new(XdsSnapshot {
-        services: registry.services(),
-        outcome: Arc::new(outcome),
-        gateways: registry.gateways(),
-        hosts: registry.host_services(),
-        version,
-        published: None,
-    })
+/// The next snapshot of the views stage: one registry read, the MCS outcome from it.
+fn snapshot(
+    registry: &Registry,
+    controller: &mut Controller,
+    views: &mut Views,
+) -> Arc<ClusterSet> {
+    let input = Input::read(registry);
+    let outcome = controller.reconcile(&input.mcs, "2026-11-22T00:00:00Z".parse().unwrap());
+    views.next(input, outcome)
 }
 
 fn node(i: usize) -> Node {
@@ -105,8 +98,8 @@ async fn run(n: usize) {
         },
         BTreeMap::new(),
     );
-    let mut version = 1;
-    let (snapshots, rx) = watch::channel(snapshot(&registry, &mut controller, version));
+    let mut views = Views::default();
+    let (snapshots, rx) = watch::channel(snapshot(&registry, &mut controller, &mut views));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(bowline_xds::serve(
@@ -168,8 +161,7 @@ async fn run(n: usize) {
         let change = applied("m3", vec![scale_slice(3, 42, 0, ENDPOINTS, flip)]);
         let changed = Instant::now();
         registry.apply(change);
-        version += 1;
-        let next = snapshot(&registry, &mut controller, version);
+        let next = snapshot(&registry, &mut controller, &mut views);
         let published = Instant::now();
         snapshots.send(next).unwrap();
         for _ in 0..n {

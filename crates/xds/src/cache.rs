@@ -12,10 +12,12 @@ use bowline_model::Network;
 use envoy_types::pb::google::protobuf::Any;
 use parking_lot::Mutex;
 
+use bowline_views::ClusterSet;
+
 use crate::{
     eds::ProxyFamilies,
     node::{ProxyInfo, ProxyKind},
-    resources::{XdsSnapshot, generate},
+    resources::generate,
 };
 
 /// What a proxy's resources depend on: proxies that agree on it are served the same.
@@ -69,7 +71,7 @@ impl Cache {
         &self,
         type_url: &'static str,
         proxy: &ProxyInfo,
-        snapshot: &XdsSnapshot,
+        snapshot: &ClusterSet,
         names: Option<&BTreeSet<String>>,
     ) -> Resources {
         let class = Class::of(proxy);

@@ -13,9 +13,11 @@ use envoy_types::pb::{
 use prost::Message;
 use serde_json::{Value, json};
 
+use bowline_views::ClusterSet;
+
 use crate::{
     node::ProxyInfo,
-    resources::{XdsSnapshot, generate, type_url},
+    resources::{generate, type_url},
     status::ConnectionStatus,
 };
 
@@ -135,7 +137,7 @@ pub fn sent_dump(connection: &ConnectionStatus) -> Value {
 }
 
 /// What `proxy` would be served now: every resource of every type, as JSON summaries.
-pub fn config_dump(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> Value {
+pub fn config_dump(proxy: &ProxyInfo, snapshot: &ClusterSet) -> Value {
     let all = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
         generate(t, proxy, snapshot, None)
             .values()

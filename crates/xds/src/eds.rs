@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use bowline_model::{ClusterId, Endpoint, IpFamily, Locality, Network};
-use bowline_registry::{Gateway, Gateways};
+use bowline_views::{Gateway, Gateways};
 
 /// The address families a proxy can use, from its `INSTANCE_IPS`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -10,9 +10,8 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use bowline_mcs::Outcome;
 use bowline_model::{ClusterId, Endpoint};
-use bowline_registry::{Gateways, ServiceView};
+use bowline_views::ClusterSet;
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -65,24 +64,6 @@ pub mod type_url {
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 }
 
-/// Everything the xDS server serves from, taken together so that a push never holds the
-/// registry's lock.
-#[derive(Clone, Debug, Default)]
-pub struct XdsSnapshot {
-    /// Service views.
-    pub services: Vec<Arc<ServiceView>>,
-    /// The MCS outcome (imports, export decisions).
-    pub outcome: Arc<Outcome>,
-    /// East-west gateways.
-    pub gateways: Arc<Gateways>,
-    /// ServiceEntry hosts served under their own name, to the proxies of their member.
-    pub hosts: Vec<Arc<bowline_registry::HostService>>,
-    /// Increases with every snapshot published: keys the resource cache.
-    pub version: u64,
-    /// When it was published (push latency is measured from here).
-    pub published: Option<std::time::Instant>,
-}
-
 /// One port of one host a proxy can reach, and who serves it.
 #[derive(Clone, Debug)]
 struct HostPort {
@@ -117,7 +98,7 @@ impl HostPort {
 }
 
 /// Every host port the proxy can reach, by cluster name.
-fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, HostPort> {
+fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, HostPort> {
     let mut out = BTreeMap::new();
     for import in snapshot.outcome.imports.values() {
         let host = format!(
@@ -149,7 +130,7 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &XdsSnapshot) -> BTreeMap<String, Hos
     let Some(member) = proxy.member.as_deref() else {
         return out;
     };
-    for view in &snapshot.services {
+    for view in snapshot.services.values() {
         let Some((own_id, own)) = view.members.iter().find(|(id, _)| id.as_str() == member) else {
             continue;
         };
@@ -281,7 +262,7 @@ fn metadata(cluster: &str, network: &str, workload: &str, via: &str) -> Metadata
 fn load_assignment(
     hp: &HostPort,
     proxy: &ProxyInfo,
-    snapshot: &XdsSnapshot,
+    snapshot: &ClusterSet,
 ) -> ClusterLoadAssignment {
     let targets: Vec<Target<'_>> = hp
         .sources
@@ -502,7 +483,7 @@ fn gateway_routes(name: &str, ports: &BTreeMap<String, HostPort>) -> RouteConfig
 pub fn generate(
     type_url: &str,
     proxy: &ProxyInfo,
-    snapshot: &XdsSnapshot,
+    snapshot: &ClusterSet,
     names: Option<&std::collections::BTreeSet<String>>,
 ) -> BTreeMap<String, Any> {
     let wanted = |name: &str| names.is_none_or(|n| n.contains(name));

@@ -27,10 +27,12 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use bowline_views::ClusterSet;
+
 use crate::{
     cache::Cache,
     node::ProxyInfo,
-    resources::{XdsSnapshot, type_url},
+    resources::type_url,
     status::{Connections, TypeStatus},
 };
 
@@ -78,7 +80,7 @@ pub trait Workloads: Send + Sync + 'static {
 /// The ADS service.
 #[derive(Clone)]
 pub struct Ads {
-    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    snapshots: watch::Receiver<Arc<ClusterSet>>,
     connections: Connections,
     next_id: Arc<AtomicU64>,
     cache: Arc<Cache>,
@@ -87,7 +89,7 @@ pub struct Ads {
 
 impl Ads {
     /// A server reading `snapshots`, recording its streams in `connections`.
-    pub fn new(snapshots: watch::Receiver<Arc<XdsSnapshot>>, connections: Connections) -> Self {
+    pub fn new(snapshots: watch::Receiver<Arc<ClusterSet>>, connections: Connections) -> Self {
         Self {
             snapshots,
             connections,
@@ -220,8 +222,8 @@ impl Stream_ {
     /// The responses a new snapshot calls for, one per subscribed type that changed.
     fn push<M>(
         &mut self,
-        snapshot: &XdsSnapshot,
-        respond: fn(&mut Self, &str, &XdsSnapshot, bool) -> Option<M>,
+        snapshot: &ClusterSet,
+        respond: fn(&mut Self, &str, &ClusterSet, bool) -> Option<M>,
     ) -> Vec<M> {
         let types: Vec<String> = self.types.keys().cloned().collect();
         let responses: Vec<M> = types
@@ -274,7 +276,7 @@ impl Stream_ {
 
     /// What changed for a type since the last response: (resources to send, removed names,
     /// every subscribed resource). `force` answers even when nothing changed (first request).
-    fn diff(&mut self, type_url: &str, snapshot: &XdsSnapshot, force: bool) -> Option<Diff> {
+    fn diff(&mut self, type_url: &str, snapshot: &ClusterSet, force: bool) -> Option<Diff> {
         let proxy = self.proxy.as_ref()?;
         let names = self.types.get(type_url)?.names.clone();
         let all = match known_type(type_url) {
@@ -335,7 +337,7 @@ fn known_type(type_url: &str) -> Option<&'static str> {
 fn sotw_response(
     stream: &mut Stream_,
     type_url: &str,
-    snapshot: &XdsSnapshot,
+    snapshot: &ClusterSet,
     force: bool,
 ) -> Option<DiscoveryResponse> {
     let (changed, _removed, everything) = stream.diff(type_url, snapshot, force)?;
@@ -542,7 +544,7 @@ fn state_names(names: &Option<BTreeSet<String>>) -> Vec<String> {
 fn delta_response(
     stream: &mut Stream_,
     type_url: &str,
-    snapshot: &XdsSnapshot,
+    snapshot: &ClusterSet,
     force: bool,
 ) -> Option<DeltaDiscoveryResponse> {
     let (changed, removed, _) = stream.diff(type_url, snapshot, force)?;

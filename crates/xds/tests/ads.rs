@@ -10,11 +10,8 @@ use bowline_model::{
 };
 use bowline_registry::{MemberConfig, Registry};
 use bowline_test_support::*;
-use bowline_xds::{
-    resources::{XdsSnapshot, type_url},
-    server::Ads,
-    status::Connections,
-};
+use bowline_views::ClusterSet;
+use bowline_xds::{resources::type_url, server::Ads, status::Connections};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -86,7 +83,7 @@ fn registry(extra_west_endpoint: bool) -> Registry {
     reg
 }
 
-fn snapshot(extra_west_endpoint: bool) -> Arc<XdsSnapshot> {
+fn snapshot(extra_west_endpoint: bool) -> Arc<ClusterSet> {
     let reg = registry(extra_west_endpoint);
     let mut controller = Controller::new(
         McsConfig {
@@ -102,14 +99,12 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<XdsSnapshot> {
         &Snapshot::from_registry(&reg),
         "2026-11-22T00:00:00Z".parse().unwrap(),
     );
-    Arc::new(XdsSnapshot {
-        services: reg.services(),
-        outcome: Arc::new(outcome),
-        gateways: reg.gateways(),
-        hosts: reg.host_services(),
-        version: 1 + u64::from(extra_west_endpoint),
-        published: None,
-    })
+    let snapshot = bowline_views::from_scratch(&reg, outcome);
+    Arc::new(
+        (*snapshot)
+            .clone()
+            .at_version(1 + u64::from(extra_west_endpoint)),
+    )
 }
 
 fn node() -> Node {

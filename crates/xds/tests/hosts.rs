@@ -7,9 +7,10 @@ use std::sync::Arc;
 use bowline_model::Network;
 use bowline_registry::{MemberConfig, Registry};
 use bowline_test_support::*;
+use bowline_views::ClusterSet;
 use bowline_xds::{
     node::ProxyInfo,
-    resources::{XdsSnapshot, generate, type_url},
+    resources::{generate, type_url},
 };
 use envoy_types::pb::{
     envoy::config::{
@@ -23,7 +24,7 @@ use prost::Message;
 
 const CLUSTER: &str = "outbound|443||billing.example.com";
 
-fn snapshot() -> XdsSnapshot {
+fn snapshot() -> ClusterSet {
     let mut reg = Registry::new(
         "set",
         ["east", "west"].map(|m| MemberConfig {
@@ -43,13 +44,7 @@ fn snapshot() -> XdsSnapshot {
         ],
     ));
     reg.apply(reset("west", vec![]));
-    XdsSnapshot {
-        services: reg.services(),
-        gateways: reg.gateways(),
-        hosts: reg.host_services(),
-        version: 1,
-        ..Default::default()
-    }
+    (*bowline_views::from_scratch(&reg, Default::default())).clone()
 }
 
 fn proxy(member: &str, agent: &str) -> ProxyInfo {

@@ -8,7 +8,7 @@ use bowline_vm::{
     tokens::TokenStore,
 };
 use bowline_xds::{
-    resources::{XdsSnapshot, type_url},
+    resources::type_url,
     server::Ads,
     status::Connections,
     transport::{Origin, TlsIdentity, Transport, authorize_registration, caller, serve_with},
@@ -118,7 +118,7 @@ async fn first_response(
 
 #[tokio::test]
 async fn ads_answers_over_tls_to_a_client_trusting_the_root() {
-    let (_snapshots, snapshot) = watch::channel(Arc::new(XdsSnapshot::default()));
+    let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
         || Ads::new(snapshot, Connections::default()),
         Transport::Tls,
@@ -132,7 +132,7 @@ async fn ads_answers_over_tls_to_a_client_trusting_the_root() {
 
 #[tokio::test]
 async fn a_client_without_the_root_fails_the_handshake() {
-    let (_snapshots, snapshot) = watch::channel(Arc::new(XdsSnapshot::default()));
+    let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
         || Ads::new(snapshot, Connections::default()),
         Transport::Tls,
@@ -151,7 +151,7 @@ async fn a_client_without_the_root_fails_the_handshake() {
 
 #[tokio::test]
 async fn plaintext_clients_cannot_speak_to_the_tls_port() {
-    let (_snapshots, snapshot) = watch::channel(Arc::new(XdsSnapshot::default()));
+    let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
         || Ads::new(snapshot, Connections::default()),
         Transport::Tls,
