@@ -201,6 +201,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         config,
         registry.clone(),
         vm_metrics,
+        tokens,
         shutdown.clone(),
     );
     let ads = bowline_xds::server::Ads::new(snapshot.clone(), connections.clone())
@@ -209,10 +210,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         (xds, Transport::Plaintext, None),
         (xds_tls, Transport::Tls, Some(identity)),
     ] {
-        let origin = Origin {
-            transport,
-            tokens: Some(tokens.clone()),
-        };
+        let origin = Origin { transport };
         crate::xds::spawn_server(
             &mut tasks,
             listener,

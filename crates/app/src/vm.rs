@@ -76,6 +76,8 @@ pub(crate) struct VmMetrics {
 /// The xDS side: checks who may register and passes the streams on.
 pub(crate) struct Registration {
     events: mpsc::UnboundedSender<VmEvent>,
+    /// Where the bearer tokens of registering proxies are checked.
+    tokens: Arc<bowline_vm::tokens::TokenStore>,
 }
 
 /// Why a registering stream is refused, as a gRPC status, logged with the proxy and the rule.
@@ -104,8 +106,8 @@ impl Workloads for Registration {
                 "NAMESPACE is required",
             ));
         };
-        let caller = bowline_xds::transport::caller_of(c.metadata, c.extensions, c.peer);
-        bowline_xds::transport::authorize_registration(&caller, &c.proxy.id, group, namespace)?;
+        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
+        crate::auth::authorize_registration(&caller, &c.proxy.id, group, namespace)?;
         if c.proxy.instance_ips.is_empty() {
             return Err(refuse(
                 Status::invalid_argument(format!(
@@ -157,6 +159,7 @@ pub(crate) fn spawn_registration(
     config: &Config,
     registry: Shared,
     metrics: Arc<VmMetrics>,
+    tokens: Arc<bowline_vm::tokens::TokenStore>,
     shutdown: CancellationToken,
 ) -> Arc<Registration> {
     let (events, inbound) = mpsc::unbounded_channel();
@@ -197,7 +200,7 @@ pub(crate) fn spawn_registration(
     tasks.spawn(run(
         registrar, peers, registry, writers, inbound, metrics, shutdown,
     ));
-    Arc::new(Registration { events })
+    Arc::new(Registration { events, tokens })
 }
 
 /// How often this instance renews its heartbeat Lease.

@@ -1,7 +1,7 @@
 //! Bowline's xDS server.
 //!
 //! ```text
-//!  registry views + MCS imports + gateways
+//!  ClusterSet snapshot (views stage: services, MCS imports, gateways, hosts)
 //!        │
 //!        ▼
 //!  eds::assign (network-aware, even weights)     resources: CDS, EDS, LDS, RDS per proxy kind
@@ -25,8 +25,8 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-/// Serves ADS in plaintext on `listener` until `shutdown` completes, without a token store
-/// (see [`transport::serve_with`] for TLS and tokens).
+/// Serves ADS in plaintext on `listener` until `shutdown` completes (see
+/// [`transport::serve_with`] for TLS).
 pub async fn serve(
     listener: TcpListener,
     ads: server::Ads,
@@ -34,7 +34,6 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let origin = transport::Origin {
         transport: transport::Transport::Plaintext,
-        tokens: None,
     };
     transport::serve_with(listener, ads, origin, None, shutdown).await
 }

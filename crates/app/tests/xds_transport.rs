@@ -1,8 +1,9 @@
 //! ADS over TLS with a serving certificate from Bowline's root CA, and the caller of a stream
-//! (transport, peer, bearer token) as a handler sees it.
+//! (transport, peer, bearer token) as the registration rule (`bowline_app::auth`) sees it.
 
 use std::{pin::Pin, sync::Arc};
 
+use bowline_app::auth::{authorize_registration, caller_of};
 use bowline_vm::{
     ca::{DISCOVERY_HOST, RootCa, now},
     tokens::TokenStore,
@@ -11,7 +12,7 @@ use bowline_xds::{
     resources::type_url,
     server::Ads,
     status::Connections,
-    transport::{Origin, TlsIdentity, Transport, authorize_registration, caller, serve_with},
+    transport::{Origin, TlsIdentity, Transport, serve_with},
 };
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -37,7 +38,7 @@ struct Server {
 }
 
 async fn start<S: AggregatedDiscoveryService>(
-    service: impl FnOnce() -> S,
+    service: impl FnOnce(Arc<TokenStore>) -> S,
     transport: Transport,
 ) -> Server {
     let dir = tempfile::tempdir().unwrap();
@@ -53,17 +54,20 @@ async fn start<S: AggregatedDiscoveryService>(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let origin = Origin {
-        transport,
-        tokens: Some(tokens.clone()),
-    };
+    let origin = Origin { transport };
     let tls = (transport == Transport::Tls).then_some(TlsIdentity {
         cert_pem: serving.cert_pem,
         key_pem: serving.key_pem,
     });
-    tokio::spawn(serve_with(listener, service(), origin, tls, async {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(serve_with(
+        listener,
+        service(tokens.clone()),
+        origin,
+        tls,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Server {
         addr,
         root_pem: ca.cert_pem().to_string(),
@@ -120,7 +124,7 @@ async fn first_response(
 async fn ads_answers_over_tls_to_a_client_trusting_the_root() {
     let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
-        || Ads::new(snapshot, Connections::default()),
+        |_| Ads::new(snapshot, Connections::default()),
         Transport::Tls,
     )
     .await;
@@ -134,7 +138,7 @@ async fn ads_answers_over_tls_to_a_client_trusting_the_root() {
 async fn a_client_without_the_root_fails_the_handshake() {
     let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
-        || Ads::new(snapshot, Connections::default()),
+        |_| Ads::new(snapshot, Connections::default()),
         Transport::Tls,
     )
     .await;
@@ -153,7 +157,7 @@ async fn a_client_without_the_root_fails_the_handshake() {
 async fn plaintext_clients_cannot_speak_to_the_tls_port() {
     let (_snapshots, snapshot) = watch::channel(Arc::new(bowline_views::ClusterSet::default()));
     let server = start(
-        || Ads::new(snapshot, Connections::default()),
+        |_| Ads::new(snapshot, Connections::default()),
         Transport::Tls,
     )
     .await;
@@ -170,7 +174,7 @@ async fn plaintext_clients_cannot_speak_to_the_tls_port() {
 
 /// A handler that registers group `web` in namespace `shop` for every stream, answering
 /// with who the caller was, or the refusal.
-struct Registering;
+struct Registering(Arc<TokenStore>);
 
 type Responses = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
 type DeltaResponses = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
@@ -184,7 +188,12 @@ impl AggregatedDiscoveryService for Registering {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Responses>, Status> {
-        let who = caller(&request);
+        let who = caller_of(
+            request.metadata(),
+            request.extensions(),
+            request.remote_addr(),
+            Some(&self.0),
+        );
         let transport = bowline_xds::transport::transport(&request);
         authorize_registration(&who, "vm-1", "web", "shop")?;
         let response = DiscoveryResponse {
@@ -204,7 +213,7 @@ impl AggregatedDiscoveryService for Registering {
 
 #[tokio::test]
 async fn the_handler_sees_the_transport_and_the_token_scope() {
-    let server = start(|| Registering, Transport::Tls).await;
+    let server = start(Registering, Transport::Tls).await;
     let at = jiff::Timestamp::now();
     let hour = std::time::Duration::from_secs(3600);
     let (web, record) = server.tokens.issue("web", "shop", hour, at).unwrap();
@@ -248,7 +257,7 @@ async fn the_handler_sees_the_transport_and_the_token_scope() {
 
 #[tokio::test]
 async fn plaintext_from_loopback_is_trusted_and_tokens_still_scope() {
-    let server = start(|| Registering, Transport::Plaintext).await;
+    let server = start(Registering, Transport::Plaintext).await;
     let channel = || async {
         Channel::from_shared(format!("http://{}", server.addr))
             .unwrap()
