@@ -6,7 +6,8 @@
 //! never read back as user manifests.
 
 pub mod documents;
+mod index;
 pub mod manifests;
-mod scan;
+pub mod scan;
 
-pub use manifests::{ManifestMember, scan_directory};
+pub use manifests::{ManifestMember, SourceStats, scan_directory};
