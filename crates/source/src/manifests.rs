@@ -175,6 +175,11 @@ impl ManifestMember {
         let mut work = Work::Full;
         let mut next_full = Instant::now();
         loop {
+            // The first listing, and the first after an error (the watcher was lost with it),
+            // read everything.
+            if !reported.synced || reported.error.is_some() {
+                work = Work::Full;
+            }
             if matches!(work, Work::Full) {
                 next_full = Instant::now() + self.resync;
                 // Watching before listing: what changes during the listing is seen after it.
