@@ -1,58 +1,25 @@
-//! Atomic rescans of a manifest directory: every file read, the result diffed against the last
-//! scan, and invalid edits kept at their last valid version.
+//! Reading a manifest directory: a full rescan lists every file, a rescan of some paths reads
+//! only those; either re-reads only files that changed and hands their documents to the
+//! [`Index`](crate::index), which computes what changed in the objects held.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
+    collections::{BTreeMap, BTreeSet, HashSet, hash_map::DefaultHasher},
+    fs,
     hash::{Hash, Hasher},
     io,
+    ops::Bound,
     path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+    time::SystemTime,
 };
 
-use bowline_model::{Change, MemberName, Object, ObjectKey, RejectReason, Rejection, files};
+use bowline_model::{Change, MemberName, Object, Rejection, files};
 
-use crate::documents::{self, Document};
-
-/// Where an object was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Origin {
-    file: PathBuf,
-    line: usize,
-    index: usize,
-}
-
-impl Origin {
-    fn describe(&self) -> String {
-        match self.line {
-            0 => self.file.display().to_string(),
-            line => format!("{}:{line} (document {})", self.file.display(), self.index),
-        }
-    }
-}
-
-/// The last parse of one file, reused while its content is unchanged.
-struct FileCache {
-    hash: u64,
-    documents: Vec<Document>,
-}
-
-/// The result of one scan.
-#[derive(Debug, Default)]
-pub(crate) struct Scan {
-    /// Changes since the previous scan.
-    pub changes: Vec<Change>,
-    /// Every object now held.
-    pub objects: Vec<Object>,
-    /// Every document refused in this scan.
-    pub rejections: Vec<Rejection>,
-}
-
-/// Scans one member directory, remembering what the previous scan found.
-pub(crate) struct Scanner {
-    member: MemberName,
-    dir: PathBuf,
-    cache: HashMap<PathBuf, FileCache>,
-    current: BTreeMap<ObjectKey, (Object, Origin)>,
-}
+use crate::{
+    documents,
+    index::{Contents, FileName, Index},
+    manifests::SourceStats,
+};
 
 /// True for paths the manifest reader skips: hidden entries (including `.bowline/`, where
 /// Bowline writes, except its `workloadentries/`) and anything not ending in `.yaml` or `.yml`.
@@ -82,11 +49,12 @@ pub(crate) fn is_hidden(relative: &Path) -> bool {
     }
 }
 
-fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// The manifests under `start` (relative to `dir`; empty for all of it), relative to `dir`.
+fn list_files(dir: &Path, start: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
+    let mut pending = vec![dir.join(start)];
     while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current)? {
+        for entry in fs::read_dir(&current)? {
             let entry = entry?;
             let path = entry.path();
             let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
@@ -105,172 +73,224 @@ fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-impl Scanner {
-    pub fn new(member: MemberName, dir: PathBuf) -> Self {
+/// What identifies a file's version without reading it: a file rewritten in place, replaced
+/// (renamed over) or touched gets a new stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    /// Device, inode and change time where the platform has them.
+    id: (u64, u64, i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        };
+        #[cfg(not(unix))]
+        let id = (0, 0, 0, 0);
         Self {
-            member,
-            dir,
-            cache: HashMap::new(),
-            current: BTreeMap::new(),
-        }
-    }
-
-    /// Reads the directory and computes what changed. Fails only when the directory itself
-    /// cannot be listed; unreadable files and broken documents become rejections.
-    pub fn scan(&mut self) -> io::Result<Scan> {
-        let files = list_files(&self.dir)?;
-        let mut next: BTreeMap<ObjectKey, (Object, Origin)> = BTreeMap::new();
-        let mut rejections = Vec::new();
-        let mut seen = BTreeSet::new();
-        for file in files {
-            seen.insert(file.clone());
-            let documents = match self.read(&file) {
-                Ok(documents) => documents,
-                // Removed between listing and reading: it is gone, like its objects.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    let origin = Origin {
-                        file: file.clone(),
-                        line: 0,
-                        index: 0,
-                    };
-                    rejections.push(self.rejection(
-                        &origin,
-                        None,
-                        RejectReason::ParseError,
-                        format!("cannot read file: {e}"),
-                    ));
-                    self.keep_previous(&file, |_| true, &mut next);
-                    continue;
-                }
-            };
-            let mut refused_keys = BTreeSet::new();
-            let mut unknown_broken = false;
-            for doc in documents {
-                let origin = Origin {
-                    file: file.clone(),
-                    line: doc.line,
-                    index: doc.index,
-                };
-                match doc.result {
-                    Ok(None) => {}
-                    Ok(Some(object)) => {
-                        let key = object.key();
-                        if let Some((_, first)) = next.get(&key) {
-                            let message = format!(
-                                "{key} is already defined at {}; this copy is ignored",
-                                first.describe()
-                            );
-                            rejections.push(self.rejection(
-                                &origin,
-                                Some(key),
-                                RejectReason::DuplicateObject,
-                                message,
-                            ));
-                        } else {
-                            next.insert(key, (object, origin));
-                        }
-                    }
-                    Err(e) => {
-                        let kept = e.key.as_ref().is_some_and(|k| {
-                            self.current.get(k).is_some_and(|(_, o)| o.file == file)
-                        });
-                        let message = if kept {
-                            format!("{}; its last valid version is kept", e.message)
-                        } else {
-                            e.message
-                        };
-                        match &e.key {
-                            Some(key) => {
-                                refused_keys.insert(key.clone());
-                            }
-                            None => unknown_broken = true,
-                        }
-                        rejections.push(self.rejection(&origin, e.key, e.reason, message));
-                    }
-                }
-            }
-            // An invalid edit must not delete what was there: keep the last valid version of
-            // objects whose document is now refused; if a document is too broken to name its
-            // object, keep every object the file held.
-            self.keep_previous(
-                &file,
-                |key| unknown_broken || refused_keys.contains(key),
-                &mut next,
-            );
-        }
-        self.cache.retain(|file, _| seen.contains(file));
-        let changes = diff(&self.current, &next);
-        self.current = next;
-        Ok(Scan {
-            changes,
-            objects: self.current.values().map(|(o, _)| o.clone()).collect(),
-            rejections,
-        })
-    }
-
-    fn read(&mut self, file: &Path) -> io::Result<Vec<Document>> {
-        let text = std::fs::read_to_string(self.dir.join(file))?;
-        let mut hasher = DefaultHasher::new();
-        text.hash(&mut hasher);
-        let hash = hasher.finish();
-        if let Some(cached) = self.cache.get(file).filter(|c| c.hash == hash) {
-            return Ok(cached.documents.clone());
-        }
-        let documents = documents::parse(&text);
-        self.cache.insert(
-            file.to_path_buf(),
-            FileCache {
-                hash,
-                documents: documents.clone(),
-            },
-        );
-        Ok(documents)
-    }
-
-    fn keep_previous(
-        &self,
-        file: &Path,
-        keep: impl Fn(&ObjectKey) -> bool,
-        next: &mut BTreeMap<ObjectKey, (Object, Origin)>,
-    ) {
-        for (key, (object, origin)) in &self.current {
-            if origin.file == file && keep(key) && !next.contains_key(key) {
-                next.insert(key.clone(), (object.clone(), origin.clone()));
-            }
-        }
-    }
-
-    fn rejection(
-        &self,
-        origin: &Origin,
-        object: Option<ObjectKey>,
-        reason: RejectReason,
-        message: String,
-    ) -> Rejection {
-        Rejection {
-            member: self.member.clone(),
-            origin: origin.describe(),
-            object,
-            reason,
-            message,
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            id,
         }
     }
 }
 
-fn diff(
-    before: &BTreeMap<ObjectKey, (Object, Origin)>,
-    after: &BTreeMap<ObjectKey, (Object, Origin)>,
-) -> Vec<Change> {
-    let deleted = before
-        .keys()
-        .filter(|k| !after.contains_key(*k))
-        .map(|k| Change::Delete(k.clone()));
-    let applied = after
-        .iter()
-        .filter(|(k, (object, _))| before.get(*k).is_none_or(|(old, _)| old != object))
-        .map(|(_, (object, _))| Change::Apply(object.clone()));
-    deleted.chain(applied).collect()
+/// A file as last read: `None` when it could not be read, so it is read again next time.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    stamp: Option<Stamp>,
+    hash: Option<u64>,
+}
+
+/// What looking at a file found.
+enum Look {
+    /// It is gone (or is no longer a manifest file).
+    Gone,
+    /// Its content is what was read last time; only its stamp changed.
+    Same(Seen),
+    /// It holds something new.
+    Changed(Seen, Contents),
+}
+
+/// When a file is read again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Only if its stamp changed (full rescans, directories named by an event).
+    Stamp,
+    /// Always: a file event named it.
+    Always,
+}
+
+/// Reads one member directory, remembering what each file held.
+#[derive(Debug)]
+pub struct Scanner {
+    dir: PathBuf,
+    index: Index,
+    /// Every file the index holds, as last read.
+    seen: BTreeMap<FileName, Seen>,
+    stats: Arc<SourceStats>,
+}
+
+impl Scanner {
+    /// A scanner of `dir` that has read nothing yet.
+    pub fn new(member: MemberName, dir: PathBuf) -> Self {
+        Self::with_stats(member, dir, Arc::default())
+    }
+
+    /// A scanner counting its work into `stats`.
+    pub fn with_stats(member: MemberName, dir: PathBuf, stats: Arc<SourceStats>) -> Self {
+        Self {
+            dir,
+            index: Index::new(member),
+            seen: BTreeMap::new(),
+            stats,
+        }
+    }
+
+    /// Every object now held, in key order.
+    pub fn objects(&self) -> Vec<Object> {
+        self.index.objects()
+    }
+
+    /// Every document now refused, in file then document order.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.index.rejections()
+    }
+
+    /// Lists the whole directory and returns what changed since the last scan; files whose
+    /// stamp (modification and change time, length, inode) is unchanged are not read. Fails
+    /// only when a directory cannot be listed; unreadable files and broken documents become
+    /// rejections.
+    pub fn scan(&mut self) -> io::Result<Vec<Change>> {
+        self.stats.full_scans.fetch_add(1, Ordering::Relaxed);
+        let listed = list_files(&self.dir, Path::new(""))?;
+        let mut looks = BTreeMap::new();
+        for file in &listed {
+            self.look(file, Check::Stamp, &mut looks);
+        }
+        let listed: HashSet<&Path> = listed.iter().map(PathBuf::as_path).collect();
+        for file in self.seen.keys().filter(|f| !listed.contains(&***f)) {
+            looks.insert(file.clone(), Look::Gone);
+        }
+        Ok(self.commit(looks))
+    }
+
+    /// Looks again at the given paths (relative to the directory; files or directories, present
+    /// or gone) and returns what changed: a named file is read, a named directory is listed (its
+    /// unchanged files are not read), and what was held under a path that is gone is deleted.
+    /// Fails when the directory itself, or a directory under it, cannot be listed.
+    pub fn rescan(&mut self, paths: &BTreeSet<PathBuf>) -> io::Result<Vec<Change>> {
+        if !fs::metadata(&self.dir)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        let mut looks = BTreeMap::new();
+        for path in paths {
+            if path.as_os_str().is_empty() {
+                return self.scan();
+            }
+            let found = match fs::metadata(self.dir.join(path)) {
+                Ok(meta) if meta.is_dir() => match list_files(&self.dir, path) {
+                    Ok(found) => found.into_iter().map(|f| (f, Check::Stamp)).collect(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(e),
+                },
+                Ok(_) if is_manifest(path) => vec![(path.clone(), Check::Always)],
+                Ok(_) => Vec::new(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            for (file, check) in &found {
+                self.look(file, *check, &mut looks);
+            }
+            let found: HashSet<&Path> = found.iter().map(|(f, _)| f.as_path()).collect();
+            let under = self
+                .seen
+                .range::<Path, _>((Bound::Included(path.as_path()), Bound::Unbounded))
+                .map(|(f, _)| f)
+                .take_while(|f| f.starts_with(path));
+            for file in under.filter(|f| !found.contains(&***f)) {
+                looks.entry(file.clone()).or_insert(Look::Gone);
+            }
+        }
+        Ok(self.commit(looks))
+    }
+
+    /// Records what a file holds now in `looks`, unless it was already looked at or is unchanged.
+    fn look(&self, file: &Path, check: Check, looks: &mut BTreeMap<FileName, Look>) {
+        if looks.contains_key(file) {
+            return;
+        }
+        let known = self.seen.get(file);
+        let path = self.dir.join(file);
+        let unreadable = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => Look::Gone,
+            _ => Look::Changed(
+                Seen {
+                    stamp: None,
+                    hash: None,
+                },
+                Contents::Unreadable(e.to_string()),
+            ),
+        };
+        let look = match fs::metadata(&path) {
+            Err(e) => unreadable(e),
+            Ok(meta) if meta.is_dir() => Look::Gone,
+            Ok(meta) => {
+                let stamp = Some(Stamp::of(&meta));
+                if check == Check::Stamp && known.is_some_and(|k| k.stamp == stamp) {
+                    return;
+                }
+                self.stats.files_read.fetch_add(1, Ordering::Relaxed);
+                match fs::read_to_string(&path) {
+                    Err(e) => unreadable(e),
+                    Ok(text) => {
+                        let mut hasher = DefaultHasher::new();
+                        text.hash(&mut hasher);
+                        let hash = Some(hasher.finish());
+                        let seen = Seen { stamp, hash };
+                        if known.is_some_and(|k| k.hash == hash) {
+                            Look::Same(seen)
+                        } else {
+                            Look::Changed(seen, Contents::Documents(documents::parse(&text)))
+                        }
+                    }
+                }
+            }
+        };
+        looks.insert(Arc::from(file), look);
+    }
+
+    fn commit(&mut self, looks: BTreeMap<FileName, Look>) -> Vec<Change> {
+        let mut updates = BTreeMap::new();
+        for (file, look) in looks {
+            match look {
+                Look::Gone => {
+                    if self.seen.remove(&file).is_some() {
+                        updates.insert(file, None);
+                    }
+                }
+                Look::Same(seen) => {
+                    self.seen.insert(file, seen);
+                }
+                Look::Changed(seen, contents) => {
+                    self.seen.insert(file.clone(), seen);
+                    updates.insert(file, Some(contents));
+                }
+            }
+        }
+        if updates.is_empty() {
+            return Vec::new();
+        }
+        self.index.update(updates)
+    }
 }
 
 #[cfg(test)]

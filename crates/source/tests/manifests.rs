@@ -1,11 +1,12 @@
 //! The manifest-directory source against a real directory: scans, rejections, last-valid
-//! retention, and the watcher for create, modify, rename, delete and half-written files.
+//! retention, the watcher for create, modify, rename, delete and half-written files, and what
+//! each change costs (files read, full listings).
 
-use std::{fs, path::Path, time::Duration};
+use std::{collections::BTreeSet, fs, path::Path, sync::Arc, time::Duration};
 
 use bowline_model::MemberName;
 use bowline_model::{Change, EventBody, ObjectKey, ObjectKind, RejectReason, SourceEvent};
-use bowline_source::{ManifestMember, scan_directory};
+use bowline_source::{ManifestMember, SourceStats, scan::Scanner, scan_directory};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -112,16 +113,22 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path) -> Self {
+        Self::start_counted(dir).0
+    }
+
+    /// A source whose work is counted (it never lists the whole directory again by itself).
+    fn start_counted(dir: &Path) -> (Self, Arc<SourceStats>) {
         let (tx, rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
+        let stats = Arc::new(SourceStats::default());
         let source = ManifestMember {
             member: member(),
             dir: dir.to_path_buf(),
             debounce: Duration::from_millis(30),
             resync: Duration::from_secs(3600),
         };
-        tokio::spawn(source.run(tx, stop.clone()));
-        Self { rx, stop }
+        tokio::spawn(source.run_with_stats(tx, stop.clone(), stats.clone()));
+        (Self { rx, stop }, stats)
     }
 
     /// The next event; the timeout only guards against a hang, it asserts no speed.
@@ -287,4 +294,285 @@ async fn missing_directory_is_a_source_error_then_recovers() {
         .unwrap();
     assert!(matches!(next.body, EventBody::Reset { ref objects, .. } if objects.len() == 1));
     stop.cancel();
+}
+
+/// Writes a file the way careful writers do: a hidden temporary file renamed into place, so
+/// the watcher reports one event for the file, complete.
+fn replace(path: &Path, text: &str) {
+    let temp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    fs::write(&temp, text).unwrap();
+    fs::rename(&temp, path).unwrap();
+}
+
+fn rejection_summary(rejections: &[bowline_model::Rejection]) -> Vec<(String, RejectReason)> {
+    rejections
+        .iter()
+        .map(|r| (r.origin.clone(), r.reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reads_only_the_file_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    for i in 0..40 {
+        fs::write(
+            dir.path().join(format!("sub/n{i}.yaml")),
+            ns(&format!("n{i}")),
+        )
+        .unwrap();
+    }
+    fs::write(dir.path().join("web.yaml"), svc("web", 80)).unwrap();
+    let (mut source, stats) = Running::start_counted(dir.path());
+    assert!(
+        matches!(source.next().await, EventBody::Reset { ref objects, .. } if objects.len() == 41)
+    );
+    assert_eq!((stats.files_read(), stats.full_scans()), (41, 1));
+
+    replace(&dir.path().join("web.yaml"), &svc("web", 8080));
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+    assert_eq!((stats.files_read(), stats.full_scans()), (42, 1));
+
+    // A new directory of manifests is listed and read; nothing else is.
+    fs::create_dir_all(dir.path().join("new")).unwrap();
+    fs::write(dir.path().join("new/api.yaml"), svc("api", 90)).unwrap();
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/api"]);
+    assert_eq!(stats.full_scans(), 1);
+    assert!(stats.files_read() <= 44, "read {}", stats.files_read());
+
+    // Removing a directory deletes what its files held.
+    fs::remove_dir_all(dir.path().join("sub")).unwrap();
+    let mut deleted = BTreeSet::new();
+    while deleted.len() < 40 {
+        let (changes, _) = source.next_changes().await;
+        for change in changes {
+            match change {
+                Change::Delete(key) => deleted.insert(key.to_string()),
+                other => panic!("only deletes expected, got {other:?}"),
+            };
+        }
+    }
+    assert_eq!(stats.full_scans(), 1);
+    source.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bowline_writes_are_not_read_except_workload_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join(".bowline/workloadentries/demo")).unwrap();
+    fs::write(dir.path().join("a.yaml"), ns("a")).unwrap();
+    let (mut source, stats) = Running::start_counted(dir.path());
+    assert!(matches!(source.next().await, EventBody::Reset { .. }));
+    let read = stats.files_read();
+
+    // What the MCS writer writes: no event, nothing read.
+    for path in [
+        ".bowline/serviceimports/demo/echo.yaml",
+        ".bowline/endpointslices/demo/echo-west.yaml",
+        ".bowline/serviceexports/demo/echo.yaml",
+    ] {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        replace(&path, &svc("written-by-bowline", 80));
+    }
+    // A change made afterwards is the next event, alone: the writes above sent none.
+    replace(&dir.path().join("b.yaml"), &ns("b"));
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Namespace b"]);
+    assert_eq!(stats.files_read(), read + 1, "only b.yaml was read");
+
+    // What the VM registrar writes is read, alone.
+    let entry = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm-1, namespace: demo}\nspec: {address: 192.0.2.50}\n";
+    replace(
+        &dir.path().join(".bowline/workloadentries/demo/vm-1.yaml"),
+        entry,
+    );
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(
+        change_summary(&changes),
+        vec!["apply WorkloadEntry demo/vm-1"]
+    );
+    assert_eq!(stats.files_read(), read + 2);
+    assert_eq!(stats.full_scans(), 1);
+    source.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_into_place_and_between_names_change_only_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), svc("web", 80)).unwrap();
+    let mut source = Running::start(dir.path());
+    assert!(matches!(source.next().await, EventBody::Reset { .. }));
+
+    // An editor's save: the new version renamed over the old one.
+    replace(&dir.path().join("a.yaml"), &svc("web", 81));
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+    // `mv tmp a.yaml` with a temporary name that is not a manifest.
+    fs::write(dir.path().join("a.yaml.new"), svc("web", 82)).unwrap();
+    fs::rename(dir.path().join("a.yaml.new"), dir.path().join("a.yaml")).unwrap();
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+
+    // A file renamed, and a directory renamed, hold the same objects: no event; the next
+    // change shows nothing was deleted.
+    fs::create_dir_all(dir.path().join("d")).unwrap();
+    fs::rename(dir.path().join("a.yaml"), dir.path().join("d/b.yaml")).unwrap();
+    fs::rename(dir.path().join("d"), dir.path().join("e")).unwrap();
+    replace(&dir.path().join("z.yaml"), &ns("z"));
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Namespace z"]);
+
+    // Edits under the renamed directory are seen under its new name.
+    replace(&dir.path().join("e/b.yaml"), &svc("web", 83));
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+
+    // The file deleted: its objects are.
+    fs::remove_file(dir.path().join("e/b.yaml")).unwrap();
+    let (changes, _) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["delete Service demo/web"]);
+    source.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_defined_twice_comes_from_the_first_file_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("b.yaml"),
+        format!("{}---\n{}", ns("b"), svc("web", 80)),
+    )
+    .unwrap();
+    let mut source = Running::start(dir.path());
+    assert!(matches!(source.next().await, EventBody::Reset { .. }));
+
+    // A later file defining the same object: its copy is refused, naming the first.
+    replace(&dir.path().join("c.yaml"), &svc("web", 81));
+    let (changes, rejections) = source.next_changes().await;
+    assert!(changes.is_empty(), "{:?}", change_summary(&changes));
+    assert_eq!(
+        rejection_summary(&rejections),
+        vec![(
+            "c.yaml:1 (document 1)".into(),
+            RejectReason::DuplicateObject
+        )]
+    );
+    assert!(
+        rejections[0]
+            .message
+            .contains("already defined at b.yaml:6 (document 2)"),
+        "{}",
+        rejections[0].message
+    );
+
+    // An earlier file defining it takes it over; both later copies are refused.
+    replace(&dir.path().join("a.yaml"), &svc("web", 82));
+    let (changes, rejections) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+    assert_eq!(
+        rejection_summary(&rejections),
+        vec![
+            (
+                "b.yaml:6 (document 2)".into(),
+                RejectReason::DuplicateObject
+            ),
+            (
+                "c.yaml:1 (document 1)".into(),
+                RejectReason::DuplicateObject
+            ),
+        ]
+    );
+    assert!(rejections.iter().all(|r| r.message.contains("a.yaml:1")));
+
+    // The first copy goes: the next file's copy is the one held, the third's names it.
+    replace(&dir.path().join("a.yaml"), &ns("a"));
+    let (changes, rejections) = source.next_changes().await;
+    assert_eq!(
+        change_summary(&changes),
+        vec!["apply Namespace a", "apply Service demo/web"]
+    );
+    assert_eq!(
+        rejection_summary(&rejections),
+        vec![(
+            "c.yaml:1 (document 1)".into(),
+            RejectReason::DuplicateObject
+        )]
+    );
+    assert!(rejections[0].message.contains("b.yaml:6"));
+
+    // Moved to the last file: its copy (a different version) is held, no copy is refused.
+    replace(&dir.path().join("b.yaml"), &ns("b"));
+    let (changes, rejections) = source.next_changes().await;
+    assert_eq!(change_summary(&changes), vec!["apply Service demo/web"]);
+    assert!(rejections.is_empty(), "{rejections:?}");
+
+    // Moved between files unchanged: nothing to tell.
+    replace(&dir.path().join("d.yaml"), &svc("web", 81));
+    let (changes, rejections) = source.next_changes().await;
+    assert!(changes.is_empty(), "{:?}", change_summary(&changes));
+    assert_eq!(rejections.len(), 1, "d.yaml's copy is a duplicate");
+    fs::remove_file(dir.path().join("c.yaml")).unwrap();
+    let (changes, rejections) = source.next_changes().await;
+    assert!(changes.is_empty(), "{:?}", change_summary(&changes));
+    assert!(rejections.is_empty(), "{rejections:?}");
+    source.stop.cancel();
+}
+
+#[test]
+fn a_rescan_without_watcher_finds_changes_reading_only_changed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("a.yaml"), ns("a")).unwrap();
+    fs::write(dir.path().join("b.yaml"), svc("web", 80)).unwrap();
+    fs::write(dir.path().join("sub/c.yaml"), ns("c")).unwrap();
+    let stats = Arc::new(SourceStats::default());
+    let mut scanner = Scanner::with_stats(member(), dir.path().to_path_buf(), stats.clone());
+    assert_eq!(scanner.scan().unwrap().len(), 3);
+    assert_eq!(stats.files_read(), 3);
+    assert!(scanner.scan().unwrap().is_empty());
+    assert_eq!(stats.files_read(), 3, "nothing changed, nothing read");
+
+    // Changes no watcher reported: the next full rescan finds them, reading those files only.
+    fs::write(dir.path().join("b.yaml"), svc("web", 8080)).unwrap();
+    assert_eq!(
+        change_summary(&scanner.scan().unwrap()),
+        vec!["apply Service demo/web"]
+    );
+    assert_eq!(stats.files_read(), 4);
+    replace(&dir.path().join("a.yaml"), &ns("a"));
+    assert!(scanner.scan().unwrap().is_empty(), "same content");
+    assert_eq!(stats.files_read(), 5, "a new inode is read");
+    fs::remove_file(dir.path().join("sub/c.yaml")).unwrap();
+    assert_eq!(
+        change_summary(&scanner.scan().unwrap()),
+        vec!["delete Namespace c"]
+    );
+    assert_eq!((stats.files_read(), stats.full_scans()), (5, 5));
+
+    // Paths named by the watcher: a file is read even when its stamp looks unchanged; a
+    // directory is listed; what a path that is gone held is deleted.
+    let paths = |p: &[&str]| p.iter().map(Into::into).collect::<BTreeSet<_>>();
+    assert!(scanner.rescan(&paths(&["b.yaml"])).unwrap().is_empty());
+    assert_eq!(stats.files_read(), 6);
+    fs::write(dir.path().join("sub/d.yaml"), ns("d")).unwrap();
+    assert_eq!(
+        change_summary(&scanner.rescan(&paths(&["sub"])).unwrap()),
+        vec!["apply Namespace d"]
+    );
+    assert_eq!(stats.files_read(), 7);
+    fs::remove_dir_all(dir.path().join("sub")).unwrap();
+    assert_eq!(
+        change_summary(&scanner.rescan(&paths(&["sub"])).unwrap()),
+        vec!["delete Namespace d"]
+    );
+    assert_eq!((stats.files_read(), stats.full_scans()), (7, 5));
+    assert_eq!(
+        names(&scanner.objects()),
+        vec!["Namespace a", "Service demo/web"]
+    );
 }
