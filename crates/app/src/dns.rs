@@ -47,6 +47,22 @@ impl Default for DnsMetrics {
     }
 }
 
+impl DnsMetrics {
+    /// Registers the query counter and the latency histogram.
+    pub(crate) fn register(&self, metrics: &mut prometheus_client::registry::Registry) {
+        metrics.register(
+            "bowline_dns_queries",
+            "DNS queries by type and response code.",
+            self.queries.clone(),
+        );
+        metrics.register(
+            "bowline_dns_query_seconds",
+            "Time to answer a DNS query.",
+            self.latency.clone(),
+        );
+    }
+}
+
 /// Republishes the DNS view with every ClusterSet snapshot: imports, the ClusterSet's
 /// namespaces, whether every member synced (or the sync timeout passed), and the
 /// `cluster.local` member's own services when one is configured.

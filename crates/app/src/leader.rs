@@ -61,7 +61,7 @@ pub(crate) fn spawn_leader(
         ..Leadership::default()
     });
     tasks.spawn(campaign(
-        crate::run::credentials(&member.source)
+        crate::members::credentials(&member.source)
             .expect("leaderElection.member was validated as a Kubernetes member"),
         lease,
         tx,

@@ -6,10 +6,16 @@ pub mod config;
 pub mod demo;
 mod dns;
 mod leader;
+mod listeners;
 mod mcs;
+mod members;
+mod pump;
 mod run;
 pub mod state;
 mod vm;
 mod xds;
 
-pub use crate::run::{Listeners, Running, start};
+pub use crate::{
+    listeners::Listeners,
+    run::{Running, start},
+};

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::{Config, McsMode, MemberSource},
-    run::MemberLabel,
+    members::MemberLabel,
 };
 
 /// How changes are coalesced before the ClusterSet view is recomputed (and so pushed).
@@ -40,6 +40,32 @@ pub(crate) struct McsMetrics {
     pub deleted: Family<MemberLabel, Counter>,
     pub errors: Family<MemberLabel, Counter>,
     pub reconciles: Counter,
+}
+
+impl McsMetrics {
+    /// Registers the counters.
+    pub(crate) fn register(&self, metrics: &mut prometheus_client::registry::Registry) {
+        metrics.register(
+            "bowline_mcs_reconciles",
+            "MCS desired-state computations (one per ClusterSet snapshot).",
+            self.reconciles.clone(),
+        );
+        metrics.register(
+            "bowline_mcs_objects_written",
+            "Objects written into members by the MCS controller.",
+            self.written.clone(),
+        );
+        metrics.register(
+            "bowline_mcs_objects_deleted",
+            "Objects deleted from members by the MCS controller.",
+            self.deleted.clone(),
+        );
+        metrics.register(
+            "bowline_mcs_write_errors",
+            "Failed MCS reconciles of a member.",
+            self.errors.clone(),
+        );
+    }
 }
 
 /// What a member should hold now: its writes when admitted, nothing when refused (it is
@@ -222,7 +248,7 @@ pub(crate) fn writer(
         MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
         source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
             Box::new(bowline_kube::KubeWriter::new(
-                crate::run::credentials(source).expect("a Kubernetes member"),
+                crate::members::credentials(source).expect("a Kubernetes member"),
                 tokio::runtime::Handle::current(),
                 bowline_kube::WriteOptions::default(),
                 shutdown.clone(),

@@ -29,7 +29,7 @@ pub const TOKENS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The credentials of a Kubernetes member (`None` for a manifest member).
 pub fn member_credentials(source: &crate::config::MemberSource) -> Option<Credentials> {
-    crate::run::credentials(source)
+    crate::members::credentials(source)
 }
 
 /// Where the CA and the token store are kept.
@@ -58,7 +58,7 @@ impl StateStore {
             .find(|m| m.name == election.member)
             .expect("leaderElection.member was validated");
         Self::Secrets {
-            credentials: crate::run::credentials(&member.source)
+            credentials: crate::members::credentials(&member.source)
                 .expect("leaderElection.member was validated as a Kubernetes member"),
             namespace: election.namespace.clone(),
         }

@@ -153,6 +153,27 @@ impl Workloads for Registration {
 
 type Writers = BTreeMap<String, Box<dyn Writer>>;
 
+impl VmMetrics {
+    /// Registers the counters.
+    pub(crate) fn register(&self, metrics: &mut prometheus_client::registry::Registry) {
+        metrics.register(
+            "bowline_vm_registering_proxies",
+            "Proxies connected to this instance that register a VM (AUTO_REGISTER_GROUP).",
+            self.connected.clone(),
+        );
+        metrics.register(
+            "bowline_vm_entry_writes",
+            "Auto-registered WorkloadEntries written or deleted, by reason.",
+            self.writes.clone(),
+        );
+        metrics.register(
+            "bowline_vm_entry_write_errors",
+            "Failed writes of auto-registered WorkloadEntries.",
+            self.errors.clone(),
+        );
+    }
+}
+
 /// Starts the registration task; the returned hook goes to the ADS server.
 pub(crate) fn spawn_registration(
     tasks: &mut JoinSet<()>,
@@ -184,7 +205,7 @@ pub(crate) fn spawn_registration(
                 .members
                 .iter()
                 .find(|m| m.name == election.member)
-                .and_then(|m| crate::run::credentials(&m.source))
+                .and_then(|m| crate::members::credentials(&m.source))
                 .expect("leaderElection.member is a Kubernetes member (validated)");
             tasks.spawn(heartbeats(
                 member,

@@ -84,6 +84,20 @@ pub(crate) fn debug_views(
     .collect()
 }
 
+/// Registers the xDS metrics: the connection table's, read at scrape time, and the push
+/// latency histogram.
+pub(crate) fn register_metrics(
+    metrics: &mut prometheus_client::registry::Registry,
+    connections: &Connections,
+) {
+    metrics.register_collector(Box::new(XdsCollector(connections.clone())));
+    metrics.register(
+        "bowline_xds_push_latency_seconds",
+        "From publishing a new ClusterSet snapshot to a response for it being queued on a stream.",
+        connections.push_latency(),
+    );
+}
+
 /// xDS metrics, read at scrape time.
 pub(crate) struct XdsCollector(pub Connections);
 

@@ -6,13 +6,15 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use bowline_model::{
     ClusterId, Endpoint, EndpointPort, IpFamily, Labels, Locality, Network, ServiceKey, Strng,
     WorkloadRef, labels,
-    objects::{AddressType, SliceEndpoint, TargetRef, WorkloadEntry, WorkloadSpec},
+    objects::{AddressType, SliceEndpoint, TargetRef},
 };
 
 use crate::{
     service_entry,
     store::{NsName, Store},
+    topology::{locality, network},
     view::MemberService,
+    workloads::{MemberContext, selected_entries, vm_endpoint},
 };
 
 /// A member's contribution to a service and what it was derived from, so that a change to a
@@ -29,15 +31,6 @@ pub(crate) struct Derived {
 enum Identity {
     Target(TargetRef),
     Address(IpAddr),
-}
-
-/// What the member knows about its network layout.
-pub(crate) struct MemberContext<'a> {
-    pub id: &'a ClusterId,
-    pub default_network: &'a Network,
-    pub store: &'a Store,
-    /// Unreachable past its TTL: contributes no endpoints of its own.
-    pub withdrawn: bool,
 }
 
 /// Derives the member's contribution to `key`, or `None` when it has nothing of that name.
@@ -194,68 +187,6 @@ fn workload_entry_endpoints(
     out
 }
 
-/// The member's WorkloadEntries in `namespace` whose labels include `selector` and that may be
-/// endpoints now ([`WorkloadEntry::serves`]), by name.
-pub(crate) fn selected_entries<'a>(
-    store: &'a Store,
-    namespace: &'a Strng,
-    selector: &'a Labels,
-) -> impl Iterator<Item = (&'a Strng, &'a WorkloadEntry)> + 'a {
-    store
-        .workload_entries
-        .range((namespace.clone(), Strng::from(""))..)
-        .take_while(move |((ns, _), _)| ns == namespace)
-        .filter(move |(_, e)| {
-            selector
-                .iter()
-                .all(|(k, v)| e.spec.labels.get(k) == Some(v))
-                && e.serves()
-        })
-        .map(|((_, name), e)| (name, e))
-}
-
-/// The endpoint of a VM (a WorkloadEntry, or a ServiceEntry's inline endpoint) serving `ports`,
-/// or `None` when its address is not an IP (a host name or a Unix socket) or it serves no port.
-/// The network is the entry's `network`, else its `topology.istio.io/network` label, its
-/// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
-/// label; the weight its `weight` (0 read as 1); the service account its `serviceAccount`.
-pub(crate) fn vm_endpoint(
-    cx: &MemberContext<'_>,
-    namespace_labels: Option<&Labels>,
-    spec: &WorkloadSpec,
-    workload: WorkloadRef,
-    ports: Vec<EndpointPort>,
-) -> Option<Endpoint> {
-    let address = spec.address.parse::<IpAddr>().ok()?;
-    if ports.is_empty() {
-        return None;
-    }
-    let network = match spec.network.as_str() {
-        "" => network(Some(&spec.labels), namespace_labels, cx.default_network),
-        n => Network::new(n),
-    };
-    let locality = match spec.locality.as_str() {
-        "" => locality(Some(&spec.labels), None, None),
-        l => Locality::parse_slashed(l),
-    };
-    Some(Endpoint {
-        cluster: cx.id.clone(),
-        network,
-        locality,
-        addresses: vec![address],
-        ports: ports.into(),
-        hostname: None,
-        node_name: None,
-        workload: Some(workload),
-        ready: true,
-        serving: true,
-        terminating: false,
-        weight: spec.weight.max(1),
-        service_account: (!spec.service_account.is_empty())
-            .then(|| spec.service_account.as_str().into()),
-    })
-}
-
 /// Endpoints an MCS provider imported into this member, one per slice endpoint, carrying the
 /// slice's `multicluster.kubernetes.io/source-cluster` as their cluster (slices whose source
 /// is not a valid cluster id are skipped). Their network is unknown here: empty.
@@ -362,115 +293,5 @@ fn merge_into(existing: &mut Endpoint, ep: &SliceEndpoint, ports: &Arc<[Endpoint
     }
     if existing.node_name.is_none() {
         existing.node_name = ep.node_name.clone();
-    }
-}
-
-/// Network of an endpoint: the pod's `topology.istio.io/network` label, else its namespace's,
-/// else the member's default network.
-pub fn network(pod: Option<&Labels>, namespace: Option<&Labels>, default: &Network) -> Network {
-    [pod, namespace]
-        .into_iter()
-        .flatten()
-        .find_map(|labels| labels.get(labels::NETWORK))
-        .map(|n| Network::new(n.as_str()))
-        .unwrap_or_else(|| default.clone())
-}
-
-/// Locality of an endpoint: the pod's `topology.istio.io/locality` (`region.zone.subzone`) when
-/// set; otherwise region and subzone from its Node's labels, and zone from the Node's label or,
-/// failing that, the EndpointSlice's `zone`.
-pub fn locality(pod: Option<&Labels>, node: Option<&Labels>, slice_zone: Option<&str>) -> Locality {
-    if let Some(value) = pod
-        .and_then(|l| l.get(labels::POD_LOCALITY))
-        .filter(|v| !v.is_empty())
-    {
-        return Locality::parse_slashed(&value.replace('.', "/"));
-    }
-    let node_label = |name: &str| {
-        node.and_then(|l| l.get(name))
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
-    Locality {
-        region: node_label(labels::REGION).unwrap_or_default().into(),
-        zone: node_label(labels::ZONE)
-            .or(slice_zone)
-            .unwrap_or_default()
-            .into(),
-        subzone: node_label(labels::SUBZONE).unwrap_or_default().into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn network_rules() {
-        let default = Network::new("net-default");
-        let pod = labels(&[(labels::NETWORK, "net-pod")]);
-        let ns = labels(&[(labels::NETWORK, "net-ns")]);
-        let empty = Labels::new();
-        let cases = [
-            ("pod label wins", Some(&pod), Some(&ns), "net-pod"),
-            ("namespace label next", Some(&empty), Some(&ns), "net-ns"),
-            ("pod unknown, namespace label", None, Some(&ns), "net-ns"),
-            (
-                "member default last",
-                Some(&empty),
-                Some(&empty),
-                "net-default",
-            ),
-            ("nothing known", None, None, "net-default"),
-        ];
-        for (name, pod, ns, want) in cases {
-            assert_eq!(network(pod, ns, &default).as_str(), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn locality_rules() {
-        let node = labels(&[
-            (labels::REGION, "eu"),
-            (labels::ZONE, "eu-1a"),
-            (labels::SUBZONE, "rack1"),
-        ]);
-        let node_region_only = labels(&[(labels::REGION, "eu")]);
-        let pod = labels(&[(labels::POD_LOCALITY, "us.us-2b.r9")]);
-        let cases = [
-            (
-                "node labels",
-                None,
-                Some(&node),
-                Some("slice-zone"),
-                "eu/eu-1a/rack1",
-            ),
-            (
-                "slice zone when node has none",
-                None,
-                Some(&node_region_only),
-                Some("z9"),
-                "eu/z9/",
-            ),
-            ("slice zone, node unknown", None, None, Some("z9"), "/z9/"),
-            (
-                "pod label wins",
-                Some(&pod),
-                Some(&node),
-                Some("z9"),
-                "us/us-2b/r9",
-            ),
-            ("nothing", None, None, None, "//"),
-        ];
-        for (name, pod, node, zone, want) in cases {
-            assert_eq!(locality(pod, node, zone).to_string(), want, "{name}");
-        }
     }
 }

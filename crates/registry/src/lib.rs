@@ -20,10 +20,13 @@
 
 mod derive;
 mod gateways;
+mod hosts;
 mod identity;
 mod service_entry;
 mod store;
+mod topology;
 mod view;
+mod workloads;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -38,11 +41,12 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::{
-    derive::{Derived, MemberContext},
+    derive::Derived,
     store::{NsName, Store, Touched},
+    workloads::MemberContext,
 };
 pub use crate::{
-    derive::{locality, network},
+    topology::{locality, network},
     view::{Admission, Gateway, Gateways, HostService, MemberService, MemberStatus, ServiceView},
 };
 

@@ -5,7 +5,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::service_entry;
+use crate::hosts;
 use bowline_model::{
     Object, ObjectKey, ObjectKind, ServiceKey, Strng,
     objects::{
@@ -222,13 +222,13 @@ impl Store {
             ObjectKind::ServiceEntry => {
                 let name = ns_name(key);
                 if let Some(old) = self.service_entries.remove(&name) {
-                    for skey in service_entry::services(&old) {
+                    for skey in hosts::services(&old) {
                         unlink(&mut self.entries_by_service, &skey, &key.name);
                         touched.keys.insert(skey);
                     }
                 }
                 if let Some(Object::ServiceEntry(entry)) = object {
-                    for skey in service_entry::services(&entry) {
+                    for skey in hosts::services(&entry) {
                         self.entries_by_service
                             .entry(skey.clone())
                             .or_default()

@@ -33,21 +33,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         problems.add("clusterSet", e.replace("spec.value", "the name"));
     }
     let members = members(base, raw.members, &mut problems);
-    let patterns = raw.export.cluster_local.unwrap_or_else(|| {
-        defaults::CLUSTER_LOCAL
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    });
-    for (i, pattern) in patterns.iter().enumerate() {
-        if let Err(e) = host_pattern(pattern) {
-            problems.add(format!("export.clusterLocal[{i}]"), e);
-        }
-    }
-    let export = ExportPolicy {
-        default: raw.export.default.unwrap_or(ExportDefault::All),
-        cluster_local: patterns.into_iter().map(HostPattern::new).collect(),
-    };
+    let export = export(raw.export, &mut problems);
     let pools = raw.cluster_set_ips.unwrap_or_else(|| {
         defaults::CLUSTER_SET_IPS
             .iter()
@@ -55,32 +41,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             .collect()
     });
     let cluster_set_ips = cidrs(&pools, &mut problems);
-    let mut address = |field: &str, value: Option<String>, default: &str| -> SocketAddr {
-        let text = value.unwrap_or_else(|| default.to_string());
-        text.parse().unwrap_or_else(|_| {
-            problems.add(
-                format!("listen.{field}"),
-                format!("{text:?} is not an address:port such as {default}"),
-            );
-            default.parse().expect("defaults parse")
-        })
-    };
-    let listen = Listen {
-        xds: address("xds", raw.listen.xds, defaults::XDS),
-        xds_tls: address("xdsTls", raw.listen.xds_tls, defaults::XDS_TLS),
-        dns: address("dns", raw.listen.dns, defaults::DNS),
-        admin: address("admin", raw.listen.admin, defaults::ADMIN),
-    };
-    // Port 0 picks a free port for each: never the same one.
-    if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
-        problems.add(
-            "listen.xdsTls",
-            format!(
-                "{} is also listen.xds; the TLS port needs its own",
-                listen.xds_tls
-            ),
-        );
-    }
+    let listen = listen(raw.listen, &mut problems);
     let data_dir = expand_home(
         base,
         raw.data_dir
@@ -93,30 +54,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
             format!("{} exists and is not a directory", data_dir.display()),
         );
     }
-    let watch = Watch {
-        debounce: raw.watch.debounce.unwrap_or(defaults::DEBOUNCE),
-        resync: raw.watch.resync.unwrap_or(defaults::RESYNC),
-    };
-    if watch.resync.is_zero() {
-        problems.add("watch.resync", "must be more than 0");
-    }
-    let mcs = super::Mcs {
-        mode: raw.mcs.mode.unwrap_or(super::McsMode::Controller),
-        resync: raw.mcs.resync.unwrap_or(defaults::MCS_RESYNC),
-    };
-    if mcs.resync.is_zero() {
-        problems.add("mcs.resync", "must be more than 0");
-    }
-    let xds = super::Xds {
-        debounce: raw.xds.debounce.unwrap_or(defaults::XDS_DEBOUNCE),
-        max_debounce: raw.xds.max_debounce.unwrap_or(defaults::XDS_MAX_DEBOUNCE),
-    };
-    if xds.max_debounce < xds.debounce {
-        problems.add(
-            "xds.maxDebounce",
-            format!("must be at least xds.debounce ({:?})", xds.debounce),
-        );
-    }
+    let (watch, mcs, xds) = timings(raw.watch, raw.mcs, raw.xds, &mut problems);
     let dns = super::Dns {
         ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
         cluster_local_member: cluster_local_member(raw.dns.cluster_local_member, &mut problems),
@@ -157,6 +95,90 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         vm,
         data_dir,
     })
+}
+
+/// `export`: the default and the cluster-local host patterns.
+fn export(raw: super::RawExport, problems: &mut Problems) -> ExportPolicy {
+    let patterns = raw.cluster_local.unwrap_or_else(|| {
+        defaults::CLUSTER_LOCAL
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let Err(e) = host_pattern(pattern) {
+            problems.add(format!("export.clusterLocal[{i}]"), e);
+        }
+    }
+    ExportPolicy {
+        default: raw.default.unwrap_or(ExportDefault::All),
+        cluster_local: patterns.into_iter().map(HostPattern::new).collect(),
+    }
+}
+
+/// `listen`: every address parses, and the TLS port is not the plaintext one.
+fn listen(raw: super::RawListen, problems: &mut Problems) -> Listen {
+    let mut address = |field: &str, value: Option<String>, default: &str| -> SocketAddr {
+        let text = value.unwrap_or_else(|| default.to_string());
+        text.parse().unwrap_or_else(|_| {
+            problems.add(
+                format!("listen.{field}"),
+                format!("{text:?} is not an address:port such as {default}"),
+            );
+            default.parse().expect("defaults parse")
+        })
+    };
+    let listen = Listen {
+        xds: address("xds", raw.xds, defaults::XDS),
+        xds_tls: address("xdsTls", raw.xds_tls, defaults::XDS_TLS),
+        dns: address("dns", raw.dns, defaults::DNS),
+        admin: address("admin", raw.admin, defaults::ADMIN),
+    };
+    // Port 0 picks a free port for each: never the same one.
+    if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
+        problems.add(
+            "listen.xdsTls",
+            format!(
+                "{} is also listen.xds; the TLS port needs its own",
+                listen.xds_tls
+            ),
+        );
+    }
+    listen
+}
+
+/// `watch`, `mcs` and `xds`: periods and debounces.
+fn timings(
+    watch: super::RawWatch,
+    mcs: super::RawMcs,
+    xds: super::RawXds,
+    problems: &mut Problems,
+) -> (Watch, super::Mcs, super::Xds) {
+    let watch = Watch {
+        debounce: watch.debounce.unwrap_or(defaults::DEBOUNCE),
+        resync: watch.resync.unwrap_or(defaults::RESYNC),
+    };
+    if watch.resync.is_zero() {
+        problems.add("watch.resync", "must be more than 0");
+    }
+    let mcs = super::Mcs {
+        mode: mcs.mode.unwrap_or(super::McsMode::Controller),
+        resync: mcs.resync.unwrap_or(defaults::MCS_RESYNC),
+    };
+    if mcs.resync.is_zero() {
+        problems.add("mcs.resync", "must be more than 0");
+    }
+    let xds = super::Xds {
+        debounce: xds.debounce.unwrap_or(defaults::XDS_DEBOUNCE),
+        max_debounce: xds.max_debounce.unwrap_or(defaults::XDS_MAX_DEBOUNCE),
+    };
+    if xds.max_debounce < xds.debounce {
+        problems.add(
+            "xds.maxDebounce",
+            format!("must be at least xds.debounce ({:?})", xds.debounce),
+        );
+    }
+    (watch, mcs, xds)
 }
 
 /// `vm.controller`: given, else the pod name (`POD_NAME`), else the host name. A Kubernetes
@@ -247,67 +269,7 @@ fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> 
     let mut ids: HashMap<String, usize> = HashMap::new();
     for (i, m) in raw.into_iter().enumerate() {
         let at = |field: &str| format!("members[{i}].{field}");
-        let source = match (&m.manifests, &m.kubeconfig, m.in_cluster.unwrap_or(false)) {
-            (Some(dir), None, false) => {
-                let path = base.join(dir);
-                match path.canonicalize() {
-                    Ok(canonical) if canonical.is_dir() => {
-                        if let Some(first) = dirs.insert(canonical.clone(), i) {
-                            problems.add(
-                                at("manifests"),
-                                format!(
-                                    "{} is already the directory of members[{first}]",
-                                    dir.display()
-                                ),
-                            );
-                        }
-                        Some(MemberSource::Manifests(canonical))
-                    }
-                    Ok(_) => {
-                        problems.add(
-                            at("manifests"),
-                            format!("{} is not a directory", path.display()),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        problems.add(
-                            at("manifests"),
-                            format!("directory {} cannot be used: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-            (None, Some(path), false) => {
-                let path = expand_home(base, path);
-                match kubeconfig_context(&path, m.context.as_deref()) {
-                    Ok(()) => Some(MemberSource::Kubeconfig {
-                        path,
-                        context: m.context.clone(),
-                    }),
-                    Err(e) => {
-                        problems.add(at(if e.0 { "context" } else { "kubeconfig" }), e.1);
-                        None
-                    }
-                }
-            }
-            (None, None, true) => Some(MemberSource::InCluster),
-            (None, None, false) => {
-                problems.add(
-                    format!("members[{i}]"),
-                    "one of `manifests`, `kubeconfig` or `inCluster` is required",
-                );
-                None
-            }
-            _ => {
-                problems.add(
-                    format!("members[{i}]"),
-                    "only one of `manifests`, `kubeconfig` and `inCluster` may be set",
-                );
-                None
-            }
-        };
+        let source = member_source(base, &m, i, &mut dirs, problems);
         if m.context.is_some() && m.kubeconfig.is_none() {
             problems.add(at("context"), "only meaningful with `kubeconfig`");
         }
@@ -346,6 +308,79 @@ fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> 
         }
     }
     out
+}
+
+/// Where member `i` is read from: a manifest directory (not another member's), a kubeconfig
+/// (with its context), or the cluster Bowline runs in; exactly one.
+fn member_source(
+    base: &Path,
+    m: &super::RawMember,
+    i: usize,
+    dirs: &mut HashMap<PathBuf, usize>,
+    problems: &mut Problems,
+) -> Option<MemberSource> {
+    let at = |field: &str| format!("members[{i}].{field}");
+    match (&m.manifests, &m.kubeconfig, m.in_cluster.unwrap_or(false)) {
+        (Some(dir), None, false) => {
+            let path = base.join(dir);
+            match path.canonicalize() {
+                Ok(canonical) if canonical.is_dir() => {
+                    if let Some(first) = dirs.insert(canonical.clone(), i) {
+                        problems.add(
+                            at("manifests"),
+                            format!(
+                                "{} is already the directory of members[{first}]",
+                                dir.display()
+                            ),
+                        );
+                    }
+                    Some(MemberSource::Manifests(canonical))
+                }
+                Ok(_) => {
+                    problems.add(
+                        at("manifests"),
+                        format!("{} is not a directory", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    problems.add(
+                        at("manifests"),
+                        format!("directory {} cannot be used: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(path), false) => {
+            let path = expand_home(base, path);
+            match kubeconfig_context(&path, m.context.as_deref()) {
+                Ok(()) => Some(MemberSource::Kubeconfig {
+                    path,
+                    context: m.context.clone(),
+                }),
+                Err(e) => {
+                    problems.add(at(if e.0 { "context" } else { "kubeconfig" }), e.1);
+                    None
+                }
+            }
+        }
+        (None, None, true) => Some(MemberSource::InCluster),
+        (None, None, false) => {
+            problems.add(
+                format!("members[{i}]"),
+                "one of `manifests`, `kubeconfig` or `inCluster` is required",
+            );
+            None
+        }
+        _ => {
+            problems.add(
+                format!("members[{i}]"),
+                "only one of `manifests`, `kubeconfig` and `inCluster` may be set",
+            );
+            None
+        }
+    }
 }
 
 /// `dns.clusterLocalMember`: a cluster id (an RFC 1123 label).

@@ -1,0 +1,114 @@
+//! Where an endpoint is: its network and locality, from its pod's, namespace's and node's
+//! labels (Istio's rules).
+
+use bowline_model::{Labels, Locality, Network, labels};
+
+/// Network of an endpoint: the pod's `topology.istio.io/network` label, else its namespace's,
+/// else the member's default network.
+pub fn network(pod: Option<&Labels>, namespace: Option<&Labels>, default: &Network) -> Network {
+    [pod, namespace]
+        .into_iter()
+        .flatten()
+        .find_map(|labels| labels.get(labels::NETWORK))
+        .map(|n| Network::new(n.as_str()))
+        .unwrap_or_else(|| default.clone())
+}
+
+/// Locality of an endpoint: the pod's `topology.istio.io/locality` (`region.zone.subzone`) when
+/// set; otherwise region and subzone from its Node's labels, and zone from the Node's label or,
+/// failing that, the EndpointSlice's `zone`.
+pub fn locality(pod: Option<&Labels>, node: Option<&Labels>, slice_zone: Option<&str>) -> Locality {
+    if let Some(value) = pod
+        .and_then(|l| l.get(labels::POD_LOCALITY))
+        .filter(|v| !v.is_empty())
+    {
+        return Locality::parse_slashed(&value.replace('.', "/"));
+    }
+    let node_label = |name: &str| {
+        node.and_then(|l| l.get(name))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    Locality {
+        region: node_label(labels::REGION).unwrap_or_default().into(),
+        zone: node_label(labels::ZONE)
+            .or(slice_zone)
+            .unwrap_or_default()
+            .into(),
+        subzone: node_label(labels::SUBZONE).unwrap_or_default().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn network_rules() {
+        let default = Network::new("net-default");
+        let pod = labels(&[(labels::NETWORK, "net-pod")]);
+        let ns = labels(&[(labels::NETWORK, "net-ns")]);
+        let empty = Labels::new();
+        let cases = [
+            ("pod label wins", Some(&pod), Some(&ns), "net-pod"),
+            ("namespace label next", Some(&empty), Some(&ns), "net-ns"),
+            ("pod unknown, namespace label", None, Some(&ns), "net-ns"),
+            (
+                "member default last",
+                Some(&empty),
+                Some(&empty),
+                "net-default",
+            ),
+            ("nothing known", None, None, "net-default"),
+        ];
+        for (name, pod, ns, want) in cases {
+            assert_eq!(network(pod, ns, &default).as_str(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn locality_rules() {
+        let node = labels(&[
+            (labels::REGION, "eu"),
+            (labels::ZONE, "eu-1a"),
+            (labels::SUBZONE, "rack1"),
+        ]);
+        let node_region_only = labels(&[(labels::REGION, "eu")]);
+        let pod = labels(&[(labels::POD_LOCALITY, "us.us-2b.r9")]);
+        let cases = [
+            (
+                "node labels",
+                None,
+                Some(&node),
+                Some("slice-zone"),
+                "eu/eu-1a/rack1",
+            ),
+            (
+                "slice zone when node has none",
+                None,
+                Some(&node_region_only),
+                Some("z9"),
+                "eu/z9/",
+            ),
+            ("slice zone, node unknown", None, None, Some("z9"), "/z9/"),
+            (
+                "pod label wins",
+                Some(&pod),
+                Some(&node),
+                Some("z9"),
+                "us/us-2b/r9",
+            ),
+            ("nothing", None, None, None, "//"),
+        ];
+        for (name, pod, node, zone, want) in cases {
+            assert_eq!(locality(pod, node, zone).to_string(), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! VM endpoints: the WorkloadEntries a selector picks, and the endpoint of a VM (a
+//! WorkloadEntry or a ServiceEntry's inline endpoint), shared by Services and ServiceEntries.
+
+use std::net::IpAddr;
+
+use bowline_model::{
+    ClusterId, Endpoint, EndpointPort, Labels, Locality, Network, Strng, WorkloadRef,
+    objects::{WorkloadEntry, WorkloadSpec},
+};
+
+use crate::{
+    store::Store,
+    topology::{locality, network},
+};
+
+/// What the member knows about its network layout.
+pub(crate) struct MemberContext<'a> {
+    pub id: &'a ClusterId,
+    pub default_network: &'a Network,
+    pub store: &'a Store,
+    /// Unreachable past its TTL: contributes no endpoints of its own.
+    pub withdrawn: bool,
+}
+
+/// The member's WorkloadEntries in `namespace` whose labels include `selector` and that may be
+/// endpoints now ([`WorkloadEntry::serves`]), by name.
+pub(crate) fn selected_entries<'a>(
+    store: &'a Store,
+    namespace: &'a Strng,
+    selector: &'a Labels,
+) -> impl Iterator<Item = (&'a Strng, &'a WorkloadEntry)> + 'a {
+    store
+        .workload_entries
+        .range((namespace.clone(), Strng::from(""))..)
+        .take_while(move |((ns, _), _)| ns == namespace)
+        .filter(move |(_, e)| {
+            selector
+                .iter()
+                .all(|(k, v)| e.spec.labels.get(k) == Some(v))
+                && e.serves()
+        })
+        .map(|((_, name), e)| (name, e))
+}
+
+/// The endpoint of a VM (a WorkloadEntry, or a ServiceEntry's inline endpoint) serving `ports`,
+/// or `None` when its address is not an IP (a host name or a Unix socket) or it serves no port.
+/// The network is the entry's `network`, else its `topology.istio.io/network` label, its
+/// namespace's, the member's; the locality its `locality`, else its `topology.istio.io/locality`
+/// label; the weight its `weight` (0 read as 1); the service account its `serviceAccount`.
+pub(crate) fn vm_endpoint(
+    cx: &MemberContext<'_>,
+    namespace_labels: Option<&Labels>,
+    spec: &WorkloadSpec,
+    workload: WorkloadRef,
+    ports: Vec<EndpointPort>,
+) -> Option<Endpoint> {
+    let address = spec.address.parse::<IpAddr>().ok()?;
+    if ports.is_empty() {
+        return None;
+    }
+    let network = match spec.network.as_str() {
+        "" => network(Some(&spec.labels), namespace_labels, cx.default_network),
+        n => Network::new(n),
+    };
+    let locality = match spec.locality.as_str() {
+        "" => locality(Some(&spec.labels), None, None),
+        l => Locality::parse_slashed(l),
+    };
+    Some(Endpoint {
+        cluster: cx.id.clone(),
+        network,
+        locality,
+        addresses: vec![address],
+        ports: ports.into(),
+        hostname: None,
+        node_name: None,
+        workload: Some(workload),
+        ready: true,
+        serving: true,
+        terminating: false,
+        weight: spec.weight.max(1),
+        service_account: (!spec.service_account.is_empty())
+            .then(|| spec.service_account.as_str().into()),
+    })
+}
