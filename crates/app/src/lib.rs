@@ -9,6 +9,7 @@ mod leader;
 mod listeners;
 mod mcs;
 mod members;
+pub mod onboarding;
 mod pump;
 mod run;
 pub mod state;

@@ -3,12 +3,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod validate;
-mod vm;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bowline_app::config::Config;
+use bowline_app::{config::Config, onboarding};
 use bowline_kube::install::InstallOptions;
 use bowline_kube::member::{self, MemberKubeconfigOptions};
 use clap::{Parser, Subcommand};
@@ -103,12 +102,12 @@ enum VmCommand {
     /// its hash is kept, in the configuration's dataDir).
     ///
     /// Example: bowline vm token --group legacy -n demo --ttl 24h > token
-    Token(vm::TokenFlags),
+    Token(onboarding::TokenFlags),
     /// Write what a VM needs to join into a directory: cluster.env, mesh.yaml,
     /// root-cert.pem, token, hosts and a README saying where each goes.
     ///
     /// Example: bowline vm bundle --group legacy -n demo -o vm-files --address 192.0.2.10
-    Bundle(vm::BundleFlags),
+    Bundle(onboarding::BundleFlags),
 }
 
 #[derive(Subcommand)]
@@ -118,7 +117,7 @@ enum VmGroupCommand {
     ///
     /// Example: bowline vm group create --name legacy -n demo -l app=legacy -p http=8080
     /// --probe-http 8080/healthz
-    Create(vm::GroupFlags),
+    Create(onboarding::GroupFlags),
 }
 
 #[derive(Subcommand)]
@@ -224,19 +223,19 @@ fn main() -> ExitCode {
                     VmCommand::Group {
                         command: VmGroupCommand::Create(flags),
                     },
-            } => vm::group_yaml(&flags).map(|yaml| {
+            } => onboarding::group_yaml(&flags).map(|yaml| {
                 print!("{yaml}");
                 ExitCode::SUCCESS
             }),
             Command::Vm {
                 command: VmCommand::Token(flags),
-            } => vm::token(&flags).await.map(|token| {
+            } => onboarding::token(&flags).await.map(|token| {
                 println!("{token}");
                 ExitCode::SUCCESS
             }),
             Command::Vm {
                 command: VmCommand::Bundle(flags),
-            } => vm::bundle(&flags).await.map(|(files, warnings)| {
+            } => onboarding::bundle(&flags).await.map(|(files, warnings)| {
                 for w in warnings {
                     eprintln!("{w}");
                 }

@@ -1,12 +1,14 @@
-//! `bowline vm group create`: a WorkloadGroup (Istio's shape) from flags, checked by the same
-//! rules Bowline reads it with; `bowline vm token`: a registration token; `bowline vm
-//! bundle`: the files a VM needs to join.
+//! Onboarding VMs, behind `bowline vm`: `group create`, a WorkloadGroup (Istio's shape) from
+//! flags, checked by the same rules Bowline reads it with; `token`, a registration token
+//! recorded where the configuration keeps the token store; `bundle`, the files a VM needs to
+//! join, from the group found in a member. The flags are `clap` arguments so that the CLI
+//! stays a thin layer over them.
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
 
+use crate::config::{Config, MemberSource};
+use crate::state::StateStore;
 use anyhow::{Context, bail};
-use bowline_app::config::{Config, MemberSource};
-use bowline_app::state::StateStore;
 use bowline_k8s_api::crds::istio::{
     Exec, GroupMetadata, Grpc, HostPort, HttpGet, Probe, WorkloadEntrySpec, WorkloadGroupSpec,
     v1::{WorkloadGroup, WorkloadGroupVersionSpec},
@@ -283,13 +285,13 @@ async fn find_group(
 /// `cluster.clusterset.k8s.io` ClusterProperty, else the configured `id`, else the
 /// `kube-system` Namespace UID.
 async fn kube_group(
-    member: &bowline_app::config::Member,
+    member: &crate::config::Member,
     name: &str,
     namespace: &str,
 ) -> anyhow::Result<Option<Found>> {
     use bowline_model::ObjectKind;
-    let credentials = bowline_app::state::member_credentials(&member.source)
-        .context("not a Kubernetes member")?;
+    let credentials =
+        crate::state::member_credentials(&member.source).context("not a Kubernetes member")?;
     let what = format!("member {} ({})", member.name, credentials.describe());
     let client = credentials
         .request_client()
