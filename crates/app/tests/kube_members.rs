@@ -10,62 +10,11 @@ use std::{
 };
 
 use bowline_app::config::Config;
-use bowline_fake_kube::{FakeApiServer, ResourceDef};
+use bowline_fake_kube::FakeApiServer;
 use bowline_test_support::http_get;
 use serde_json::{Value, json};
 
 const MEMBERS: [&str; 3] = ["east", "west", "central"];
-
-/// Installs the CRDs Bowline reads, as `bowline install --crds-only` would.
-fn install_crds(server: &FakeApiServer) {
-    let mcs = &["v1alpha1", "v1beta1"];
-    let about = &["v1alpha1", "v1beta1"];
-    let istio = &["v1", "v1beta1", "v1alpha3"];
-    for def in [
-        ResourceDef::custom(
-            "multicluster.x-k8s.io",
-            mcs,
-            "serviceexports",
-            "ServiceExport",
-        )
-        .with_status(),
-        ResourceDef::custom(
-            "multicluster.x-k8s.io",
-            mcs,
-            "serviceimports",
-            "ServiceImport",
-        )
-        .with_status(),
-        ResourceDef::custom(
-            "about.k8s.io",
-            about,
-            "clusterproperties",
-            "ClusterProperty",
-        )
-        .cluster_scoped(),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "workloadentries",
-            "WorkloadEntry",
-        )
-        .with_status(),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "workloadgroups",
-            "WorkloadGroup",
-        ),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "serviceentries",
-            "ServiceEntry",
-        ),
-    ] {
-        server.install_crd(def);
-    }
-}
 
 /// Every document of every manifest file under `dir` (hidden entries skipped) whose kind
 /// Bowline reads, as JSON.
@@ -257,7 +206,7 @@ async fn manifest_and_kubernetes_members_give_the_same_view_and_the_same_writes(
     let mut servers = BTreeMap::new();
     for member in MEMBERS {
         let server = FakeApiServer::start().await;
-        install_crds(&server);
+        server.install_bowline_crds();
         for object in documents(&files.join("members").join(member)) {
             server.restore_json(object);
         }
@@ -346,7 +295,7 @@ async fn two_replicas_on_one_lease_one_writes_and_failover_rewrites_nothing() {
     let files = dir.path().join("files");
     bowline_app::demo::write_to(&files).unwrap();
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     for object in documents(&files.join("members/east")) {
         server.restore_json(object);
     }
@@ -471,7 +420,7 @@ async fn an_unreachable_member_is_stale_then_withdrawn_then_restored_without_a_r
     let files = dir.path().join("files");
     bowline_app::demo::write_to(&files).unwrap();
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     for object in documents(&files.join("members/east")) {
         server.restore_json(object);
     }
@@ -577,7 +526,7 @@ async fn a_member_whose_api_server_never_answers_does_not_hold_back_writes_to_th
     let files = dir.path().join("files");
     bowline_app::demo::write_to(&files).unwrap();
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     for object in documents(&files.join("members/east")) {
         server.restore_json(object);
     }
@@ -628,7 +577,7 @@ async fn a_follower_serves_the_cluster_set_ips_the_leader_wrote() {
     let files = dir.path().join("files");
     bowline_app::demo::write_to(&files).unwrap();
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     for object in documents(&files.join("members/east")) {
         server.restore_json(object);
     }

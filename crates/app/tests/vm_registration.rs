@@ -7,6 +7,7 @@ use std::{fs, path::Path, time::Duration};
 
 use bowline_app::config::Config;
 use bowline_model::ServiceKey;
+use bowline_test_support::eventually_async;
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
@@ -176,17 +177,6 @@ impl Proxy {
     }
 }
 
-/// Waits until `check` holds (10 s at most).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 fn endpoints(running: &bowline_app::Running) -> Vec<String> {
     running
         .registry
@@ -210,13 +200,13 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    eventually("the member is read", || {
+    eventually_async("the member is read", || {
         running.registry.read().members()[0].synced
     })
     .await;
 
     let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
-    eventually("the entry is written", || entry(dir.path()).is_some()).await;
+    eventually_async("the entry is written", || entry(dir.path()).is_some()).await;
     let written = entry(dir.path()).unwrap();
     let annotations = &written["metadata"]["annotations"];
     assert_eq!(annotations["istio.io/autoRegistrationGroup"], "legacy");
@@ -231,7 +221,7 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
     );
 
     proxy.health(None).await;
-    eventually("healthy: an endpoint", || {
+    eventually_async("healthy: an endpoint", || {
         endpoints(&running).iter().any(|e| e.contains("127.0.0.50"))
     })
     .await;
@@ -240,13 +230,13 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
         "True"
     );
     proxy.health(Some("HTTP GET /ready: 503")).await;
-    eventually("unhealthy: no endpoint", || endpoints(&running).is_empty()).await;
+    eventually_async("unhealthy: no endpoint", || endpoints(&running).is_empty()).await;
     assert_eq!(
         entry(dir.path()).unwrap()["status"]["conditions"][0]["message"],
         "HTTP GET /ready: 503"
     );
     proxy.health(None).await;
-    eventually("healthy again", || !endpoints(&running).is_empty()).await;
+    eventually_async("healthy again", || !endpoints(&running).is_empty()).await;
 
     // A restart: the entry is on disk, read back, and kept when the proxy reconnects.
     drop(proxy);
@@ -254,12 +244,12 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    eventually("the entry is read back after the restart", || {
+    eventually_async("the entry is read back after the restart", || {
         !endpoints(&running).is_empty()
     })
     .await;
     let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
-    eventually("reconnected: connectedAt again", || {
+    eventually_async("reconnected: connectedAt again", || {
         entry(dir.path()).is_some_and(|e| {
             e["metadata"]["annotations"]
                 .get("istio.io/connectedAt")
@@ -278,7 +268,7 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
 
     // Disconnect: marked, then deleted after the grace period.
     drop(proxy);
-    eventually("marked disconnected", || {
+    eventually_async("marked disconnected", || {
         entry(dir.path()).is_some_and(|e| {
             e["metadata"]["annotations"]
                 .get("istio.io/disconnectedAt")
@@ -286,11 +276,11 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
         })
     })
     .await;
-    eventually("deleted after the grace period", || {
+    eventually_async("deleted after the grace period", || {
         entry(dir.path()).is_none()
     })
     .await;
-    eventually("no endpoint left", || endpoints(&running).is_empty()).await;
+    eventually_async("no endpoint left", || endpoints(&running).is_empty()).await;
     running.stop().await;
 }
 
@@ -308,7 +298,7 @@ async fn a_late_group_registers_and_a_proxy_without_namespace_is_refused() {
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    eventually("the member is read", || {
+    eventually_async("the member is read", || {
         running.registry.read().members()[0].synced
     })
     .await;
@@ -317,7 +307,7 @@ async fn a_late_group_registers_and_a_proxy_without_namespace_is_refused() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(entry(dir.path()).is_none(), "no group yet");
     fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
-    eventually("registered once the group appears", || {
+    eventually_async("registered once the group appears", || {
         entry(dir.path()).is_some()
     })
     .await;
@@ -407,23 +397,23 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
     )
     .await
     .unwrap();
-    eventually("both replicas read the member", || {
+    eventually_async("both replicas read the member", || {
         a.registry.read().members()[0].synced && b.registry.read().members()[0].synced
     })
     .await;
 
     let to_a = Proxy::connect(a.xds_addr, "legacy").await.unwrap();
-    eventually("applied by a", || {
+    eventually_async("applied by a", || {
         controller(&server).as_deref() == Some("a")
     })
     .await;
     to_a.health(None).await;
-    eventually("read back by b as a healthy endpoint", || {
+    eventually_async("read back by b as a healthy endpoint", || {
         endpoints(&b).iter().any(|e| e.contains("127.0.0.50"))
     })
     .await;
     for replica in ["a", "b"] {
-        eventually("a heartbeat Lease per replica", || {
+        eventually_async("a heartbeat Lease per replica", || {
             server
                 .get(
                     "coordination.k8s.io/v1",
@@ -438,7 +428,7 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
 
     // The proxy moves to b (its stream to a is still open for a while).
     let to_b = Proxy::connect(b.xds_addr, "legacy").await.unwrap();
-    eventually("b controls it", || {
+    eventually_async("b controls it", || {
         controller(&server).as_deref() == Some("b")
     })
     .await;
@@ -456,7 +446,7 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
     );
 
     drop(to_b);
-    eventually("deleted after the grace period", || live(&server).is_none()).await;
+    eventually_async("deleted after the grace period", || live(&server).is_none()).await;
     a.stop().await;
     b.stop().await;
 }
@@ -472,7 +462,7 @@ async fn over_tls_a_token_registers_only_its_own_group() {
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    eventually("the member is read", || {
+    eventually_async("the member is read", || {
         running.registry.read().members()[0].synced
     })
     .await;
@@ -513,7 +503,7 @@ async fn over_tls_a_token_registers_only_its_own_group() {
     let proxy = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(&legacy))
         .await
         .unwrap();
-    eventually("registered with its own token", || {
+    eventually_async("registered with its own token", || {
         entry(dir.path()).is_some()
     })
     .await;
@@ -617,7 +607,7 @@ async fn on_kubernetes_tokens_issued_into_the_secret_register_over_tls() {
     let proxy = Proxy::tls(running.xds_tls_addr, &root, "legacy", Some(&legacy))
         .await
         .expect("registered with the token from the Secret");
-    eventually("the entry is applied", || {
+    eventually_async("the entry is applied", || {
         server
             .get(
                 "networking.istio.io/v1",
@@ -655,14 +645,14 @@ async fn a_service_entry_host_selects_a_registered_vm() {
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    eventually("the member is read", || {
+    eventually_async("the member is read", || {
         running.registry.read().members()[0].synced
     })
     .await;
     let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
     proxy.health(None).await;
     let hosts = |running: &bowline_app::Running| running.registry.read().host_services();
-    eventually("the VM is an endpoint of legacy.example.com", || {
+    eventually_async("the VM is an endpoint of legacy.example.com", || {
         hosts(&running).iter().any(|h| {
             h.host == "legacy.example.com"
                 && h.endpoints

@@ -5,10 +5,10 @@ use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use bowline_test_support::http_get;
+use bowline_test_support::{eventually, http_get};
 use serde_json::Value;
 
 struct Demo {
@@ -56,18 +56,6 @@ fn start(dir: &Path) -> Demo {
         .recv_timeout(Duration::from_secs(60))
         .expect("the demo prints its admin address");
     Demo { child, admin }
-}
-
-/// Polls until `check` holds; the deadline only guards against a hang.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn json(demo: &Demo, path: &str) -> Option<Value> {

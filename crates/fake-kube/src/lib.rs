@@ -281,6 +281,58 @@ impl FakeApiServer {
         self.inner.shared.store.lock().install(def);
     }
 
+    /// Installs the CRDs Bowline reads, in the versions `bowline install --crds-only`
+    /// serves: MCS, ClusterProperty and Istio's VM kinds.
+    pub fn install_bowline_crds(&self) {
+        let mcs = &["v1alpha1", "v1beta1"];
+        let about = &["v1alpha1", "v1beta1"];
+        let istio = &["v1", "v1beta1", "v1alpha3"];
+        for def in [
+            ResourceDef::custom(
+                "multicluster.x-k8s.io",
+                mcs,
+                "serviceexports",
+                "ServiceExport",
+            )
+            .with_status(),
+            ResourceDef::custom(
+                "multicluster.x-k8s.io",
+                mcs,
+                "serviceimports",
+                "ServiceImport",
+            )
+            .with_status(),
+            ResourceDef::custom(
+                "about.k8s.io",
+                about,
+                "clusterproperties",
+                "ClusterProperty",
+            )
+            .cluster_scoped(),
+            ResourceDef::custom(
+                "networking.istio.io",
+                istio,
+                "workloadentries",
+                "WorkloadEntry",
+            )
+            .with_status(),
+            ResourceDef::custom(
+                "networking.istio.io",
+                istio,
+                "workloadgroups",
+                "WorkloadGroup",
+            ),
+            ResourceDef::custom(
+                "networking.istio.io",
+                istio,
+                "serviceentries",
+                "ServiceEntry",
+            ),
+        ] {
+            self.install_crd(def);
+        }
+    }
+
     /// Stops serving a resource, deletes its objects and ends its watches (as deleting the
     /// CRD would); requests then get 404.
     pub fn uninstall_crd(&self, group: &str, plural: &str) {

@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-mod common;
-
 use bowline_fake_kube::FakeApiServer;
 use bowline_kube::member::{
     MemberError, MemberKubeconfig, MemberKubeconfigOptions, member_kubeconfig,
@@ -214,7 +212,7 @@ async fn the_printed_kubeconfig_reaches_the_cluster_with_the_issued_token() {
 #[tokio::test]
 async fn a_kubernetes_member_reads_the_cluster_through_the_printed_kubeconfig() {
     let cluster = cluster().await;
-    common::install_crds(&cluster.server);
+    cluster.server.install_bowline_crds();
     cluster.server.apply_json(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "cart", "namespace": "shop"},

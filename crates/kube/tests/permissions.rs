@@ -3,8 +3,6 @@
 //! CA, VM tokens) against the fake API server and checks
 //! that every request they make is granted by that table, and that every grant is used.
 
-mod common;
-
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use bowline_fake_kube::FakeApiServer;
@@ -25,7 +23,7 @@ const LEASE_NAMESPACE: &str = "bowline-system";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_granted_and_every_grant_is_used() {
     let server = FakeApiServer::start().await;
-    common::install_crds(&server);
+    server.install_bowline_crds();
     server.apply_json(json!({
         "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
         "metadata": {"name": "cart", "namespace": "shop"},

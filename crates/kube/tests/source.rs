@@ -3,12 +3,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-mod common;
-
 use bowline_fake_kube::FakeApiServer;
 use bowline_kube::{Credentials, KubeMember, WatchOptions};
 use bowline_model::{Change, EventBody, MemberName, ObjectKind, SourceEvent};
-use common::install_crds;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -129,7 +126,7 @@ fn cluster_id(id: &str) -> Value {
 #[tokio::test]
 async fn the_first_event_lists_every_kind_and_later_ones_are_changes() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     server.apply_json(service("cart"));
     server.apply_json(slice("cart-1", "cart", "10.1.0.1"));
     server.apply_json(cluster_id("west"));
@@ -190,7 +187,7 @@ async fn the_first_event_lists_every_kind_and_later_ones_are_changes() {
 #[tokio::test]
 async fn a_member_that_returns_is_relisted_and_deletions_missed_meanwhile_are_caught() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     server.apply_json(service("cart"));
     server.apply_json(slice("cart-1", "cart", "10.1.0.1"));
     server.apply_json(slice("cart-2", "cart", "10.1.0.2"));
@@ -254,7 +251,7 @@ async fn missing_crds_are_reported_and_picked_up_once_installed() {
         "everything else keeps working"
     );
 
-    install_crds(&member.server);
+    member.server.install_bowline_crds();
     member.server.apply_json(cluster_id("west"));
     member
         .until(
@@ -273,7 +270,7 @@ async fn missing_crds_are_reported_and_picked_up_once_installed() {
 #[tokio::test]
 async fn a_refused_credential_is_reported_and_a_rotated_one_used_without_a_restart() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     server.set_token(Some("first".into()));
     server.apply_json(service("cart"));
     let mut member = start(server, "first").await;

@@ -1,14 +1,11 @@
 //! The server-side-apply writer against the fake API server: what is applied, what is left
 //! alone, tampering restored, garbage removed, conflicts and throttling retried.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use bowline_fake_kube::FakeApiServer;
 use bowline_kube::{Credentials, KubeWriter, WriteOptions};
 use bowline_mcs::{WriteKey, WriteKind, WriteSet, writer::Writer};
-use common::install_crds;
 use serde_json::{Value, json};
 
 fn import(ports: &[u16]) -> Value {
@@ -89,7 +86,7 @@ fn writes(server: &FakeApiServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_what_differs_restores_tampering_and_removes_garbage() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     // The user's ServiceExport, whose status is Bowline's; and garbage of an earlier run.
     server.apply_json(json!({
         "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
@@ -227,7 +224,7 @@ async fn applies_what_differs_restores_tampering_and_removes_garbage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_and_throttling_are_retried() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     server.fail_next("patch", "serviceimports", 409, 2);
     let want = desired(&[(WriteKind::ServiceImport, "cart", import(&[80]))]);
     let mut w = writer(&server);
@@ -248,7 +245,7 @@ async fn conflicts_and_throttling_are_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auto_export_is_not_rewritten_for_its_server_set_creation_time() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     let want = desired(&[(
         WriteKind::ServiceExport,
         "cart",
@@ -277,7 +274,7 @@ async fn an_auto_export_is_not_rewritten_for_its_server_set_creation_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_credential_is_used_for_the_next_write() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     server.set_token(Some("first".into()));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -323,7 +320,7 @@ async fn a_rotated_credential_is_used_for_the_next_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_entry_is_put_with_its_status_updated_and_removed() {
     let server = FakeApiServer::start().await;
-    install_crds(&server);
+    server.install_bowline_crds();
     const NAME: &str = "legacy-192.0.2.5";
     let live = |server: &FakeApiServer| {
         server.get(

@@ -668,3 +668,36 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// How long [`eventually`] and [`eventually_async`] wait before they fail: a guard against a
+/// hang, never a timing assertion.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` every 50 ms on this thread until it gives a value; panics naming `what`
+/// after [`EVENTUALLY`].
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Polls `check` every 50 ms on the runtime until it holds; panics naming `what` after
+/// [`EVENTUALLY`].
+pub async fn eventually_async(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
