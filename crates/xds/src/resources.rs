@@ -10,8 +10,8 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use bowline_model::{ClusterId, Endpoint};
-use bowline_views::ClusterSet;
+use bowline_model::{ClusterId, Endpoint, ServiceKey};
+use bowline_views::{ClusterSet, HostService, Import, ServiceView};
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -97,15 +97,17 @@ impl HostPort {
     }
 }
 
-/// Every host port the proxy can reach, by cluster name.
-fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, HostPort> {
-    let mut out = BTreeMap::new();
-    for import in snapshot.outcome.imports.values() {
-        let host = format!(
-            "{}.{}.svc.clusterset.local",
-            import.key.name, import.key.namespace
-        );
-        for port in &import.merged.ports {
+/// The host ports of an import (`<svc>.<ns>.svc.clusterset.local`): the endpoints of the
+/// members that export it and serve the port; only port `only` when given.
+fn import_ports(import: &Import, only: Option<u16>) -> Vec<HostPort> {
+    let host = format!(
+        "{}.{}.svc.clusterset.local",
+        import.key.name, import.key.namespace
+    );
+    let ports = import.merged.ports.iter();
+    ports
+        .filter(|port| only.is_none_or(|p| p == port.port))
+        .map(|port| {
             let sources = import
                 .sources
                 .iter()
@@ -117,65 +119,127 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, Host
                 })
                 .map(|(c, eps)| (c.clone(), eps.clone()))
                 .collect();
-            let hp = HostPort {
+            HostPort {
                 host: host.clone(),
                 port: port.port,
                 port_name: port.name.clone(),
                 http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
                 sources,
-            };
-            out.insert(hp.cluster_name(), hp);
-        }
-    }
-    let Some(member) = proxy.member.as_deref() else {
-        return out;
+            }
+        })
+        .collect()
+}
+
+/// The host ports of `member`'s own Service of a view (`<svc>.<ns>.svc.cluster.local`): its own
+/// endpoints plus those of the members that export the service; only port `only` when given.
+fn own_ports(
+    view: &ServiceView,
+    member: &str,
+    snapshot: &ClusterSet,
+    only: Option<u16>,
+) -> Vec<HostPort> {
+    let Some((own_id, own)) = view.members.iter().find(|(id, _)| id.as_str() == member) else {
+        return Vec::new();
     };
-    for view in snapshot.services.values() {
-        let Some((own_id, own)) = view.members.iter().find(|(id, _)| id.as_str() == member) else {
-            continue;
-        };
-        let Some(service) = own.service.as_deref() else {
-            continue;
-        };
-        let exports = snapshot.outcome.exports.get(&view.key);
-        let mut sources = vec![(own_id.clone(), own.endpoints.clone())];
-        sources.extend(
-            view.members
-                .iter()
-                .filter(|(id, _)| {
-                    *id != own_id && exports.and_then(|e| e.get(*id)).is_some_and(|e| e.exported)
-                })
-                .map(|(id, m)| (id.clone(), m.endpoints.clone())),
-        );
-        let host = format!("{}.{}.svc.cluster.local", view.key.name, view.key.namespace);
-        for port in &service.ports {
-            let hp = HostPort {
-                host: host.clone(),
-                port: port.port,
-                port_name: port.name.clone(),
-                http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
-                sources: sources.clone(),
-            };
+    let Some(service) = own.service.as_deref() else {
+        return Vec::new();
+    };
+    let exports = snapshot.outcome.exports.get(&view.key);
+    let mut sources = vec![(own_id.clone(), own.endpoints.clone())];
+    sources.extend(
+        view.members
+            .iter()
+            .filter(|(id, _)| {
+                *id != own_id && exports.and_then(|e| e.get(*id)).is_some_and(|e| e.exported)
+            })
+            .map(|(id, m)| (id.clone(), m.endpoints.clone())),
+    );
+    let host = format!("{}.{}.svc.cluster.local", view.key.name, view.key.namespace);
+    service
+        .ports
+        .iter()
+        .filter(|port| only.is_none_or(|p| p == port.port))
+        .map(|port| HostPort {
+            host: host.clone(),
+            port: port.port,
+            port_name: port.name.clone(),
+            http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+            sources: sources.clone(),
+        })
+        .collect()
+}
+
+/// The host ports of a ServiceEntry host served under its own name: its member's endpoints.
+fn entry_ports(entry: &HostService, only: Option<u16>) -> Vec<HostPort> {
+    entry
+        .service
+        .ports
+        .iter()
+        .filter(|port| only.is_none_or(|p| p == port.port))
+        .map(|port| HostPort {
+            host: entry.host.clone(),
+            port: port.port,
+            port_name: port.name.clone(),
+            http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+            sources: vec![(entry.cluster.clone(), entry.endpoints.clone())],
+        })
+        .collect()
+}
+
+/// Every host port the proxy can reach, by cluster name (a later source wins a name: imports,
+/// then the member's own Services, then its ServiceEntry hosts).
+fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, HostPort> {
+    let mut out = BTreeMap::new();
+    let mut add = |ports: Vec<HostPort>| {
+        for hp in ports {
             out.insert(hp.cluster_name(), hp);
         }
+    };
+    for import in snapshot.outcome.imports.values() {
+        add(import_ports(import, None));
     }
-    for entry in snapshot
-        .hosts
-        .iter()
-        .filter(|h| h.cluster.as_str() == member)
-    {
-        for port in &entry.service.ports {
-            let hp = HostPort {
-                host: entry.host.clone(),
-                port: port.port,
-                port_name: port.name.clone(),
-                http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
-                sources: vec![(entry.cluster.clone(), entry.endpoints.clone())],
-            };
-            out.insert(hp.cluster_name(), hp);
+    if let Some(member) = proxy.member.as_deref() {
+        for view in snapshot.services.values() {
+            add(own_ports(view, member, snapshot, None));
+        }
+        for entry in snapshot
+            .hosts
+            .iter()
+            .filter(|h| h.cluster.as_str() == member)
+        {
+            add(entry_ports(entry, None));
         }
     }
     out
+}
+
+/// The service a `<svc>.<ns><zone>` host names.
+fn service_of(host: &str, zone: &str) -> Option<ServiceKey> {
+    let (name, namespace) = host.strip_suffix(zone)?.split_once('.')?;
+    Some(ServiceKey::new(namespace, name))
+}
+
+/// The host port named `cluster` (`outbound|<port>||<host>`), as [`host_ports`] would hold it,
+/// found by looking up only the import, Service and ServiceEntry host the name can stand for.
+fn host_port(proxy: &ProxyInfo, snapshot: &ClusterSet, cluster: &str) -> Option<HostPort> {
+    let (port, host) = cluster.strip_prefix("outbound|")?.split_once("||")?;
+    let port: u16 = port.parse().ok()?;
+    let mut found = service_of(host, ".svc.clusterset.local")
+        .and_then(|key| snapshot.outcome.imports.get(&key))
+        .and_then(|import| import_ports(import, Some(port)).pop());
+    if let Some(member) = proxy.member.as_deref() {
+        let view = service_of(host, ".svc.cluster.local").and_then(|k| snapshot.services.get(&k));
+        if let Some(hp) = view.and_then(|v| own_ports(v, member, snapshot, Some(port)).pop()) {
+            found = Some(hp);
+        }
+        let entries = snapshot.hosts.iter();
+        for entry in entries.filter(|h| h.cluster.as_str() == member && h.host == host) {
+            if let Some(hp) = entry_ports(entry, Some(port)).pop() {
+                found = Some(hp);
+            }
+        }
+    }
+    found.filter(|hp| hp.cluster_name() == cluster)
 }
 
 fn ads() -> ConfigSource {
@@ -487,6 +551,18 @@ pub fn generate(
     names: Option<&std::collections::BTreeSet<String>>,
 ) -> BTreeMap<String, Any> {
     let wanted = |name: &str| names.is_none_or(|n| n.contains(name));
+    if let (type_url::ENDPOINT, Some(names)) = (type_url, names) {
+        // Named assignments (what Envoy and gRPC ask for): one lookup per name, not every
+        // host port of the proxy.
+        let found = names.iter().filter_map(|name| {
+            let hp = host_port(proxy, snapshot, name)?;
+            Some((
+                name.clone(),
+                pack_any(load_assignment(&hp, proxy, snapshot)),
+            ))
+        });
+        return found.collect();
+    }
     let ports = host_ports(proxy, snapshot);
     let mut out = BTreeMap::new();
     if type_url == type_url::LISTENER && proxy.kind == ProxyKind::Grpc {
