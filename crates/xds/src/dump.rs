@@ -118,13 +118,8 @@ fn routes(any: &Any) -> Value {
 /// What a connected proxy was last sent, per type, as JSON summaries.
 pub fn sent_dump(connection: &ConnectionStatus) -> Value {
     let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
-        connection
-            .sent
-            .get(t)
-            .into_iter()
-            .flatten()
-            .map(|(_, any)| render(any))
-            .collect()
+        let held = connection.sent.resources(t);
+        held.iter().map(|(_, e)| render(&e.any)).collect()
     };
     json!({
         "node": connection.proxy,

@@ -4,8 +4,7 @@
 //! content in a loop.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
-    hash::{Hash, Hasher},
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -20,7 +19,6 @@ use envoy_types::pb::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         Resource, aggregated_discovery_service_server::AggregatedDiscoveryService,
     },
-    google::protobuf::Any,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -30,22 +28,16 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use bowline_views::ClusterSet;
 
 use crate::{
-    cache::Cache,
+    cache::{Cache, Encoded},
     node::ProxyInfo,
     resources::type_url,
-    status::{Connections, TypeStatus},
+    status::{Connections, Held, TypeStatus},
 };
 
 /// Types that are state-of-the-world: every response holds all of them, and an empty
 /// subscription is a wildcard.
 fn is_wildcard_type(type_url: &str) -> bool {
     matches!(type_url, type_url::CLUSTER | type_url::LISTENER)
-}
-
-fn digest(any: &Any) -> u64 {
-    let mut h = DefaultHasher::new();
-    any.value.hash(&mut h);
-    h.finish()
 }
 
 /// `type.googleapis.com/istio.v1.HealthInformation`: a VM proxy's health report, sent as a
@@ -97,6 +89,11 @@ impl Ads {
             cache: Arc::default(),
             workloads: None,
         }
+    }
+
+    /// The resource cache its streams share (its [`Cache::stats`] count the work done).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
     }
 
     /// Tells `workloads` about every stream (VM registration and health).
@@ -155,22 +152,29 @@ impl Caller {
 struct TypeState {
     /// `None`: wildcard.
     names: Option<BTreeSet<String>>,
-    /// Digest of each resource as last sent.
-    sent: BTreeMap<String, u64>,
     version: u64,
     nonce: Option<String>,
     /// A request of this type was handled (delta: the first one decides wildcard).
     subscribed: bool,
 }
 
-/// Resources to send, names removed, and every subscribed resource.
-type Diff = (Vec<(String, Any)>, Vec<String>, Vec<Any>);
+/// Resources to send, names removed, and every subscribed resource (only when the whole
+/// subscription was diffed).
+type Diff = (Vec<(String, Arc<Encoded>)>, Vec<String>, Vec<Arc<Encoded>>);
+
+/// Builds a stream's response for a type: `(stream, type, snapshot, force, only these names)`.
+type Respond<M> =
+    fn(&mut Stream_, &str, &Arc<ClusterSet>, bool, Option<&BTreeSet<String>>) -> Option<M>;
 
 /// One stream's state.
 struct Stream_ {
     id: u64,
     proxy: Option<ProxyInfo>,
     types: HashMap<String, TypeState>,
+    /// What it was last sent of each type (shared with the connection table's record).
+    held: Held,
+    /// The version of the last snapshot its subscriptions were brought up to date with.
+    seen: u64,
     nonce: u64,
     connections: Connections,
     cache: Arc<Cache>,
@@ -182,6 +186,8 @@ impl Stream_ {
             id,
             proxy: None,
             types: HashMap::new(),
+            held: Held::default(),
+            seen: 0,
             nonce: 0,
             connections,
             cache,
@@ -214,26 +220,45 @@ impl Stream_ {
             caller.accepted = true;
         }
         info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, ?peer, protocol, "proxy connected");
-        self.connections.connect(self.id, proxy.clone(), protocol);
+        let held = self.held.clone();
+        self.connections
+            .connect(self.id, proxy.clone(), protocol, held);
         self.proxy = Some(proxy);
         Ok(())
     }
 
-    /// The responses a new snapshot calls for, one per subscribed type that changed.
-    fn push<M>(
-        &mut self,
-        snapshot: &ClusterSet,
-        respond: fn(&mut Self, &str, &ClusterSet, bool) -> Option<M>,
-    ) -> Vec<M> {
-        let types: Vec<String> = self.types.keys().cloned().collect();
-        let responses: Vec<M> = types
+    /// The responses a new snapshot calls for, one per subscribed type that changed. Only
+    /// the types and names the snapshot's changes touched for this proxy's class are diffed:
+    /// a stream they did not touch does no work.
+    fn push<M>(&mut self, snapshot: &Arc<ClusterSet>, respond: Respond<M>) -> Vec<M> {
+        let Some(proxy) = &self.proxy else {
+            return Vec::new();
+        };
+        let touched = self.cache.touched(proxy, self.seen, snapshot);
+        self.seen = snapshot.version;
+        if touched.is_empty() {
+            return Vec::new();
+        }
+        let work: Vec<(String, Option<BTreeSet<String>>)> = self
+            .types
             .iter()
-            .filter_map(|t| respond(self, t, snapshot, false))
+            .filter_map(|(t, state)| Some((t.clone(), touched.of(t, state.names.as_ref())?)))
+            .collect();
+        let responses: Vec<M> = work
+            .iter()
+            .filter_map(|(t, only)| respond(self, t, snapshot, false, only.as_ref()))
             .collect();
         for _ in &responses {
             self.connections.pushed(snapshot.published);
         }
         responses
+    }
+
+    /// A request is answered from `snapshot`: the first one sets where pushes start from.
+    fn answering(&mut self, snapshot: &ClusterSet) {
+        if self.seen == 0 {
+            self.seen = snapshot.version;
+        }
     }
 
     fn next_nonce(&mut self) -> String {
@@ -276,48 +301,62 @@ impl Stream_ {
 
     /// What changed for a type since the last response: (resources to send, removed names,
     /// every subscribed resource). `force` answers even when nothing changed (first request).
-    fn diff(&mut self, type_url: &str, snapshot: &ClusterSet, force: bool) -> Option<Diff> {
+    /// With `only`, just those subscribed names are compared (the others are known current).
+    fn diff(
+        &mut self,
+        type_url: &str,
+        snapshot: &Arc<ClusterSet>,
+        force: bool,
+        only: Option<&BTreeSet<String>>,
+    ) -> Option<Diff> {
         let proxy = self.proxy.as_ref()?;
-        let names = self.types.get(type_url)?.names.clone();
+        let state = self.types.get_mut(type_url)?;
         let all = match known_type(type_url) {
-            Some(t) => self.cache.get(t, proxy, snapshot, names.as_ref()),
+            Some(t) => self
+                .cache
+                .get(t, proxy, snapshot, only.or(state.names.as_ref())),
             None => Default::default(),
         };
-        let state = self.types.get_mut(type_url)?;
-        let wanted = |name: &String| state.names.as_ref().is_none_or(|n| n.contains(name));
-        let current: Vec<(&String, &(Any, u64))> = all.iter().filter(|(n, _)| wanted(n)).collect();
-        let changed: Vec<(String, Any)> = current
-            .iter()
-            .filter(|(name, (_, d))| state.sent.get(*name) != Some(d))
-            .map(|(name, (any, _))| ((*name).clone(), any.clone()))
-            .collect();
-        let removed: Vec<String> = state
-            .sent
-            .keys()
-            .filter(|n| !current.iter().any(|(c, _)| c == n))
-            .cloned()
-            .collect();
-        if changed.is_empty() && removed.is_empty() && !force {
-            return None;
-        }
-        state.sent = current
-            .iter()
-            .map(|(n, (_, d))| ((*n).clone(), *d))
-            .collect();
+        let in_scope = |name: &String| only.is_none_or(|o| o.contains(name));
+        let wanted =
+            |name: &String| in_scope(name) && state.names.as_ref().is_none_or(|n| n.contains(name));
+        let diff = self.held.with(type_url, |held| {
+            let current: Vec<(&String, &Arc<Encoded>)> =
+                all.iter().filter(|(n, _)| wanted(n)).collect();
+            let mut changed = Vec::new();
+            for (name, now) in &current {
+                match held.get_mut(*name) {
+                    Some(was) if was.digest == now.digest => {
+                        // Equal: hold the cache's copy, so that the old one can go.
+                        if !Arc::ptr_eq(was, now) {
+                            *was = (*now).clone();
+                        }
+                    }
+                    _ => changed.push(((*name).clone(), (*now).clone())),
+                }
+            }
+            let removed: Vec<String> = held
+                .keys()
+                .filter(|n| in_scope(n) && !(all.contains_key(*n) && wanted(n)))
+                .cloned()
+                .collect();
+            if changed.is_empty() && removed.is_empty() && !force {
+                return None;
+            }
+            for name in &removed {
+                held.remove(name);
+            }
+            for (name, now) in &changed {
+                held.insert(name.clone(), now.clone());
+            }
+            let everything = match only {
+                Some(_) => Vec::new(),
+                None => current.into_iter().map(|(_, e)| e.clone()).collect(),
+            };
+            Some((changed, removed, everything))
+        })?;
         state.version += 1;
-        self.connections.record_sent(
-            self.id,
-            type_url,
-            current
-                .iter()
-                .map(|(n, (any, _))| ((*n).clone(), any.clone()))
-                .collect(),
-        );
-        let everything = current
-            .into_iter()
-            .map(|(_, (any, _))| any.clone())
-            .collect();
-        Some((changed, removed, everything))
+        Some(diff)
     }
 }
 
@@ -337,15 +376,20 @@ fn known_type(type_url: &str) -> Option<&'static str> {
 fn sotw_response(
     stream: &mut Stream_,
     type_url: &str,
-    snapshot: &ClusterSet,
+    snapshot: &Arc<ClusterSet>,
     force: bool,
+    only: Option<&BTreeSet<String>>,
 ) -> Option<DiscoveryResponse> {
-    let (changed, _removed, everything) = stream.diff(type_url, snapshot, force)?;
+    let (changed, _removed, everything) = stream.diff(type_url, snapshot, force, only)?;
     let state = stream.types.get(type_url)?;
-    let resources: Vec<Any> = if is_wildcard_type(type_url) {
-        everything
+    // The one copy of a resource's bytes per stream: a response owns its `Any`s.
+    let resources = if is_wildcard_type(type_url) {
+        everything.iter().map(|e| e.any.clone()).collect()
     } else {
-        changed.into_iter().map(|(_, a)| a).collect()
+        changed
+            .iter()
+            .map(|(_, e)| e.any.clone())
+            .collect::<Vec<_>>()
     };
     let version_info = state.version.to_string();
     let nonce = stream.next_nonce();
@@ -418,7 +462,8 @@ impl AggregatedDiscoveryService for Ads {
                             state.names = subscription;
                             stream.record(&type_url, |t| t.subscribed = state_names(&stream_names(&stream, &type_url)));
                             let snapshot = snapshots.borrow().clone();
-                            if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed)
+                            stream.answering(&snapshot);
+                            if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed, None)
                                 && tx.send(Ok(response)).await.is_err()
                             {
                                 break;
@@ -497,11 +542,12 @@ impl AggregatedDiscoveryService for Ads {
                             for name in &request.resource_names_unsubscribe {
                                 if name == "*" { wildcard = false }
                                 names.remove(name);
-                                state.sent.remove(name);
+                                stream.held.with(&type_url, |held| held.remove(name));
                             }
                             state.names = if wildcard { None } else { Some(names) };
                             let snapshot = snapshots.borrow().clone();
-                            if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, first)
+                            stream.answering(&snapshot);
+                            if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, first, None)
                                 && tx.send(Ok(response)).await.is_err()
                             {
                                 break;
@@ -544,10 +590,11 @@ fn state_names(names: &Option<BTreeSet<String>>) -> Vec<String> {
 fn delta_response(
     stream: &mut Stream_,
     type_url: &str,
-    snapshot: &ClusterSet,
+    snapshot: &Arc<ClusterSet>,
     force: bool,
+    only: Option<&BTreeSet<String>>,
 ) -> Option<DeltaDiscoveryResponse> {
-    let (changed, removed, _) = stream.diff(type_url, snapshot, force)?;
+    let (changed, removed, _) = stream.diff(type_url, snapshot, force, only)?;
     let version = stream.types.get(type_url)?.version.to_string();
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
@@ -557,9 +604,9 @@ fn delta_response(
         resources: changed
             .into_iter()
             .map(|(name, resource)| Resource {
-                version: format!("{:x}", digest(&resource)),
+                version: format!("{:x}", resource.digest),
                 name,
-                resource: Some(resource),
+                resource: Some(resource.any.clone()),
                 ..Default::default()
             })
             .collect(),

@@ -12,9 +12,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
-use envoy_types::pb::google::protobuf::Any;
-
-use crate::node::ProxyInfo;
+use crate::{cache::Encoded, node::ProxyInfo};
 
 /// Per-type state of a connection as shown in debug views.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -40,9 +38,39 @@ pub struct ConnectionStatus {
     pub protocol: &'static str,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
-    /// Per type URL, the resources of the last response (shared with the resource cache).
+    /// What the stream holds, per type (shared with the stream and the resource cache).
     #[serde(skip)]
-    pub sent: BTreeMap<String, Vec<(String, Any)>>,
+    pub sent: Held,
+}
+
+/// The resources a stream holds, per type URL and name, as last sent: the cache's shared
+/// entries, not copies. The stream updates it after each response; the debug views read it.
+#[derive(Clone, Debug, Default)]
+pub struct Held(
+    /// Guards the record between the stream's task and a debug view reading it; held only
+    /// to update or copy it, never across an await.
+    Arc<Mutex<BTreeMap<String, ByName>>>,
+);
+
+/// Shared resources by name.
+type ByName = BTreeMap<String, Arc<Encoded>>;
+
+impl Held {
+    /// The resources held of `type_url`, by name.
+    pub fn resources(&self, type_url: &str) -> Vec<(String, Arc<Encoded>)> {
+        let held = self.0.lock();
+        let of_type = held.get(type_url).into_iter().flatten();
+        of_type.map(|(n, e)| (n.clone(), e.clone())).collect()
+    }
+
+    /// Reads or updates the resources held of `type_url`.
+    pub(crate) fn with<R>(&self, type_url: &str, f: impl FnOnce(&mut ByName) -> R) -> R {
+        let mut held = self.0.lock();
+        match held.get_mut(type_url) {
+            Some(of_type) => f(of_type),
+            None => f(held.entry(type_url.to_string()).or_default()),
+        }
+    }
 }
 
 struct Inner {
@@ -69,14 +97,14 @@ impl Default for Inner {
 pub struct Connections(Arc<Inner>);
 
 impl Connections {
-    pub(crate) fn connect(&self, id: u64, proxy: ProxyInfo, protocol: &'static str) {
+    pub(crate) fn connect(&self, id: u64, proxy: ProxyInfo, protocol: &'static str, sent: Held) {
         self.0.connections.lock().insert(
             id,
             ConnectionStatus {
                 proxy,
                 protocol,
                 types: BTreeMap::new(),
-                sent: BTreeMap::new(),
+                sent,
             },
         );
     }
@@ -88,13 +116,6 @@ impl Connections {
     pub(crate) fn update_type(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(c) = self.0.connections.lock().get_mut(&id) {
             f(c.types.entry(type_url.to_string()).or_default());
-        }
-    }
-
-    /// Records what a stream now holds of a type after a response: every subscribed resource.
-    pub(crate) fn record_sent(&self, id: u64, type_url: &str, resources: Vec<(String, Any)>) {
-        if let Some(c) = self.0.connections.lock().get_mut(&id) {
-            c.sent.insert(type_url.to_string(), resources);
         }
     }
 

@@ -1,0 +1,394 @@
+//! The resource cache across snapshots of the views stage: what a change regenerates (counted),
+//! what it makes streams diff, and that per-name generation equals the wildcard one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use bowline_mcs::{Controller, McsConfig};
+use bowline_model::{
+    Network, Object,
+    export::{ExportDefault, ExportPolicy},
+    labels,
+};
+use bowline_registry::{MemberConfig, Registry};
+use bowline_test_support::*;
+use bowline_views::{ClusterSet, Input, Views};
+use bowline_xds::{
+    cache::{Cache, Names, Touched},
+    node::ProxyInfo,
+    resources::{generate, type_url},
+    server::Ads,
+    status::Connections,
+};
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+    },
+    google::protobuf::{Struct, Value, value::Kind},
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+const ECHO: &str = "outbound|80||echo.demo.svc.clusterset.local";
+const ECHO_LOCAL: &str = "outbound|80||echo.demo.svc.cluster.local";
+const OTHER: &str = "outbound|80||other.demo.svc.clusterset.local";
+
+/// A ClusterSet of two members built through the views stage, changed step by step.
+struct Set {
+    registry: Registry,
+    controller: Controller,
+    views: Views,
+}
+
+fn echo_slice(endpoints: &[&str]) -> Object {
+    let mut slice = slice("demo", "echo-w", "echo").port("http", 8080);
+    for (i, address) in endpoints.iter().enumerate() {
+        slice = slice.endpoint(ep(address).pod(&format!("w{i}")).zone("z2"));
+    }
+    slice.build()
+}
+
+impl Set {
+    fn new() -> Self {
+        let mut registry = Registry::new(
+            "demo",
+            [("east", "net-east"), ("west", "net-west")].map(|(m, n)| MemberConfig {
+                name: member(m),
+                id: Some(m.into()),
+                network: Network::new(n),
+            }),
+        );
+        for (m, ip, address) in [
+            ("east", "10.96.0.10", "10.1.0.1"),
+            ("west", "10.97.0.10", ""),
+        ] {
+            let mut objects = vec![
+                namespace("demo", &[]),
+                service("demo", "echo")
+                    .cluster_ips(&[ip])
+                    .port("http", 80)
+                    .build(),
+                service("demo", "other").port("http", 80).build(),
+                slice("demo", &format!("other-{m}"), "other")
+                    .port("http", 8080)
+                    .endpoint(ep(if m == "east" { "10.1.1.1" } else { "10.2.1.1" }).pod("o"))
+                    .build(),
+            ];
+            if m == "east" {
+                objects.push(
+                    slice("demo", "echo-e", "echo")
+                        .port("http", 8080)
+                        .endpoint(ep(address).pod("e1").zone("z1"))
+                        .build(),
+                );
+            } else {
+                objects.push(echo_slice(&["10.2.0.1"]));
+                objects.push(
+                    service("istio-system", "eastwest")
+                        .label(labels::NETWORK, "net-west")
+                        .port("tls", 15443)
+                        .external("192.0.2.20")
+                        .build(),
+                );
+            }
+            registry.apply(reset(m, objects));
+        }
+        let controller = Controller::new(
+            McsConfig {
+                policy: ExportPolicy {
+                    default: ExportDefault::All,
+                    cluster_local: vec![],
+                },
+                pools: vec!["241.0.0.0/16".parse().unwrap()],
+            },
+            BTreeMap::new(),
+        );
+        Self {
+            registry,
+            controller,
+            views: Views::default(),
+        }
+    }
+
+    fn snapshot(&mut self) -> Arc<ClusterSet> {
+        let input = Input::read(&self.registry);
+        let outcome = self
+            .controller
+            .reconcile(&input.mcs, "2026-11-22T00:00:00Z".parse().unwrap());
+        self.views.next(input, outcome)
+    }
+
+    fn apply(&mut self, member: &str, objects: Vec<Object>) -> Arc<ClusterSet> {
+        self.registry.apply(applied(member, objects));
+        self.snapshot()
+    }
+}
+
+fn node(id: &str, agent: &str, member: &str, network: &str) -> Node {
+    let s = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.into())),
+    };
+    Node {
+        id: id.into(),
+        user_agent_name: agent.into(),
+        metadata: Some(Struct {
+            fields: [
+                ("CLUSTER_ID", s(member)),
+                ("NETWORK", s(network)),
+                ("INSTANCE_IPS", s("10.1.0.99")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn proxy(agent: &str, member: &str) -> ProxyInfo {
+    ProxyInfo::from_node(&node("p", agent, member, &format!("net-{member}")))
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+const TYPES: [&str; 4] = [
+    type_url::CLUSTER,
+    type_url::ENDPOINT,
+    type_url::LISTENER,
+    type_url::ROUTE,
+];
+
+/// Asks for everything an Envoy of east holds: the wildcard types and three assignments.
+fn ask_all(cache: &Cache, proxy: &ProxyInfo, snapshot: &Arc<ClusterSet>) {
+    for t in TYPES {
+        let subscribed = names(&[ECHO, ECHO_LOCAL, OTHER]);
+        let named = (t == type_url::ENDPOINT).then_some(&subscribed);
+        cache.get(t, proxy, snapshot, named);
+    }
+}
+
+fn generated(cache: &Cache) -> Vec<u64> {
+    let stats = cache.stats();
+    TYPES
+        .iter()
+        .map(|t| stats.generated.get(t).copied().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn an_endpoint_change_regenerates_only_the_assignments_of_its_service() {
+    let mut set = Set::new();
+    let cache = Cache::default();
+    let envoy = proxy("envoy", "east");
+    let first = set.snapshot();
+    ask_all(&cache, &envoy, &first);
+    // CDS, EDS (one per name), LDS, RDS.
+    assert_eq!(generated(&cache), [1, 3, 1, 1]);
+    ask_all(&cache, &envoy, &first);
+    assert_eq!(generated(&cache), [1, 3, 1, 1], "cached");
+
+    // One more endpoint of echo in west: echo's two assignments, nothing else.
+    let second = set.apply("west", vec![echo_slice(&["10.2.0.1", "10.2.0.2"])]);
+    let touched = cache.touched(&envoy, first.version, &second);
+    assert_eq!(
+        touched,
+        Touched {
+            shape: false,
+            eds: Names::Some(names(&[ECHO, ECHO_LOCAL])),
+        }
+    );
+    ask_all(&cache, &envoy, &second);
+    assert_eq!(generated(&cache), [1, 5, 1, 1]);
+    assert_eq!(
+        touched.of(type_url::ENDPOINT, Some(&names(&[OTHER]))),
+        None,
+        "a stream of other only has nothing to diff"
+    );
+    assert_eq!(touched.of(type_url::CLUSTER, None), None);
+
+    // A new port of echo in east: east's clusters, listeners and routes change.
+    let service = service("demo", "echo")
+        .cluster_ips(&["10.96.0.10"])
+        .port("http", 80)
+        .port("grpc", 9090)
+        .build();
+    let third = set.apply("east", vec![service]);
+    let touched = cache.touched(&envoy, second.version, &third);
+    assert!(touched.shape, "{touched:?}");
+    ask_all(&cache, &envoy, &third);
+    let [cds, _, lds, rds] = generated(&cache)[..] else {
+        unreachable!()
+    };
+    assert_eq!((cds, lds, rds), (2, 2, 2));
+    // And a stream that skipped the middle snapshot sees both changes.
+    let skipped = cache.touched(&envoy, first.version, &third);
+    assert!(skipped.shape);
+    assert!(matches!(&skipped.eds, Names::Some(n) if n.contains(ECHO)));
+
+    // Every cached resource equals what is generated from scratch.
+    for t in TYPES {
+        let subscribed = names(&[ECHO, ECHO_LOCAL, OTHER]);
+        let named = (t == type_url::ENDPOINT).then_some(&subscribed);
+        let cached = cache.get(t, &envoy, &third, named);
+        let fresh = generate(t, &envoy, &third, named);
+        let cached: BTreeMap<String, _> = cached
+            .iter()
+            .map(|(n, e)| (n.clone(), e.any.clone()))
+            .collect();
+        assert_eq!(cached, fresh, "{t}");
+    }
+}
+
+#[test]
+fn a_gateway_change_regenerates_every_assignment_but_no_cluster() {
+    let mut set = Set::new();
+    let cache = Cache::default();
+    let envoy = proxy("envoy", "east");
+    let first = set.snapshot();
+    ask_all(&cache, &envoy, &first);
+    let gateway = service("istio-system", "eastwest")
+        .label(labels::NETWORK, "net-west")
+        .port("tls", 15443)
+        .external("192.0.2.21")
+        .build();
+    let second = set.apply("west", vec![gateway]);
+    assert_eq!(
+        cache.touched(&envoy, first.version, &second),
+        Touched {
+            shape: false,
+            eds: Names::All
+        }
+    );
+    ask_all(&cache, &envoy, &second);
+    assert_eq!(generated(&cache), [1, 6, 1, 1]);
+}
+
+#[test]
+fn named_assignments_equal_those_of_the_wildcard() {
+    let mut set = Set::new();
+    let snapshot = set.snapshot();
+    for proxy in [
+        proxy("envoy", "east"),
+        proxy("envoy", "west"),
+        proxy("gRPC Python", "east"),
+        ProxyInfo::from_node(&node("p", "envoy", "", "")),
+    ] {
+        let all = generate(type_url::ENDPOINT, &proxy, &snapshot, None);
+        assert!(all.len() >= 3, "{:?}", all.keys());
+        for (name, any) in &all {
+            let one = generate(type_url::ENDPOINT, &proxy, &snapshot, Some(&names(&[name])));
+            assert_eq!(one.get(name), Some(any), "{name} for {proxy:?}");
+        }
+        let unknown = names(&[
+            "outbound|81||echo.demo.svc.clusterset.local",
+            "outbound|080||x",
+        ]);
+        assert!(generate(type_url::ENDPOINT, &proxy, &snapshot, Some(&unknown)).is_empty());
+    }
+}
+
+struct Client {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: tonic::Streaming<DiscoveryResponse>,
+}
+
+impl Client {
+    async fn open(addr: std::net::SocketAddr, id: &str, cluster: &str) -> Self {
+        let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let (tx, requests) = mpsc::channel(16);
+        let rx = grpc
+            .stream_aggregated_resources(ReceiverStream::new(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut client = Self { tx, rx };
+        client
+            .send(Some(node(id, "gRPC Python", "east", "net-east")), cluster)
+            .await;
+        assert_eq!(client.recv().await.version_info, "1");
+        client
+    }
+
+    async fn send(&self, node: Option<Node>, cluster: &str) {
+        let request = DiscoveryRequest {
+            node,
+            type_url: type_url::ENDPOINT.into(),
+            resource_names: vec![cluster.into()],
+            ..Default::default()
+        };
+        self.tx.send(request).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("a response")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Two streams of one class, subscribed to different assignments: a change of one's service
+/// is diffed and sent by that stream only (the clients do not ACK, so that every diff counted
+/// is a push's).
+#[tokio::test]
+async fn only_the_streams_subscribed_to_a_changed_assignment_diff_it() {
+    let mut set = Set::new();
+    let (snapshots, rx) = watch::channel(set.snapshot());
+    let ads = Ads::new(rx, Connections::default());
+    let cache = ads.cache().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(listener, ads, std::future::pending()));
+    let mut echo = Client::open(addr, "echo-client", ECHO).await;
+    let mut other = Client::open(addr, "other-client", OTHER).await;
+    let before = cache.stats();
+
+    let echo_change = |endpoints: &[&str]| echo_slice(endpoints);
+    // West's endpoints are behind its gateway for east's proxies: a change shows in the
+    // gateway's weight, the number of endpoints behind it.
+    let other_change = |addresses: &[&str]| {
+        let mut slice = slice("demo", "other-west", "other").port("http", 8080);
+        for (i, address) in addresses.iter().enumerate() {
+            slice = slice.endpoint(ep(address).pod(&format!("o{i}")));
+        }
+        slice.build()
+    };
+    // Each stream's next response is the one for its own change: the version counts them.
+    snapshots
+        .send(set.apply("west", vec![echo_change(&["10.2.0.1", "10.2.0.2"])]))
+        .unwrap();
+    assert_eq!(echo.recv().await.version_info, "2");
+    snapshots
+        .send(set.apply("west", vec![other_change(&["10.2.1.1", "10.2.1.2"])]))
+        .unwrap();
+    assert_eq!(other.recv().await.version_info, "2");
+    snapshots
+        .send(set.apply("west", vec![echo_change(&["10.2.0.1"])]))
+        .unwrap();
+    assert_eq!(echo.recv().await.version_info, "3");
+    snapshots
+        .send(set.apply("west", vec![other_change(&["10.2.1.1"])]))
+        .unwrap();
+    assert_eq!(other.recv().await.version_info, "3");
+
+    let after = cache.stats();
+    assert_eq!(
+        after.lookups - before.lookups,
+        4,
+        "one diff per change, by the stream subscribed"
+    );
+    let eds = |s: &bowline_xds::cache::Stats| s.generated[type_url::ENDPOINT];
+    assert_eq!(eds(&after) - eds(&before), 4, "one assignment per change");
+}
