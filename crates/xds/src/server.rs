@@ -461,6 +461,11 @@ impl AggregatedDiscoveryService for Ads {
                             let resubscribed = state.names != subscription;
                             state.names = subscription;
                             stream.record(&type_url, |t| t.subscribed = state_names(&stream_names(&stream, &type_url)));
+                            if !first && !resubscribed {
+                                // An ACK or NACK of an unchanged subscription: what changed
+                                // since is the next push's (as a delta ACK).
+                                continue;
+                            }
                             let snapshot = snapshots.borrow().clone();
                             stream.answering(&snapshot);
                             if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed, None)
