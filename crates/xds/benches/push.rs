@@ -102,11 +102,9 @@ async fn run(n: usize) {
     let (snapshots, rx) = watch::channel(snapshot(&registry, &mut controller, &mut views));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(bowline_xds::serve(
-        listener,
-        Ads::new(rx, Connections::default()),
-        std::future::pending(),
-    ));
+    let ads = Ads::new(rx, Connections::default());
+    let cache = ads.cache().clone();
+    tokio::spawn(bowline_xds::serve(listener, ads, std::future::pending()));
 
     let before = rss_kib();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
@@ -156,6 +154,7 @@ async fn run(n: usize) {
     let per_stream = (rss_kib().saturating_sub(before)) as f64 / n as f64;
 
     let (mut fan_out, mut end_to_end) = (Vec::new(), Vec::new());
+    let stats = cache.stats();
     for round in 0..10 {
         let flip = round % 2 == 0;
         let change = applied("m3", vec![scale_slice(3, 42, 0, ENDPOINTS, flip)]);
@@ -170,16 +169,22 @@ async fn run(n: usize) {
         fan_out.push(published.elapsed());
         end_to_end.push(changed.elapsed());
     }
+    let work = cache.stats();
+    let eds = |s: &bowline_xds::cache::Stats| s.generated.get(type_url::ENDPOINT).copied();
+    let generated = eds(&work).unwrap_or(0) - eds(&stats).unwrap_or(0);
+    let diffs = work.lookups - stats.lookups;
     let median = |v: &mut Vec<std::time::Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e3
     };
     println!(
-        "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} KiB |",
+        "| {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} KiB | {} / {} |",
         median(&mut end_to_end),
         median(&mut fan_out),
         fan_out.iter().max().unwrap().as_secs_f64() * 1e3,
-        per_stream
+        per_stream,
+        generated / 10,
+        diffs / 10,
     );
 }
 
@@ -189,9 +194,9 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "| streams | registry change to all streams, median of 10 | snapshot to all streams, median | slowest | memory per stream (client and server) |"
+        "| streams | registry change to all streams, median of 10 | snapshot to all streams, median | slowest | memory per stream (client and server) | per change: assignments generated / streams diffing |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for n in [100, 1_000] {
         runtime.block_on(run(n));
     }
