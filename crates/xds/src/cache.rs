@@ -217,6 +217,8 @@ pub struct Stats {
     pub generated: BTreeMap<&'static str, u64>,
     /// Calls of [`Cache::get`] (a stream diffing a type).
     pub lookups: u64,
+    /// Proxy classes holding entries.
+    pub classes: usize,
 }
 
 #[derive(Default)]
@@ -225,6 +227,8 @@ struct Inner {
     snapshot: Option<Arc<ClusterSet>>,
     /// Per class, per type and name (`None`: every resource of the type).
     classes: HashMap<Class, HashMap<(&'static str, Option<String>), Resources>>,
+    /// Streams per class that [`Cache::join`]ed: a class's entries go with its last stream.
+    streams: HashMap<Class, usize>,
     /// Recent transitions as `(from, to, what they invalidated)`, oldest first.
     log: VecDeque<(u64, u64, Arc<Invalidation>)>,
     stats: Stats,
@@ -304,9 +308,36 @@ impl Cache {
         touched
     }
 
+    /// A stream of `proxy`'s class started.
+    pub fn join(&self, proxy: &ProxyInfo) {
+        *self
+            .inner
+            .lock()
+            .streams
+            .entry(Class::of(proxy))
+            .or_default() += 1;
+    }
+
+    /// A stream of `proxy`'s class ended: the last one of a class takes its entries along.
+    pub fn leave(&self, proxy: &ProxyInfo) {
+        let class = Class::of(proxy);
+        let mut inner = self.inner.lock();
+        if let Some(count) = inner.streams.get_mut(&class) {
+            *count -= 1;
+            if *count == 0 {
+                inner.streams.remove(&class);
+                inner.classes.remove(&class);
+            }
+        }
+    }
+
     /// The work done so far.
     pub fn stats(&self) -> Stats {
-        self.inner.lock().stats.clone()
+        let inner = self.inner.lock();
+        Stats {
+            classes: inner.classes.len(),
+            ..inner.stats.clone()
+        }
     }
 }
 

@@ -223,6 +223,7 @@ impl Stream_ {
         let held = self.held.clone();
         self.connections
             .connect(self.id, proxy.clone(), protocol, held);
+        self.cache.join(&proxy);
         self.proxy = Some(proxy);
         Ok(())
     }
@@ -357,6 +358,14 @@ impl Stream_ {
         })?;
         state.version += 1;
         Some(diff)
+    }
+}
+
+impl Drop for Stream_ {
+    fn drop(&mut self) {
+        if let Some(proxy) = &self.proxy {
+            self.cache.leave(proxy);
+        }
     }
 }
 

@@ -273,6 +273,25 @@ fn a_gateway_change_regenerates_every_assignment_but_no_cluster() {
 }
 
 #[test]
+fn a_class_keeps_its_entries_until_its_last_stream_leaves() {
+    let mut set = Set::new();
+    let cache = Cache::default();
+    let snapshot = set.snapshot();
+    let (envoy, grpc) = (proxy("envoy", "east"), proxy("gRPC Python", "east"));
+    for p in [&envoy, &envoy, &grpc] {
+        cache.join(p);
+        ask_all(&cache, p, &snapshot);
+    }
+    assert_eq!(cache.stats().classes, 2);
+    cache.leave(&envoy);
+    assert_eq!(cache.stats().classes, 2, "one envoy stream is left");
+    cache.leave(&envoy);
+    assert_eq!(cache.stats().classes, 1);
+    cache.leave(&grpc);
+    assert_eq!(cache.stats().classes, 0);
+}
+
+#[test]
 fn named_assignments_equal_those_of_the_wildcard() {
     let mut set = Set::new();
     let snapshot = set.snapshot();
