@@ -446,6 +446,51 @@ pub fn answer(view: &View, qname: &str, qtype: QType) -> Answer {
     Answer::code("", Rcode::Refused)
 }
 
+/// The zones an answer can come from (what [`Dependency`] names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ZoneId {
+    /// `clusterset.local`.
+    ClusterSet,
+    /// `cluster.local`.
+    Local,
+}
+
+/// What the answer to a name depends on in its [`View`], as [`answer`] reads it: the zone's
+/// state (`synced`, and for `cluster.local` its member), the namespace, and the service whose
+/// names it is under. Answers whose dependency did not change between two views are equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    /// Nothing: a name outside both zones (always refused).
+    Nothing,
+    /// The zone's state only (its apex, `dns-version`, names not ending in `svc`).
+    Zone(ZoneId),
+    /// The zone's state and whether a namespace exists (`<ns>.svc`, odd names below it).
+    Namespace(ZoneId, String),
+    /// The zone's state, the namespace and one service (every name at or below
+    /// `<svc>.<ns>.svc`).
+    Service(ZoneId, ServiceKey),
+}
+
+/// What the answer to `qname` depends on (see [`Dependency`]); the same parsing as [`answer`].
+pub fn dependency(qname: &str) -> Dependency {
+    let name = qname.trim_end_matches('.').to_ascii_lowercase();
+    let (zone, prefix) = if let Some(prefix) = split_zone(&name, ZONE) {
+        (ZoneId::ClusterSet, prefix)
+    } else if let Some(prefix) = split_zone(&name, LOCAL_ZONE) {
+        (ZoneId::Local, prefix)
+    } else {
+        return Dependency::Nothing;
+    };
+    let labels: Vec<&str> = prefix.split('.').collect();
+    match labels.as_slice() {
+        [.., service, namespace, "svc"] => {
+            Dependency::Service(zone, ServiceKey::new(*namespace, *service))
+        }
+        [namespace, "svc"] => Dependency::Namespace(zone, namespace.to_string()),
+        _ => Dependency::Zone(zone),
+    }
+}
+
 /// Answers `<prefix>.<zone>`.
 fn answer_in(zone: &Zone<'_>, prefix: &str, qtype: QType) -> Answer {
     let apex = zone.apex;

@@ -3,9 +3,15 @@
 //!
 //! ```text
 //!  MCS imports + ClusterSet namespaces ──► View ──► answer(qname, qtype) ──► Answer
-//!                                                   (pure: rcode, answers, additionals)
+//!                                           │       (pure: rcode, answers, additionals)
+//!                                           ▼
+//!  UDP query ──► receive loop ──► Cache ──hit──► copy, patch id/flags/question ──► send
+//!                (one per socket)   └──miss──► reference path: answer + hickory encoding
+//!  TCP query ──► hickory-server ──────────────► reference path
 //! ```
 
 pub mod answer;
+pub mod cache;
 pub mod server;
+mod udp;
 pub mod zone;

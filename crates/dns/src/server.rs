@@ -1,21 +1,32 @@
-//! The DNS server: hickory's UDP and TCP transports with Bowline's request handler, which
-//! answers from the latest [`View`] (a `watch` snapshot; no lock is held while sending).
+//! The DNS server: Bowline's own UDP receive loops (one per `SO_REUSEPORT` socket, answering
+//! from a per-loop cache of encoded answers, [`crate::cache`]) and hickory's TCP transport,
+//! both over the same reference path, which answers from the latest [`View`] (a `watch`
+//! snapshot; no lock is held while sending).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
+pub use hickory_server::net::xfer::Protocol;
 use hickory_server::{
     Server,
-    net::{runtime::Time, xfer::Protocol},
+    net::runtime::Time,
     proto::{
-        op::{Edns, Metadata, ResponseCode},
+        op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
         rr::{
             Name, RData as HRData, Record as HRecord, RecordType,
             rdata::{A, AAAA, CNAME, SOA, SRV, TXT},
         },
-        serialize::binary::BinEncoder,
+        serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
+    zone_handler::{MessageResponseBuilder, Queries},
 };
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -33,10 +44,11 @@ use crate::{
 pub type Observe = Arc<dyn Fn(&'static str, &'static str, Duration) + Send + Sync>;
 
 /// Answers queries from the latest view.
+#[derive(Clone)]
 pub struct Handler {
-    views: watch::Receiver<Arc<View>>,
+    pub(crate) views: watch::Receiver<Arc<View>>,
     ttl: u32,
-    counters: Observe,
+    pub(crate) counters: Observe,
 }
 
 impl Handler {
@@ -80,7 +92,7 @@ fn record(apex: &str, r: &Record, ttl: u32) -> HRecord {
     HRecord::from_rdata(name(&r.name), ttl_of(&r.data, ttl), data)
 }
 
-fn qtype(t: RecordType) -> QType {
+pub(crate) fn qtype(t: RecordType) -> QType {
     match t {
         RecordType::A => QType::A,
         RecordType::AAAA => QType::Aaaa,
@@ -91,49 +103,57 @@ fn qtype(t: RecordType) -> QType {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
-        let start = std::time::Instant::now();
+/// A response ready to be built: header, EDNS and sections, with the metric labels.
+pub(crate) struct Prepared {
+    metadata: Metadata,
+    edns: Option<Edns>,
+    answers: Vec<HRecord>,
+    soa: Vec<HRecord>,
+    additionals: Vec<HRecord>,
+    /// The query type, or empty without a query (metrics).
+    pub(crate) qtype: &'static str,
+    /// The response code (metrics).
+    pub(crate) rcode: &'static str,
+}
+
+impl Handler {
+    /// The response to `request` from `view`: the reference path, which the cache of encoded
+    /// answers stores the output of.
+    pub(crate) fn prepare(&self, view: &View, request: &Request) -> Prepared {
         // RFC 6891 §6.1.1: a query with an OPT record gets one back, with our payload size.
         let edns = request.edns.as_ref().map(|theirs| {
             let mut ours = Edns::new();
             ours.set_max_payload(theirs.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             ours
         });
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
+        let error = |rcode: ResponseCode, qtype, label| {
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = rcode;
+            Prepared {
+                metadata,
+                edns: edns.clone(),
+                answers: Vec::new(),
+                soa: Vec::new(),
+                additionals: Vec::new(),
+                qtype,
+                rcode: label,
+            }
+        };
         let Some(query) = request.queries.queries().first() else {
-            let msg = builder.error_msg(&request.metadata, ResponseCode::FormErr);
-            (self.counters)("", "FORMERR", start.elapsed());
-            return response
-                .send_response(msg)
-                .await
-                .unwrap_or_else(|_| failed(request));
+            return error(ResponseCode::FormErr, "", "FORMERR");
         };
         let query = query.original();
-        let view = self.views.borrow().clone();
-        let result = answer(&view, &query.name().to_ascii(), qtype(query.query_type()));
+        let result = answer(view, &query.name().to_ascii(), qtype(query.query_type()));
         let (rcode, label) = match result.rcode {
             Rcode::NoError => (ResponseCode::NoError, "NOERROR"),
             Rcode::NxDomain => (ResponseCode::NXDomain, "NXDOMAIN"),
             Rcode::ServFail => (ResponseCode::ServFail, "SERVFAIL"),
             Rcode::Refused => (ResponseCode::Refused, "REFUSED"),
         };
-        (self.counters)(query.query_type().into(), label, start.elapsed());
+        let qtype_label = query.query_type().into();
         debug!(name = %query.name(), qtype = %query.query_type(), ?rcode, answers = result.answers.len(), "dns query");
         if matches!(result.rcode, Rcode::Refused | Rcode::ServFail) {
-            let msg = builder.error_msg(&request.metadata, rcode);
-            return response
-                .send_response(msg)
-                .await
-                .unwrap_or_else(|_| failed(request));
+            return error(rcode, qtype_label, label);
         }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
@@ -187,15 +207,136 @@ impl RequestHandler for Handler {
                 metadata.truncation = true;
             }
         }
-        let msg = builder.build(
+        Prepared {
             metadata,
-            answers.iter(),
+            edns,
+            answers,
+            soa,
+            additionals,
+            qtype: qtype_label,
+            rcode: label,
+        }
+    }
+
+    /// The reference path: the response to the query `raw` from `src` over `protocol`,
+    /// computed and encoded as hickory's server does (what [`Server`] with this handler would send), or `None` when it sends nothing (a
+    /// message shorter than a header, or a response). A message that does not parse gets
+    /// FORMERR, as from hickory's server, and is not counted (hickory does not call handlers
+    /// for them).
+    pub fn reference(
+        &self,
+        view: &View,
+        raw: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        self.reference_prepared(view, raw, src, protocol)
+            .map(|(bytes, _)| bytes)
+    }
+
+    /// [`Handler::reference`], with what was prepared for a message that parsed.
+    pub(crate) fn reference_prepared(
+        &self,
+        view: &View,
+        raw: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<(Vec<u8>, Option<Prepared>)> {
+        let header = Header::read(&mut BinDecoder::new(raw)).ok()?;
+        let request = match Request::from_bytes(raw.to_vec(), src, protocol) {
+            Ok(request) => request,
+            Err(_) => {
+                let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                let msg = MessageResponseBuilder::new(&queries, None)
+                    .error_msg(&header.metadata, ResponseCode::FormErr);
+                return Some((encode(msg, protocol), None));
+            }
+        };
+        if request.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        let prepared = self.prepare(view, &request);
+        let bytes = encode(prepared.build(&request), protocol);
+        Some((bytes, Some(prepared)))
+    }
+}
+
+impl Prepared {
+    fn build<'q>(
+        &'q self,
+        request: &'q Request,
+    ) -> hickory_server::zone_handler::MessageResponse<
+        'q,
+        'q,
+        impl Iterator<Item = &'q HRecord> + Send + 'q,
+        impl Iterator<Item = &'q HRecord> + Send + 'q,
+        impl Iterator<Item = &'q HRecord> + Send + 'q,
+        impl Iterator<Item = &'q HRecord> + Send + 'q,
+    > {
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &self.edns {
+            builder.edns(edns);
+        }
+        builder.build(
+            self.metadata,
+            self.answers.iter(),
             std::iter::empty(),
-            soa.iter(),
-            additionals.iter(),
-        );
+            self.soa.iter(),
+            self.additionals.iter(),
+        )
+    }
+}
+
+/// `msg` encoded as hickory's server encodes responses: at most the client's UDP payload
+/// size (512 without EDNS), and a bare SERVFAIL header when encoding fails.
+fn encode<'a>(
+    msg: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a HRecord> + Send + 'a,
+        impl Iterator<Item = &'a HRecord> + Send + 'a,
+        impl Iterator<Item = &'a HRecord> + Send + 'a,
+        impl Iterator<Item = &'a HRecord> + Send + 'a,
+    >,
+    protocol: Protocol,
+) -> Vec<u8> {
+    let id = msg.metadata().id;
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(match protocol {
+        Protocol::Udp => msg.edns().map_or(512, Edns::max_payload),
+        _ => u16::MAX,
+    });
+    if msg.destructive_emit(&mut encoder).is_ok() {
+        return bytes;
+    }
+    bytes.clear();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(512);
+    let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+    metadata.response_code = ResponseCode::ServFail;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    // A header always fits in 512 bytes.
+    let _ = header.emit(&mut encoder);
+    bytes
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let start = std::time::Instant::now();
+        let view = self.views.borrow().clone();
+        let prepared = self.prepare(&view, request);
+        (self.counters)(prepared.qtype, prepared.rcode, start.elapsed());
         response
-            .send_response(msg)
+            .send_response(prepared.build(request))
             .await
             .unwrap_or_else(|_| failed(request))
     }
@@ -276,21 +417,41 @@ fn failed(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Serves DNS on the `udp` sockets and `tcp` until `shutdown` completes.
+/// Serves DNS on the `udp` sockets (one receive loop each, on a thread of its own) and `tcp`
+/// (hickory's transport) until `shutdown` completes.
 pub async fn serve(
     udp: Vec<UdpSocket>,
     tcp: TcpListener,
     handler: Handler,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let mut server = Server::new(handler);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loops = Vec::new();
     for socket in udp {
-        server.register_socket(socket);
+        let socket = socket.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(crate::udp::POLL))?;
+        let (handler, stop) = (handler.clone(), stop.clone());
+        loops.push(
+            std::thread::Builder::new()
+                .name("dns-udp".into())
+                .spawn(move || crate::udp::receive(&socket, handler, &stop))?,
+        );
     }
+    let mut server = Server::new(handler);
     server.register_listener(tcp, Duration::from_secs(5), 64);
     shutdown.await;
-    server
-        .shutdown_gracefully()
-        .await
-        .map_err(std::io::Error::other)
+    stop.store(true, Ordering::Relaxed);
+    let stopped = server.shutdown_gracefully().await;
+    // The loops see `stop` within one read timeout.
+    tokio::task::spawn_blocking(move || {
+        for receive_loop in loops {
+            if receive_loop.join().is_err() {
+                tracing::error!("a DNS UDP receive loop panicked");
+            }
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    stopped.map_err(std::io::Error::other)
 }
