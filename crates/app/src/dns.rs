@@ -77,18 +77,13 @@ pub(crate) fn spawn_views(
     tasks.spawn(async move {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
-            let local = cluster_local_member
-                .as_ref()
-                .map(|id| LocalZone::from_cluster_set(&snapshot, id));
-            let namespaces = snapshot.namespaces().into_iter().map(String::from).collect();
             let synced = snapshot.version > 0
                 && (snapshot.synced || started.elapsed() >= sync_timeout);
-            views.send_replace(Arc::new(View {
-                imports: Arc::new(snapshot.imports().clone()),
-                namespaces,
+            views.send_replace(Arc::new(view(
+                &snapshot,
                 synced,
-                local,
-            }));
+                cluster_local_member.as_ref(),
+            )));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
@@ -99,6 +94,22 @@ pub(crate) fn spawn_views(
     });
 }
 
+/// The DNS view of `snapshot`. Every import keeps its `Arc`, so the DNS server's caches
+/// recompute only the names of the imports that changed (`bowline_dns::cache`).
+fn view(snapshot: &ClusterSet, synced: bool, cluster_local_member: Option<&ClusterId>) -> View {
+    View {
+        imports: Arc::new(snapshot.imports().clone()),
+        namespaces: snapshot
+            .namespaces()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        synced,
+        local: cluster_local_member.map(|id| LocalZone::from_cluster_set(snapshot, id)),
+    }
+}
+
+/// Serves DNS on `udp` and `tcp` from `views`, counting every query in `metrics`.
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
     udp: Vec<UdpSocket>,
@@ -146,4 +157,139 @@ pub(crate) fn zone_view(
             "zoneFile": bowline_dns::zone::zone_file(&view, apex, ttl),
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bowline_dns::{answer::RData, cache::Cache, server::Protocol, zone};
+    use bowline_mcs::{Controller, McsConfig, Snapshot};
+    use bowline_model::{EventBody, MemberName, SourceEvent};
+    use bowline_registry::{MemberConfig, Registry};
+
+    use super::*;
+    use crate::config::{Config, MemberSource};
+
+    /// The demo's DNS view, `cluster.local` answered for east as the demo configures it.
+    fn demo_view() -> View {
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::write_to(dir.path()).unwrap();
+        let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+        let mut registry = Registry::new(
+            config.cluster_set.clone(),
+            config.members.iter().map(|m| MemberConfig {
+                name: MemberName::new(m.name.as_str()),
+                id: m.id.clone(),
+                network: m.network.clone(),
+            }),
+        );
+        for member in &config.members {
+            let MemberSource::Manifests(path) = &member.source else {
+                panic!("the demo's members are manifest directories");
+            };
+            let name = MemberName::new(member.name.as_str());
+            let (objects, rejections) = bowline_source::scan_directory(name.clone(), path).unwrap();
+            registry.apply(SourceEvent {
+                member: name,
+                body: EventBody::Reset {
+                    objects,
+                    rejections,
+                },
+            });
+        }
+        let mut controller = Controller::new(
+            McsConfig {
+                policy: config.export.clone(),
+                pools: config.cluster_set_ips.clone(),
+            },
+            BTreeMap::new(),
+        );
+        let outcome = controller.reconcile(
+            &Snapshot::from_registry(&registry),
+            "2026-11-22T00:00:00Z".parse().unwrap(),
+        );
+        let snapshot = bowline_views::from_scratch(&registry, outcome);
+        view(&snapshot, true, config.dns.cluster_local_member.as_ref())
+    }
+
+    fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend([1, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            out.push(u8::try_from(label.len()).unwrap());
+            out.extend(label.as_bytes());
+        }
+        out.extend([0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
+        if let Some(payload) = edns {
+            out.extend([
+                0,
+                0,
+                41,
+                (payload >> 8) as u8,
+                payload as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]);
+        }
+        out
+    }
+
+    /// Over every name of the demo's zones, in lower, upper and mixed case, for every type
+    /// served and an unknown one, with and without EDNS, over UDP and TCP: the cached
+    /// response (computed for the first spelling, copied for the others) is the reference
+    /// path's, byte for byte.
+    #[test]
+    fn cached_demo_answers_are_the_reference_bytes() {
+        let view = demo_view();
+        let (_, views) = watch::channel(Arc::new(view.clone()));
+        let handler = Handler::new(views, Duration::from_secs(5), Arc::new(|_, _, _| {}));
+        let mut cache = Cache::new(Arc::new(view.clone()));
+        let src = "127.0.0.1:5300".parse().unwrap();
+        let mut names = Vec::new();
+        for apex in [ZONE, LOCAL_ZONE] {
+            for record in zone::records(&view, apex) {
+                if let RData::Srv { target, .. } = &record.data {
+                    names.push(target.clone());
+                }
+                names.push(record.name);
+            }
+        }
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 20, "the demo has names: {names:?}");
+        let mut out = Vec::new();
+        let mut id = 0u16;
+        for name in &names {
+            let mixed: String = name
+                .char_indices()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            for spelled in [name.clone(), name.to_ascii_uppercase(), mixed] {
+                for qtype in [1, 28, 33, 16, 6, 99] {
+                    for edns in [None, Some(1232), Some(4096)] {
+                        for protocol in [Protocol::Udp, Protocol::Tcp] {
+                            id = id.wrapping_add(1);
+                            let raw = query(id, &spelled, qtype, edns);
+                            cache.respond(&handler, &raw, src, protocol, &mut out);
+                            let want = handler.reference(&view, &raw, src, protocol).unwrap();
+                            assert_eq!(out, want, "{spelled} {qtype} {edns:?} {protocol:?}");
+                        }
+                    }
+                }
+            }
+        }
+        // One answer computed per (name, type class, EDNS payload, transport).
+        assert_eq!(cache.computed(), names.len() as u64 * 6 * 2 * 2);
+    }
 }

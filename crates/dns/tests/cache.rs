@@ -264,12 +264,12 @@ fn check_all(handler: &Handler, cache: &mut Cache, view: &View, round: u16) -> u
                         let query = Query {
                             name: &spelled,
                             qtype,
-                            qclass: if n % 11 == 0 { 3 } else { 1 },
+                            qclass: if n.is_multiple_of(11) { 3 } else { 1 },
                             edns,
-                            cookie: n % 3 == 0,
+                            cookie: n.is_multiple_of(3),
                             id: n.wrapping_mul(31),
-                            rd: n % 2 == 0,
-                            cd: n % 5 == 0,
+                            rd: n.is_multiple_of(2),
+                            cd: n.is_multiple_of(5),
                         }
                         .bytes();
                         let reply = cache.respond(handler, &query, src(), protocol, &mut out);
