@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use bowline_fake_kube::{FakeApiServer, ResourceDef};
+use bowline_fake_kube::FakeApiServer;
 use serde_json::Value;
 
 use crate::scenario::{Size, Variant};
@@ -58,47 +58,6 @@ impl Ports {
     }
 }
 
-/// The CRDs Bowline reads, as `bowline install --crds-only` would install them (the same
-/// list as `crates/app/tests/kube_members.rs`).
-fn install_crds(server: &FakeApiServer) {
-    let mcs = &["v1alpha1", "v1beta1"];
-    let about = &["v1alpha1", "v1beta1"];
-    let istio = &["v1", "v1beta1", "v1alpha3"];
-    let group = "multicluster.x-k8s.io";
-    for def in [
-        ResourceDef::custom(group, mcs, "serviceexports", "ServiceExport").with_status(),
-        ResourceDef::custom(group, mcs, "serviceimports", "ServiceImport").with_status(),
-        ResourceDef::custom(
-            "about.k8s.io",
-            about,
-            "clusterproperties",
-            "ClusterProperty",
-        )
-        .cluster_scoped(),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "workloadentries",
-            "WorkloadEntry",
-        )
-        .with_status(),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "workloadgroups",
-            "WorkloadGroup",
-        ),
-        ResourceDef::custom(
-            "networking.istio.io",
-            istio,
-            "serviceentries",
-            "ServiceEntry",
-        ),
-    ] {
-        server.install_crd(def);
-    }
-}
-
 fn yaml(documents: &[Value]) -> anyhow::Result<String> {
     let mut out = String::new();
     for document in documents {
@@ -141,7 +100,7 @@ impl Members {
                 let mut servers = Vec::new();
                 for m in 0..size.members {
                     let server = FakeApiServer::start().await;
-                    install_crds(&server);
+                    server.install_bowline_crds();
                     for object in size.member_objects(m) {
                         server.apply_json(object);
                     }

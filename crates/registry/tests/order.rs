@@ -1,22 +1,14 @@
 //! The same events applied in any interleaving across members give the same view.
 
-use bowline_model::{Change, Network, SourceEvent};
+use bowline_model::{Network, SourceEvent};
 use bowline_registry::{MemberConfig, Registry};
-use bowline_test_support::{arbitrary::member_history, *};
+use bowline_test_support::{
+    arbitrary::{events, member_history},
+    *,
+};
 use proptest::prelude::*;
 
 const MEMBERS: [&str; 3] = ["east", "west", "central"];
-
-fn events(member_name: &str, history: &[Vec<Change>]) -> Vec<SourceEvent> {
-    let id = cluster_id(&format!("{member_name}-id"));
-    let mut out = vec![reset(member_name, vec![id])];
-    out.extend(
-        history
-            .iter()
-            .map(|batch| changes(member_name, batch.clone())),
-    );
-    out
-}
 
 fn new_registry() -> Registry {
     Registry::new(

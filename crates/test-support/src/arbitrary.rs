@@ -75,3 +75,16 @@ fn pod_with_network(p: u8, n: u8) -> Object {
 pub fn member_history() -> impl Strategy<Value = Vec<Vec<Change>>> {
     prop::collection::vec(prop::collection::vec(change_strategy(), 1..4), 1..6)
 }
+
+/// A member's events: a full listing with its ClusterProperty id (`<member>-id`), then each
+/// batch of a [`member_history`] as one `Changes` event.
+pub fn events(member_name: &str, history: &[Vec<Change>]) -> Vec<bowline_model::SourceEvent> {
+    let id = cluster_id(&format!("{member_name}-id"));
+    let mut out = vec![reset(member_name, vec![id])];
+    out.extend(
+        history
+            .iter()
+            .map(|batch| changes(member_name, batch.clone())),
+    );
+    out
+}

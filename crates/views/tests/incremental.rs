@@ -10,7 +10,10 @@ use bowline_model::{
     export::{ExportDefault, ExportPolicy},
 };
 use bowline_registry::{MemberConfig, Registry};
-use bowline_test_support::{arbitrary::member_history, *};
+use bowline_test_support::{
+    arbitrary::{events, member_history},
+    *,
+};
 use bowline_views::{ClusterSet, Input, Views, from_scratch};
 use proptest::prelude::*;
 
@@ -40,17 +43,6 @@ fn controller(existing: BTreeMap<MemberName, WriteSet>) -> Controller {
         ],
     };
     Controller::new(config, existing)
-}
-
-fn events(member_name: &str, history: &[Vec<bowline_model::Change>]) -> Vec<SourceEvent> {
-    let id = cluster_id(&format!("{member_name}-id"));
-    let mut out = vec![reset(member_name, vec![id])];
-    out.extend(
-        history
-            .iter()
-            .map(|batch| changes(member_name, batch.clone())),
-    );
-    out
 }
 
 /// Everything a server reads of a snapshot, version and timing aside.
