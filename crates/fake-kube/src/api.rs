@@ -287,6 +287,8 @@ fn admit(
         namespace: target.and_then(|t| t.namespace.clone()),
         name: target.and_then(|t| t.name.clone()),
         field_manager: query.get("fieldManager").cloned(),
+        label_selector: query.get("labelSelector").cloned(),
+        limit: query.get("limit").and_then(|l| l.parse().ok()),
         token: token.clone(),
         content_type: headers
             .get(header::CONTENT_TYPE)

@@ -37,6 +37,10 @@ pub struct RequestRecord {
     pub name: Option<String>,
     /// `fieldManager` query parameter.
     pub field_manager: Option<String>,
+    /// `labelSelector` query parameter.
+    pub label_selector: Option<String>,
+    /// `limit` query parameter (the page size of a list).
+    pub limit: Option<u32>,
     /// Bearer token the request carried.
     pub token: Option<String>,
     /// `Content-Type` of the body (tells apply from merge patches).

@@ -16,7 +16,7 @@ use std::{
 
 use bowline_model::{
     Change, EventBody, MemberName, Object, ObjectKind, Rejection, SourceEvent,
-    export::MANAGED_BY_LABEL,
+    export::{MANAGED_BY_LABEL, NOT_MANAGED},
 };
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -497,7 +497,8 @@ fn watch_stream(
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     };
-    let config = watcher::Config::default();
+    // Bowline's own objects are not read (see `read`): not even sent.
+    let config = watcher::Config::default().labels(NOT_MANAGED);
     if api.metadata_only {
         let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
         watcher(pods, config)
@@ -539,7 +540,8 @@ fn map_event<K, V>(event: watcher::Event<K>, f: impl FnOnce(K) -> V) -> watcher:
 }
 
 /// An object's name and how it reads: `None` for objects Bowline does not read (its own
-/// writes, which a manifest member never reads back either).
+/// writes, which a manifest member never reads back either; the watches leave them out, and
+/// an object that becomes one is seen deleted).
 fn read(value: Value) -> Option<(NsName, Option<Entry>)> {
     let meta = value.get("metadata")?;
     let field = |name: &str| {

@@ -1,14 +1,17 @@
 //! The Kubernetes writer: makes a member hold exactly its desired MCS objects with
 //! server-side apply (field manager `bowline`).
 //!
-//! An object is applied only when the member's copy does not already hold every field
-//! Bowline sets (the copy is the API server's answer to the last apply, or what a listing
-//! returned). Objects Bowline owns carry the `bowline.io/managed-by` label; every `sweep`
-//! they are listed by that label, which finds objects changed or deleted behind Bowline's
-//! back, and garbage left by an earlier instance, at start too.
+//! An object is applied only when the member's copy is not known to hold every field Bowline
+//! sets. What is known of a copy is the desired object it was last found to hold (applied,
+//! or compared after a listing), shared with the MCS outcome rather than a copy of the
+//! member's object, so checking an unchanged object is a pointer comparison. Objects Bowline
+//! owns carry the `bowline.io/managed-by` label; every `sweep` they are listed by that label,
+//! a page at a time, which finds objects changed or deleted behind Bowline's back, and
+//! garbage left by an earlier instance, at start too.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -57,6 +60,40 @@ impl Default for WriteOptions {
     }
 }
 
+/// Objects listed per request of a sweep.
+const PAGE: u32 = 250;
+
+/// What the writer knows of the member's copy of one object.
+#[derive(Debug)]
+enum Known {
+    /// It holds every field of this desired object (applied, or compared after a listing).
+    Holds(Arc<Value>),
+    /// As listed, not compared with a desired object yet (read back at start).
+    Listed(Arc<Value>),
+    /// It was found to differ from what is desired of it, or nothing is.
+    Differs,
+}
+
+impl Known {
+    /// What a listed object is known as, compared with `desired` when that is known.
+    fn listed(live: Arc<Value>, desired: Option<Option<&Arc<Value>>>) -> Known {
+        match desired {
+            None => Known::Listed(live),
+            Some(Some(desired)) if unchanged(&live, desired) => Known::Holds(desired.clone()),
+            Some(_) => Known::Differs,
+        }
+    }
+
+    /// True when the member's copy is known to hold `desired`.
+    fn holds(&self, desired: &Arc<Value>) -> bool {
+        match self {
+            Known::Holds(held) => Arc::ptr_eq(held, desired) || held == desired,
+            Known::Listed(live) => unchanged(live, desired),
+            Known::Differs => false,
+        }
+    }
+}
+
 /// Writes a Kubernetes member's MCS objects. Called from a blocking task: every request is
 /// run to completion on the runtime `handle`.
 pub struct KubeWriter {
@@ -64,8 +101,8 @@ pub struct KubeWriter {
     handle: tokio::runtime::Handle,
     options: WriteOptions,
     client: Option<(Fingerprint, kube::Client)>,
-    /// The member's copy of each object Bowline owns or wrote status into.
-    live: HashMap<WriteKey, Value>,
+    /// What is known of the member's copy of each object Bowline owns or wrote status into.
+    live: HashMap<WriteKey, Known>,
     /// The MCS version served, once known (`v1beta1`, else `v1alpha1`).
     mcs_version: Option<&'static str>,
     last_sweep: Option<Instant>,
@@ -128,8 +165,12 @@ impl KubeWriter {
         Api::namespaced_with(client.clone(), namespace, &self.resource(kind))
     }
 
-    /// Lists Bowline's objects (and users' ServiceExports' status) into `live`.
-    fn sweep(&mut self) -> Result<(), WriteError> {
+    /// Lists Bowline's objects (and users' ServiceExports' status) into `live`, each compared
+    /// with what `desired` holds for it when given; what was listed.
+    fn sweep(
+        &mut self,
+        desired: Option<&WriteSet>,
+    ) -> Result<Vec<(WriteKey, Arc<Value>)>, WriteError> {
         let client = self.client()?;
         if self.mcs_version.is_none() {
             self.mcs_version = Some(
@@ -142,7 +183,7 @@ impl KubeWriter {
                     })?,
             );
         }
-        let mut live = HashMap::new();
+        let mut listed = Vec::new();
         for kind in [
             WriteKind::ServiceImport,
             WriteKind::EndpointSlice,
@@ -155,39 +196,36 @@ impl KubeWriter {
                 WriteKind::ServiceExport => ListParams::default(),
                 _ => ListParams::default().labels(MANAGED_BY_LABEL),
             };
-            let list = self
-                .handle
-                .block_on(self.cancellable(api.list(&params)))
-                .map_err(|e| WriteError {
-                    action: "cannot list",
-                    path: resource.plural.clone(),
-                    source: e.into(),
-                })?;
-            for object in list.items {
-                let namespace = object.metadata.namespace.clone().unwrap_or_default();
-                let name = object.metadata.name.clone().unwrap_or_default();
-                let labels = object.metadata.labels.clone().unwrap_or_default();
-                let key_kind = match kind {
-                    WriteKind::ServiceExport
-                        if labels.get(MANAGED_BY_LABEL).map(String::as_str)
-                            == Some(AUTO_EXPORT) =>
-                    {
-                        WriteKind::ServiceExport
-                    }
-                    WriteKind::ServiceExport => WriteKind::ServiceExportStatus,
-                    other => other,
-                };
-                let value = serde_json::to_value(&object).unwrap_or_default();
-                live.insert(WriteKey::new(key_kind, &namespace, &name), value);
+            let mut params = params.limit(PAGE);
+            loop {
+                let page = self
+                    .handle
+                    .block_on(self.cancellable(api.list(&params)))
+                    .map_err(|e| WriteError {
+                        action: "cannot list",
+                        path: resource.plural.clone(),
+                        source: e.into(),
+                    })?;
+                listed.extend(page.items.into_iter().map(|o| listed_object(kind, o)));
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => break,
+                }
             }
         }
-        self.live = live;
+        self.live = listed
+            .iter()
+            .map(|(key, live)| {
+                let known = desired.map(|d| d.get(key));
+                (key.clone(), Known::listed(live.clone(), known))
+            })
+            .collect();
         self.last_sweep = Some(Instant::now());
-        Ok(())
+        Ok(listed)
     }
 
-    /// Applies one object (and its status); the member's copy after it.
-    fn apply(&mut self, key: &WriteKey, desired: &Value) -> Result<Value, WriteError> {
+    /// Applies one object (and its status).
+    fn apply(&mut self, key: &WriteKey, desired: &Value) -> Result<(), WriteError> {
         let client = self.client()?;
         let api = self.api(&client, key.kind, &key.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -206,7 +244,6 @@ impl KubeWriter {
                 source: e.into(),
             }
         };
-        let mut live = None;
         let whole = Patch::Apply(&object);
         if key.kind != WriteKind::ServiceExportStatus {
             let preconditioned = object["metadata"].get("resourceVersion").is_some();
@@ -218,7 +255,7 @@ impl KubeWriter {
                 self.retry(|| api.patch(&key.name, &params, &whole))
             }
             .map_err(error("cannot apply"))?;
-            live = Some(applied);
+            drop(applied);
         }
         if let Some(status) = status {
             let patch = json!({
@@ -229,7 +266,7 @@ impl KubeWriter {
             });
             let patch = Patch::Apply(&patch);
             match self.retry(|| api.patch_status(&key.name, &params, &patch)) {
-                Ok(applied) => live = Some(applied),
+                Ok(_) => {}
                 // A user's ServiceExport deleted meanwhile: nothing to report on.
                 Err(kube::Error::Api(s))
                     if s.code == 404 && key.kind == WriteKind::ServiceExportStatus =>
@@ -239,9 +276,7 @@ impl KubeWriter {
                 Err(e) => return Err(error("cannot apply the status of")(e)),
             }
         }
-        Ok(live
-            .map(|o| serde_json::to_value(o).unwrap_or_default())
-            .unwrap_or_else(|| desired.clone()))
+        Ok(())
     }
 
     /// Deletes an object; false when it was already gone.
@@ -296,6 +331,28 @@ impl KubeWriter {
             }
         }
     }
+}
+
+/// A listed object's key (a user's ServiceExport is known by its status, the part that is
+/// Bowline's) and its JSON.
+fn listed_object(kind: WriteKind, object: DynamicObject) -> (WriteKey, Arc<Value>) {
+    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let auto_export = object
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == AUTO_EXPORT);
+    let kind = match kind {
+        WriteKind::ServiceExport if !auto_export => WriteKind::ServiceExportStatus,
+        other => other,
+    };
+    let key = WriteKey::new(kind, namespace, name);
+    (
+        key,
+        Arc::new(serde_json::to_value(&object).unwrap_or_default()),
+    )
 }
 
 fn api_version_of(api: &Api<DynamicObject>) -> String {
@@ -364,12 +421,7 @@ pub fn holds(live: &Value, desired: &Value) -> bool {
 
 impl Writer for KubeWriter {
     fn read(&mut self) -> Result<WriteSet, WriteError> {
-        self.sweep()?;
-        Ok(self
-            .live
-            .iter()
-            .map(|(key, value)| (key.clone(), std::sync::Arc::new(value.clone())))
-            .collect::<BTreeMap<_, _>>())
+        Ok(self.sweep(None)?.into_iter().collect::<BTreeMap<_, _>>())
     }
 
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
@@ -377,21 +429,20 @@ impl Writer for KubeWriter {
             .last_sweep
             .is_none_or(|at| at.elapsed() >= self.options.sweep);
         if due {
-            self.sweep()?;
+            self.sweep(Some(desired))?;
         }
         let mut report = WriteReport::default();
         let mut first_error = None;
         for (key, object) in desired {
-            if self
-                .live
-                .get(key)
-                .is_some_and(|live| unchanged(live, object))
+            if let Some(copy) = self.live.get_mut(key)
+                && copy.holds(object)
             {
+                *copy = Known::Holds(object.clone());
                 continue;
             }
             match self.apply(key, object) {
-                Ok(live) => {
-                    self.live.insert(key.clone(), live);
+                Ok(()) => {
+                    self.live.insert(key.clone(), Known::Holds(object.clone()));
                     report.written += 1;
                 }
                 Err(e) => {
@@ -431,11 +482,12 @@ impl Writer for KubeWriter {
         let mut first_error = None;
         for (key, object) in changes {
             let done = match object {
-                Some(object) if self.live.get(key).is_some_and(|l| unchanged(l, object)) => {
+                Some(object) if self.live.get(key).is_some_and(|c| c.holds(object)) => {
+                    self.live.insert(key.clone(), Known::Holds(object.clone()));
                     continue;
                 }
-                Some(object) => self.apply(key, object).map(|live| {
-                    self.live.insert(key.clone(), live);
+                Some(object) => self.apply(key, object).map(|()| {
+                    self.live.insert(key.clone(), Known::Holds(object.clone()));
                     report.written += 1;
                 }),
                 // Users' ServiceExports are theirs: only their status was Bowline's.

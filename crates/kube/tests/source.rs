@@ -182,6 +182,38 @@ async fn the_first_event_lists_every_kind_and_later_ones_are_changes() {
         matches!(&changes[..], [Change::Delete(k)] if &*k.name == "cart-1"),
         "{changes:?}"
     );
+
+    // An object that becomes one of Bowline's is no longer read: as if deleted.
+    let mut taken = slice("cart-2", "cart", "10.1.0.2");
+    taken["metadata"]["labels"]["bowline.io/managed-by"] = json!("mcs-controller");
+    member.server.apply_json(taken);
+    let body = member
+        .until("the slice that became Bowline's", |b| {
+            matches!(b, EventBody::Changes { .. })
+        })
+        .await;
+    let EventBody::Changes { changes, .. } = body else {
+        unreachable!()
+    };
+    assert!(
+        matches!(&changes[..], [Change::Delete(k)] if &*k.name == "cart-2"),
+        "{changes:?}"
+    );
+    // Bowline's own writes (a member holds ten times more of them than of its own slices
+    // at scale) are left out by the API server, not sent and dropped.
+    let reads: Vec<_> = member
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| (r.verb == "list" || r.verb == "watch") && r.resource == "endpointslices")
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.label_selector.as_deref() == Some("!bowline.io/managed-by")),
+        "{reads:?}"
+    );
 }
 
 #[tokio::test]

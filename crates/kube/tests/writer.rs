@@ -222,6 +222,51 @@ async fn applies_what_differs_restores_tampering_and_removes_garbage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_holding_many_objects_is_listed_a_page_at_a_time_and_not_rewritten() {
+    let server = FakeApiServer::start().await;
+    server.install_bowline_crds();
+    let names: Vec<String> = (0..600)
+        .map(|i| format!("imported-cart-{i}-ipv4"))
+        .collect();
+    for name in &names {
+        server.apply_json(imported_slice(name));
+    }
+    // Desired: all but the last, as they are.
+    let want = desired(
+        &names[..599]
+            .iter()
+            .map(|n| (WriteKind::EndpointSlice, n.as_str(), imported_slice(n)))
+            .collect::<Vec<_>>(),
+    );
+
+    let mut w = writer(&server);
+    let (mut w, existing) = blocking(move || {
+        let existing = w.read().unwrap();
+        (w, existing)
+    })
+    .await;
+    assert_eq!(existing.len(), 600, "every page is read back");
+    let lists: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "list" && r.resource == "endpointslices")
+        .collect();
+    assert!(lists.len() >= 3, "{lists:?}");
+    assert!(
+        lists.iter().all(|r| r.limit.is_some_and(|l| l <= 250)),
+        "{lists:?}"
+    );
+
+    server.clear_requests();
+    let report = blocking(move || w.reconcile(&want).unwrap()).await;
+    assert_eq!((report.written, report.deleted), (0, 1));
+    assert_eq!(
+        writes(&server),
+        [format!("delete endpointslices {}", names[599])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_and_throttling_are_retried() {
     let server = FakeApiServer::start().await;
     server.install_bowline_crds();

@@ -20,6 +20,8 @@ use crate::{Labels, ServiceType, objects::Service};
 pub const EXPORT_LABEL: &str = "bowline.io/export";
 /// Label on objects Bowline manages, saying which part of Bowline manages them.
 pub const MANAGED_BY_LABEL: &str = "bowline.io/managed-by";
+/// Label selector of the objects without [`MANAGED_BY_LABEL`]: those Bowline did not write.
+pub const NOT_MANAGED: &str = "!bowline.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on ServiceExports written by auto-export.
 pub const AUTO_EXPORT: &str = "auto-export";
 
@@ -243,5 +245,15 @@ impl ExportPolicy {
         Decision::Default {
             default: self.default,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unmanaged_selector_names_the_managed_by_label() {
+        assert_eq!(NOT_MANAGED, format!("!{MANAGED_BY_LABEL}"));
     }
 }
