@@ -113,7 +113,7 @@ pub(crate) fn spawn_pipeline(
     for member in &config.members {
         let slot = Slot {
             member: MemberName::new(member.name.as_str()),
-            writer: writer(member, &shutdown),
+            writer: writer(member, &shutdown, Some(config.watch.resync)),
             read: false,
             written: None,
         };
@@ -238,14 +238,19 @@ async fn controller_loop(
     }
 }
 
-/// The writer of a member: files under `.bowline/` of a manifest directory, server-side
-/// apply on Kubernetes (requests give up on `shutdown`). Called on the runtime.
+/// The writer of a member: files under `.bowline/` of a manifest directory (watched, and
+/// all of them checked every `full_check`, when given), server-side apply on Kubernetes
+/// (requests give up on `shutdown`). Called on the runtime.
 pub(crate) fn writer(
     member: &crate::config::Member,
     shutdown: &CancellationToken,
+    full_check: Option<Duration>,
 ) -> Box<dyn Writer> {
     match &member.source {
-        MemberSource::Manifests(dir) => Box::new(FileWriter::new(dir)),
+        MemberSource::Manifests(dir) => match full_check {
+            Some(every) => Box::new(FileWriter::watched(dir, every)),
+            None => Box::new(FileWriter::new(dir)),
+        },
         source @ (MemberSource::Kubeconfig { .. } | MemberSource::InCluster) => {
             Box::new(bowline_kube::KubeWriter::new(
                 crate::members::credentials(source).expect("a Kubernetes member"),

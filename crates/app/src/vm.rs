@@ -187,7 +187,7 @@ pub(crate) fn spawn_registration(
     let writers: Writers = config
         .members
         .iter()
-        .map(|m| (m.name.clone(), crate::mcs::writer(m, &shutdown)))
+        .map(|m| (m.name.clone(), crate::mcs::writer(m, &shutdown, None)))
         .collect();
     let registrar = Registrar::new(
         config.vm.controller.clone(),

@@ -2,14 +2,17 @@
 //! YAML files under `<member dir>/.bowline/`, one per object, written atomically.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fs, io,
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher, event::CreateKind};
+use parking_lot::Mutex;
 use serde_json::Value;
+use tracing::{debug, warn};
 
 use crate::{WriteChange, WriteKey, WriteKind, WriteSet};
 
@@ -70,6 +73,52 @@ fn kind_dir(kind: WriteKind) -> &'static str {
     }
 }
 
+/// The object a file under the writer's root holds: `<kind>/<namespace>/<name>.yaml`.
+fn key_of(relative: &Path) -> Option<WriteKey> {
+    let mut parts = relative.iter().map(|p| p.to_str());
+    let (Some(Some(dir)), Some(Some(namespace)), Some(Some(file)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let kind = KINDS.into_iter().find(|k| kind_dir(*k) == dir)?;
+    let name = file.strip_suffix(".yaml").filter(|n| !n.starts_with('.'))?;
+    Some(WriteKey::new(kind, namespace, name))
+}
+
+/// Records what one watcher event touched. Bowline's temporary files, directories created
+/// (their files have events of their own), WorkloadEntries (not reconciled) and reads are
+/// not changes; anything else that is not one object's file means checking everything.
+fn note(root: &Path, event: &notify::Event, touched: &mut Touched) {
+    if matches!(
+        event.kind,
+        EventKind::Access(_) | EventKind::Create(CreateKind::Folder)
+    ) {
+        return;
+    }
+    if event.need_rescan() || event.paths.is_empty() {
+        touched.lost = true;
+        return;
+    }
+    for path in &event.paths {
+        let Ok(relative) = path.strip_prefix(root) else {
+            touched.lost = true;
+            continue;
+        };
+        let file = relative.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        let temporary = file.starts_with('.') && file.ends_with(".tmp");
+        if temporary || relative.starts_with(WORKLOAD_ENTRIES) {
+            continue;
+        }
+        match key_of(relative) {
+            Some(key) => {
+                touched.keys.insert(key);
+            }
+            None => touched.lost = true,
+        }
+    }
+}
+
 const KINDS: [WriteKind; 4] = [
     WriteKind::ServiceImport,
     WriteKind::EndpointSlice,
@@ -86,15 +135,38 @@ struct Known {
 
 /// The embedded writer: `<member dir>/.bowline/<kind>/<namespace>/<name>.yaml`. Only the MCS
 /// kinds are reconciled as a set; WorkloadEntries are put and removed one by one.
+///
+/// A [`watched`](FileWriter::watched) writer learns from the file system which of its files
+/// were touched (by anyone, itself included): a reconcile then checks only those, and every
+/// file again at least every `full_check`, when the watcher lost events, or after a failure.
 #[derive(Debug)]
 pub struct FileWriter {
     root: PathBuf,
-    /// What this writer last wrote or verified, by path: the object, its bytes and the
-    /// file's (length, modification time) then, so that an unchanged object whose file was
-    /// not touched is neither rendered nor read again.
-    known: HashMap<PathBuf, Known>,
+    /// What this writer last wrote or verified: the object, and the file's (length,
+    /// modification time) then, so that an unchanged object whose file was not touched is
+    /// neither rendered nor read again.
+    known: HashMap<WriteKey, Known>,
+    /// How often every file is checked when watched; `None`: on every reconcile.
+    full_check: Option<Duration>,
+    watch: Option<Watch>,
 }
 
+/// The watch of a writer's own files.
+#[derive(Debug)]
+struct Watch {
+    touched: Arc<Mutex<Touched>>,
+    /// When every file was last checked without an error; `None`: check them all next.
+    checked: Option<Instant>,
+    _watcher: RecommendedWatcher,
+}
+
+/// What the watcher reported since the last check.
+#[derive(Debug, Default)]
+struct Touched {
+    keys: HashSet<WriteKey>,
+    /// Events were lost or named something other than one object's file.
+    lost: bool,
+}
 fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
     move |source| WriteError {
         action,
@@ -104,11 +176,67 @@ fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wr
 }
 
 impl FileWriter {
-    /// A writer for the member directory `member_dir`.
+    /// A writer for the member directory `member_dir` that checks every file on every
+    /// reconcile.
     pub fn new(member_dir: &Path) -> Self {
         Self {
             root: member_dir.join(DIR),
             known: HashMap::new(),
+            full_check: None,
+            watch: None,
+        }
+    }
+
+    /// A writer for `member_dir` that watches its files, so that a reconcile checks only the
+    /// files touched since the last one, and all of them at least every `full_check`. While
+    /// they cannot be watched (the member directory is missing, or the watch failed: tried
+    /// again on every full check), every file is checked on every reconcile.
+    pub fn watched(member_dir: &Path, full_check: Duration) -> Self {
+        Self {
+            full_check: Some(full_check),
+            ..Self::new(member_dir)
+        }
+    }
+
+    /// Starts watching the writer's directory (created in the member directory, if that
+    /// exists).
+    fn start_watch(&mut self) {
+        self.watch = None;
+        let Some(member_dir) = self.root.parent().filter(|d| d.is_dir()) else {
+            return;
+        };
+        let touched = Arc::new(Mutex::new(Touched::default()));
+        let sink = touched.clone();
+        // Events name paths under the path watched, as given.
+        let root = self.root.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let mut touched = sink.lock();
+            match event {
+                Ok(event) => note(&root, &event, &mut touched),
+                Err(_) => touched.lost = true,
+            }
+        };
+        let watcher = fs::create_dir_all(&self.root)
+            .map_err(|e| e.to_string())
+            .and_then(|()| notify::recommended_watcher(handler).map_err(|e| e.to_string()))
+            .and_then(|mut watcher| {
+                watcher
+                    .watch(&self.root, RecursiveMode::Recursive)
+                    .map(|()| watcher)
+                    .map_err(|e| e.to_string())
+            });
+        match watcher {
+            Ok(watcher) => {
+                self.watch = Some(Watch {
+                    touched,
+                    checked: None,
+                    _watcher: watcher,
+                })
+            }
+            Err(e) => warn!(
+                dir = %member_dir.display(),
+                "cannot watch Bowline's files in the member directory; checking every one on every resync: {e}"
+            ),
         }
     }
 
@@ -150,10 +278,11 @@ impl FileWriter {
         Some((meta.len(), meta.modified().ok()))
     }
 
-    /// Makes the file hold `object`; true when it had to be written.
-    fn ensure(&mut self, path: &Path, object: &Arc<Value>) -> Result<bool, WriteError> {
-        let stat = Self::stat(path);
-        if let (Some(known), Some((len, modified))) = (self.known.get(path), stat)
+    /// Makes the file of `key` hold `object`; true when it had to be written.
+    fn ensure(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
+        let path = self.path(key);
+        let stat = Self::stat(&path);
+        if let (Some(known), Some((len, modified))) = (self.known.get(key), stat)
             && known.len == len
             && known.modified == modified
             && (Arc::ptr_eq(&known.object, object) || known.object == *object)
@@ -161,7 +290,7 @@ impl FileWriter {
             return Ok(false);
         }
         let bytes = to_yaml(object).into_bytes();
-        let same = stat.is_some() && fs::read(path).is_ok_and(|current| current == bytes);
+        let same = stat.is_some() && fs::read(&path).is_ok_and(|current| current == bytes);
         if !same {
             let dir = path.parent().expect("object files live in a directory");
             fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
@@ -171,11 +300,11 @@ impl FileWriter {
                 .to_string_lossy();
             let temp = dir.join(format!(".{file_name}.tmp"));
             fs::write(&temp, &bytes).map_err(err("cannot write", &temp))?;
-            fs::rename(&temp, path).map_err(err("cannot rename into", path))?;
+            fs::rename(&temp, &path).map_err(err("cannot rename into", &path))?;
         }
-        let (len, modified) = Self::stat(path).unwrap_or((bytes.len() as u64, None));
+        let (len, modified) = Self::stat(&path).unwrap_or((bytes.len() as u64, None));
         self.known.insert(
-            path.to_path_buf(),
+            key.clone(),
             Known {
                 object: object.clone(),
                 len,
@@ -183,6 +312,63 @@ impl FileWriter {
             },
         );
         Ok(!same)
+    }
+
+    /// Deletes the file of `key`; false when there was none.
+    fn delete(&mut self, key: &WriteKey) -> Result<bool, WriteError> {
+        self.known.remove(key);
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(err("cannot delete", &path)(e)),
+        }
+    }
+
+    /// Checks every file: each desired one stat'ed (rewritten when it differs), every file
+    /// listed (strays deleted).
+    fn check_all(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        for (key, object) in desired {
+            report.written += usize::from(self.ensure(key, object)?);
+        }
+        for (key, path) in self.files()? {
+            if !desired.contains_key(&key) {
+                fs::remove_file(&path).map_err(err("cannot delete", &path))?;
+                self.known.remove(&key);
+                report.deleted += 1;
+            }
+        }
+        self.known
+            .retain(|key, _| key.kind == WriteKind::WorkloadEntry || desired.contains_key(key));
+        Ok(report)
+    }
+
+    /// Checks only what may differ: desired objects not known to be written as they are, and
+    /// the files the watcher saw touched.
+    fn check_touched(
+        &mut self,
+        desired: &WriteSet,
+        touched: HashSet<WriteKey>,
+    ) -> Result<WriteReport, WriteError> {
+        let mut report = WriteReport::default();
+        for (key, object) in desired {
+            let written = self
+                .known
+                .get(key)
+                .is_some_and(|k| Arc::ptr_eq(&k.object, object) || k.object == *object);
+            if !written || touched.contains(key) {
+                report.written += usize::from(self.ensure(key, object)?);
+            }
+        }
+        let strays: Vec<WriteKey> = (self.known.keys().chain(&touched))
+            .filter(|key| key.kind != WriteKind::WorkloadEntry && !desired.contains_key(*key))
+            .cloned()
+            .collect();
+        for key in strays {
+            report.deleted += usize::from(self.delete(&key)?);
+        }
+        Ok(report)
     }
 }
 
@@ -209,19 +395,37 @@ impl Writer for FileWriter {
     }
 
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
-        let mut report = WriteReport::default();
-        for (key, object) in desired {
-            let path = self.path(key);
-            if self.ensure(&path, object)? {
-                report.written += 1;
+        let Some(full_check) = self.full_check else {
+            return self.check_all(desired);
+        };
+        let touched = self.watch.as_ref().map(|w| {
+            let mut touched = w.touched.lock();
+            std::mem::take(&mut *touched)
+        });
+        let quick = match (&self.watch, touched) {
+            (Some(watch), Some(touched))
+                if !touched.lost && watch.checked.is_some_and(|at| at.elapsed() < full_check) =>
+            {
+                Some(touched.keys)
             }
+            _ => None,
+        };
+        if let Some(touched) = quick {
+            let report = self.check_touched(desired, touched);
+            if report.is_err()
+                && let Some(watch) = &mut self.watch
+            {
+                watch.checked = None;
+            }
+            return report;
         }
-        for (key, path) in self.files()? {
-            if !desired.contains_key(&key) {
-                fs::remove_file(&path).map_err(err("cannot delete", &path))?;
-                self.known.remove(&path);
-                report.deleted += 1;
-            }
+        // Watching (again: the watch may have been lost with the directory) before checking:
+        // what is touched meanwhile is seen by the next reconcile.
+        debug!(dir = %self.root.display(), "checking every file");
+        self.start_watch();
+        let report = self.check_all(desired)?;
+        if let Some(watch) = &mut self.watch {
+            watch.checked = Some(Instant::now());
         }
         Ok(report)
     }
@@ -229,17 +433,18 @@ impl Writer for FileWriter {
     fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError> {
         let mut report = WriteReport::default();
         for (key, object) in changes {
-            let path = self.path(key);
-            match object {
-                Some(object) => report.written += usize::from(self.ensure(&path, object)?),
-                None => {
-                    self.known.remove(&path);
-                    match fs::remove_file(&path) {
-                        Ok(()) => report.deleted += 1,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(err("cannot delete", &path)(e)),
-                    }
+            let done = match object {
+                Some(object) => self
+                    .ensure(key, object)
+                    .map(|w| report.written += usize::from(w)),
+                None => self.delete(key).map(|d| report.deleted += usize::from(d)),
+            };
+            if let Err(e) = done {
+                // Whatever else this left undone is found by checking everything next.
+                if let Some(watch) = &mut self.watch {
+                    watch.checked = None;
                 }
+                return Err(e);
             }
         }
         Ok(report)
@@ -256,7 +461,6 @@ impl Writer for FileWriter {
 
     /// Files keep no versions: `metadata.resourceVersion` is not written.
     fn put(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
-        let path = self.path(key);
         let object = match object["metadata"].get("resourceVersion") {
             Some(_) => {
                 let mut stripped = (**object).clone();
@@ -267,17 +471,11 @@ impl Writer for FileWriter {
             }
             None => object.clone(),
         };
-        self.ensure(&path, &object)
+        self.ensure(key, &object)
     }
 
     fn remove(&mut self, key: &WriteKey, _precondition: Option<&str>) -> Result<bool, WriteError> {
-        let path = self.path(key);
-        self.known.remove(&path);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(err("cannot delete", &path)(e)),
-        }
+        self.delete(key)
     }
 }
 
@@ -340,6 +538,59 @@ mod tests {
             }
         );
         assert!(FileWriter::new(dir.path()).read().unwrap().is_empty());
+    }
+
+    /// Reconciles until `done` holds for the report (the watcher's events arrive a little
+    /// after the change), for at most ten seconds.
+    fn reconcile_until(
+        writer: &mut FileWriter,
+        want: &WriteSet,
+        done: impl Fn(WriteReport) -> bool,
+    ) -> WriteReport {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let report = writer.reconcile(want).unwrap();
+            if done(report) || Instant::now() > deadline {
+                return report;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_watched_writer_restores_the_files_it_sees_touched_between_full_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        // No full check during the test: only the watcher can tell what was touched.
+        let mut writer = FileWriter::watched(dir.path(), Duration::from_secs(3600));
+        let want = desired();
+        assert_eq!(writer.reconcile(&want).unwrap().written, 1);
+        let path = dir.path().join(".bowline/serviceimports/demo/echo.yaml");
+        // Its own write is seen touched too, and found as written.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(writer.reconcile(&want).unwrap(), WriteReport::default());
+
+        fs::write(&path, "spec: {ips: [10.9.9.9]}\n").unwrap();
+        let report = reconcile_until(&mut writer, &want, |r| r.written == 1);
+        assert_eq!(report.written, 1, "an edit is undone");
+        assert!(fs::read_to_string(&path).unwrap().contains("241.0.0.1"));
+
+        let stray = dir.path().join(".bowline/serviceimports/demo/stray.yaml");
+        fs::write(&stray, "a: 1\n").unwrap();
+        let report = reconcile_until(&mut writer, &want, |r| r.deleted == 1);
+        assert_eq!(report.deleted, 1, "a stray file is deleted");
+        assert!(!stray.exists());
+
+        fs::remove_dir_all(dir.path().join(".bowline/serviceimports")).unwrap();
+        let report = reconcile_until(&mut writer, &want, |r| r.written == 1);
+        assert_eq!(
+            report.written, 1,
+            "a deleted directory's files are restored"
+        );
+        assert!(fs::read_to_string(&path).unwrap().contains("241.0.0.1"));
+
+        // Objects no longer desired are deleted.
+        assert_eq!(writer.reconcile(&WriteSet::new()).unwrap().deleted, 1);
+        assert!(!path.exists());
     }
 
     #[test]
