@@ -224,6 +224,11 @@ impl KubeWriter {
         Ok(listed)
     }
 
+    fn sweep_due(&self) -> bool {
+        self.last_sweep
+            .is_none_or(|at| at.elapsed() >= self.options.sweep)
+    }
+
     /// Applies one object (and its status).
     fn apply(&mut self, key: &WriteKey, desired: &Value) -> Result<(), WriteError> {
         let client = self.client()?;
@@ -421,14 +426,15 @@ pub fn holds(live: &Value, desired: &Value) -> bool {
 
 impl Writer for KubeWriter {
     fn read(&mut self) -> Result<WriteSet, WriteError> {
-        Ok(self.sweep(None)?.into_iter().collect::<BTreeMap<_, _>>())
+        Ok(self
+            .sweep(None)?
+            .into_iter()
+            .filter(|(key, _)| key.kind != WriteKind::EndpointSlice)
+            .collect::<BTreeMap<_, _>>())
     }
 
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
-        let due = self
-            .last_sweep
-            .is_none_or(|at| at.elapsed() >= self.options.sweep);
-        if due {
+        if self.sweep_due() {
             self.sweep(Some(desired))?;
         }
         let mut report = WriteReport::default();
@@ -475,6 +481,11 @@ impl Writer for KubeWriter {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Only a sweep can tell what changed behind Bowline's back.
+    fn needs_check(&mut self) -> bool {
+        self.sweep_due()
     }
 
     fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError> {
