@@ -421,9 +421,10 @@ impl Writer for FileWriter {
             let mut touched = w.touched.lock();
             std::mem::take(&mut *touched)
         });
+        let lost = touched.as_ref().is_none_or(|t| t.lost);
         let quick = match (&self.watch, touched) {
             (Some(watch), Some(touched))
-                if !touched.lost && watch.checked.is_some_and(|at| at.elapsed() < full_check) =>
+                if !lost && watch.checked.is_some_and(|at| at.elapsed() < full_check) =>
             {
                 Some(touched.keys)
             }
@@ -441,7 +442,9 @@ impl Writer for FileWriter {
         // Watching (again: the watch may have been lost with the directory) before checking:
         // what is touched meanwhile is seen by the next reconcile.
         debug!(dir = %self.root.display(), "checking every file");
-        self.start_watch();
+        if lost {
+            self.start_watch();
+        }
         let report = self.check_all(desired)?;
         if let Some(watch) = &mut self.watch {
             watch.checked = Some(Instant::now());
