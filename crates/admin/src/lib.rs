@@ -128,14 +128,19 @@ async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Res
         )
             .into_response();
     };
-    let objects: Vec<&Arc<serde_json::Value>> = snapshot
+    // The objects are held as JSON text: the array is joined, not parsed and encoded again.
+    let objects: Vec<&str> = snapshot
         .outcome
         .writes
         .get(&member.name)
         .into_iter()
-        .flat_map(|w| w.iter().map(|(_, object)| object))
+        .flat_map(|w| w.iter().map(|(_, object)| object.json()))
         .collect();
-    Json(objects).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("[{}]", objects.join(",")),
+    )
+        .into_response()
 }
 
 async fn imports(State(state): State<AdminState>) -> Response {

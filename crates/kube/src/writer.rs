@@ -16,7 +16,7 @@ use std::{
 };
 
 use bowline_mcs::{
-    WriteChange, WriteKey, WriteKind, WriteSet,
+    Rendered, WriteChange, WriteKey, WriteKind, WriteSet,
     writer::{WriteError, WriteReport, Writer},
 };
 use bowline_model::{
@@ -67,7 +67,7 @@ const PAGE: u32 = 250;
 #[derive(Debug)]
 enum Known {
     /// It holds every field of this desired object (applied, or compared after a listing).
-    Holds(Arc<Value>),
+    Holds(Arc<Rendered>),
     /// As listed, not compared with a desired object yet (read back at start).
     Listed(Arc<Value>),
     /// It was found to differ from what is desired of it, or nothing is.
@@ -76,19 +76,21 @@ enum Known {
 
 impl Known {
     /// What a listed object is known as, compared with `desired` when that is known.
-    fn listed(live: Arc<Value>, desired: Option<Option<&Arc<Value>>>) -> Known {
+    fn listed(live: Arc<Value>, desired: Option<Option<&Arc<Rendered>>>) -> Known {
         match desired {
             None => Known::Listed(live),
-            Some(Some(desired)) if unchanged(&live, desired) => Known::Holds(desired.clone()),
+            Some(Some(desired)) if unchanged(&live, &desired.to_value()) => {
+                Known::Holds(desired.clone())
+            }
             Some(_) => Known::Differs,
         }
     }
 
     /// True when the member's copy is known to hold `desired`.
-    fn holds(&self, desired: &Arc<Value>) -> bool {
+    fn holds(&self, desired: &Arc<Rendered>) -> bool {
         match self {
             Known::Holds(held) => Arc::ptr_eq(held, desired) || held == desired,
-            Known::Listed(live) => unchanged(live, desired),
+            Known::Listed(live) => unchanged(live, &desired.to_value()),
             Known::Differs => false,
         }
     }
@@ -230,11 +232,10 @@ impl KubeWriter {
     }
 
     /// Applies one object (and its status).
-    fn apply(&mut self, key: &WriteKey, desired: &Value) -> Result<(), WriteError> {
+    fn apply(&mut self, key: &WriteKey, mut object: Value) -> Result<(), WriteError> {
         let client = self.client()?;
         let api = self.api(&client, key.kind, &key.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut object = desired.clone();
         object["apiVersion"] = json!(api_version_of(&api));
         if let Some(meta) = object["metadata"].as_object_mut() {
             meta.remove(SERVER_SET);
@@ -430,6 +431,7 @@ impl Writer for KubeWriter {
             .sweep(None)?
             .into_iter()
             .filter(|(key, _)| key.kind != WriteKind::EndpointSlice)
+            .map(|(key, live)| (key, Arc::new(Rendered::new(&live))))
             .collect::<BTreeMap<_, _>>())
     }
 
@@ -446,7 +448,7 @@ impl Writer for KubeWriter {
                 *copy = Known::Holds(object.clone());
                 continue;
             }
-            match self.apply(key, object) {
+            match self.apply(key, object.to_value()) {
                 Ok(()) => {
                     self.live.insert(key.clone(), Known::Holds(object.clone()));
                     report.written += 1;
@@ -497,7 +499,7 @@ impl Writer for KubeWriter {
                     self.live.insert(key.clone(), Known::Holds(object.clone()));
                     continue;
                 }
-                Some(object) => self.apply(key, object).map(|()| {
+                Some(object) => self.apply(key, object.to_value()).map(|()| {
                     self.live.insert(key.clone(), Known::Holds(object.clone()));
                     report.written += 1;
                 }),
@@ -537,7 +539,7 @@ impl Writer for KubeWriter {
 
     fn put(&mut self, key: &WriteKey, object: &std::sync::Arc<Value>) -> Result<bool, WriteError> {
         // Not kept in `live`: that is the reconciled set, whose strays are deleted.
-        self.apply(key, object)?;
+        self.apply(key, (**object).clone())?;
         Ok(true)
     }
 

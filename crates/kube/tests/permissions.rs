@@ -86,7 +86,7 @@ async fn every_request_is_granted_and_every_grant_is_used() {
         ),
     ]
     .into_iter()
-    .map(|(k, v)| (k, Arc::new(v)))
+    .map(|(k, v)| (k, Arc::new(v.into())))
     .collect();
     let mut writer = KubeWriter::new(
         Credentials::Client(server.client()),

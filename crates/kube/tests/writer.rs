@@ -44,7 +44,7 @@ fn export_status(reason: &str) -> Value {
 fn desired(objects: &[(WriteKind, &str, Value)]) -> WriteSet {
     objects
         .iter()
-        .map(|(kind, name, v)| (WriteKey::new(*kind, "shop", name), Arc::new(v.clone())))
+        .map(|(kind, name, v)| (WriteKey::new(*kind, "shop", name), Arc::new(v.into())))
         .collect()
 }
 

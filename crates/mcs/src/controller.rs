@@ -20,6 +20,7 @@ use crate::{
     alloc::Allocator,
     merge::{Constituent, Merged, merge},
     render::{self, Condition, SlicePort},
+    rendered::Rendered,
     writes::{MemberWrites, Objects},
 };
 
@@ -64,7 +65,7 @@ impl WriteKey {
 /// Everything written to one member. Objects are shared: an imported EndpointSlice is the
 /// same in every importing member, and unchanged objects keep their identity between
 /// reconciles, which lets writers skip them cheaply.
-pub type WriteSet = BTreeMap<WriteKey, Arc<Value>>;
+pub type WriteSet = BTreeMap<WriteKey, Arc<Rendered>>;
 
 /// An admitted member as the controller needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,7 +231,7 @@ fn reuse(set: WriteSet, before: Option<&Objects>) -> Objects {
         return set.into_iter().collect();
     };
     let mut same = before.len() == set.len();
-    let objects: Vec<(WriteKey, Arc<Value>)> = set
+    let objects: Vec<(WriteKey, Arc<Rendered>)> = set
         .into_iter()
         .map(
             |(key, object)| match before.binary_search_by(|(k, _)| k.cmp(&key)) {
@@ -254,7 +255,7 @@ fn patch(outcome: &mut Outcome, key: &ServiceKey, old: Option<&Memo>, memo: Opti
         .flat_map(|m| m.writes.keys())
         .collect();
     for member in members {
-        let objects = memo.and_then(|m| m.writes.get(member)).cloned();
+        let objects = memo.and_then(|m| m.writes.get(member)).map(Arc::clone);
         if let Some(writes) = outcome.writes.get_mut(member) {
             let unchanged = match (&objects, writes.names().get(key)) {
                 (Some(new), Some(held)) => Arc::ptr_eq(new, held),
@@ -329,6 +330,7 @@ impl Controller {
             .filter(|(k, _)| k.kind == WriteKind::ServiceImport)
         {
             let skey = ServiceKey::new(key.namespace.clone(), key.name.clone());
+            let object = object.to_value();
             let ips = object
                 .pointer("/spec/ips")
                 .and_then(Value::as_array)
@@ -443,13 +445,13 @@ impl Controller {
         kind: WriteKind,
         ns: &str,
         name: &str,
-    ) -> Option<&Value> {
+    ) -> Option<Value> {
         let key = WriteKey::new(kind, ns, name);
         match self.adopted.get(member) {
             Some(read) => read.get(&key),
             None => self.outcome.writes.get(member)?.get(&key),
         }
-        .map(|v| &**v)
+        .map(|v| v.to_value())
     }
 
     fn candidates<'a>(
@@ -581,7 +583,7 @@ impl Controller {
                 };
                 let previous = self.previous(&c.member.name, kind, &key.namespace, &key.name);
                 let cond = |t: &str, ok: bool, reason: &str, message: String| {
-                    Condition::new(t, ok, reason, message, previous, now_text)
+                    Condition::new(t, ok, reason, message, previous.as_ref(), now_text)
                 };
                 match (&problem, &import) {
                     (Some((reason, message)), _) => {
@@ -637,7 +639,7 @@ impl Controller {
                     .or_default()
                     .insert(
                         WriteKey::new(kind, &key.namespace, &key.name),
-                        Arc::new(object),
+                        Arc::new(object.into()),
                     );
             }
             exports.insert(
@@ -713,7 +715,7 @@ impl Controller {
         &self,
         member: &MemberInput,
         import: &Import,
-        slices: &[(WriteKey, Arc<Value>)],
+        slices: &[(WriteKey, Arc<Rendered>)],
         now: &str,
         outcome: &mut Part,
     ) {
@@ -738,7 +740,7 @@ impl Controller {
                     "member {} uses only {:?}; the import offers {:?}",
                     member.id, member.families, import.ip_families
                 ),
-                previous,
+                previous.as_ref(),
                 now,
             )
         } else if !import.exhausted.is_empty() {
@@ -750,7 +752,7 @@ impl Controller {
                     "no free ClusterSetIP for {:?} in clusterSetIPs {:?}; the import has no address of that family until one is freed or a pool is added",
                     import.exhausted, self.config.pools
                 ),
-                previous,
+                previous.as_ref(),
                 now,
             )
         } else {
@@ -759,7 +761,7 @@ impl Controller {
                 true,
                 "Ready",
                 "the ServiceImport is ready".into(),
-                previous,
+                previous.as_ref(),
                 now,
             )
         };
@@ -768,14 +770,17 @@ impl Controller {
         let writes = outcome.writes.entry(member.name.clone()).or_default();
         writes.insert(
             WriteKey::new(WriteKind::ServiceImport, &key.namespace, &key.name),
-            Arc::new(render::service_import(
-                key,
-                &import.merged,
-                &import.ips,
-                &import.ip_families,
-                &clusters,
-                &ready,
-            )),
+            Arc::new(
+                render::service_import(
+                    key,
+                    &import.merged,
+                    &import.ips,
+                    &import.ip_families,
+                    &clusters,
+                    &ready,
+                )
+                .into(),
+            ),
         );
         writes.extend(slices.iter().cloned());
     }
@@ -786,7 +791,7 @@ impl Controller {
 fn imported_slices(
     import: &Import,
     constituents: &[Constituent<'_>],
-) -> Vec<(WriteKey, Arc<Value>)> {
+) -> Vec<(WriteKey, Arc<Rendered>)> {
     let key = &import.key;
     let mut out = Vec::new();
     for source in constituents {
@@ -808,7 +813,7 @@ fn imported_slices(
                 render::endpoint_slice(key, &name, source.cluster, *family, &ports, &endpoints);
             out.push((
                 WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
-                Arc::new(slice),
+                Arc::new(slice.into()),
             ));
         }
     }

@@ -20,6 +20,7 @@ pub mod consumer;
 mod controller;
 pub mod merge;
 pub mod render;
+mod rendered;
 pub mod writer;
 pub mod writes;
 
@@ -29,5 +30,6 @@ pub use crate::{
         Controller, ExportInfo, Import, McsConfig, MemberInput, Outcome, Snapshot, WriteKey,
         WriteKind, WriteSet,
     },
+    rendered::Rendered,
     writes::{MemberWrites, WriteChange},
 };

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::{WriteChange, WriteKey, WriteKind, WriteSet};
+use crate::{Rendered, WriteChange, WriteKey, WriteKind, WriteSet};
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,7 @@ const KINDS: [WriteKind; 4] = [
 
 #[derive(Debug)]
 struct Known {
-    object: Arc<Value>,
+    object: Arc<Rendered>,
     len: u64,
     modified: Option<SystemTime>,
 }
@@ -288,7 +288,7 @@ impl FileWriter {
     }
 
     /// Makes the file of `key` hold `object`; true when it had to be written.
-    fn ensure(&mut self, key: &WriteKey, object: &Arc<Value>) -> Result<bool, WriteError> {
+    fn ensure(&mut self, key: &WriteKey, object: &Arc<Rendered>) -> Result<bool, WriteError> {
         let path = self.path(key);
         let stat = Self::stat(&path);
         if let (Some(known), Some((len, modified))) = (self.known.get_mut(key), stat)
@@ -300,7 +300,7 @@ impl FileWriter {
             known.object = object.clone();
             return Ok(false);
         }
-        let bytes = to_yaml(object).into_bytes();
+        let bytes = to_yaml(&object.to_value()).into_bytes();
         let same = stat.is_some() && fs::read(&path).is_ok_and(|current| current == bytes);
         if !same {
             let dir = path.parent().expect("object files live in a directory");
@@ -407,7 +407,7 @@ impl Writer for FileWriter {
             };
             // A file that no longer parses is not kept: reconcile rewrites or deletes it.
             if let Ok(value) = serde_saphyr::from_str::<Value>(&text) {
-                out.insert(key, Arc::new(value));
+                out.insert(key, Arc::new(value.into()));
             }
         }
         Ok(out)
@@ -499,11 +499,11 @@ impl Writer for FileWriter {
                 if let Some(meta) = stripped["metadata"].as_object_mut() {
                     meta.remove("resourceVersion");
                 }
-                Arc::new(stripped)
+                Rendered::new(&stripped)
             }
-            None => object.clone(),
+            None => Rendered::new(object),
         };
-        self.ensure(key, &object)
+        self.ensure(key, &Arc::new(object))
     }
 
     fn remove(&mut self, key: &WriteKey, _precondition: Option<&str>) -> Result<bool, WriteError> {
@@ -521,7 +521,7 @@ mod tests {
         let mut set = WriteSet::new();
         set.insert(
             WriteKey::new(WriteKind::ServiceImport, "demo", "echo"),
-            Arc::new(json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"ips": ["241.0.0.1"]}})),
+            Arc::new(json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport", "metadata": {"name": "echo", "namespace": "demo"}, "spec": {"ips": ["241.0.0.1"]}}).into()),
         );
         set
     }
@@ -651,7 +651,7 @@ mod tests {
         let report = writer
             .patch(&[(
                 other.clone(),
-                Some(Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}}))),
+                Some(Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}}).into())),
             )])
             .unwrap();
         assert_eq!(
@@ -666,7 +666,7 @@ mod tests {
         let mut both = want.clone();
         both.insert(
             other.clone(),
-            Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}})),
+            Arc::new(json!({"spec": {"ips": ["241.0.0.2"]}}).into()),
         );
         assert_eq!(writer.reconcile(&both).unwrap().written, 1);
         // Deletions: once, then nothing to do.

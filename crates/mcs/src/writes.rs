@@ -7,13 +7,13 @@ use std::{collections::BTreeMap, ops::Index, sync::Arc};
 use bowline_model::ServiceKey;
 use serde_json::Value;
 
-use crate::{WriteKey, WriteKind, WriteSet};
+use crate::{Rendered, WriteKey, WriteKind, WriteSet};
 
 /// The objects of one name in one member, ordered by key.
-pub type Objects = Arc<[(WriteKey, Arc<Value>)]>;
+pub type Objects = Arc<[(WriteKey, Arc<Rendered>)]>;
 
 /// One object to write (`Some`) or delete (`None`), as [`MemberWrites::changes_since`] finds.
-pub type WriteChange = (WriteKey, Option<Arc<Value>>);
+pub type WriteChange = (WriteKey, Option<Arc<Rendered>>);
 
 /// Everything one member must hold, by service name. Clones share the map; a patch copies
 /// only the map of names (never the objects) when a clone still holds it.
@@ -35,7 +35,7 @@ impl MemberWrites {
     }
 
     /// Every object, by name then key.
-    pub fn iter(&self) -> impl Iterator<Item = (&WriteKey, &Arc<Value>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&WriteKey, &Arc<Rendered>)> {
         self.names
             .values()
             .flat_map(|objects| objects.iter().map(|(k, v)| (k, v)))
@@ -48,7 +48,7 @@ impl MemberWrites {
 
     /// One object. ServiceImports and ServiceExports are found under their own name; an
     /// imported EndpointSlice, whose name is not its service's, by a scan of its namespace.
-    pub fn get(&self, key: &WriteKey) -> Option<&Arc<Value>> {
+    pub fn get(&self, key: &WriteKey) -> Option<&Arc<Rendered>> {
         if key.kind == WriteKind::EndpointSlice {
             return self
                 .names
@@ -126,7 +126,7 @@ impl MemberWrites {
 }
 
 /// The object `key` of a name's sorted objects.
-fn find<'a>(objects: &'a Objects, key: &WriteKey) -> Option<&'a Arc<Value>> {
+fn find<'a>(objects: &'a Objects, key: &WriteKey) -> Option<&'a Arc<Rendered>> {
     objects
         .binary_search_by(|(k, _)| k.cmp(key))
         .ok()
@@ -136,7 +136,7 @@ fn find<'a>(objects: &'a Objects, key: &WriteKey) -> Option<&'a Arc<Value>> {
 /// Groups a flat set by the name each object belongs to (a read-back or a test's set).
 impl From<WriteSet> for MemberWrites {
     fn from(set: WriteSet) -> Self {
-        let mut grouped: BTreeMap<ServiceKey, Vec<(WriteKey, Arc<Value>)>> = BTreeMap::new();
+        let mut grouped: BTreeMap<ServiceKey, Vec<(WriteKey, Arc<Rendered>)>> = BTreeMap::new();
         for (key, object) in set {
             let name = owner(&key, &object);
             grouped.entry(name).or_default().push((key, object));
@@ -152,10 +152,11 @@ impl From<WriteSet> for MemberWrites {
 
 /// The service name an object belongs to: its own, or for an imported EndpointSlice the
 /// `multicluster.kubernetes.io/service-name` label.
-fn owner(key: &WriteKey, object: &Value) -> ServiceKey {
-    let label = (key.kind == WriteKind::EndpointSlice)
-        .then(|| object.pointer("/metadata/labels/multicluster.kubernetes.io~1service-name"))
-        .flatten()
+fn owner(key: &WriteKey, object: &Rendered) -> ServiceKey {
+    let parsed = (key.kind == WriteKind::EndpointSlice).then(|| object.to_value());
+    let label = parsed
+        .as_ref()
+        .and_then(|o| o.pointer("/metadata/labels/multicluster.kubernetes.io~1service-name"))
         .and_then(Value::as_str);
     ServiceKey::new(key.namespace.clone(), label.unwrap_or(&key.name))
 }
@@ -173,16 +174,16 @@ impl PartialEq for MemberWrites {
 }
 
 impl Index<&WriteKey> for MemberWrites {
-    type Output = Value;
+    type Output = Rendered;
 
-    fn index(&self, key: &WriteKey) -> &Value {
+    fn index(&self, key: &WriteKey) -> &Rendered {
         self.get(key)
             .unwrap_or_else(|| panic!("no object {key:?} in the member's writes"))
     }
 }
 
 impl<'a> IntoIterator for &'a MemberWrites {
-    type Item = (&'a WriteKey, &'a Arc<Value>);
+    type Item = (&'a WriteKey, &'a Arc<Rendered>);
     type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
 
     fn into_iter(self) -> Self::IntoIter {
@@ -196,14 +197,14 @@ mod tests {
 
     use super::*;
 
-    fn object(kind: WriteKind, name: &str, value: i64) -> (WriteKey, Arc<Value>) {
+    fn object(kind: WriteKind, name: &str, value: i64) -> (WriteKey, Arc<Rendered>) {
         (
             WriteKey::new(kind, "ns", name),
-            Arc::new(json!({ "v": value })),
+            Arc::new(json!({ "v": value }).into()),
         )
     }
 
-    fn objects(list: Vec<(WriteKey, Arc<Value>)>) -> Option<Objects> {
+    fn objects(list: Vec<(WriteKey, Arc<Rendered>)>) -> Option<Objects> {
         Some(list.into())
     }
 
@@ -242,7 +243,7 @@ mod tests {
             vec![
                 (
                     WriteKey::new(WriteKind::ServiceExport, "ns", "a"),
-                    Some(Arc::new(json!({"v": 2})))
+                    Some(Arc::new(json!({"v": 2}).into()))
                 ),
                 (WriteKey::new(WriteKind::ServiceImport, "ns", "b"), None),
             ]
@@ -255,7 +256,8 @@ mod tests {
         let slice = (
             WriteKey::new(WriteKind::EndpointSlice, "ns", "imported-a-c1-ipv4"),
             Arc::new(
-                json!({"metadata": {"labels": {"multicluster.kubernetes.io/service-name": "a"}}}),
+                json!({"metadata": {"labels": {"multicluster.kubernetes.io/service-name": "a"}}})
+                    .into(),
             ),
         );
         let import = object(WriteKind::ServiceImport, "a", 1);
