@@ -271,7 +271,9 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
         .labels
         .get(labels::SERVICE_NAME)
         .map(|s| Arc::from(s.as_str()));
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    // Node names, zones and targetRef kinds repeat across a slice's endpoints: one copy each.
+    let mut strings = Shared::default();
     if address_type != AddressType::FQDN {
         for (i, ep) in slice.endpoints.into_iter().enumerate() {
             let field = format!("endpoints[{i}]");
@@ -300,10 +302,10 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
             let target = ep.target_ref.and_then(|r| {
                 let name = r.name.filter(|n| !n.is_empty())?;
                 Some(objects::TargetRef {
-                    kind: r.kind.unwrap_or_else(|| "Pod".into()).into(),
+                    kind: strings.get(r.kind.as_deref().unwrap_or("Pod")),
                     namespace: r
                         .namespace
-                        .map_or_else(|| meta.namespace.clone(), Arc::from),
+                        .map_or_else(|| meta.namespace.clone(), |n| strings.get(&n)),
                     name: name.into(),
                 })
             });
@@ -313,8 +315,11 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
                 serving: conditions.serving.unwrap_or(ready),
                 terminating: conditions.terminating.unwrap_or(false),
                 hostname: ep.hostname.filter(|h| !h.is_empty()).map(Arc::from),
-                node_name: ep.node_name.filter(|n| !n.is_empty()).map(Arc::from),
-                zone: ep.zone.filter(|z| !z.is_empty()).map(Arc::from),
+                node_name: ep
+                    .node_name
+                    .filter(|n| !n.is_empty())
+                    .map(|n| strings.get(&n)),
+                zone: ep.zone.filter(|z| !z.is_empty()).map(|z| strings.get(&z)),
                 target,
             });
         }
@@ -334,9 +339,30 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
         meta,
         service_name,
         address_type,
-        endpoints,
+        endpoints: endpoints.into(),
         ports: ports.into(),
     }))
+}
+
+/// The strings one conversion has seen, so that a value repeated across a slice's endpoints
+/// is allocated once. A few distinct values per slice: a short list, searched linearly.
+#[derive(Default)]
+struct Shared(Vec<Arc<str>>);
+
+impl Shared {
+    /// At most this many distinct strings are remembered.
+    const LIMIT: usize = 32;
+
+    fn get(&mut self, value: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|s| &***s == value) {
+            return known.clone();
+        }
+        let new: Arc<str> = value.into();
+        if self.0.len() < Self::LIMIT {
+            self.0.push(new.clone());
+        }
+        new
+    }
 }
 
 pub(crate) fn service_export(export: crds::ServiceExport) -> Result<Object> {

@@ -78,7 +78,7 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
         if slice.address_type == AddressType::FQDN {
             continue;
         }
-        for ep in &slice.endpoints {
+        for ep in slice.endpoints.iter() {
             let identity = match &ep.target {
                 Some(target) => Identity::Target(target.clone()),
                 None => Identity::Address(ep.addresses[0]),

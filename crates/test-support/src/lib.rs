@@ -508,6 +508,7 @@ impl EndpointBuilder {
 /// Builds an EndpointSlice.
 pub struct SliceBuilder {
     slice: EndpointSlice,
+    endpoints: Vec<SliceEndpoint>,
     ports: Vec<EndpointPort>,
 }
 
@@ -521,9 +522,10 @@ pub fn slice(namespace: &str, name: &str, service: &str) -> SliceBuilder {
             meta,
             service_name: Some(service.into()),
             address_type: AddressType::IPv4,
-            endpoints: Vec::new(),
+            endpoints: Arc::new([]),
             ports: Arc::new([]),
         },
+        endpoints: Vec::new(),
         ports: Vec::new(),
     }
 }
@@ -557,19 +559,20 @@ impl SliceBuilder {
         if let Some(target) = &mut ep.target {
             target.namespace = self.slice.meta.namespace.clone();
         }
-        if self.slice.endpoints.is_empty() {
+        if self.endpoints.is_empty() {
             self.slice.address_type = match IpFamily::of(&ep.addresses[0]) {
                 IpFamily::IPv4 => AddressType::IPv4,
                 IpFamily::IPv6 => AddressType::IPv6,
             };
         }
-        self.slice.endpoints.push(ep);
+        self.endpoints.push(ep);
         self
     }
 
     /// The object.
     pub fn build(mut self) -> Object {
         self.slice.ports = self.ports.into();
+        self.slice.endpoints = self.endpoints.into();
         Object::EndpointSlice(self.slice)
     }
 }

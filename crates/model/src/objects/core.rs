@@ -90,8 +90,9 @@ pub struct EndpointSlice {
     pub service_name: Option<Arc<str>>,
     /// Address type.
     pub address_type: AddressType,
-    /// Endpoints (none for FQDN slices).
-    pub endpoints: Vec<SliceEndpoint>,
+    /// Endpoints (none for FQDN slices); shared by the copies of a slice (the source's index
+    /// and the registry's store).
+    pub endpoints: Arc<[SliceEndpoint]>,
     /// Ports served by every endpoint of the slice.
     pub ports: Arc<[EndpointPort]>,
 }
