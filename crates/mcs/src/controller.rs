@@ -813,7 +813,7 @@ fn imported_slices(
                 render::endpoint_slice(key, &name, source.cluster, *family, &ports, &endpoints);
             out.push((
                 WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
-                Arc::new(slice.into()),
+                Arc::new(slice),
             ));
         }
     }

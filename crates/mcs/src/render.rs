@@ -1,7 +1,7 @@
 //! The Kubernetes objects Bowline writes into members, as JSON: ServiceImports, imported
 //! EndpointSlices, auto-export ServiceExports and the status of users' ServiceExports.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use bowline_model::{
     ClusterId, Endpoint, IpFamily, ServiceKey,
@@ -11,7 +11,10 @@ use bowline_model::{
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::merge::{ImportPort, Merged};
+use crate::{
+    Rendered,
+    merge::{ImportPort, Merged},
+};
 
 /// API version of the MCS objects written.
 pub const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
@@ -159,7 +162,9 @@ pub fn slice_name(key: &ServiceKey, source: &ClusterId, family: IpFamily, group:
 /// Ports of an imported slice: `(name, port on the endpoints, protocol, appProtocol)`.
 pub type SlicePort = (String, u16, bowline_model::Protocol, Option<String>);
 
-/// An imported EndpointSlice: one source member, one family, the ports it serves.
+/// An imported EndpointSlice: one source member, one family, the ports it serves. Rendered
+/// straight to text, without a `Value` tree: at scale these are nearly every object written,
+/// and the tree's thousands of small allocations per slice outlived it as fragmentation.
 pub fn endpoint_slice(
     key: &ServiceKey,
     name: &str,
@@ -167,51 +172,98 @@ pub fn endpoint_slice(
     family: IpFamily,
     ports: &[SlicePort],
     endpoints: &[&Endpoint],
-) -> Value {
-    let endpoints: Vec<Value> = endpoints
+) -> Rendered {
+    let endpoints: Vec<SliceEndpointJson<'_>> = endpoints
         .iter()
         .filter_map(|ep| {
             let address = ep.addresses.iter().find(|a| IpFamily::of(a) == family)?;
-            let mut e = json!({
-                "addresses": [address.to_string()],
-                "conditions": {"ready": ep.ready, "serving": ep.serving, "terminating": ep.terminating},
-            });
-            if let Some(hostname) = &ep.hostname {
-                e["hostname"] = json!(&**hostname);
-            }
-            if !ep.locality.zone.is_empty() {
-                e["zone"] = json!(&*ep.locality.zone);
-            }
-            Some(e)
+            Some(SliceEndpointJson {
+                addresses: [*address],
+                conditions: ConditionsJson {
+                    ready: ep.ready,
+                    serving: ep.serving,
+                    terminating: ep.terminating,
+                },
+                hostname: ep.hostname.as_deref(),
+                zone: Some(&*ep.locality.zone).filter(|z| !z.is_empty()),
+            })
         })
         .collect();
-    let ports: Vec<Value> = ports
+    let ports: Vec<SlicePortJson<'_>> = ports
         .iter()
-        .map(|(name, port, protocol, app)| {
-            let mut p = json!({"name": name, "port": port, "protocol": protocol.as_str()});
-            if let Some(app) = app {
-                p["appProtocol"] = json!(app);
-            }
-            p
+        .map(|(name, port, protocol, app)| SlicePortJson {
+            app_protocol: app.as_deref(),
+            name,
+            port: *port,
+            protocol: protocol.as_str(),
         })
         .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name,
-            "namespace": &*key.namespace,
-            "labels": {
-                MCS_SERVICE_NAME: &*key.name,
-                MCS_SOURCE_CLUSTER: source.as_str(),
-                ENDPOINTSLICE_MANAGED_BY: SLICE_MANAGER,
-                MANAGED_BY_LABEL: MCS_CONTROLLER,
-            },
+    let slice = SliceJson {
+        address_type: family_name(family),
+        api_version: "discovery.k8s.io/v1",
+        endpoints,
+        kind: "EndpointSlice",
+        metadata: SliceMetaJson {
+            labels: BTreeMap::from([
+                (ENDPOINTSLICE_MANAGED_BY, SLICE_MANAGER),
+                (MANAGED_BY_LABEL, MCS_CONTROLLER),
+                (MCS_SERVICE_NAME, &*key.name),
+                (MCS_SOURCE_CLUSTER, source.as_str()),
+            ]),
+            name,
+            namespace: &key.namespace,
         },
-        "addressType": family_name(family),
-        "endpoints": endpoints,
-        "ports": ports,
-    })
+        ports,
+    };
+    Rendered::serialize(&slice)
+}
+
+// The shapes of an imported slice's JSON, fields in the order a `Value` would print them
+// (sorted), so that the text is the same as the object's parsed-and-printed form.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SliceJson<'a> {
+    address_type: &'static str,
+    api_version: &'static str,
+    endpoints: Vec<SliceEndpointJson<'a>>,
+    kind: &'static str,
+    metadata: SliceMetaJson<'a>,
+    ports: Vec<SlicePortJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SliceMetaJson<'a> {
+    labels: BTreeMap<&'static str, &'a str>,
+    name: &'a str,
+    namespace: &'a str,
+}
+
+#[derive(Serialize)]
+struct SliceEndpointJson<'a> {
+    addresses: [IpAddr; 1],
+    conditions: ConditionsJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ConditionsJson {
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SlicePortJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_protocol: Option<&'a str>,
+    name: &'a str,
+    port: u16,
+    protocol: &'static str,
 }
 
 /// A ServiceExport: Bowline's own (auto-export, with labels and spec) or the status of a

@@ -22,6 +22,13 @@ impl Rendered {
         Self(object.to_string().into_boxed_str())
     }
 
+    /// Renders a serializable object straight to text, without a `Value` tree. Its maps must
+    /// print their keys sorted, as a `Value`'s do, so that equal objects render equally.
+    pub fn serialize(object: &impl Serialize) -> Self {
+        let text = serde_json::to_string(object).expect("Bowline's objects always serialize");
+        Self(text.into_boxed_str())
+    }
+
     /// The object's JSON text.
     pub fn json(&self) -> &str {
         &self.0

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use bowline_mcs::{Controller, McsConfig, Outcome, Snapshot, WriteKey, WriteKind, WriteSet};
+use bowline_mcs::{
+    Controller, McsConfig, Outcome, Rendered, Snapshot, WriteKey, WriteKind, WriteSet,
+};
 use bowline_model::{
     IpFamily, MemberName, Network, Object, ObjectKind, Protocol,
     export::{ExportDefault, ExportPolicy},
@@ -945,6 +947,28 @@ fn auto_export_writes_labelled_exports_and_respects_opt_outs() {
         why.why,
         "not exported: Service label bowline.io/export=false"
     );
+}
+
+/// Objects are compared by their text: an object rendered straight to text (imported
+/// slices) must read exactly as its parsed form prints, or an equal object rendered the
+/// other way would look changed.
+#[test]
+fn written_objects_are_held_in_their_canonical_text() {
+    let mut set = Set::new(2);
+    set.apply("c1", exported_hello("c1", "10.0.0.1", T1));
+    set.apply("c2", exported_hello("c2", "10.0.1.1", T2));
+    let mut slices = 0;
+    for writes in set.outcome.writes.values() {
+        for (key, object) in writes {
+            slices += usize::from(key.kind == WriteKind::EndpointSlice);
+            assert_eq!(
+                object.json(),
+                Rendered::new(&object.to_value()).json(),
+                "{key:?}"
+            );
+        }
+    }
+    assert!(slices > 0, "imported slices were checked");
 }
 
 #[test]
