@@ -168,7 +168,7 @@ impl KubeWriter {
     }
 
     /// Lists Bowline's objects (and users' ServiceExports' status) into `live`, each compared
-    /// with what `desired` holds for it when given; what was listed.
+    /// with what `desired` holds for it when given; what was listed when not (a read-back).
     fn sweep(
         &mut self,
         desired: Option<&WriteSet>,
@@ -186,6 +186,7 @@ impl KubeWriter {
             );
         }
         let mut listed = Vec::new();
+        let mut live = HashMap::new();
         for kind in [
             WriteKind::ServiceImport,
             WriteKind::EndpointSlice,
@@ -208,20 +209,22 @@ impl KubeWriter {
                         path: resource.plural.clone(),
                         source: e.into(),
                     })?;
-                listed.extend(page.items.into_iter().map(|o| listed_object(kind, o)));
+                // Compared a page at a time: a member's objects are never all held parsed at
+                // once, except for a read-back, which returns them.
+                for (key, object) in page.items.into_iter().map(|o| listed_object(kind, o)) {
+                    if desired.is_none() {
+                        listed.push((key.clone(), object.clone()));
+                    }
+                    let known = Known::listed(object, desired.map(|d| d.get(&key)));
+                    live.insert(key, known);
+                }
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
                     Some(token) => params = params.continue_token(&token),
                     None => break,
                 }
             }
         }
-        self.live = listed
-            .iter()
-            .map(|(key, live)| {
-                let known = desired.map(|d| d.get(key));
-                (key.clone(), Known::listed(live.clone(), known))
-            })
-            .collect();
+        self.live = live;
         self.last_sweep = Some(Instant::now());
         Ok(listed)
     }
