@@ -354,7 +354,7 @@ impl Shared {
     const LIMIT: usize = 32;
 
     fn get(&mut self, value: &str) -> Arc<str> {
-        if let Some(known) = self.0.iter().find(|s| &***s == value) {
+        if let Some(known) = self.0.iter().find(|s| s.as_ref() == value) {
             return known.clone();
         }
         let new: Arc<str> = value.into();

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
 /// An object's compact JSON text.
@@ -19,7 +19,7 @@ pub struct Rendered(Box<str>);
 impl Rendered {
     /// Renders `object`.
     pub fn new(object: &Value) -> Self {
-        Self(object.to_string().into_boxed_str())
+        Self::serialize(object)
     }
 
     /// Renders a serializable object straight to text, without a `Value` tree. Its maps must
@@ -37,16 +37,6 @@ impl Rendered {
     /// The object, parsed.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.json()).expect("a rendered object is valid JSON")
-    }
-
-    /// Bytes of text held.
-    pub fn len(&self) -> usize {
-        self.json().len()
-    }
-
-    /// Never true: an object renders to at least `{}`.
-    pub fn is_empty(&self) -> bool {
-        self.json().is_empty()
     }
 }
 
@@ -70,23 +60,9 @@ impl PartialEq for Rendered {
 
 impl Eq for Rendered {}
 
-/// Compares with a parsed object by its rendering (tests and read-backs).
-impl PartialEq<Value> for Rendered {
-    fn eq(&self, other: &Value) -> bool {
-        self.to_value() == *other
-    }
-}
-
 impl fmt::Debug for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.json())
-    }
-}
-
-/// Serializes as the object itself (parsed first: for debug views and tests, not hot paths).
-impl Serialize for Rendered {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_value().serialize(serializer)
     }
 }
 
@@ -102,12 +78,11 @@ mod tests {
         let rendered = Rendered::new(&object);
         assert_eq!(rendered.to_value(), object);
         assert_eq!(rendered, Rendered::from(object.clone()));
-        assert_eq!(rendered, object);
         assert_ne!(rendered, Rendered::new(&json!({"kind": "EndpointSlice"})));
         assert_eq!(
-            serde_json::to_string(&rendered).unwrap(),
             rendered.json(),
-            "serializes as the object"
+            serde_json::to_string(&object).unwrap(),
+            "the object's own text"
         );
         assert!(
             !rendered.json().contains(' '),
