@@ -19,13 +19,16 @@ use envoy_types::pb::envoy::{
     service::discovery::v3::{
         DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        aggregated_discovery_service_server::AggregatedDiscoveryService,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
     },
 };
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::Stream;
 use tonic::{
     Code, Request, Response, Status, Streaming,
+    codegen::http,
     transport::{Certificate, Channel, ClientTlsConfig},
 };
 
@@ -37,10 +40,19 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start<S: AggregatedDiscoveryService>(
-    service: impl FnOnce(Arc<TokenStore>) -> S,
-    transport: Transport,
-) -> Server {
+async fn start<S>(service: impl FnOnce(Arc<TokenStore>) -> S, transport: Transport) -> Server
+where
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = RootCa::load_or_create(dir.path()).unwrap();
     let serving = ca
@@ -213,7 +225,11 @@ impl AggregatedDiscoveryService for Registering {
 
 #[tokio::test]
 async fn the_handler_sees_the_transport_and_the_token_scope() {
-    let server = start(Registering, Transport::Tls).await;
+    let server = start(
+        |t| AggregatedDiscoveryServiceServer::new(Registering(t)),
+        Transport::Tls,
+    )
+    .await;
     let at = jiff::Timestamp::now();
     let hour = std::time::Duration::from_secs(3600);
     let (web, record) = server.tokens.issue("web", "shop", hour, at).unwrap();
@@ -257,7 +273,11 @@ async fn the_handler_sees_the_transport_and_the_token_scope() {
 
 #[tokio::test]
 async fn plaintext_from_loopback_is_trusted_and_tokens_still_scope() {
-    let server = start(Registering, Transport::Plaintext).await;
+    let server = start(
+        |t| AggregatedDiscoveryServiceServer::new(Registering(t)),
+        Transport::Plaintext,
+    )
+    .await;
     let channel = || async {
         Channel::from_shared(format!("http://{}", server.addr))
             .unwrap()

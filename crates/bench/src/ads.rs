@@ -15,19 +15,18 @@ use envoy_types::pb::{
             core::v3::{Node, address::Address as AddressKind},
             endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
         },
-        service::discovery::v3::{
-            DeltaDiscoveryRequest, DiscoveryRequest,
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
+        service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
     },
     google::protobuf::{Struct, Value, value::Kind},
 };
-use prost::Message;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::scenario::Seen;
+use crate::{
+    scenario::Seen,
+    wire::{RawResponses, Received},
+};
 
 /// The EDS type URL.
 pub const ENDPOINT_TYPE: &str =
@@ -141,13 +140,12 @@ pub async fn open(
         if i % per_connection.max(1) == 0 {
             channel = Some(connect(addr, deadline).await?);
         }
-        let client = AggregatedDiscoveryServiceClient::new(channel.clone().expect("connected"))
-            .max_decoding_message_size(64 << 20);
+        let connection = channel.clone().expect("connected");
         let (target, reports) = (target.clone(), reports.clone());
         tasks.push(tokio::spawn(async move {
             let result = match protocol {
-                Protocol::Sotw => sotw(client, i, &target, &reports).await,
-                Protocol::Delta => delta(client, i, &target, &reports).await,
+                Protocol::Sotw => sotw(connection, i, &target, &reports).await,
+                Protocol::Delta => delta(connection, i, &target, &reports).await,
             };
             if let Err(e) = result {
                 log_failure(i, &e);
@@ -164,8 +162,41 @@ fn log_failure(stream: usize, e: &anyhow::Error) {
     eprintln!("stream {stream}: {e:#}");
 }
 
+/// The ADS methods' paths.
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Opens an ADS stream sending `requests`, with the responses as their bytes.
+async fn call<T: prost::Message + Send + Sync + 'static>(
+    channel: Channel,
+    path: &'static str,
+    requests: mpsc::Receiver<T>,
+) -> anyhow::Result<tonic::Streaming<bytes::Bytes>> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    grpc.ready().await?;
+    let request = tonic::Request::new(ReceiverStream::new(requests));
+    let path = http::uri::PathAndQuery::from_static(path);
+    let response = grpc
+        .streaming(request, path, RawResponses::<T>::default())
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// Reports the assignments of the target cluster in `received`.
+fn report(received: &Received, i: usize, at: Instant, reports: &mpsc::UnboundedSender<Report>) {
+    for seen in &received.seen {
+        let _ = reports.send(Report {
+            stream: i,
+            seen: *seen,
+            at,
+        });
+    }
+}
+
 async fn sotw(
-    mut client: AggregatedDiscoveryServiceClient<Channel>,
+    channel: Channel,
     i: usize,
     target: &Target,
     reports: &mpsc::UnboundedSender<Report>,
@@ -183,34 +214,19 @@ async fn sotw(
         ..request(String::new(), String::new())
     })
     .await?;
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = call(channel, SOTW_PATH, rx).await?;
     while let Some(response) = responses.message().await? {
         let at = Instant::now();
-        tx.send(request(
-            response.version_info.clone(),
-            response.nonce.clone(),
-        ))
-        .await?;
-        for any in &response.resources {
-            let cla = ClusterLoadAssignment::decode(any.value.as_slice())?;
-            if cla.cluster_name == target.cluster {
-                let seen = target.seen(&cla);
-                let _ = reports.send(Report {
-                    stream: i,
-                    seen,
-                    at,
-                });
-            }
-        }
+        let received = Received::read(&response, false, target)?;
+        tx.send(request(received.version.clone(), received.nonce.clone()))
+            .await?;
+        report(&received, i, at, reports);
     }
     Ok(())
 }
 
 async fn delta(
-    mut client: AggregatedDiscoveryServiceClient<Channel>,
+    channel: Channel,
     i: usize,
     target: &Target,
     reports: &mpsc::UnboundedSender<Report>,
@@ -223,32 +239,17 @@ async fn delta(
         ..Default::default()
     })
     .await?;
-    let mut responses = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = call(channel, DELTA_PATH, rx).await?;
     while let Some(response) = responses.message().await? {
         let at = Instant::now();
+        let received = Received::read(&response, true, target)?;
         tx.send(DeltaDiscoveryRequest {
             type_url: ENDPOINT_TYPE.into(),
-            response_nonce: response.nonce.clone(),
+            response_nonce: received.nonce.clone(),
             ..Default::default()
         })
         .await?;
-        for resource in &response.resources {
-            let Some(any) = &resource.resource else {
-                continue;
-            };
-            let cla = ClusterLoadAssignment::decode(any.value.as_slice())?;
-            if cla.cluster_name == target.cluster {
-                let seen = target.seen(&cla);
-                let _ = reports.send(Report {
-                    stream: i,
-                    seen,
-                    at,
-                });
-            }
-        }
+        report(&received, i, at, reports);
     }
     Ok(())
 }

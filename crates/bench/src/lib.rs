@@ -17,3 +17,4 @@ pub mod members;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod wire;

@@ -88,9 +88,9 @@ fn header() {
     println!(
         "| mode | M×S×E | protocol | N | cold start: all N served | quiet after | RSS synced, no stream | \
          RSS with N | change → each stream p50 / p99 / max | change → last stream p50 / max | \
-         CPU s per change | idle CPU s/s |"
+         CPU s per change | idle CPU s/s | driver CPU s per change |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn seconds(d: Option<Duration>) -> String {
@@ -102,7 +102,7 @@ fn row(scenario: &Scenario, baseline: Option<&Baseline>, outcome: &Outcome) {
     let mut last = outcome.last_stream.clone();
     let p = |v: &mut Vec<Duration>, q| percentile(v, q).map_or("-".into(), ms);
     println!(
-        "| {:?} | {} | {:?} | {} | {} | {} | {} | {} MiB | {} / {} / {} ms | {} / {} ms | {:.3} | {:.3} |",
+        "| {:?} | {} | {:?} | {} | {} | {} | {} | {} MiB | {} / {} / {} ms | {} / {} ms | {:.3} | {:.3} | {:.3} |",
         scenario.mode,
         scenario.size,
         scenario.protocol,
@@ -118,6 +118,7 @@ fn row(scenario: &Scenario, baseline: Option<&Baseline>, outcome: &Outcome) {
         p(&mut last, 1.0),
         outcome.cpu_per_change,
         outcome.idle_cpu,
+        outcome.driver_cpu_per_change,
     );
 }
 

@@ -77,6 +77,9 @@ pub struct Outcome {
     pub last_stream: Vec<Duration>,
     /// CPU seconds of the process over the change rounds (settle pauses included) per change.
     pub cpu_per_change: f64,
+    /// CPU seconds this driver used per change (its N streams decoding what they receive,
+    /// and the fake API servers in kube mode): it shares the machine with Bowline.
+    pub driver_cpu_per_change: f64,
     /// CPU seconds per second of the quiet process before the changes.
     pub idle_cpu: f64,
 }
@@ -283,6 +286,7 @@ pub async fn measure(scenario: Scenario, options: &Options) -> anyhow::Result<Ou
 
     let (mut per_stream, mut last_stream) = (Vec::new(), Vec::new());
     let cpu_before = cpu_ticks(pid).unwrap_or(0);
+    let driver_before = cpu_ticks(std::process::id()).unwrap_or(0);
     for (i, (change, variant)) in changes(options.changes).into_iter().enumerate() {
         drain(&mut reports);
         let at = started.members.change(size, variant)?;
@@ -294,6 +298,7 @@ pub async fn measure(scenario: Scenario, options: &Options) -> anyhow::Result<Ou
         tokio::time::sleep(options.settle).await;
     }
     let cpu = (cpu_ticks(pid).unwrap_or(0) - cpu_before) as f64 / ticks;
+    let driver_cpu = (cpu_ticks(std::process::id()).unwrap_or(0) - driver_before) as f64 / ticks;
     log_line(&format!(
         "changes done {:.1} s after the spawn",
         started.spawned.elapsed().as_secs_f64()
@@ -307,6 +312,7 @@ pub async fn measure(scenario: Scenario, options: &Options) -> anyhow::Result<Ou
         per_stream,
         last_stream,
         cpu_per_change: cpu / options.changes.max(1) as f64,
+        driver_cpu_per_change: driver_cpu / options.changes.max(1) as f64,
         idle_cpu,
     })
 }

@@ -22,8 +22,10 @@ use std::{
 };
 
 use bowline_model::{Network, ServiceKey};
-use envoy_types::pb::google::protobuf::Any;
+use bytes::Bytes;
+use envoy_types::pb::{envoy::service::discovery::v3::DiscoveryResponse, google::protobuf::Any};
 use parking_lot::Mutex;
+use prost::Message;
 
 use bowline_views::{ClusterSet, Import, ServiceView};
 
@@ -31,6 +33,7 @@ use crate::{
     eds::ProxyFamilies,
     node::{ProxyInfo, ProxyKind},
     resources::{generate, type_url},
+    wire,
 };
 
 /// How many snapshot transitions the cache remembers for streams that skipped snapshots.
@@ -61,23 +64,40 @@ impl Class {
 }
 
 /// One encoded resource with the digest of its encoding, shared by the cache and every stream
-/// that holds it (its record of what it was sent points here, it does not copy the bytes).
+/// that holds it (its record of what it was sent points here, it does not copy the bytes), and
+/// sent as it is in every response that carries it (see [`crate::wire`]).
 #[derive(Debug, PartialEq)]
 pub struct Encoded {
-    /// The resource.
-    pub any: Any,
-    /// Hash of `any.value`: a resource whose digest is unchanged is not resent.
+    /// The resource as field 2 of a response: tag, length and the encoded `Any`.
+    entry: Bytes,
+    /// Hash of the encoding: a resource whose digest is unchanged is not resent.
     pub digest: u64,
 }
 
 impl Encoded {
-    fn new(any: Any) -> Self {
+    /// `any`, encoded.
+    pub fn new(any: &Any) -> Self {
+        let entry = wire::entry(any);
         let mut h = DefaultHasher::new();
-        any.value.hash(&mut h);
+        entry.hash(&mut h);
         Self {
             digest: h.finish(),
-            any,
+            entry,
         }
+    }
+
+    /// The resource as field 2 of a response (`DiscoveryResponse.resources`,
+    /// `Resource.resource`).
+    pub fn entry(&self) -> &Bytes {
+        &self.entry
+    }
+
+    /// The resource, decoded again (for debug views and tests).
+    pub fn any(&self) -> Any {
+        DiscoveryResponse::decode(self.entry.clone())
+            .ok()
+            .and_then(|r| r.resources.into_iter().next())
+            .unwrap_or_default()
     }
 }
 
@@ -386,7 +406,7 @@ impl Inner {
             let resources = generate(type_url, proxy, snapshot, one.as_ref());
             let encoded = resources
                 .into_iter()
-                .map(|(n, any)| (n, Arc::new(Encoded::new(any))));
+                .map(|(n, any)| (n, Arc::new(Encoded::new(&any))));
             Arc::new(encoded.collect())
         };
         if !current {

@@ -119,7 +119,7 @@ fn routes(any: &Any) -> Value {
 pub fn sent_dump(connection: &ConnectionStatus) -> Value {
     let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
         let held = connection.sent.resources(t);
-        held.iter().map(|(_, e)| render(&e.any)).collect()
+        held.iter().map(|(_, e)| render(&e.any())).collect()
     };
     json!({
         "node": connection.proxy,

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod server;
 pub mod status;
 pub mod transport;
+pub mod wire;
 
 use std::future::Future;
 

@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -15,14 +14,10 @@ use std::{
 
 use envoy_types::pb::{
     envoy::config::core::v3::Node,
-    envoy::service::discovery::v3::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-        Resource, aggregated_discovery_service_server::AggregatedDiscoveryService,
-    },
+    envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest},
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use bowline_views::ClusterSet;
@@ -32,6 +27,7 @@ use crate::{
     node::ProxyInfo,
     resources::type_url,
     status::{Connections, Held, TypeStatus},
+    wire::{self, GrpcMessage, Responses},
 };
 
 /// Types that are state-of-the-world: every response holds all of them, and an empty
@@ -162,9 +158,12 @@ struct TypeState {
 /// subscription was diffed).
 type Diff = (Vec<(String, Arc<Encoded>)>, Vec<String>, Vec<Arc<Encoded>>);
 
+/// A response on the wire, or the status that ends the stream.
+type Reply = Result<GrpcMessage, Status>;
+
 /// Builds a stream's response for a type: `(stream, type, snapshot, force, only these names)`.
-type Respond<M> =
-    fn(&mut Stream_, &str, &Arc<ClusterSet>, bool, Option<&BTreeSet<String>>) -> Option<M>;
+type Respond =
+    fn(&mut Stream_, &str, &Arc<ClusterSet>, bool, Option<&BTreeSet<String>>) -> Option<Reply>;
 
 /// One stream's state.
 struct Stream_ {
@@ -231,7 +230,7 @@ impl Stream_ {
     /// The responses a new snapshot calls for, one per subscribed type that changed. Only
     /// the types and names the snapshot's changes touched for this proxy's class are diffed:
     /// a stream they did not touch does no work.
-    fn push<M>(&mut self, snapshot: &Arc<ClusterSet>, respond: Respond<M>) -> Vec<M> {
+    fn push(&mut self, snapshot: &Arc<ClusterSet>, respond: Respond) -> Vec<Reply> {
         let Some(proxy) = &self.proxy else {
             return Vec::new();
         };
@@ -245,7 +244,7 @@ impl Stream_ {
             .iter()
             .filter_map(|(t, state)| Some((t.clone(), touched.of(t, state.names.as_ref())?)))
             .collect();
-        let responses: Vec<M> = work
+        let responses: Vec<Reply> = work
             .iter()
             .filter_map(|(t, only)| respond(self, t, snapshot, false, only.as_ref()))
             .collect();
@@ -388,44 +387,40 @@ fn sotw_response(
     snapshot: &Arc<ClusterSet>,
     force: bool,
     only: Option<&BTreeSet<String>>,
-) -> Option<DiscoveryResponse> {
+) -> Option<Reply> {
     let (changed, _removed, everything) = stream.diff(type_url, snapshot, force, only)?;
     let state = stream.types.get(type_url)?;
-    // The one copy of a resource's bytes per stream: a response owns its `Any`s.
-    let resources = if is_wildcard_type(type_url) {
-        everything.iter().map(|e| e.any.clone()).collect()
-    } else {
-        changed
-            .iter()
-            .map(|(_, e)| e.any.clone())
-            .collect::<Vec<_>>()
-    };
     let version_info = state.version.to_string();
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
     stream.record(type_url, |t| t.sent_version = Some(version_info.clone()));
-    debug!(type_url, version = %version_info, nonce = %nonce, resources = resources.len(), "response");
-    Some(DiscoveryResponse {
-        version_info,
-        resources,
-        type_url: type_url.to_string(),
-        nonce,
-        ..Default::default()
+    let wildcard = is_wildcard_type(type_url);
+    let count = if wildcard {
+        everything.len()
+    } else {
+        changed.len()
+    };
+    debug!(type_url, version = %version_info, nonce = %nonce, resources = count, "response");
+    Some(if wildcard {
+        wire::sotw(
+            version_info,
+            type_url,
+            nonce,
+            everything.iter().map(|e| &**e),
+        )
+    } else {
+        wire::sotw(
+            version_info,
+            type_url,
+            nonce,
+            changed.iter().map(|(_, e)| &**e),
+        )
     })
 }
 
-type SotwStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = SotwStream;
-    type DeltaAggregatedResourcesStream = DeltaStream;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<SotwStream>, Status> {
+impl Ads {
+    /// Serves one state-of-the-world stream: its task runs until the client goes away.
+    pub(crate) fn sotw(&self, request: Request<Streaming<DiscoveryRequest>>) -> Responses {
         let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +473,7 @@ impl AggregatedDiscoveryService for Ads {
                             let snapshot = snapshots.borrow().clone();
                             stream.answering(&snapshot);
                             if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed, None)
-                                && tx.send(Ok(response)).await.is_err()
+                                && tx.send(response).await.is_err()
                             {
                                 break;
                             }
@@ -489,7 +484,7 @@ impl AggregatedDiscoveryService for Ads {
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
                             for response in stream.push(&snapshot, sotw_response) {
-                                if tx.send(Ok(response)).await.is_err() {
+                                if tx.send(response).await.is_err() {
                                     break 'stream;
                                 }
                             }
@@ -502,13 +497,11 @@ impl AggregatedDiscoveryService for Ads {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Responses::new(rx)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<DeltaStream>, Status> {
+    /// Serves one delta stream: its task runs until the client goes away.
+    pub(crate) fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Responses {
         let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -562,7 +555,7 @@ impl AggregatedDiscoveryService for Ads {
                             let snapshot = snapshots.borrow().clone();
                             stream.answering(&snapshot);
                             if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, first, None)
-                                && tx.send(Ok(response)).await.is_err()
+                                && tx.send(response).await.is_err()
                             {
                                 break;
                             }
@@ -573,7 +566,7 @@ impl AggregatedDiscoveryService for Ads {
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
                             for response in stream.push(&snapshot, delta_response) {
-                                if tx.send(Ok(response)).await.is_err() {
+                                if tx.send(response).await.is_err() {
                                     break 'stream;
                                 }
                             }
@@ -586,7 +579,7 @@ impl AggregatedDiscoveryService for Ads {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Responses::new(rx)
     }
 }
 
@@ -607,26 +600,11 @@ fn delta_response(
     snapshot: &Arc<ClusterSet>,
     force: bool,
     only: Option<&BTreeSet<String>>,
-) -> Option<DeltaDiscoveryResponse> {
+) -> Option<Reply> {
     let (changed, removed, _) = stream.diff(type_url, snapshot, force, only)?;
     let version = stream.types.get(type_url)?.version.to_string();
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
     stream.record(type_url, |t| t.sent_version = Some(version.clone()));
-    Some(DeltaDiscoveryResponse {
-        system_version_info: version.clone(),
-        resources: changed
-            .into_iter()
-            .map(|(name, resource)| Resource {
-                version: format!("{:x}", resource.digest),
-                name,
-                resource: Some(resource.any.clone()),
-                ..Default::default()
-            })
-            .collect(),
-        type_url: type_url.to_string(),
-        removed_resources: removed,
-        nonce,
-        ..Default::default()
-    })
+    Some(wire::delta(version, type_url, nonce, &changed, removed))
 }
