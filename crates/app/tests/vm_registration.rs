@@ -7,7 +7,7 @@ use std::{fs, path::Path, time::Duration};
 
 use bowline_app::config::Config;
 use bowline_model::ServiceKey;
-use bowline_test_support::eventually_async;
+use bowline_test_support::{ads, eventually_async};
 use envoy_types::pb::{
     envoy::{
         config::core::v3::Node,
@@ -16,10 +16,7 @@ use envoy_types::pb::{
             aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         },
     },
-    google::{
-        protobuf::{Struct, Value, value::Kind},
-        rpc::Status as RpcStatus,
-    },
+    google::rpc::Status as RpcStatus,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -67,28 +64,16 @@ fn config(dir: &Path) -> Config {
 }
 
 fn node(group: &str) -> Node {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.into())),
-    };
-    let namespace = (!group.is_empty()).then(|| ("NAMESPACE", s("demo")));
-    Node {
-        id: "vm-1".into(),
-        user_agent_name: "envoy".into(),
-        metadata: Some(Struct {
-            fields: [
-                (
-                    "AUTO_REGISTER_GROUP",
-                    s(if group.is_empty() { "legacy" } else { group }),
-                ),
-                ("CLUSTER_ID", s("east")),
-                ("INSTANCE_IPS", s("127.0.0.50")),
-            ]
-            .into_iter()
-            .chain(namespace)
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        }),
-        ..Default::default()
+    let node = ads::node("vm-1", "envoy")
+        .meta(
+            "AUTO_REGISTER_GROUP",
+            if group.is_empty() { "legacy" } else { group },
+        )
+        .meta("CLUSTER_ID", "east")
+        .meta("INSTANCE_IPS", "127.0.0.50");
+    match group.is_empty() {
+        true => node.build(),
+        false => node.meta("NAMESPACE", "demo").build(),
     }
 }
 

@@ -163,10 +163,32 @@ enum MemberCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or else by the command's default.
+fn init_logging(command: &Command) {
     // `validate` prints its findings itself; its logs would only repeat them.
     // hickory's DNS server logs two lines per query at `info`: a query log, not ours.
     let default_filter = if matches!(
-        cli.command,
+        command,
         Command::Validate { .. }
             | Command::Install { .. }
             | Command::Member { .. }
@@ -184,103 +206,83 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run { config } => run(config).await,
-            Command::Validate { config } => validate::validate(&config),
-            Command::Install {
-                namespace,
-                replicas,
-                crds_only,
-                image,
-                cluster_set,
-            } => install(InstallOptions {
-                namespace,
-                replicas,
-                image: image.unwrap_or_else(bowline_kube::install::default_image),
-                crds_only,
-                cluster_set,
-            }),
-            Command::Demo {
-                dir,
-                admin,
-                xds,
-                dns,
-                xds_tls,
-            } => demo(dir, admin, xds, dns, xds_tls).await,
-            Command::Vm {
-                command:
-                    VmCommand::Group {
-                        command: VmGroupCommand::Create(flags),
-                    },
-            } => onboarding::group_yaml(&flags).map(|yaml| {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }),
-            Command::Vm {
-                command: VmCommand::Token(flags),
-            } => onboarding::token(&flags).await.map(|token| {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }),
-            Command::Vm {
-                command: VmCommand::Bundle(flags),
-            } => onboarding::bundle(&flags).await.map(|(files, warnings)| {
-                for w in warnings {
-                    eprintln!("{w}");
-                }
-                eprintln!("wrote {} to {}", files.join(", "), flags.output.display());
-                ExitCode::SUCCESS
-            }),
-            Command::Member {
-                command:
-                    MemberCommand::Kubeconfig {
-                        context,
-                        kubeconfig,
-                        namespace,
-                        name,
-                        duration,
-                        server,
-                    },
-            } => {
-                let kubeconfig = match kubeconfig {
-                    Some(path) => path,
-                    None => member::default_kubeconfig(
-                        std::env::var_os("KUBECONFIG").as_deref(),
-                        std::env::home_dir().as_deref(),
-                        &context,
-                    )
-                    .context("no kubeconfig: pass --kubeconfig, or set KUBECONFIG or HOME")?,
-                };
-                member_kubeconfig(MemberKubeconfigOptions {
-                    kubeconfig,
-                    context,
-                    namespace,
-                    name,
-                    duration,
-                    server,
-                })
-                .await
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => run(config).await,
+        Command::Validate { config } => validate::validate(&config),
+        Command::Install {
+            namespace,
+            replicas,
+            crds_only,
+            image,
+            cluster_set,
+        } => install(InstallOptions {
+            namespace,
+            replicas,
+            image: image.unwrap_or_else(bowline_kube::install::default_image),
+            crds_only,
+            cluster_set,
+        }),
+        Command::Demo {
+            dir,
+            admin,
+            xds,
+            dns,
+            xds_tls,
+        } => demo(dir, admin, xds, dns, xds_tls).await,
+        Command::Vm { command } => vm(command).await,
+        Command::Member { command } => member_command(command).await,
+    }
+}
+
+/// `bowline vm ...`: what is written goes to stdout, what is said to stderr.
+async fn vm(command: VmCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        VmCommand::Group {
+            command: VmGroupCommand::Create(flags),
+        } => print!("{}", onboarding::group_yaml(&flags)?),
+        VmCommand::Token(flags) => println!("{}", onboarding::token(&flags).await?),
+        VmCommand::Bundle(flags) => {
+            let (files, warnings) = onboarding::bundle(&flags).await?;
+            for w in warnings {
+                eprintln!("{w}");
             }
-        }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("wrote {} to {}", files.join(", "), flags.output.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bowline member kubeconfig`.
+async fn member_command(command: MemberCommand) -> anyhow::Result<ExitCode> {
+    let MemberCommand::Kubeconfig {
+        context,
+        kubeconfig,
+        namespace,
+        name,
+        duration,
+        server,
+    } = command;
+    let kubeconfig = match kubeconfig {
+        Some(path) => path,
+        None => member::default_kubeconfig(
+            std::env::var_os("KUBECONFIG").as_deref(),
+            std::env::home_dir().as_deref(),
+            &context,
+        )
+        .context("no kubeconfig: pass --kubeconfig, or set KUBECONFIG or HOME")?,
+    };
+    member_kubeconfig(MemberKubeconfigOptions {
+        kubeconfig,
+        context,
+        namespace,
+        name,
+        duration,
+        server,
+    })
+    .await
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,7 @@
 //! The auto-export precedence table.
 
+use bowline_test_support::labels;
+
 use bowline_model::{
     Labels, ServiceType,
     export::{Decision, ExportDefault, ExportPolicy, HostPattern},
@@ -35,13 +37,6 @@ fn service(
         internal_traffic_policy: None,
         traffic_distribution: None,
     }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// (name, policy, Service, namespace labels, user export, expected decision).

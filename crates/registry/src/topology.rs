@@ -41,14 +41,9 @@ pub fn locality(pod: Option<&Labels>, node: Option<&Labels>, slice_zone: Option<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use bowline_test_support::labels;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::*;
 
     #[test]
     fn network_rules() {

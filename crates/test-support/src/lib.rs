@@ -8,6 +8,7 @@
 //! assert_eq!(event.member.as_str(), "east");
 //! ```
 
+pub mod ads;
 pub mod arbitrary;
 
 use std::{net::IpAddr, sync::Arc};
@@ -107,7 +108,7 @@ pub fn property(name: &str, value: &str) -> Object {
 /// A Namespace with labels.
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Object {
     let mut meta = meta("", name);
-    meta.labels = to_labels(labels);
+    meta.labels = crate::labels(labels);
     Object::Namespace(Namespace { meta })
 }
 
@@ -121,14 +122,14 @@ pub fn kube_system(uid: &str) -> Object {
 /// A Node with labels.
 pub fn node(name: &str, labels: &[(&str, &str)]) -> Object {
     let mut meta = meta("", name);
-    meta.labels = to_labels(labels);
+    meta.labels = crate::labels(labels);
     Object::Node(Node { meta })
 }
 
 /// A Pod with labels.
 pub fn pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Object {
     let mut meta = meta(namespace, name);
-    meta.labels = to_labels(labels);
+    meta.labels = crate::labels(labels);
     Object::Pod(Pod { meta })
 }
 
@@ -157,12 +158,13 @@ pub fn export_at(
     );
     Object::ServiceExport(ServiceExport {
         meta,
-        exported_labels: to_labels(labels),
-        exported_annotations: to_labels(annotations),
+        exported_labels: crate::labels(labels),
+        exported_annotations: crate::labels(annotations),
     })
 }
 
-fn to_labels(pairs: &[(&str, &str)]) -> Labels {
+/// Labels from `(key, value)` pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -419,7 +421,7 @@ impl ServiceEntryBuilder {
 
     /// Sets `workloadSelector.labels`.
     pub fn selector(mut self, labels: &[(&str, &str)]) -> Self {
-        self.0.workload_selector = Some(to_labels(labels));
+        self.0.workload_selector = Some(crate::labels(labels));
         self
     }
 

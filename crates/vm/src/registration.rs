@@ -176,14 +176,9 @@ pub fn entry(
 mod tests {
     use bowline_model::objects::{Meta, ReadinessProbe, WorkloadSpec};
 
-    use super::*;
+    use bowline_test_support::labels;
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::*;
 
     fn group() -> WorkloadGroup {
         let mut meta = Meta::named("demo", "legacy");

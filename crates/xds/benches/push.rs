@@ -15,17 +15,14 @@ use bowline_model::{
     export::{ExportDefault, ExportPolicy},
 };
 use bowline_registry::{MemberConfig, Registry};
-use bowline_test_support::{applied, member, scale_events, scale_slice};
+use bowline_test_support::{ads, applied, member, scale_events, scale_slice};
 use bowline_views::{ClusterSet, Input, Views};
 use bowline_xds::{resources::type_url, server::Ads, status::Connections};
-use envoy_types::pb::{
-    envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{
-            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
-    google::protobuf::{Struct, Value, value::Kind},
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,24 +55,9 @@ fn snapshot(
 }
 
 fn node(i: usize) -> Node {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.into())),
-    };
-    Node {
-        id: format!("bench-{i}"),
-        user_agent_name: "gRPC bench".into(),
-        metadata: Some(Struct {
-            fields: [
-                ("CLUSTER_ID", s("m0")),
-                ("NETWORK", s("net")),
-                ("INSTANCE_IPS", s("10.0.0.1")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    ads::node(&format!("bench-{i}"), "gRPC bench")
+        .at("m0", "net", "10.0.0.1")
+        .build()
 }
 
 async fn run(n: usize) {

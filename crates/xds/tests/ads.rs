@@ -26,10 +26,7 @@ use envoy_types::pb::{
             aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         },
     },
-    google::{
-        protobuf::{Struct, Value, value::Kind},
-        rpc::Status as RpcStatus,
-    },
+    google::rpc::Status as RpcStatus,
 };
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -108,24 +105,9 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<ClusterSet> {
 }
 
 fn node() -> Node {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.into())),
-    };
-    Node {
-        id: "client-1".into(),
-        user_agent_name: "gRPC Python".into(),
-        metadata: Some(Struct {
-            fields: [
-                ("CLUSTER_ID", s("east")),
-                ("NETWORK", s("net-east")),
-                ("INSTANCE_IPS", s("10.1.0.99")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    ads::node("client-1", "gRPC Python")
+        .at("east", "net-east", "10.1.0.99")
+        .build()
 }
 
 struct Client {

@@ -23,15 +23,12 @@ use bowline_xds::{
     server::Ads,
     status::Connections,
 };
-use envoy_types::pb::{
-    envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{
-            DiscoveryRequest, DiscoveryResponse,
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
-    google::protobuf::{Struct, Value, value::Kind},
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -132,24 +129,9 @@ impl Set {
 }
 
 fn node(id: &str, agent: &str, member: &str, network: &str) -> Node {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.into())),
-    };
-    Node {
-        id: id.into(),
-        user_agent_name: agent.into(),
-        metadata: Some(Struct {
-            fields: [
-                ("CLUSTER_ID", s(member)),
-                ("NETWORK", s(network)),
-                ("INSTANCE_IPS", s("10.1.0.99")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        }),
-        ..Default::default()
-    }
+    ads::node(id, agent)
+        .at(member, network, "10.1.0.99")
+        .build()
 }
 
 fn proxy(agent: &str, member: &str) -> ProxyInfo {
