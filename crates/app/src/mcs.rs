@@ -360,7 +360,8 @@ async fn blocking<T: Send + 'static>(
     .expect("writers do not panic")
 }
 
-/// Consumer mode: a snapshot of the provider's view after every registry change.
+/// Consumer mode: a snapshot of the provider's view after every registry change (each name's
+/// import recomputed only when its service view changed).
 async fn consume_loop(
     registry: Shared,
     snapshots: watch::Sender<Arc<ClusterSet>>,
@@ -376,9 +377,10 @@ async fn consume_loop(
         shutdown,
     };
     let mut views = Views::default();
+    let mut consumer = bowline_mcs::consumer::Consumer::default();
     let mut changes = pipeline.registry.read().subscribe_changes();
     loop {
-        pipeline.publish(&mut views, bowline_mcs::consumer::consume);
+        pipeline.publish(&mut views, |snapshot| consumer.consume(snapshot));
         if !settled_change(&mut changes, &pipeline.shutdown, debounce).await {
             return;
         }

@@ -102,3 +102,77 @@ fn provider_objects_become_the_cluster_set_view() {
         Some("h")
     );
 }
+
+fn provider_import_named(name: &str) -> Object {
+    let Object::ServiceImport(mut import) = provider_import() else {
+        unreachable!()
+    };
+    import.meta = Meta::named("shop", name);
+    Object::ServiceImport(import)
+}
+
+#[test]
+fn across_snapshots_only_the_changed_names_imports_are_recomputed() {
+    let mut registry = Registry::new(
+        "set",
+        [MemberConfig {
+            name: member("m"),
+            id: Some("m".into()),
+            network: Network::default(),
+        }],
+    );
+    registry.apply(reset(
+        "m",
+        vec![
+            namespace("shop", &[]),
+            provider_import(),
+            provider_import_named("other"),
+            provider_slice("cart-east", "east", "10.1.0.1"),
+        ],
+    ));
+    let mut consumer = bowline_mcs::consumer::Consumer::default();
+    let first = consumer.consume(&Snapshot::from_registry(&registry));
+    registry.apply(applied(
+        "m",
+        vec![provider_slice("cart-west", "west", "10.2.0.1")],
+    ));
+    let snapshot = Snapshot::from_registry(&registry);
+    let second = consumer.consume(&snapshot);
+
+    let (cart, other) = (
+        ServiceKey::new("shop", "cart"),
+        ServiceKey::new("shop", "other"),
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&first.imports[&other], &second.imports[&other]),
+        "an unchanged name keeps its import"
+    );
+    assert_eq!(
+        second.imports[&cart].sources.len(),
+        2,
+        "the new slice is seen"
+    );
+    assert_eq!(
+        second.imports,
+        consume(&snapshot).imports,
+        "as from scratch"
+    );
+
+    registry.apply(deleted(
+        "m",
+        vec![key(
+            bowline_model::ObjectKind::ServiceImport,
+            "shop",
+            "other",
+        )],
+    ));
+    let third = consumer.consume(&Snapshot::from_registry(&registry));
+    assert!(
+        !third.imports.contains_key(&other),
+        "a withdrawn import is gone"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &second.imports[&cart],
+        &third.imports[&cart]
+    ));
+}
