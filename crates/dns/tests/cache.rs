@@ -449,3 +449,67 @@ fn a_hit_carries_the_id_flags_and_case_of_its_own_query() {
     assert_eq!(&out[..4], &[0, 2, 0x84, 0]);
     assert_eq!(&out[12..second.len()], &second[12..]);
 }
+
+/// The UDP loop answers queries in batches (what is queued is taken without waiting, and the
+/// responses go out in one `sendmmsg`): a burst sent without reading gets every answer, each
+/// the reference bytes of its own query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_udp_queries_gets_every_answer() {
+    let view = view(true);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bowline_dns::server::serve(
+        vec![udp],
+        tcp,
+        handler(&view),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let names = names(&view);
+    let burst = tokio::task::spawn_blocking(move || {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let queries: BTreeMap<u16, Vec<u8>> = (0..200u16)
+            .map(|id| {
+                let name = &names[usize::from(id) % names.len()];
+                let query = Query {
+                    name,
+                    qtype: [1, 28, 33][usize::from(id) % 3],
+                    qclass: 1,
+                    edns: Some(1232),
+                    cookie: false,
+                    id,
+                    rd: true,
+                    cd: false,
+                };
+                (id, query.bytes())
+            })
+            .collect();
+        for query in queries.values() {
+            client.send_to(query, server).unwrap();
+        }
+        let mut answers = BTreeMap::new();
+        let mut buf = vec![0u8; 4096];
+        while answers.len() < queries.len() {
+            let (len, _) = client.recv_from(&mut buf).expect("every query is answered");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            answers.insert(id, buf[..len].to_vec());
+        }
+        (client.local_addr().unwrap(), queries, answers)
+    });
+    let (client, queries, answers) = burst.await.unwrap();
+    let handler = handler(&view);
+    for (id, query) in &queries {
+        let want = handler
+            .reference(&view, query, client, Protocol::Udp)
+            .unwrap();
+        assert_eq!(answers[id], want, "query {id}");
+    }
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
