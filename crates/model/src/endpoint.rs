@@ -130,8 +130,9 @@ pub struct Endpoint {
     pub cluster: ClusterId,
     /// Network of the endpoint.
     pub network: Network,
-    /// Locality of the endpoint.
-    pub locality: Locality,
+    /// Locality of the endpoint, shared by the endpoints of a node (one pointer, not three
+    /// strings, per endpoint).
+    pub locality: Arc<Locality>,
     /// Addresses, primary first; at most one per family.
     pub addresses: Vec<IpAddr>,
     /// Ports served.

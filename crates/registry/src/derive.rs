@@ -22,8 +22,8 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct Derived {
     pub view: Arc<MemberService>,
-    pub pods: Vec<NsName>,
-    pub nodes: Vec<Strng>,
+    pub pods: Box<[NsName]>,
+    pub nodes: Box<[Strng]>,
 }
 
 /// The identity under which slice endpoints of one workload are merged into one endpoint.
@@ -131,8 +131,8 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
             endpoints: endpoints.into(),
             imported: imported_endpoints(store, key, imported_names.filter(|_| !cx.withdrawn)),
         }),
-        pods,
-        nodes,
+        pods: pods.into(),
+        nodes: nodes.into(),
     })
 }
 
@@ -207,7 +207,7 @@ fn imported_endpoints(
         out.extend(slice.endpoints.iter().map(|ep| Endpoint {
             cluster: cluster.clone(),
             network: Network::default(),
-            locality: locality(None, None, ep.zone.as_deref()),
+            locality: Arc::new(locality(None, None, ep.zone.as_deref())),
             addresses: ep.addresses.clone(),
             ports: slice.ports.clone(),
             hostname: ep.hostname.clone(),
@@ -227,7 +227,7 @@ fn imported_endpoints(
 /// Localities already derived in this recomputation, by (node, slice zone): endpoints share a
 /// handful of nodes, so their locality strings are built once and shared.
 #[derive(Default)]
-struct LocalityCache(HashMap<(Option<Strng>, Option<Strng>), Locality>);
+struct LocalityCache(HashMap<(Option<Strng>, Option<Strng>), Arc<Locality>>);
 
 fn new_endpoint(
     cx: &MemberContext<'_>,
@@ -252,11 +252,11 @@ fn new_endpoint(
         cluster: cx.id.clone(),
         network: network(pod_labels, namespace_labels, cx.default_network),
         locality: match pod_labels.is_some_and(|l| l.contains_key(labels::POD_LOCALITY)) {
-            true => locality(pod_labels, node_labels, ep.zone.as_deref()),
+            true => Arc::new(locality(pod_labels, node_labels, ep.zone.as_deref())),
             false => localities
                 .0
                 .entry((ep.node_name.clone(), ep.zone.clone()))
-                .or_insert_with(|| locality(None, node_labels, ep.zone.as_deref()))
+                .or_insert_with(|| Arc::new(locality(None, node_labels, ep.zone.as_deref())))
                 .clone(),
         },
         addresses: ep.addresses.clone(),

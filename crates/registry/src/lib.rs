@@ -96,10 +96,10 @@ pub(crate) struct Member {
     derived: BTreeMap<ServiceKey, Derived>,
     /// ServiceEntry hosts served under their own name.
     hosts: BTreeMap<String, Arc<HostService>>,
-    /// The names whose endpoints refer to each pod and node. Most pods are in one name: a
-    /// short vector per pod, not a tree (at 100,000 endpoints the trees' nodes took 37 MB).
-    pod_refs: HashMap<NsName, Vec<ServiceKey>>,
-    node_refs: HashMap<Strng, Vec<ServiceKey>>,
+    /// The names whose endpoints refer to each pod and node. Most pods are in one name,
+    /// held inline (at 100,000 endpoints a tree per pod took 37 MB, a vector per pod 3 MB).
+    pod_refs: HashMap<NsName, Refs>,
+    node_refs: HashMap<Strng, Refs>,
 }
 
 /// The ClusterSet's state: members' objects in, service views and gateways out.
@@ -526,10 +526,22 @@ impl Member {
             keys.extend(self.store.keys_in(ns));
         }
         for pod in &touched.pods {
-            keys.extend(self.pod_refs.get(pod).into_iter().flatten().cloned());
+            keys.extend(
+                self.pod_refs
+                    .get(pod)
+                    .into_iter()
+                    .flat_map(Refs::iter)
+                    .cloned(),
+            );
         }
         for node in &touched.nodes {
-            keys.extend(self.node_refs.get(node).into_iter().flatten().cloned());
+            keys.extend(
+                self.node_refs
+                    .get(node)
+                    .into_iter()
+                    .flat_map(Refs::iter)
+                    .cloned(),
+            );
         }
         changes.gateways |= touched.gateways;
         changes.members |= touched.identity || touched.rejections;
@@ -620,29 +632,96 @@ impl Member {
     }
 }
 
-fn link<K: std::hash::Hash + Eq + Clone>(
-    refs: &mut HashMap<K, Vec<ServiceKey>>,
-    at: &K,
-    key: &ServiceKey,
-) {
-    // Capacity one: `Vec` would otherwise reserve four on the first push.
-    let keys = refs
-        .entry(at.clone())
-        .or_insert_with(|| Vec::with_capacity(1));
-    if !keys.contains(key) {
-        keys.push(key.clone());
+/// The names referring to one pod or node: nearly always one, held without an allocation.
+#[derive(Debug)]
+enum Refs {
+    One(ServiceKey),
+    Many(Vec<ServiceKey>),
+}
+
+impl Refs {
+    fn iter(&self) -> std::slice::Iter<'_, ServiceKey> {
+        match self {
+            Refs::One(key) => std::slice::from_ref(key).iter(),
+            Refs::Many(keys) => keys.iter(),
+        }
+    }
+
+    fn add(&mut self, key: &ServiceKey) {
+        match self {
+            Refs::One(one) if one == key => {}
+            Refs::One(one) => *self = Refs::Many(vec![one.clone(), key.clone()]),
+            Refs::Many(keys) if keys.contains(key) => {}
+            Refs::Many(keys) => keys.push(key.clone()),
+        }
+    }
+
+    /// Removes `key`; true when no name is left.
+    fn remove(&mut self, key: &ServiceKey) -> bool {
+        match self {
+            Refs::One(one) => one == key,
+            Refs::Many(keys) => {
+                keys.retain(|k| k != key);
+                if let [last] = keys.as_slice() {
+                    *self = Refs::One(last.clone());
+                    return false;
+                }
+                keys.is_empty()
+            }
+        }
     }
 }
 
-fn unlink<K: std::hash::Hash + Eq>(
-    refs: &mut HashMap<K, Vec<ServiceKey>>,
-    at: &K,
-    key: &ServiceKey,
-) {
-    if let Some(keys) = refs.get_mut(at) {
-        keys.retain(|k| k != key);
-        if keys.is_empty() {
-            refs.remove(at);
+fn link<K: std::hash::Hash + Eq + Clone>(refs: &mut HashMap<K, Refs>, at: &K, key: &ServiceKey) {
+    match refs.get_mut(at) {
+        Some(keys) => keys.add(key),
+        None => {
+            refs.insert(at.clone(), Refs::One(key.clone()));
         }
+    }
+}
+
+fn unlink<K: std::hash::Hash + Eq>(refs: &mut HashMap<K, Refs>, at: &K, key: &ServiceKey) {
+    if refs.get_mut(at).is_some_and(|keys| keys.remove(key)) {
+        refs.remove(at);
+    }
+}
+
+#[cfg(test)]
+mod refs_tests {
+    use super::*;
+
+    fn names(refs: &HashMap<&str, Refs>, at: &str) -> Vec<String> {
+        refs.get(at)
+            .into_iter()
+            .flat_map(Refs::iter)
+            .map(|k| k.name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn references_are_added_once_and_removed_to_nothing() {
+        let (a, b) = (ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b"));
+        let mut refs: HashMap<&str, Refs> = HashMap::new();
+        link(&mut refs, &"pod", &a);
+        link(&mut refs, &"pod", &a);
+        assert_eq!(names(&refs, "pod"), ["a"]);
+        link(&mut refs, &"pod", &b);
+        link(&mut refs, &"pod", &b);
+        assert_eq!(names(&refs, "pod"), ["a", "b"]);
+        unlink(&mut refs, &"pod", &a);
+        assert!(matches!(refs["pod"], Refs::One(_)), "back to inline");
+        assert_eq!(names(&refs, "pod"), ["b"]);
+        unlink(&mut refs, &"pod", &a);
+        assert_eq!(
+            names(&refs, "pod"),
+            ["b"],
+            "removing an absent name changes nothing"
+        );
+        unlink(&mut refs, &"pod", &b);
+        assert!(
+            !refs.contains_key("pod"),
+            "no entry is left for an unreferenced pod"
+        );
     }
 }

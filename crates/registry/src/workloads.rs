@@ -69,7 +69,7 @@ pub(crate) fn vm_endpoint(
     Some(Endpoint {
         cluster: cx.id.clone(),
         network,
-        locality,
+        locality: locality.into(),
         addresses: vec![address],
         ports: ports.into(),
         hostname: None,

@@ -10,7 +10,7 @@ fn ep(cluster: &str, network: &str, addrs: &[&str]) -> Endpoint {
     Endpoint {
         cluster: ClusterId::new(cluster).unwrap(),
         network: Network::new(network),
-        locality: Locality::parse_slashed("r/z"),
+        locality: Locality::parse_slashed("r/z").into(),
         addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         ports: Arc::new([]),
         hostname: None,
@@ -287,9 +287,9 @@ fn an_east_west_gateway_gets_only_its_networks_endpoints_directly() {
 #[test]
 fn a_gateway_is_listed_once_whatever_the_localities_behind_it() {
     let mut z1 = ep("b", "net-b", &["10.1.0.1"]);
-    z1.locality = Locality::parse_slashed("r/z1");
+    z1.locality = Locality::parse_slashed("r/z1").into();
     let mut z2 = ep("b", "net-b", &["10.1.0.2"]);
-    z2.locality = Locality::parse_slashed("r/z2");
+    z2.locality = Locality::parse_slashed("r/z2").into();
     let eps = [z1, z2, ep("a", "net-a", &["10.0.0.1"])];
     let gws = gateways(&[gw("net-b", "b", "192.0.2.1")]);
     let targets: Vec<Target<'_>> = eps
