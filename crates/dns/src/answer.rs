@@ -268,7 +268,7 @@ impl Backend<'_> {
     /// family's EndpointSlice lists its own endpoint).
     fn addresses_named(&self, host: &str) -> Vec<IpAddr> {
         match self.endpoint.hostname.as_deref() {
-            Some(h) if h.eq_ignore_ascii_case(host) => self.endpoint.addresses.clone(),
+            Some(h) if h.eq_ignore_ascii_case(host) => self.endpoint.addresses.to_vec(),
             Some(_) => Vec::new(),
             None => self
                 .endpoint
@@ -694,7 +694,7 @@ fn srv_answer(apex: &'static str, entry: &Entry<'_>, owner: &str, ports: &[(&str
     let mut targets = Vec::new();
     let mut additionals = Vec::new();
     for backend in &entry.backends {
-        for address in &backend.endpoint.addresses {
+        for address in backend.endpoint.addresses.iter() {
             let target = backend.target(&entry.name, address);
             let served: Vec<u16> = ports
                 .iter()

@@ -21,7 +21,7 @@ pub fn records(view: &View, apex: &str) -> Vec<Record> {
             }
         }
         for backend in &entry.backends {
-            for address in &backend.endpoint.addresses {
+            for address in backend.endpoint.addresses.iter() {
                 names.push(backend.target(&entry.name, address));
             }
         }

@@ -310,7 +310,7 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
                 })
             });
             endpoints.push(SliceEndpoint {
-                addresses,
+                addresses: addresses.into(),
                 ready,
                 serving: conditions.serving.unwrap_or(ready),
                 terminating: conditions.terminating.unwrap_or(false),

@@ -134,7 +134,7 @@ pub struct Endpoint {
     /// strings, per endpoint).
     pub locality: Arc<Locality>,
     /// Addresses, primary first; at most one per family.
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Arc<[IpAddr]>,
     /// Ports served.
     pub ports: Arc<[EndpointPort]>,
     /// Hostname (StatefulSet-style), when set.

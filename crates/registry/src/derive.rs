@@ -111,9 +111,10 @@ pub(crate) fn member_service(cx: &MemberContext<'_>, key: &ServiceKey) -> Option
     }
     for ep in &mut endpoints {
         if ep.addresses.len() > 1 {
-            ep.addresses
-                .sort_by_key(|a| (IpFamily::of(a) != primary, *a));
-            ep.addresses.dedup();
+            let mut addresses = ep.addresses.to_vec();
+            addresses.sort_by_key(|a| (IpFamily::of(a) != primary, *a));
+            addresses.dedup();
+            ep.addresses = addresses.into();
         }
     }
     endpoints.sort_by(|a, b| (&a.addresses, &a.workload).cmp(&(&b.addresses, &b.workload)));
@@ -277,7 +278,8 @@ fn new_endpoint(
 
 /// The same workload seen in another slice (its other address family, or another port set).
 fn merge_into(existing: &mut Endpoint, ep: &SliceEndpoint, ports: &Arc<[EndpointPort]>) {
-    existing.addresses.extend(ep.addresses.iter().copied());
+    let both = existing.addresses.iter().chain(ep.addresses.iter());
+    existing.addresses = both.copied().collect();
     if !Arc::ptr_eq(&existing.ports, ports) && existing.ports != *ports {
         let mut union: Vec<EndpointPort> =
             existing.ports.iter().chain(ports.iter()).cloned().collect();

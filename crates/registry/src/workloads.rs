@@ -70,7 +70,7 @@ pub(crate) fn vm_endpoint(
         cluster: cx.id.clone(),
         network,
         locality: locality.into(),
-        addresses: vec![address],
+        addresses: std::sync::Arc::from([address]),
         ports: ports.into(),
         hostname: None,
         node_name: None,

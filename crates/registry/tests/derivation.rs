@@ -23,7 +23,7 @@ fn view(reg: &Registry, ns: &str, name: &str) -> Arc<ServiceView> {
         .unwrap_or_else(|| panic!("no view of {ns}/{name}"))
 }
 
-fn addrs(list: &[&str]) -> Vec<IpAddr> {
+fn addrs(list: &[&str]) -> std::sync::Arc<[IpAddr]> {
     list.iter().map(|s| s.parse().unwrap()).collect()
 }
 

@@ -252,6 +252,8 @@ impl Index {
                 }
             }
         }
+        // Most files hold one object: without this, each would keep room for four.
+        state.entries.shrink_to_fit();
         let defined: BTreeSet<&ObjectKey> = state.claims().map(|(k, _)| k).collect();
         let held = self.files.get(file).into_iter().flat_map(FileState::claims);
         let kept: BTreeMap<ObjectKey, (Object, Origin)> = held

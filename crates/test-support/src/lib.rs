@@ -459,7 +459,7 @@ pub struct EndpointBuilder(SliceEndpoint);
 /// A ready endpoint at `address`.
 pub fn ep(address: &str) -> EndpointBuilder {
     EndpointBuilder(SliceEndpoint {
-        addresses: vec![ip(address)],
+        addresses: vec![ip(address)].into(),
         ready: true,
         serving: true,
         terminating: false,

@@ -102,7 +102,7 @@ pub struct EndpointSlice {
 #[serde(rename_all = "camelCase")]
 pub struct SliceEndpoint {
     /// Addresses (all of the slice's family).
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Arc<[IpAddr]>,
     /// `conditions.ready` (absent means ready).
     pub ready: bool,
     /// `conditions.serving` (absent means the value of ready).
