@@ -121,8 +121,16 @@ fn answer(cache: &mut Cache, handler: &Handler, query: &[u8], src: SocketAddr, b
     batch.len += 1;
 }
 
-/// Sends the batch's responses (one `sendmmsg` while every one goes out) and empties it.
+/// Sends the batch's responses (one `sendmmsg` while every one goes out) and empties it. A
+/// lone response goes out with `sendto`, without the batch's per-call vectors.
 fn send(socket: &UdpSocket, batch: &mut Batch) {
+    if batch.len == 1 {
+        if let Err(error) = socket.send_to(&batch.responses[0], batch.peers[0]) {
+            debug!(%error, peer = %batch.peers[0], "error sending a DNS response");
+        }
+        batch.len = 0;
+        return;
+    }
     let peers: Vec<rustix::net::SocketAddrAny> = batch.peers[..batch.len]
         .iter()
         .map(|p| (*p).into())

@@ -44,16 +44,21 @@ fn provider_slice(name: &str, source: &str, addr: &str) -> Object {
     Object::EndpointSlice(s)
 }
 
-#[test]
-fn provider_objects_become_the_cluster_set_view() {
-    let mut registry = Registry::new(
+/// A ClusterSet of member `m`, whose id is `m`.
+fn one_member() -> Registry {
+    Registry::new(
         "set",
         [MemberConfig {
             name: member("m"),
             id: Some("m".into()),
             network: Network::default(),
         }],
-    );
+    )
+}
+
+#[test]
+fn provider_objects_become_the_cluster_set_view() {
+    let mut registry = one_member();
     registry.apply(reset(
         "m",
         vec![
@@ -113,14 +118,7 @@ fn provider_import_named(name: &str) -> Object {
 
 #[test]
 fn across_snapshots_only_the_changed_names_imports_are_recomputed() {
-    let mut registry = Registry::new(
-        "set",
-        [MemberConfig {
-            name: member("m"),
-            id: Some("m".into()),
-            network: Network::default(),
-        }],
-    );
+    let mut registry = one_member();
     registry.apply(reset(
         "m",
         vec![

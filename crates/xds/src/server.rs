@@ -394,28 +394,13 @@ fn sotw_response(
     let nonce = stream.next_nonce();
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
     stream.record(type_url, |t| t.sent_version = Some(version_info.clone()));
-    let wildcard = is_wildcard_type(type_url);
-    let count = if wildcard {
-        everything.len()
+    let resources: Vec<&Encoded> = if is_wildcard_type(type_url) {
+        everything.iter().map(|e| &**e).collect()
     } else {
-        changed.len()
+        changed.iter().map(|(_, e)| &**e).collect()
     };
-    debug!(type_url, version = %version_info, nonce = %nonce, resources = count, "response");
-    Some(if wildcard {
-        wire::sotw(
-            version_info,
-            type_url,
-            nonce,
-            everything.iter().map(|e| &**e),
-        )
-    } else {
-        wire::sotw(
-            version_info,
-            type_url,
-            nonce,
-            changed.iter().map(|(_, e)| &**e),
-        )
-    })
+    debug!(type_url, version = %version_info, nonce = %nonce, resources = resources.len(), "response");
+    Some(wire::sotw(version_info, type_url, nonce, &resources))
 }
 
 impl Ads {

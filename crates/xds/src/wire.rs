@@ -106,11 +106,11 @@ impl Assembler {
 }
 
 /// A state-of-the-world response carrying `resources`.
-pub fn sotw<'a>(
+pub fn sotw(
     version_info: String,
     type_url: &str,
     nonce: String,
-    resources: impl Iterator<Item = &'a Encoded> + Clone,
+    resources: &[&Encoded],
 ) -> Result<GrpcMessage, Status> {
     let head = DiscoveryResponse {
         version_info,
@@ -119,7 +119,7 @@ pub fn sotw<'a>(
         ..Default::default()
     }
     .encode_to_vec();
-    let len = head.len() + resources.clone().map(|r| r.entry().len()).sum::<usize>();
+    let len = head.len() + resources.iter().map(|r| r.entry().len()).sum::<usize>();
     let mut message = Assembler::new(len)?;
     message.small.put_slice(&head);
     for resource in resources {

@@ -12,9 +12,11 @@ use prost::Message;
 
 use bowline_xds::{cache::Encoded, wire};
 
+const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
 fn any(name: &str, size: usize) -> Any {
     Any {
-        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        type_url: CLUSTER.into(),
         value: name.bytes().cycle().take(size).collect(),
     }
 }
@@ -46,15 +48,15 @@ fn a_sotw_response_decodes_to_its_resources() {
     let resources = resources();
     let message = wire::sotw(
         "7".into(),
-        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        CLUSTER,
         "12".into(),
-        resources.iter().map(|(_, e)| &**e),
+        &resources.iter().map(|(_, e)| &**e).collect::<Vec<_>>(),
     )
     .unwrap();
     let decoded = DiscoveryResponse::decode(unframe(message.to_bytes())).unwrap();
     let expected = DiscoveryResponse {
         version_info: "7".into(),
-        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        type_url: CLUSTER.into(),
         nonce: "12".into(),
         resources: resources.iter().map(|(_, e)| e.any()).collect(),
         ..Default::default()
@@ -68,7 +70,7 @@ fn a_delta_response_decodes_to_its_resources_and_removals() {
     let resources = resources();
     let message = wire::delta(
         "3".into(),
-        "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        CLUSTER,
         "4".into(),
         &resources,
         vec!["gone".into(), "also-gone".into()],
@@ -77,7 +79,7 @@ fn a_delta_response_decodes_to_its_resources_and_removals() {
     let decoded = DeltaDiscoveryResponse::decode(unframe(message.to_bytes())).unwrap();
     let expected = DeltaDiscoveryResponse {
         system_version_info: "3".into(),
-        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        type_url: CLUSTER.into(),
         nonce: "4".into(),
         removed_resources: vec!["gone".into(), "also-gone".into()],
         resources: resources
@@ -96,7 +98,7 @@ fn a_delta_response_decodes_to_its_resources_and_removals() {
 
 #[test]
 fn an_empty_response_is_still_a_message() {
-    let message = wire::sotw("1".into(), "t", "1".into(), std::iter::empty()).unwrap();
+    let message = wire::sotw("1".into(), "t", "1".into(), &[]).unwrap();
     let decoded = DiscoveryResponse::decode(unframe(message.to_bytes())).unwrap();
     assert_eq!(
         (decoded.version_info.as_str(), decoded.resources.len()),
