@@ -5,7 +5,7 @@
 mod metrics;
 mod readiness;
 
-use std::{collections::BTreeMap, future::Future, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, future::Future, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -128,8 +128,9 @@ async fn written(State(state): State<AdminState>, Path(id): Path<String>) -> Res
         )
             .into_response();
     };
-    // The objects are held as JSON text: the array is joined, not parsed and encoded again.
-    let objects: Vec<&str> = snapshot
+    // The objects are JSON text (imported slices rendered now): the array is joined, not
+    // parsed and encoded again.
+    let objects: Vec<Cow<'_, str>> = snapshot
         .outcome
         .writes
         .get(&member.name)

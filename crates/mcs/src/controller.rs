@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{
     alloc::Allocator,
     merge::{Constituent, Merged, merge},
-    render::{self, Condition, SlicePort},
+    render::{self, Condition, ImportedSlice, SlicePort},
     rendered::Rendered,
     writes::{MemberWrites, Objects},
 };
@@ -800,20 +800,22 @@ fn imported_slices(
             continue;
         }
         for family in &import.ip_families {
-            let endpoints: Vec<&Endpoint> = source
-                .endpoints
-                .iter()
-                .filter(|e| e.addresses.iter().any(|a| IpFamily::of(a) == *family))
-                .collect();
-            if endpoints.is_empty() {
+            let serves = |e: &Endpoint| e.addresses.iter().any(|a| IpFamily::of(a) == *family);
+            if !source.endpoints.iter().any(serves) {
                 continue;
             }
             let name = render::slice_name(key, source.cluster, *family, 0);
-            let slice =
-                render::endpoint_slice(key, &name, source.cluster, *family, &ports, &endpoints);
+            let slice = ImportedSlice::new(
+                key,
+                &name,
+                source.cluster,
+                *family,
+                ports.clone(),
+                source.endpoints.clone(),
+            );
             out.push((
                 WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
-                Arc::new(slice),
+                Arc::new(slice.into()),
             ));
         }
     }

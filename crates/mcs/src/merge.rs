@@ -2,7 +2,7 @@
 //! the oldest export wins every property, ports are a union merged by name then by
 //! protocol and port, and every disagreement becomes a conflict reason with a message.
 
-use std::{collections::BTreeSet, fmt};
+use std::{collections::BTreeSet, fmt, sync::Arc};
 
 use bowline_model::{
     ClusterId, Endpoint, IpFamily, Labels, ServicePort, ServiceType,
@@ -17,8 +17,8 @@ pub struct Constituent<'a> {
     pub cluster: &'a ClusterId,
     /// Its Service.
     pub service: &'a Service,
-    /// Its endpoints.
-    pub endpoints: &'a [Endpoint],
+    /// Its endpoints (shared with the registry's view).
+    pub endpoints: &'a Arc<[Endpoint]>,
     /// When its ServiceExport was created (auto exports: when Bowline first wrote it).
     pub created: jiff::Timestamp,
     /// `spec.exportedLabels` of its ServiceExport.

@@ -1,7 +1,7 @@
 //! The Kubernetes objects Bowline writes into members, as JSON: ServiceImports, imported
 //! EndpointSlices, auto-export ServiceExports and the status of users' ServiceExports.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use bowline_model::{
     ClusterId, Endpoint, IpFamily, ServiceKey,
@@ -11,10 +11,7 @@ use bowline_model::{
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    Rendered,
-    merge::{ImportPort, Merged},
-};
+use crate::merge::{ImportPort, Merged};
 
 /// API version of the MCS objects written.
 pub const MCS_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
@@ -162,61 +159,120 @@ pub fn slice_name(key: &ServiceKey, source: &ClusterId, family: IpFamily, group:
 /// Ports of an imported slice: `(name, port on the endpoints, protocol, appProtocol)`.
 pub type SlicePort = (String, u16, bowline_model::Protocol, Option<String>);
 
-/// An imported EndpointSlice: one source member, one family, the ports it serves. Rendered
-/// straight to text, without a `Value` tree: at scale these are nearly every object written,
-/// and the tree's thousands of small allocations per slice outlived it as fragmentation.
-pub fn endpoint_slice(
-    key: &ServiceKey,
-    name: &str,
-    source: &ClusterId,
+/// An imported EndpointSlice: one source member, one family, the ports it serves.
+///
+/// At scale these are nearly every object written, so the outcome does not hold their text:
+/// it holds what they are made of, the source's endpoints shared with the registry's view,
+/// and renders the text when a writer needs it. Two slices are equal exactly when their
+/// texts would be: their names and ports are, and so is every field rendered of every
+/// endpoint with an address of the family.
+#[derive(Clone)]
+pub struct ImportedSlice {
+    key: ServiceKey,
+    name: Box<str>,
+    source: ClusterId,
     family: IpFamily,
-    ports: &[SlicePort],
-    endpoints: &[&Endpoint],
-) -> Rendered {
-    let endpoints: Vec<SliceEndpointJson<'_>> = endpoints
-        .iter()
-        .filter_map(|ep| {
-            let address = ep.addresses.iter().find(|a| IpFamily::of(a) == family)?;
-            Some(SliceEndpointJson {
-                addresses: [*address],
-                conditions: ConditionsJson {
-                    ready: ep.ready,
-                    serving: ep.serving,
-                    terminating: ep.terminating,
-                },
-                hostname: ep.hostname.as_deref(),
-                zone: Some(&*ep.locality.zone).filter(|z| !z.is_empty()),
-            })
-        })
-        .collect();
-    let ports: Vec<SlicePortJson<'_>> = ports
-        .iter()
-        .map(|(name, port, protocol, app)| SlicePortJson {
-            app_protocol: app.as_deref(),
-            name,
-            port: *port,
-            protocol: protocol.as_str(),
-        })
-        .collect();
-    let slice = SliceJson {
-        address_type: family_name(family),
-        api_version: "discovery.k8s.io/v1",
-        endpoints,
-        kind: "EndpointSlice",
-        metadata: SliceMetaJson {
-            labels: BTreeMap::from([
-                (ENDPOINTSLICE_MANAGED_BY, SLICE_MANAGER),
-                (MANAGED_BY_LABEL, MCS_CONTROLLER),
-                (MCS_SERVICE_NAME, &*key.name),
-                (MCS_SOURCE_CLUSTER, source.as_str()),
-            ]),
-            name,
-            namespace: &key.namespace,
-        },
-        ports,
-    };
-    Rendered::serialize(&slice)
+    ports: Box<[SlicePort]>,
+    endpoints: Arc<[Endpoint]>,
 }
+
+/// An endpoint of an imported slice, as rendered: `None` when it has no address of the
+/// slice's family.
+fn slice_endpoint(ep: &Endpoint, family: IpFamily) -> Option<SliceEndpointJson<'_>> {
+    let address = ep.addresses.iter().find(|a| IpFamily::of(a) == family)?;
+    Some(SliceEndpointJson {
+        addresses: [*address],
+        conditions: ConditionsJson {
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+        },
+        hostname: ep.hostname.as_deref(),
+        zone: Some(&*ep.locality.zone).filter(|z| !z.is_empty()),
+    })
+}
+
+impl ImportedSlice {
+    /// The slice `name` of `key` holding the endpoints of `source` with an address of
+    /// `family`, serving `ports`.
+    pub fn new(
+        key: &ServiceKey,
+        name: &str,
+        source: &ClusterId,
+        family: IpFamily,
+        ports: Vec<SlicePort>,
+        endpoints: Arc<[Endpoint]>,
+    ) -> Self {
+        Self {
+            key: key.clone(),
+            name: name.into(),
+            source: source.clone(),
+            family,
+            ports: ports.into(),
+            endpoints,
+        }
+    }
+
+    fn endpoints(&self) -> impl Iterator<Item = SliceEndpointJson<'_>> {
+        self.endpoints
+            .iter()
+            .filter_map(|ep| slice_endpoint(ep, self.family))
+    }
+
+    fn json(&self) -> SliceJson<'_> {
+        let ports = self
+            .ports
+            .iter()
+            .map(|(name, port, protocol, app)| SlicePortJson {
+                app_protocol: app.as_deref(),
+                name,
+                port: *port,
+                protocol: protocol.as_str(),
+            })
+            .collect();
+        SliceJson {
+            address_type: family_name(self.family),
+            api_version: "discovery.k8s.io/v1",
+            endpoints: self.endpoints().collect(),
+            kind: "EndpointSlice",
+            metadata: SliceMetaJson {
+                labels: BTreeMap::from([
+                    (ENDPOINTSLICE_MANAGED_BY, SLICE_MANAGER),
+                    (MANAGED_BY_LABEL, MCS_CONTROLLER),
+                    (MCS_SERVICE_NAME, &*self.key.name),
+                    (MCS_SOURCE_CLUSTER, self.source.as_str()),
+                ]),
+                name: &self.name,
+                namespace: &self.key.namespace,
+            },
+            ports,
+        }
+    }
+
+    /// The slice's compact JSON text.
+    pub fn text(&self) -> String {
+        serde_json::to_string(&self.json()).expect("an imported slice always serializes")
+    }
+
+    /// The slice as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::to_value(self.json()).expect("an imported slice always serializes")
+    }
+}
+
+impl PartialEq for ImportedSlice {
+    fn eq(&self, other: &Self) -> bool {
+        let head = self.key == other.key
+            && self.name == other.name
+            && self.source == other.source
+            && self.family == other.family
+            && self.ports == other.ports;
+        head && (Arc::ptr_eq(&self.endpoints, &other.endpoints)
+            || self.endpoints().eq(other.endpoints()))
+    }
+}
+
+impl Eq for ImportedSlice {}
 
 // The shapes of an imported slice's JSON, fields in the order a `Value` would print them
 // (sorted), so that the text is the same as the object's parsed-and-printed form.
@@ -239,7 +295,7 @@ struct SliceMetaJson<'a> {
     namespace: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(PartialEq, Serialize)]
 struct SliceEndpointJson<'a> {
     addresses: [IpAddr; 1],
     conditions: ConditionsJson,
@@ -249,7 +305,7 @@ struct SliceEndpointJson<'a> {
     zone: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(PartialEq, Serialize)]
 struct ConditionsJson {
     ready: bool,
     serving: bool,
@@ -285,4 +341,76 @@ pub fn service_export(
         object["spec"] = json!({});
     }
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use bowline_model::{Locality, Network, Protocol};
+
+    use super::*;
+    use crate::Rendered;
+
+    fn endpoint(address: &str, ready: bool) -> Endpoint {
+        Endpoint {
+            cluster: ClusterId::new("east").unwrap(),
+            network: Network::default(),
+            locality: Arc::new(Locality {
+                zone: "zone-a".into(),
+                ..Locality::default()
+            }),
+            addresses: Arc::from([address.parse::<IpAddr>().unwrap()]),
+            ports: Arc::from([]),
+            hostname: None,
+            node_name: None,
+            workload: None,
+            ready,
+            serving: ready,
+            terminating: false,
+            weight: 1,
+            service_account: None,
+        }
+    }
+
+    fn slice(endpoints: Vec<Endpoint>) -> Rendered {
+        let key = ServiceKey::new("shop", "cart");
+        let source = ClusterId::new("east").unwrap();
+        let name = slice_name(&key, &source, IpFamily::IPv4, 0);
+        let ports = vec![("http".to_owned(), 8080, Protocol::Tcp, None)];
+        ImportedSlice::new(
+            &key,
+            &name,
+            &source,
+            IpFamily::IPv4,
+            ports,
+            endpoints.into(),
+        )
+        .into()
+    }
+
+    #[test]
+    fn an_imported_slice_renders_what_it_holds_and_compares_by_that() {
+        let one = slice(vec![endpoint("10.0.0.1", true), endpoint("fd00::1", true)]);
+        let value = one.to_value();
+        assert_eq!(value["metadata"]["name"], "imported-cart-east-ipv4");
+        assert_eq!(value["addressType"], "IPv4");
+        assert_eq!(
+            value["endpoints"],
+            json!([{"addresses": ["10.0.0.1"], "zone": "zone-a",
+                    "conditions": {"ready": true, "serving": true, "terminating": false}}]),
+            "only the endpoints of the slice's family"
+        );
+        assert_eq!(one.json(), serde_json::to_string(&value).unwrap());
+        assert_eq!(one, Rendered::new(&value), "equal to its own text");
+
+        let mut moved = endpoint("10.0.0.1", true);
+        moved.node_name = Some("node-2".into());
+        assert_eq!(
+            one,
+            slice(vec![moved, endpoint("fd00::2", false)]),
+            "fields not rendered make no difference"
+        );
+        let flipped = slice(vec![endpoint("10.0.0.1", false)]);
+        assert_ne!(one, flipped, "a readiness flip is a change");
+        assert_ne!(flipped, Rendered::new(&value));
+    }
 }

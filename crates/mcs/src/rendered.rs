@@ -1,20 +1,31 @@
-//! One object Bowline writes, held as its compact JSON text.
+//! One object Bowline writes, held as its compact JSON text or, for an imported
+//! EndpointSlice, as the endpoints it is rendered from.
 //!
 //! The MCS outcome holds every object every member must hold: at 100,000 endpoints that is
 //! mostly imported EndpointSlices. As parsed `serde_json::Value`s they took about 2.5 KB per
 //! endpoint (a map node, a string and a vector per field); as text they take about a tenth
-//! of that. Renderings are deterministic, so two renderings are equal exactly when their
-//! texts are; the fields are parsed only by the code that needs them (a writer putting the
-//! object into YAML, the controller reading back a condition's transition time).
+//! of that; imported slices, which share their endpoints with the registry's view, take
+//! nothing per endpoint. Renderings are deterministic, so two renderings are equal exactly
+//! when their texts are; the fields are parsed only by the code that needs them (a writer
+//! putting the object into YAML, the controller reading back a condition's transition time).
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use serde::Serialize;
 use serde_json::Value;
 
-/// An object's compact JSON text.
+use crate::render::ImportedSlice;
+
+/// An object Bowline writes: its compact JSON text, or for an imported EndpointSlice what
+/// the text is rendered from.
 #[derive(Clone)]
-pub struct Rendered(Box<str>);
+pub struct Rendered(Form);
+
+#[derive(Clone)]
+enum Form {
+    Text(Box<str>),
+    Slice(Box<ImportedSlice>),
+}
 
 impl Rendered {
     /// Renders `object`.
@@ -26,17 +37,31 @@ impl Rendered {
     /// print their keys sorted, as a `Value`'s do, so that equal objects render equally.
     pub fn serialize(object: &impl Serialize) -> Self {
         let text = serde_json::to_string(object).expect("Bowline's objects always serialize");
-        Self(text.into_boxed_str())
+        Self(Form::Text(text.into_boxed_str()))
     }
 
-    /// The object's JSON text.
-    pub fn json(&self) -> &str {
-        &self.0
+    /// The object's JSON text (an imported slice's is rendered on each call).
+    pub fn json(&self) -> Cow<'_, str> {
+        match &self.0 {
+            Form::Text(text) => Cow::Borrowed(text),
+            Form::Slice(slice) => Cow::Owned(slice.text()),
+        }
     }
 
     /// The object, parsed.
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.json()).expect("a rendered object is valid JSON")
+        match &self.0 {
+            Form::Text(text) => {
+                serde_json::from_str(text).expect("a rendered object is valid JSON")
+            }
+            Form::Slice(slice) => slice.value(),
+        }
+    }
+}
+
+impl From<ImportedSlice> for Rendered {
+    fn from(slice: ImportedSlice) -> Self {
+        Self(Form::Slice(Box::new(slice)))
     }
 }
 
@@ -54,7 +79,11 @@ impl From<&Value> for Rendered {
 
 impl PartialEq for Rendered {
     fn eq(&self, other: &Self) -> bool {
-        self.json() == other.json()
+        match (&self.0, &other.0) {
+            (Form::Text(a), Form::Text(b)) => a == b,
+            (Form::Slice(a), Form::Slice(b)) => a == b,
+            _ => self.json() == other.json(),
+        }
     }
 }
 
@@ -62,7 +91,7 @@ impl Eq for Rendered {}
 
 impl fmt::Debug for Rendered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.json())
+        f.write_str(&self.json())
     }
 }
 
