@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use bowline_fake_kube::FakeApiServer;
 use bowline_kube::{Credentials, KubeMember, WatchOptions};
-use bowline_model::{Change, EventBody, MemberName, ObjectKind, SourceEvent};
+use bowline_model::{Change, EventBody, MemberName, Object, ObjectKind, SourceEvent};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,8 +55,10 @@ async fn start(server: FakeApiServer, token: &str) -> Member {
 }
 
 impl Member {
-    /// The next event for which `want` is true (others are skipped); fails after 20 s.
+    /// The next event for which `want` is true (others are skipped); fails after 20 s,
+    /// naming the events skipped.
     async fn until(&mut self, what: &str, want: impl Fn(&EventBody) -> bool) -> EventBody {
+        let mut skipped = Vec::new();
         let wait = async {
             loop {
                 let event = self.events.recv().await.expect("the source is running");
@@ -64,11 +66,11 @@ impl Member {
                 if want(&event.body) {
                     return event.body;
                 }
+                skipped.push(format!("{:?}", event.body));
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("no event: {what}"))
+        let found = tokio::time::timeout(Duration::from_secs(20), wait).await;
+        found.unwrap_or_else(|_| panic!("no event: {what}; skipped {skipped:#?}"))
     }
 
     async fn reset(&mut self) -> (Vec<String>, Vec<String>) {
@@ -285,18 +287,26 @@ async fn missing_crds_are_reported_and_picked_up_once_installed() {
 
     member.server.install_bowline_crds();
     member.server.apply_json(cluster_id("west"));
-    member
-        .until(
-            "no kind missing",
-            |b| matches!(b, EventBody::Missing(m) if m.is_empty()),
-        )
-        .await;
-    member
-        .until("the ClusterProperty", |b| {
-            matches!(b, EventBody::Changes { changes, .. }
-                if changes.iter().any(|c| matches!(c, Change::Apply(o) if o.key().kind == ObjectKind::ClusterProperty)))
-        })
-        .await;
+    // Each kind finds its CRD on its own: the ClusterProperty may be listed before the last
+    // kind is found, so both are awaited in either order.
+    let property = |o: &Object| o.key().kind == ObjectKind::ClusterProperty;
+    let (mut complete, mut listed) = (false, false);
+    while !(complete && listed) {
+        let body = member
+            .until("no kind missing, and the ClusterProperty", |b| match b {
+                EventBody::Missing(m) => !complete && m.is_empty(),
+                EventBody::Changes { changes, .. } => changes
+                    .iter()
+                    .any(|c| matches!(c, Change::Apply(o) if property(o))),
+                EventBody::Reset { objects, .. } => objects.iter().any(property),
+                _ => false,
+            })
+            .await;
+        match body {
+            EventBody::Missing(_) => complete = true,
+            _ => listed = true,
+        }
+    }
 }
 
 #[tokio::test]
