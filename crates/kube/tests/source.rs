@@ -288,7 +288,8 @@ async fn missing_crds_are_reported_and_picked_up_once_installed() {
     member.server.install_bowline_crds();
     member.server.apply_json(cluster_id("west"));
     // Each kind finds its CRD on its own: the ClusterProperty may be listed before the last
-    // kind is found, so both are awaited in either order.
+    // kind is found, so both are awaited in either order. The property arrives as a change,
+    // or inside a whole listing if a watch failed on the way.
     let property = |o: &Object| o.key().kind == ObjectKind::ClusterProperty;
     let (mut complete, mut listed) = (false, false);
     while !(complete && listed) {

@@ -800,10 +800,6 @@ fn imported_slices(
             continue;
         }
         for family in &import.ip_families {
-            let serves = |e: &Endpoint| e.addresses.iter().any(|a| IpFamily::of(a) == *family);
-            if !source.endpoints.iter().any(serves) {
-                continue;
-            }
             let name = render::slice_name(key, source.cluster, *family, 0);
             let slice = ImportedSlice::new(
                 key,
@@ -813,6 +809,9 @@ fn imported_slices(
                 ports.clone(),
                 source.endpoints.clone(),
             );
+            if slice.is_empty() {
+                continue;
+            }
             out.push((
                 WriteKey::new(WriteKind::EndpointSlice, &key.namespace, &name),
                 Arc::new(slice.into()),

@@ -213,6 +213,11 @@ impl ImportedSlice {
         }
     }
 
+    /// True when no endpoint of the source has an address of the slice's family.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints().next().is_none()
+    }
+
     fn endpoints(&self) -> impl Iterator<Item = SliceEndpointJson<'_>> {
         self.endpoints
             .iter()
