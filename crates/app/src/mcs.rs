@@ -297,6 +297,7 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
     let mut was_leading = false;
     let mut read_at = tokio::time::Instant::now();
     let mut full = true;
+    let mut first_sync = FirstSync::new(tokio::time::Instant::now());
     loop {
         let leading = cx.leadership.borrow_and_update().leading;
         let following =
@@ -326,8 +327,8 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
                 }
             }
         }
-        if slot.read && leading {
-            let snapshot = cx.snapshots.borrow_and_update().clone();
+        let snapshot = cx.snapshots.borrow_and_update().clone();
+        if slot.read && leading && first_sync.done(&snapshot, &slot.member) {
             let metrics = cx.metrics.clone();
             (slot, ()) =
                 blocking(slot, move |slot| write_one(slot, &snapshot, full, &metrics)).await;
@@ -344,6 +345,48 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             }
             _ = tick.tick() => full = true,
         }
+    }
+}
+
+/// How long writers wait, from their start, for every member's first sync (as long as the
+/// controller waits for their read-backs).
+const FIRST_SYNC_GRACE: Duration = INITIAL_READ_BACK;
+
+/// Whether the ClusterSet is complete enough to write from: until every member's first
+/// listing is in (or [`FIRST_SYNC_GRACE`] has passed), a member not yet read would look as if
+/// its exports were gone, and writing then would delete its imported objects from every
+/// other member, to write them again a moment later (after a restart, that withdraws
+/// endpoints that never went away). Waiting also keeps the cold start's writes off the CPU
+/// while the sources parse and the first snapshot is served.
+struct FirstSync {
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl FirstSync {
+    fn new(start: tokio::time::Instant) -> Self {
+        Self {
+            deadline: Some(start + FIRST_SYNC_GRACE),
+        }
+    }
+
+    /// True once no member is pending, or the grace has passed (said once, naming them).
+    fn done(&mut self, snapshot: &ClusterSet, member: &MemberName) -> bool {
+        let Some(deadline) = self.deadline else {
+            return true;
+        };
+        let pending: Vec<&str> = snapshot
+            .members
+            .iter()
+            .filter(|m| !m.synced)
+            .map(|m| m.name.as_str())
+            .collect();
+        if pending.is_empty() {
+            self.deadline = None;
+        } else if tokio::time::Instant::now() >= deadline {
+            warn!(%member, pending = ?pending, grace = ?FIRST_SYNC_GRACE, "members are still not synced; writing without them (their imports are written once they are)");
+            self.deadline = None;
+        }
+        self.deadline.is_none()
     }
 }
 

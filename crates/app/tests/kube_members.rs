@@ -650,3 +650,84 @@ async fn a_follower_serves_the_cluster_set_ips_the_leader_wrote() {
     assert_eq!(write_requests(&server), 0, "a follower writes nothing");
     running.stop().await;
 }
+
+/// The EndpointSlices written into a member that were imported from `source`.
+fn imported_from(written: &Written, source: &str) -> Written {
+    written
+        .iter()
+        .filter(|(key, object)| {
+            key.starts_with("EndpointSlice ")
+                && object["labels"]["multicluster.kubernetes.io/source-cluster"] == source
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_member_not_yet_synced_keeps_its_imports_in_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    let server = FakeApiServer::start().await;
+    server.install_bowline_crds();
+    for object in documents(&files.join("members/east")) {
+        server.restore_json(object);
+    }
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    let west = files.join("members/west");
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        format!(
+            "clusterSet: demo\nmembers:\n- {{kubeconfig: east.kubeconfig, name: east, network: net-east}}\n\
+             - {{manifests: {}, name: west, network: net-west}}\n",
+            west.display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let start = || async {
+        bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+            .await
+            .unwrap()
+    };
+    let running = start().await;
+    let mut before = Written::new();
+    for _ in 0..200 {
+        before = imported_from(&written_files(&west), "east");
+        if !before.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !before.is_empty(),
+        "east's endpoints are imported into west"
+    );
+    running.stop().await;
+
+    // East's Services cannot be listed when Bowline starts again, while what Bowline wrote
+    // there can be read back: until east's first listing is in (or the 5 s grace passes),
+    // what west holds from it must stay, not be deleted and written again later.
+    server.fail_next("list", "services", 500, 10_000);
+    let running = start().await;
+    let addr = running.admin_addr.to_string();
+    member_until(&addr, "west", "synced", |m| m["synced"] == true).await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            imported_from(&written_files(&west), "east"),
+            before,
+            "west keeps east's imported slices while east is not synced"
+        );
+    }
+    let east = get(&addr, "/debug/members").await;
+    assert!(
+        east.to_string().contains("\"synced\":false"),
+        "east is still not synced: {east}"
+    );
+    running.stop().await;
+}
