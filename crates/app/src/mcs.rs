@@ -116,6 +116,7 @@ pub(crate) fn spawn_pipeline(
             writer: writer(member, &shutdown, Some(config.watch.resync)),
             read: false,
             written: None,
+            failing: None,
         };
         tasks.spawn(member_writer(
             slot,
@@ -467,6 +468,8 @@ struct Slot {
     writer: Box<dyn Writer>,
     read: bool,
     written: Option<MemberWrites>,
+    /// The last write error, logged once until it changes or the writes work again.
+    failing: Option<String>,
 }
 
 /// Reads back one member if not read yet.
@@ -518,6 +521,9 @@ fn write_one(slot: &mut Slot, snapshot: &ClusterSet, full: bool, metrics: &McsMe
     match result {
         Ok(report) => {
             slot.written = Some(desired);
+            if slot.failing.take().is_some() {
+                info!(member = %slot.member, "MCS objects written again");
+            }
             metrics
                 .written
                 .get_or_create(&label)
@@ -532,7 +538,13 @@ fn write_one(slot: &mut Slot, snapshot: &ClusterSet, full: bool, metrics: &McsMe
         }
         Err(e) => {
             metrics.errors.get_or_create(&label).inc();
-            warn!(member = %slot.member, "cannot write MCS objects: {e}");
+            let message = e.to_string();
+            if slot.failing.as_ref() == Some(&message) {
+                debug!(member = %slot.member, "still cannot write MCS objects: {message}");
+            } else {
+                warn!(member = %slot.member, "cannot write MCS objects (retried every resync; said again only if the error changes): {message}");
+                slot.failing = Some(message);
+            }
         }
     }
 }

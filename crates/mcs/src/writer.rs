@@ -176,6 +176,30 @@ struct Touched {
     /// Events were lost or named something other than one object's file.
     lost: bool,
 }
+/// Creates `dir` and the directories between it and `member_dir`, which must exist: a member
+/// directory that was deleted or moved away is never created again by Bowline's writes (the
+/// source reports it as unreadable, and keeps its last known objects).
+fn create_under(member_dir: &Path, dir: &Path) -> io::Result<()> {
+    let below = dir
+        .strip_prefix(member_dir)
+        .expect("Bowline writes only under the member directory");
+    let mut at = member_dir.to_path_buf();
+    for part in below.components() {
+        at.push(part);
+        match fs::create_dir(&at) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("the member directory {} is gone", member_dir.display()),
+                ));
+            }
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
     move |source| WriteError {
         action,
@@ -225,7 +249,7 @@ impl FileWriter {
                 Err(_) => touched.lost = true,
             }
         };
-        let watcher = fs::create_dir_all(&self.root)
+        let watcher = create_under(member_dir, &self.root)
             .map_err(|e| e.to_string())
             .and_then(|()| notify::recommended_watcher(handler).map_err(|e| e.to_string()))
             .and_then(|mut watcher| {
@@ -304,7 +328,11 @@ impl FileWriter {
         let same = stat.is_some() && fs::read(&path).is_ok_and(|current| current == bytes);
         if !same {
             let dir = path.parent().expect("object files live in a directory");
-            fs::create_dir_all(dir).map_err(err("cannot create", dir))?;
+            let member_dir = self
+                .root
+                .parent()
+                .expect("the root is in the member directory");
+            create_under(member_dir, dir).map_err(err("cannot create", dir))?;
             let file_name = path
                 .file_name()
                 .expect("object files have names")
@@ -570,6 +598,34 @@ mod tests {
             }
         );
         assert!(FileWriter::new(dir.path()).read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_member_directory_that_is_gone_is_never_created_again() {
+        let parent = tempfile::tempdir().unwrap();
+        for watched in [false, true] {
+            let member = parent.path().join(format!("member-{watched}"));
+            fs::create_dir(&member).unwrap();
+            let mut writer = if watched {
+                FileWriter::watched(&member, Duration::from_secs(3600))
+            } else {
+                FileWriter::new(&member)
+            };
+            assert_eq!(writer.reconcile(&desired()).unwrap().written, 1);
+            fs::remove_dir_all(&member).unwrap();
+            let e = writer.reconcile(&desired()).unwrap_err().to_string();
+            assert!(e.contains("is gone"), "{e}");
+            assert!(
+                !member.exists(),
+                "the writer left the deleted directory alone"
+            );
+            fs::create_dir(&member).unwrap();
+            assert_eq!(
+                writer.reconcile(&desired()).unwrap().written,
+                1,
+                "written again once the directory is back"
+            );
+        }
     }
 
     /// Reconciles until `done` holds for the report (the watcher's events arrive a little

@@ -4,7 +4,10 @@
 //! again (a directory named by an event is listed, its unchanged files skipped). What Bowline
 //! writes under `.bowline/` is ignored, except `.bowline/workloadentries/`, read like the
 //! user's files. Every `resync`, and whenever the watcher fails or reports lost events, the
-//! whole directory is listed again (reading only files whose stamp changed).
+//! whole directory is listed again (reading only files whose stamp changed). A directory that
+//! cannot be read is reported (its last known objects stay, stale) and tried again after
+//! 0.5 s, doubling up to `resync`; once it reads again it is sent whole, so that the registry
+//! clears its staleness and withdrawal even when nothing in it changed.
 
 use std::{
     collections::BTreeSet,
@@ -94,7 +97,7 @@ pub fn scan_directory(member: MemberName, dir: &Path) -> io::Result<(Vec<Object>
 struct Outcome {
     changes: Vec<bowline_model::Change>,
     rejections: Vec<Rejection>,
-    /// Every object, for the first listing only.
+    /// Every object, for the first listing and the first after an error.
     objects: Option<Vec<Object>>,
 }
 
@@ -119,7 +122,10 @@ impl Reported {
                 });
             }
         };
-        self.error = None;
+        // After an error only a full listing tells the registry that the member is back
+        // (clearing its staleness, and its withdrawal after `staleEndpointTTL`), even when
+        // nothing in it changed.
+        let recovered = self.error.take().is_some();
         let rejections_changed = outcome.rejections != self.rejections;
         for r in outcome
             .rejections
@@ -130,9 +136,13 @@ impl Reported {
         }
         self.rejections.clone_from(&outcome.rejections);
         match outcome.objects {
-            Some(objects) if !self.synced => {
+            Some(objects) if !self.synced || recovered => {
+                if recovered {
+                    info!(dir = %dir.display(), objects = objects.len(), rejected = outcome.rejections.len(), "manifest directory readable again");
+                } else {
+                    info!(dir = %dir.display(), objects = objects.len(), rejected = outcome.rejections.len(), "manifest directory read");
+                }
                 self.synced = true;
-                info!(dir = %dir.display(), objects = objects.len(), rejected = outcome.rejections.len(), "manifest directory read");
                 Some(EventBody::Reset {
                     objects,
                     rejections: outcome.rejections,
@@ -155,7 +165,8 @@ impl Reported {
 
 impl ManifestMember {
     /// Watches the directory until `shutdown`, sending a `Reset` after the first successful
-    /// scan and a `Changes` event after every later rescan that changed something.
+    /// scan and after the first successful one following an error, a `SourceError` when it
+    /// cannot be read, and a `Changes` event after every other rescan that changed something.
     pub async fn run(self, events: mpsc::Sender<SourceEvent>, shutdown: CancellationToken) {
         self.run_with_stats(events, shutdown, Arc::default()).await;
     }
@@ -174,6 +185,7 @@ impl ManifestMember {
         let mut reported = Reported::default();
         let mut work = Work::Full;
         let mut next_full = Instant::now();
+        let mut retry = FIRST_RETRY;
         loop {
             // The first listing, and the first after an error (the watcher was lost with it),
             // read everything.
@@ -190,13 +202,19 @@ impl ManifestMember {
             let owned = scanner
                 .take()
                 .expect("scanner is returned after every scan");
-            let first = !reported.synced;
+            // The first listing and the first after an error are sent whole.
+            let first = !reported.synced || reported.error.is_some();
             let (returned, result) = tokio::task::spawn_blocking(move || scan(owned, work, first))
                 .await
                 .expect("scan does not panic");
             scanner = Some(returned);
             if result.is_err() {
                 watcher = None;
+                // A failing directory is tried again soon, backing off to `resync`.
+                next_full = Instant::now() + retry;
+                retry = (retry * 2).min(self.resync);
+            } else {
+                retry = FIRST_RETRY;
             }
             if let Some(body) = reported.event(&dir, result)
                 && events
@@ -220,6 +238,10 @@ impl ManifestMember {
         }
     }
 }
+
+/// How soon a directory that could not be read is tried again (doubling after each failure,
+/// up to `resync`).
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// Does one piece of work; a rescan of some paths that fails (the directory is gone or cannot
 /// be listed) becomes a full rescan, whose error is the one reported.

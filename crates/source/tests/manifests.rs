@@ -576,3 +576,43 @@ fn a_rescan_without_watcher_finds_changes_reading_only_changed_files() {
         vec!["Namespace a", "Service demo/web"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_readable_again_is_listed_whole_even_if_nothing_changed() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("member");
+    let away = parent.path().join("away");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("a.yaml"), ns("a")).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let source = ManifestMember {
+        member: member(),
+        dir: dir.clone(),
+        debounce: Duration::from_millis(30),
+        resync: Duration::from_millis(100),
+    };
+    tokio::spawn(source.run(tx, stop.clone()));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("an event within 20 s")
+            .expect("source running")
+            .body
+    };
+    assert!(matches!(next().await, EventBody::Reset { ref objects, .. } if objects.len() == 1));
+    fs::rename(&dir, &away).unwrap();
+    let error = next().await;
+    assert!(
+        matches!(error, EventBody::SourceError(ref m) if m.contains("cannot read manifest directory")),
+        "{error:?}"
+    );
+    // Back as it was: nothing changed, but the registry must hear that it is readable again.
+    fs::rename(&away, &dir).unwrap();
+    let back = next().await;
+    assert!(
+        matches!(back, EventBody::Reset { ref objects, .. } if names(objects) == ["Namespace a"]),
+        "{back:?}"
+    );
+    stop.cancel();
+}

@@ -1,0 +1,107 @@
+//! Faults a member's source recovers from without a restart (issue #14): what was lost while
+//! it failed must all come back, and Bowline must not make the failure worse by writing.
+
+use std::{fs, path::Path, time::Duration};
+
+use bowline_app::config::Config;
+use bowline_test_support::{eventually, http_get};
+use serde_json::Value;
+
+fn json(addr: &str, path: &str) -> Value {
+    let (code, body) = http_get(addr, path).unwrap();
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn member(addr: &str, name: &str) -> Value {
+    json(addr, "/debug/members")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no member {name}"))
+}
+
+/// East's endpoints in the ClusterSet view of `demo/echo` (none before it is known).
+fn east_endpoints(addr: &str) -> usize {
+    let (code, body) = http_get(addr, "/debug/services/demo/echo").unwrap();
+    if code == 404 {
+        return 0;
+    }
+    let view: Value = serde_json::from_str(&body).unwrap();
+    view["members"]["east"]["endpoints"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Whether the member directory holds EndpointSlices Bowline imported from `source`.
+fn holds_imports_from(member_dir: &Path, source: &str) -> bool {
+    let dir = member_dir.join(".bowline/endpointslices/demo");
+    fs::read_dir(dir).is_ok_and(|files| {
+        files.flatten().any(|f| {
+            fs::read_to_string(f.path())
+                .is_ok_and(|t| t.contains(&format!("source-cluster: {source}")))
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    bowline_app::demo::write_to(dir.path()).unwrap();
+    let config_path = dir.path().join("bowline.yaml");
+    let mut text = fs::read_to_string(&config_path).unwrap();
+    text.push_str("staleEndpointTTL: 1s\n");
+    fs::write(&config_path, text).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let addr = running.admin_addr.to_string();
+    let east = dir.path().join("members/east");
+    let away = dir.path().join("east-moved-away");
+
+    let check = {
+        let (addr, east, away) = (addr.clone(), east.clone(), away.clone());
+        move || {
+            eventually("east's endpoints served and west imported", || {
+                (east_endpoints(&addr) == 2 && holds_imports_from(&east, "west")).then_some(())
+            });
+            fs::rename(&east, &away).unwrap();
+            let stale = eventually("east stale", || {
+                Some(member(&addr, "east")).filter(|m| m["stale"] == true)
+            });
+            assert!(
+                stale["sourceError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("cannot read manifest directory")),
+                "{stale}"
+            );
+            eventually("east withdrawn after staleEndpointTTL", || {
+                (member(&addr, "east")["withdrawn"] == true && east_endpoints(&addr) == 0)
+                    .then_some(())
+            });
+            // Writes into east kept failing all along: they must not have created it again.
+            assert!(
+                !east.exists(),
+                "Bowline recreated the moved member directory"
+            );
+
+            // Back, unchanged: nothing in it differs from before, yet it must be all back.
+            fs::rename(&away, &east).unwrap();
+            let back = eventually("east back", || {
+                Some(member(&addr, "east"))
+                    .filter(|m| m["stale"] == false && m["withdrawn"] == false)
+            });
+            assert!(back["sourceError"].is_null(), "{back}");
+            eventually(
+                "east's endpoints served again and its imports written",
+                || (east_endpoints(&addr) == 2 && holds_imports_from(&east, "west")).then_some(()),
+            );
+        }
+    };
+    tokio::task::spawn_blocking(check).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    running.stop().await;
+}
