@@ -5,7 +5,7 @@
 mod metrics;
 mod readiness;
 
-use std::{borrow::Cow, collections::BTreeMap, future::Future, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -16,7 +16,7 @@ use axum::{
 };
 use bowline_model::ServiceKey;
 use bowline_views::{Admission, ClusterSet};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
 
 pub use crate::{metrics::ClusterSetCollector, readiness::Readiness};
 
@@ -60,15 +60,41 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin routes on `listener` until `shutdown` completes.
+/// Serves the admin routes on the connections `guard` accepts until `shutdown`: HTTP/1.1,
+/// each request's headers read within `header_timeout` (a client sending them slowly is cut
+/// off), connections finishing their request in flight at shutdown.
 pub async fn serve(
-    listener: TcpListener,
+    mut guard: bowline_net::Guard,
     state: AdminState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    header_timeout: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let router = router(state);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = guard.accept() => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, "admin connection ended: {e}");
+            }
+        });
+    }
 }
 
 impl AdminState {

@@ -17,11 +17,7 @@ use prometheus_client::{
         histogram::{Histogram, exponential_buckets},
     },
 };
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    sync::watch,
-    task::JoinSet,
-};
+use tokio::{net::UdpSocket, sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -113,7 +109,7 @@ fn view(snapshot: &ClusterSet, synced: bool, cluster_local_member: Option<&Clust
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
     udp: Vec<UdpSocket>,
-    tcp: TcpListener,
+    tcp: bowline_net::Guard,
     views: watch::Receiver<Arc<View>>,
     ttl: Duration,
     metrics: Arc<DnsMetrics>,
@@ -128,9 +124,7 @@ pub(crate) fn spawn_server(
     });
     let handler = Handler::new(views, ttl, observe);
     tasks.spawn(async move {
-        if let Err(e) =
-            bowline_dns::server::serve(udp, tcp, handler, shutdown.cancelled_owned()).await
-        {
+        if let Err(e) = bowline_dns::server::serve(udp, tcp, handler, shutdown).await {
             error!("DNS server stopped: {e}");
         }
     });

@@ -67,20 +67,38 @@ struct Root<'a> {
     metrics: Metrics,
     views: std::collections::BTreeMap<&'static str, bowline_admin::DebugView>,
     snapshot: watch::Receiver<Arc<ClusterSet>>,
+    /// The listeners' connection counts and refusals.
+    listen_metrics: Arc<bowline_net::Metrics>,
+    /// The soft open-files limit, raised at start, that default connection limits share.
+    open_files: u64,
 }
+
+/// What a TLS connection must send within its handshake timeout: no ClientHello and
+/// Finished that complete a handshake are shorter.
+const TLS_FIRST_BYTES: usize = 200;
+/// A DNS query's length prefix and header.
+const DNS_FIRST_BYTES: usize = 14;
+/// `GET / HTTP/1.1\r\n`.
+const HTTP1_FIRST_BYTES: usize = 16;
 
 /// Starts sources, the registry pump, the views stage with the MCS controller, the xDS, DNS
 /// and admin servers.
 pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Running> {
     let registry = new_registry(config);
     let (snapshots, snapshot) = watch::channel(Arc::new(ClusterSet::default()));
+    bowline_net::raise_open_files_limit();
+    let listen_metrics = Arc::new(bowline_net::Metrics::default());
+    let mut metrics = Metrics::default();
+    listen_metrics.register(&mut metrics);
     let mut root = Root {
         config,
         tasks: JoinSet::new(),
         shutdown: CancellationToken::new(),
-        metrics: Metrics::default(),
+        metrics,
         views: Default::default(),
         snapshot,
+        listen_metrics,
+        open_files: bowline_net::open_files_limit().0,
     };
     let admin = bind(listeners.admin, config.listen.admin, "listen.admin").await?;
     let admin_addr = admin.local_addr()?;
@@ -125,6 +143,28 @@ fn new_registry(config: &Config) -> Shared {
 }
 
 impl Root<'_> {
+    /// `listener` guarded by its `limits` (by default, a share of the open-files limit), as
+    /// `name` in metrics and logs.
+    fn guard(
+        &self,
+        listener: TcpListener,
+        name: &'static str,
+        limits: &crate::config::ListenerLimits,
+        first_bytes: usize,
+    ) -> bowline_net::Guard {
+        let max_connections = limits
+            .max_connections
+            .unwrap_or_else(|| bowline_net::default_max_connections(self.open_files));
+        let limits = bowline_net::Limits {
+            max_connections,
+            handshake_timeout: limits.handshake_timeout,
+            first_bytes,
+            idle_timeout: limits.idle_timeout,
+        };
+        info!(listener = name, max_connections, handshake_timeout = ?limits.handshake_timeout, idle_timeout = ?limits.idle_timeout, "listener limits");
+        bowline_net::Guard::new(listener, name, limits, self.listen_metrics.clone())
+    }
+
     /// The xDS server on both listeners, the VM registration behind it, its metrics and
     /// debug views; returns the plaintext and TLS addresses.
     async fn xds(
@@ -161,9 +201,23 @@ impl Root<'_> {
         );
         let ads = bowline_xds::server::Ads::new(self.snapshot.clone(), connections.clone())
             .with_workloads(registration);
+        let limits = &config.limits;
         for (listener, transport, tls) in [
-            (plaintext, Transport::Plaintext, None),
-            (tls, Transport::Tls, Some(identity)),
+            (
+                self.guard(
+                    plaintext,
+                    "xds",
+                    &limits.xds,
+                    bowline_xds::transport::HTTP2_PREFACE_LEN,
+                ),
+                Transport::Plaintext,
+                None,
+            ),
+            (
+                self.guard(tls, "xds-tls", &limits.xds_tls, TLS_FIRST_BYTES),
+                Transport::Tls,
+                Some(identity),
+            ),
         ] {
             let origin = Origin { transport };
             let shutdown = self.shutdown.clone();
@@ -217,6 +271,7 @@ impl Root<'_> {
             "dns_zone",
             crate::dns::zone_view(dns_view.clone(), config.dns.ttl),
         );
+        let tcp = self.guard(tcp, "dns-tcp", &config.limits.dns, DNS_FIRST_BYTES);
         crate::dns::spawn_server(
             &mut self.tasks,
             udp,
@@ -266,6 +321,8 @@ impl Root<'_> {
 
     /// The admin server, reading the snapshots, every metric and every debug view.
     fn admin(&mut self, listener: TcpListener) {
+        let limits = self.config.limits.admin;
+        let guard = self.guard(listener, "admin", &limits, HTTP1_FIRST_BYTES);
         let mut metrics = std::mem::take(&mut self.metrics);
         metrics.register_collector(Box::new(ClusterSetCollector(self.snapshot.clone())));
         let state = AdminState {
@@ -275,11 +332,11 @@ impl Root<'_> {
             views: std::mem::take(&mut self.views),
         };
         let shutdown = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = bowline_admin::serve(listener, state, shutdown.cancelled_owned()).await
-            {
-                tracing::error!("admin server stopped: {e}");
-            }
-        });
+        self.tasks.spawn(bowline_admin::serve(
+            guard,
+            state,
+            limits.handshake_timeout,
+            shutdown,
+        ));
     }
 }

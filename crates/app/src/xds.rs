@@ -18,7 +18,7 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -26,7 +26,7 @@ use tracing::error;
 /// listener it came from and where tokens are checked (`origin`).
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
-    listener: TcpListener,
+    listener: bowline_net::Guard,
     ads: Ads,
     origin: Origin,
     tls: Option<TlsIdentity>,

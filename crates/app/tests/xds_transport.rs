@@ -72,7 +72,7 @@ where
         key_pem: serving.key_pem,
     });
     tokio::spawn(serve_with(
-        listener,
+        bowline_xds::transport::lenient(listener),
         service(tokens.clone()),
         origin,
         tls,

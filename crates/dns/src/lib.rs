@@ -7,11 +7,12 @@
 //!                                           ▼
 //!  UDP query ──► receive loop ──► Cache ──hit──► copy, patch id/flags/question ──► send
 //!                (one per socket)   └──miss──► reference path: answer + hickory encoding
-//!  TCP query ──► hickory-server ──────────────► reference path
+//!  TCP query ──► guarded connection ──► its own Cache (as above)
 //! ```
 
 pub mod answer;
 pub mod cache;
 pub mod server;
+mod tcp;
 mod udp;
 pub mod zone;

@@ -1,10 +1,9 @@
 //! The DNS server: Bowline's own UDP receive loops (one per `SO_REUSEPORT` socket, answering
-//! from a per-loop cache of encoded answers, [`crate::cache`]) and hickory's TCP transport,
-//! both over the same reference path, which answers from the latest [`View`] (a `watch`
+//! from a per-loop cache of encoded answers, [`crate::cache`]) and its TCP connections (each
+//! with such a cache, [`crate::tcp`]), both over the same reference path, which answers from the latest [`View`] (a `watch`
 //! snapshot; no lock is held while sending).
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
@@ -15,7 +14,6 @@ use std::{
 
 pub use hickory_server::net::xfer::Protocol;
 use hickory_server::{
-    Server,
     net::runtime::Time,
     proto::{
         op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
@@ -28,10 +26,7 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::{MessageResponseBuilder, Queries},
 };
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    sync::watch,
-};
+use tokio::{net::UdpSocket, sync::watch};
 use tracing::debug;
 
 use crate::{
@@ -417,13 +412,13 @@ fn failed(request: &Request) -> ResponseInfo {
     })
 }
 
-/// Serves DNS on the `udp` sockets (one receive loop each, on a thread of its own) and `tcp`
-/// (hickory's transport) until `shutdown` completes.
+/// Serves DNS on the `udp` sockets (one receive loop each, on a thread of its own) and the
+/// `tcp` listener's guarded connections until `shutdown`.
 pub async fn serve(
     udp: Vec<UdpSocket>,
-    tcp: TcpListener,
+    tcp: bowline_net::Guard,
     handler: Handler,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
@@ -438,11 +433,8 @@ pub async fn serve(
                 .spawn(move || crate::udp::receive(&socket, handler, &stop))?,
         );
     }
-    let mut server = Server::new(handler);
-    server.register_listener(tcp, Duration::from_secs(5), 64);
-    shutdown.await;
+    crate::tcp::serve(tcp, handler, shutdown).await;
     stop.store(true, Ordering::Relaxed);
-    let stopped = server.shutdown_gracefully().await;
     // The loops see `stop` within one read timeout.
     tokio::task::spawn_blocking(move || {
         for receive_loop in loops {
@@ -452,6 +444,5 @@ pub async fn serve(
         }
     })
     .await
-    .map_err(std::io::Error::other)?;
-    stopped.map_err(std::io::Error::other)
+    .map_err(std::io::Error::other)
 }

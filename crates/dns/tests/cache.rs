@@ -458,15 +458,13 @@ async fn a_burst_of_udp_queries_gets_every_answer() {
     let view = view(true);
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tcp, _) = guard().await;
+    let stop = tokio_util::sync::CancellationToken::new();
     let serving = tokio::spawn(bowline_dns::server::serve(
         vec![udp],
         tcp,
         handler(&view),
-        async {
-            let _ = stopped.await;
-        },
+        stop.clone(),
     ));
     let names = names(&view);
     let burst = tokio::task::spawn_blocking(move || {
@@ -510,6 +508,101 @@ async fn a_burst_of_udp_queries_gets_every_answer() {
             .unwrap();
         assert_eq!(answers[id], want, "query {id}");
     }
-    stop.send(()).unwrap();
+    stop.cancel();
+    serving.await.unwrap().unwrap();
+}
+
+/// A TCP listener on loopback, guarded with small limits: 2 connections, 2 s to send a
+/// query's length and header, 2 s of idleness.
+async fn guard() -> (bowline_net::Guard, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = bowline_net::Limits {
+        max_connections: 2,
+        handshake_timeout: Duration::from_secs(2),
+        first_bytes: 14,
+        idle_timeout: Duration::from_secs(2),
+    };
+    let metrics = std::sync::Arc::new(bowline_net::Metrics::default());
+    (
+        bowline_net::Guard::new(listener, "dns-tcp", limits, metrics),
+        addr,
+    )
+}
+
+/// Over TCP, queries sent back to back on one connection are answered in order with the
+/// reference bytes; connections over the listener's limit are closed, idle ones ended, and
+/// then the listener serves new ones again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_answers_queries_in_order_within_the_listeners_limits() {
+    use std::io::{Read, Write};
+    let view = view(true);
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (tcp, server) = guard().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(bowline_dns::server::serve(
+        vec![udp],
+        tcp,
+        handler(&view),
+        stop.clone(),
+    ));
+    let names = names(&view);
+    let queries: Vec<Vec<u8>> = (0..3u16)
+        .map(|id| {
+            Query {
+                name: &names[usize::from(id) % names.len()],
+                qtype: 1,
+                qclass: 1,
+                edns: None,
+                cookie: false,
+                id,
+                rd: true,
+                cd: false,
+            }
+            .bytes()
+        })
+        .collect();
+    let reference = handler(&view);
+    let want: Vec<Vec<u8>> = queries
+        .iter()
+        .map(|q| reference.reference(&view, q, src(), Protocol::Tcp).unwrap())
+        .collect();
+    let exchange = move || {
+        let read_response = |c: &mut std::net::TcpStream| {
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            c.read_exact(&mut body).unwrap();
+            body
+        };
+        let connect = || {
+            let c = std::net::TcpStream::connect(server).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        };
+        let mut first = connect();
+        let mut framed = Vec::new();
+        for q in &queries {
+            framed.extend_from_slice(&u16::try_from(q.len()).unwrap().to_be_bytes());
+            framed.extend_from_slice(q);
+        }
+        first.write_all(&framed).unwrap();
+        for want in &want {
+            assert_eq!(&read_response(&mut first), want);
+        }
+        // A second connection fills the limit; a third is closed at once.
+        let _second = connect();
+        let mut third = connect();
+        let mut byte = [0u8; 1];
+        assert_eq!(third.read(&mut byte).unwrap(), 0, "over the limit: closed");
+        // The first two go idle and are ended; then a new connection is served.
+        assert_eq!(first.read(&mut byte).unwrap(), 0, "idle: ended");
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut fourth = connect();
+        fourth.write_all(&framed[..2 + queries[0].len()]).unwrap();
+        assert_eq!(&read_response(&mut fourth), &want[0]);
+    };
+    tokio::task::spawn_blocking(exchange).await.unwrap();
+    stop.cancel();
     serving.await.unwrap().unwrap();
 }

@@ -27,7 +27,7 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 /// Serves ADS in plaintext on `listener` until `shutdown` completes (see
-/// [`transport::serve_with`] for TLS).
+/// [`transport::serve_with`] for TLS), with [`transport::lenient`] limits.
 pub async fn serve(
     listener: TcpListener,
     ads: server::Ads,
@@ -36,5 +36,5 @@ pub async fn serve(
     let origin = transport::Origin {
         transport: transport::Transport::Plaintext,
     };
-    transport::serve_with(listener, ads, origin, None, shutdown).await
+    transport::serve_with(transport::lenient(listener), ads, origin, None, shutdown).await
 }

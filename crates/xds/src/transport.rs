@@ -9,14 +9,17 @@ use std::{
     task::{Context, Poll},
 };
 
+use bowline_net::{Guard, Guarded};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::{
     Request, Status, Streaming,
     body::Body,
     server::NamedService,
-    transport::{Identity, ServerTlsConfig},
+    transport::{
+        Identity, ServerTlsConfig,
+        server::{Connected, TcpConnectInfo},
+    },
 };
 use tonic_prost::ProstDecoder;
 use tower::{Service, util::MapRequestLayer};
@@ -48,11 +51,16 @@ pub struct TlsIdentity {
     pub key_pem: String,
 }
 
-/// Serves `service` (an [`Ads`], or any gRPC service) on `listener` until `shutdown`
-/// completes: over TLS with `tls`, else plaintext; every request carries `origin` in its
-/// extensions. A failed TLS handshake ends only that connection.
+/// How often the server pings each connection (HTTP/2 PING), and how long it waits for the
+/// answer before closing it: a peer gone silent is noticed, and a live one is never idle.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `service` (an [`Ads`], or any gRPC service) on the connections `guard` accepts
+/// until `shutdown` completes: over TLS with `tls`, else plaintext; every request carries
+/// `origin` in its extensions. A failed TLS handshake ends only that connection.
 pub async fn serve_with<S>(
-    listener: TcpListener,
+    guard: Guard,
     service: S,
     origin: Origin,
     tls: Option<TlsIdentity>,
@@ -67,12 +75,18 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(tls) = tls {
         builder = builder.tls_config(
             ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem)),
         )?;
     }
+    let incoming = futures::stream::unfold(guard, |mut guard| async move {
+        let (stream, _) = guard.accept().await;
+        Some((Ok::<_, std::io::Error>(Connection(stream)), guard))
+    });
     builder
         .layer(MapRequestLayer::new(
             move |mut request: http::Request<Body>| {
@@ -81,8 +95,81 @@ where
             },
         ))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// The bytes every HTTP/2 connection starts with (its preface): what a new plaintext
+/// connection must send within its handshake timeout.
+pub const HTTP2_PREFACE_LEN: usize = 24;
+
+/// Guards `listener` with limits no well-behaved client meets (tests, benchmarks): 65,536
+/// connections, 10 s for the HTTP/2 preface, 300 s idle.
+pub fn lenient(listener: tokio::net::TcpListener) -> Guard {
+    let limits = bowline_net::Limits {
+        max_connections: 65_536,
+        handshake_timeout: std::time::Duration::from_secs(10),
+        first_bytes: HTTP2_PREFACE_LEN,
+        idle_timeout: std::time::Duration::from_secs(300),
+    };
+    Guard::new(listener, "xds", limits, std::sync::Arc::default())
+}
+
+/// A guarded connection as tonic takes it: its peer is found as a plain TCP stream's is.
+struct Connection(Guarded);
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
 }
 
 const SOTW: &str =

@@ -47,6 +47,33 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Virtual machines: auto-registration.
     pub vm: Vm,
+    /// What each TCP listener allows.
+    pub limits: Limits,
+}
+
+/// The `limits` section: one entry per TCP listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `listen.xds`.
+    pub xds: ListenerLimits,
+    /// `listen.xdsTls`.
+    pub xds_tls: ListenerLimits,
+    /// `listen.dns`, over TCP.
+    pub dns: ListenerLimits,
+    /// `listen.admin`.
+    pub admin: ListenerLimits,
+}
+
+/// What one TCP listener allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Connections open at once; `None`: a share of the open-files limit, taken at start.
+    pub max_connections: Option<usize>,
+    /// How long a new connection has to start its protocol (TLS handshake bytes, HTTP/2
+    /// preface, request line, a DNS query's length).
+    pub handshake_timeout: Duration,
+    /// How long a connection may go without sending a byte.
+    pub idle_timeout: Duration,
 }
 
 /// The `vm` section.
@@ -213,6 +240,15 @@ pub mod defaults {
     pub const DNS_TTL: Duration = Duration::from_secs(5);
     /// `xds.maxDebounce`.
     pub const XDS_MAX_DEBOUNCE: Duration = Duration::from_millis(100);
+    /// `limits.*.handshakeTimeout`.
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `limits.xds.idleTimeout` and `limits.xdsTls.idleTimeout` (the server pings every
+    /// connection every 30 s, so only a peer that stopped answering goes idle).
+    pub const XDS_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// `limits.dns.idleTimeout` (RFC 7766 asks for seconds).
+    pub const DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `limits.admin.idleTimeout`.
+    pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// `vm.gracePeriod` (Istio's `PILOT_WORKLOAD_ENTRY_GRACE_PERIOD`).
     pub const VM_GRACE_PERIOD: Duration = Duration::from_secs(10);
 }
@@ -279,6 +315,31 @@ struct Raw {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     vm: RawVm,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLimits {
+    #[serde(default)]
+    xds: RawListenerLimits,
+    #[serde(default)]
+    xds_tls: RawListenerLimits,
+    #[serde(default)]
+    dns: RawListenerLimits,
+    #[serde(default)]
+    admin: RawListenerLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawListenerLimits {
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         grace_period: raw.vm.grace_period.unwrap_or(defaults::VM_GRACE_PERIOD),
         controller: controller(raw.vm.controller, &mut problems),
     };
+    let limits = limits(raw.limits, &mut problems);
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -94,7 +95,41 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         leader_election,
         vm,
         data_dir,
+        limits,
     })
+}
+
+/// `limits`: each listener's, defaulted and checked.
+fn limits(raw: super::RawLimits, problems: &mut Problems) -> super::Limits {
+    let mut one = |field: &str, raw: super::RawListenerLimits, idle: std::time::Duration| {
+        let limits = super::ListenerLimits {
+            max_connections: raw.max_connections,
+            handshake_timeout: raw.handshake_timeout.unwrap_or(defaults::HANDSHAKE_TIMEOUT),
+            idle_timeout: raw.idle_timeout.unwrap_or(idle),
+        };
+        if limits.max_connections == Some(0) {
+            problems.add(
+                format!("limits.{field}.maxConnections"),
+                "must be at least 1",
+            );
+        }
+        if limits.handshake_timeout.is_zero() {
+            problems.add(
+                format!("limits.{field}.handshakeTimeout"),
+                "must be more than 0",
+            );
+        }
+        if limits.idle_timeout.is_zero() {
+            problems.add(format!("limits.{field}.idleTimeout"), "must be more than 0");
+        }
+        limits
+    };
+    super::Limits {
+        xds: one("xds", raw.xds, defaults::XDS_IDLE_TIMEOUT),
+        xds_tls: one("xdsTls", raw.xds_tls, defaults::XDS_IDLE_TIMEOUT),
+        dns: one("dns", raw.dns, defaults::DNS_IDLE_TIMEOUT),
+        admin: one("admin", raw.admin, defaults::ADMIN_IDLE_TIMEOUT),
+    }
 }
 
 /// `export`: the default and the cluster-local host patterns.
