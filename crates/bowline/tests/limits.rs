@@ -49,9 +49,7 @@ fn address_after(line: &str, label: &str) -> SocketAddr {
         .find(label)
         .unwrap_or_else(|| panic!("{label} in {line}"))
         + label.len()..];
-    let end = rest
-        .find(|c: char| c == ' ' || c == ')' || c == ',' || c == '/')
-        .unwrap_or(rest.len());
+    let end = rest.find([' ', ')', ',', '/']).unwrap_or(rest.len());
     rest[..end]
         .parse()
         .unwrap_or_else(|e| panic!("{label} in {line}: {e}"))
