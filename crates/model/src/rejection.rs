@@ -54,7 +54,7 @@ impl fmt::Display for RejectReason {
 }
 
 /// A refused object (or member), with where it came from and the rule it broke.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
     /// The member it belongs to.

@@ -119,6 +119,11 @@ impl Index {
         }
     }
 
+    /// The member whose files these are.
+    pub fn member(&self) -> &MemberName {
+        &self.member
+    }
+
     /// Every object now held, in key order.
     pub fn objects(&self) -> Vec<Object> {
         self.claims

@@ -127,12 +127,8 @@ impl Reported {
         // nothing in it changed.
         let recovered = self.error.take().is_some();
         let rejections_changed = outcome.rejections != self.rejections;
-        for r in outcome
-            .rejections
-            .iter()
-            .filter(|r| !self.rejections.contains(r))
-        {
-            warn!(origin = %r.origin, reason = %r.reason, "document skipped: {}", r.message);
+        if rejections_changed {
+            log_new_rejections(&self.rejections, &outcome.rejections);
         }
         self.rejections.clone_from(&outcome.rejections);
         match outcome.objects {
@@ -161,6 +157,41 @@ impl Reported {
             _ => None,
         }
     }
+}
+
+/// New rejections logged per scan; the rest are counted in one line (all are listed in
+/// `/debug/rejected`).
+const LOGGED_REJECTIONS: usize = 20;
+
+/// Logs the rejections of `now` that were not in `before` (a set difference, linear in both:
+/// a file of 100,000 refused documents must not stall the runtime), at most
+/// [`LOGGED_REJECTIONS`] of them.
+fn log_new_rejections(before: &[Rejection], now: &[Rejection]) {
+    let before: std::collections::HashSet<&Rejection> = before.iter().collect();
+    let mut new = now.iter().filter(|r| !before.contains(r));
+    for r in new.by_ref().take(LOGGED_REJECTIONS) {
+        warn!(origin = %r.origin, reason = %r.reason, "document skipped: {}", truncated(&r.message));
+    }
+    let more = new.count();
+    if more > 0 {
+        warn!(
+            more,
+            "more documents skipped; /debug/rejected lists every one"
+        );
+    }
+}
+
+/// At most 512 bytes of `text` (values are echoed from users' files).
+fn truncated(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 512;
+    if text.len() <= MAX {
+        return text.into();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len()).into()
 }
 
 impl ManifestMember {

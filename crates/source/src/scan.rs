@@ -13,7 +13,7 @@ use std::{
     time::SystemTime,
 };
 
-use bowline_model::{Change, MemberName, Object, Rejection, files};
+use bowline_model::{Change, MemberName, Object, RejectReason, Rejection, files};
 
 use crate::{
     documents,
@@ -49,9 +49,49 @@ pub(crate) fn is_hidden(relative: &Path) -> bool {
     }
 }
 
-/// The manifests under `start` (relative to `dir`; empty for all of it), relative to `dir`.
-fn list_files(dir: &Path, start: &Path) -> io::Result<Vec<PathBuf>> {
+/// How deep directories are followed below the member directory.
+const MAX_DEPTH: usize = 32;
+
+/// Why a directory reached a second time is not read.
+const LINKED: &str = "directory not read: it is a link to a directory already read (a symlink loop, or a second link to it)";
+
+/// A directory the walk did not enter, and why.
+pub(crate) type Skipped = (PathBuf, String);
+
+/// A directory's identity: device and inode, so that each is listed once however many
+/// links (or symlink loops) lead to it.
+fn dir_id(meta: &fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        (0, 0)
+    }
+}
+
+/// The manifests under `start` (relative to `dir`; empty for all of it), relative to `dir`,
+/// and the directories not entered: each directory is listed once (a symlink loop, or a
+/// second link to a directory already listed, is skipped), at most [`MAX_DEPTH`] deep.
+fn list_files(dir: &Path, start: &Path) -> io::Result<(Vec<PathBuf>, Vec<Skipped>)> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    let mut visited = HashSet::new();
+    // The directories above `start` count as listed: a link back up is a loop.
+    let mut above = dir.to_path_buf();
+    visited.insert(dir_id(&fs::metadata(&above)?));
+    for part in start.components() {
+        above.push(part);
+        if let Ok(meta) = fs::metadata(&above)
+            && !visited.insert(dir_id(&meta))
+        {
+            // `start` is reached through a loop: what it holds is read under its own name.
+            return Ok((Vec::new(), vec![(start.to_path_buf(), LINKED.to_string())]));
+        }
+    }
     let mut pending = vec![dir.join(start)];
     while let Some(current) = pending.pop() {
         for entry in fs::read_dir(&current)? {
@@ -62,15 +102,30 @@ fn list_files(dir: &Path, start: &Path) -> io::Result<Vec<PathBuf>> {
                 continue;
             }
             let file_type = entry.file_type()?;
-            if file_type.is_dir() || (file_type.is_symlink() && path.is_dir()) {
-                pending.push(path);
-            } else if is_manifest(&relative) {
-                out.push(relative);
+            let is_dir = file_type.is_dir() || (file_type.is_symlink() && path.is_dir());
+            if !is_dir {
+                if is_manifest(&relative) {
+                    out.push(relative);
+                }
+                continue;
+            }
+            if relative.components().count() > MAX_DEPTH {
+                skipped.push((
+                    relative,
+                    format!("directory not read: more than {MAX_DEPTH} levels deep"),
+                ));
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(meta) if visited.insert(dir_id(&meta)) => pending.push(path),
+                Ok(_) => skipped.push((relative, LINKED.to_string())),
+                Err(e) => skipped.push((relative, format!("directory not read: {e}"))),
             }
         }
     }
     out.sort();
-    Ok(out)
+    skipped.sort();
+    Ok((out, skipped))
 }
 
 /// What identifies a file's version without reading it: a file rewritten in place, replaced
@@ -133,6 +188,8 @@ pub struct Scanner {
     index: Index,
     /// Every file the index holds, as last read.
     seen: BTreeMap<FileName, Seen>,
+    /// Directories the last listings did not enter, by path.
+    skipped: BTreeMap<PathBuf, String>,
     stats: Arc<SourceStats>,
 }
 
@@ -148,6 +205,7 @@ impl Scanner {
             dir,
             index: Index::new(member),
             seen: BTreeMap::new(),
+            skipped: BTreeMap::new(),
             stats,
         }
     }
@@ -157,9 +215,18 @@ impl Scanner {
         self.index.objects()
     }
 
-    /// Every document now refused, in file then document order.
+    /// Every document now refused, in file then document order, then every directory not
+    /// read (loops, too deep).
     pub fn rejections(&self) -> Vec<Rejection> {
-        self.index.rejections()
+        let mut rejections = self.index.rejections();
+        rejections.extend(self.skipped.iter().map(|(path, message)| Rejection {
+            member: self.index.member().clone(),
+            origin: path.display().to_string(),
+            object: None,
+            reason: RejectReason::ParseError,
+            message: message.clone(),
+        }));
+        rejections
     }
 
     /// Lists the whole directory and returns what changed since the last scan; files whose
@@ -168,7 +235,8 @@ impl Scanner {
     /// rejections.
     pub fn scan(&mut self) -> io::Result<Vec<Change>> {
         self.stats.full_scans.fetch_add(1, Ordering::Relaxed);
-        let listed = list_files(&self.dir, Path::new(""))?;
+        let (listed, skipped) = list_files(&self.dir, Path::new(""))?;
+        self.skipped = skipped.into_iter().collect();
         let mut looks = BTreeMap::new();
         for file in &listed {
             self.look(file, Check::Stamp, &mut looks);
@@ -198,7 +266,11 @@ impl Scanner {
             }
             let found = match fs::metadata(self.dir.join(path)) {
                 Ok(meta) if meta.is_dir() => match list_files(&self.dir, path) {
-                    Ok(found) => found.into_iter().map(|f| (f, Check::Stamp)).collect(),
+                    Ok((found, skipped)) => {
+                        self.skipped.retain(|p, _| !p.starts_with(path));
+                        self.skipped.extend(skipped);
+                        found.into_iter().map(|f| (f, Check::Stamp)).collect()
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
                     Err(e) => return Err(e),
                 },

@@ -616,3 +616,39 @@ async fn a_directory_readable_again_is_listed_whole_even_if_nothing_changed() {
     );
     stop.cancel();
 }
+
+#[cfg(unix)]
+#[test]
+fn symlink_loops_are_read_once_and_reported_by_path() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("x")).unwrap();
+    fs::create_dir_all(dir.path().join("shared")).unwrap();
+    fs::write(dir.path().join("a.yaml"), ns("a")).unwrap();
+    fs::write(dir.path().join("x/b.yaml"), ns("b")).unwrap();
+    fs::write(dir.path().join("shared/c.yaml"), ns("c")).unwrap();
+    // Two loops (to the member directory and to x itself) make a naive walk endless; a second
+    // link to a directory would read its objects twice.
+    symlink("..", dir.path().join("x/up")).unwrap();
+    symlink(".", dir.path().join("x/self")).unwrap();
+    symlink("../shared", dir.path().join("x/also-shared")).unwrap();
+    let (objects, rejections) = scan_directory(member(), dir.path()).unwrap();
+    assert_eq!(
+        names(&objects),
+        vec!["Namespace a", "Namespace b", "Namespace c"]
+    );
+    let skipped: Vec<(&str, bool)> = rejections
+        .iter()
+        .map(|r| (r.origin.as_str(), r.message.contains("symlink loop")))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{rejections:?}");
+    assert!(
+        skipped.iter().all(|(_, loop_named)| *loop_named),
+        "{rejections:?}"
+    );
+    let origins: Vec<&str> = skipped.iter().map(|(o, _)| *o).collect();
+    assert!(
+        origins.contains(&"x/self") && origins.contains(&"x/up"),
+        "{origins:?}"
+    );
+}
