@@ -5,6 +5,7 @@
 //! service views from them; servers read those views.
 
 pub mod cluster;
+pub mod echo;
 pub mod endpoint;
 pub mod event;
 pub mod export;

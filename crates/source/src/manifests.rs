@@ -170,7 +170,7 @@ fn log_new_rejections(before: &[Rejection], now: &[Rejection]) {
     let before: std::collections::HashSet<&Rejection> = before.iter().collect();
     let mut new = now.iter().filter(|r| !before.contains(r));
     for r in new.by_ref().take(LOGGED_REJECTIONS) {
-        warn!(origin = %r.origin, reason = %r.reason, "document skipped: {}", truncated(&r.message));
+        warn!(origin = %r.origin, reason = %r.reason, "document skipped: {}", bowline_model::echo::capped(&r.message, 512));
     }
     let more = new.count();
     if more > 0 {
@@ -179,19 +179,6 @@ fn log_new_rejections(before: &[Rejection], now: &[Rejection]) {
             "more documents skipped; /debug/rejected lists every one"
         );
     }
-}
-
-/// At most 512 bytes of `text` (values are echoed from users' files).
-fn truncated(text: &str) -> std::borrow::Cow<'_, str> {
-    const MAX: usize = 512;
-    if text.len() <= MAX {
-        return text.into();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len()).into()
 }
 
 impl ManifestMember {

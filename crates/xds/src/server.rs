@@ -177,6 +177,37 @@ struct Stream_ {
     nonce: u64,
     connections: Connections,
     cache: Arc<Cache>,
+    /// NACK logging: when the last one was logged, and how many were not since.
+    nacks: NackLog,
+}
+
+/// How often a stream's NACKs are logged: one per [`NACK_LOG_EVERY`], the others counted
+/// in the next one (all are counted in `bowline_xds_nacks_total`).
+const NACK_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How much of a proxy's error message is logged, and kept in `/debug/connections`.
+const NACK_LOGGED: usize = 512;
+const NACK_KEPT: usize = 4096;
+
+#[derive(Default)]
+struct NackLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl NackLog {
+    /// Whether to log this NACK now, and how many were not logged before it.
+    fn admit(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < NACK_LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Stream_ {
@@ -190,6 +221,7 @@ impl Stream_ {
             nonce: 0,
             connections,
             cache,
+            nacks: NackLog::default(),
         }
     }
 
@@ -288,10 +320,20 @@ impl Stream_ {
                     .as_ref()
                     .map(|p| p.id.clone())
                     .unwrap_or_default();
-                warn!(node = %node, type_url, version = %version, "NACK: {message}");
+                if let Some(suppressed) = self.nacks.admit() {
+                    let logged = bowline_model::echo::capped(&message, NACK_LOGGED);
+                    if suppressed > 0 {
+                        warn!(node = %node, type_url, version = %version, suppressed, "NACK: {logged} ({suppressed} earlier NACKs of this stream not logged)");
+                    } else {
+                        warn!(node = %node, type_url, version = %version, "NACK: {logged}");
+                    }
+                } else {
+                    debug!(node = %node, type_url, version = %version, "NACK (not logged at warn: one per stream every 10 s)");
+                }
                 self.connections.nack();
+                let kept = bowline_model::echo::capped(&message, NACK_KEPT).into_owned();
                 self.record(type_url, |t| {
-                    t.last_nack = Some(format!("version {version}: {message}"))
+                    t.last_nack = Some(format!("version {version}: {kept}"))
                 });
             }
             None => self.record(type_url, |t| t.acked_version = Some(version.clone())),
@@ -592,4 +634,24 @@ fn delta_response(
     stream.types.get_mut(type_url)?.nonce = Some(nonce.clone());
     stream.record(type_url, |t| t.sent_version = Some(version.clone()));
     Some(wire::delta(version, type_url, nonce, &changed, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nack_flood_is_logged_once_per_interval_with_its_detail_capped() {
+        let mut log = NackLog::default();
+        let logged = (0..3000).filter(|_| log.admit().is_some()).count();
+        assert_eq!(logged, 1, "3,000 NACKs within 10 s: one logged line");
+        assert_eq!(log.suppressed, 2999);
+        log.last = Some(std::time::Instant::now() - NACK_LOG_EVERY);
+        assert_eq!(log.admit(), Some(2999), "the next line counts the others");
+
+        let detail = "é".repeat(40_000);
+        let logged = bowline_model::echo::capped(&detail, NACK_LOGGED);
+        assert!(logged.len() < NACK_LOGGED + 32, "{}", logged.len());
+        assert!(logged.ends_with("... (80000 bytes)"), "{logged}");
+    }
 }
