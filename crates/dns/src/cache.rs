@@ -251,7 +251,8 @@ fn qtype_of(t: u16) -> QType {
 /// its options are well formed and none is one hickory parses (and could reject).
 fn opt_payload(rr: &[u8]) -> Option<u16> {
     // Root name, type, class (the payload size), TTL, RDLENGTH.
-    if rr.len() < 11 || rr[0] != 0 || rr[1..3] != [0, 41] {
+    // Only EDNS version 0 (byte 6, in the TTL) is answered from the cache; others get BADVERS.
+    if rr.len() < 11 || rr[0] != 0 || rr[1..3] != [0, 41] || rr[6] != 0 {
         return None;
     }
     let payload = u16::from_be_bytes([rr[3], rr[4]]);

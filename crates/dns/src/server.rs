@@ -134,9 +134,25 @@ impl Handler {
                 rcode: label,
             }
         };
-        let Some(query) = request.queries.queries().first() else {
+        // Only QUERY is served: UPDATE, NOTIFY and the rest are not implemented (RFC 1035,
+        // RFC 2136 §3: a server that does not do updates answers NOTIMP).
+        if request.metadata.op_code != OpCode::Query {
+            return error(ResponseCode::NotImp, "", "NOTIMP");
+        }
+        // RFC 6891 §6.1.3: an EDNS version above ours (0) gets BADVERS, with our version.
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            let mut refused = error(ResponseCode::BADVERS, "", "BADVERS");
+            if let Some(edns) = refused.edns.as_mut() {
+                edns.set_rcode_high(ResponseCode::BADVERS.high());
+            }
+            return refused;
+        }
+        // One question per message, as every resolver sends (RFC 9619).
+        let queries = request.queries.queries();
+        if queries.len() != 1 {
             return error(ResponseCode::FormErr, "", "FORMERR");
-        };
+        }
+        let query = &queries[0];
         let query = query.original();
         let result = answer(view, &query.name().to_ascii(), qtype(query.query_type()));
         let (rcode, label) = match result.rcode {
@@ -242,6 +258,16 @@ impl Handler {
             Ok(request) => request,
             Err(_) => {
                 let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+                // hickory refuses an EDNS version other than 0 as malformed; RFC 6891 §6.1.3
+                // asks for BADVERS, with an OPT record of ours.
+                if edns_version(raw).is_some_and(|v| v > 0) {
+                    let mut ours = Edns::new();
+                    ours.set_max_payload(MAX_UDP_PAYLOAD);
+                    ours.set_rcode_high(ResponseCode::BADVERS.high());
+                    let msg = MessageResponseBuilder::new(&queries, Some(&ours))
+                        .error_msg(&header.metadata, ResponseCode::BADVERS);
+                    return Some((encode(msg, protocol), None));
+                }
                 let msg = MessageResponseBuilder::new(&queries, None)
                     .error_msg(&header.metadata, ResponseCode::FormErr);
                 return Some((encode(msg, protocol), None));
@@ -410,6 +436,39 @@ fn failed(request: &Request) -> ResponseInfo {
         metadata,
         counts: Default::default(),
     })
+}
+
+/// The EDNS version of the OPT record in the additional section of `raw`, found by walking
+/// the message's sections (names may be compressed); `None` without one, or when the
+/// message does not walk.
+fn edns_version(raw: &[u8]) -> Option<u8> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([raw[i], raw[i + 1]]));
+    if raw.len() < 12 {
+        return None;
+    }
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = *raw.get(i)?;
+            match len {
+                0 => return Some(i + 1),
+                l if l & 0xC0 == 0xC0 => return Some(i + 2),
+                l => i += 1 + usize::from(l),
+            }
+        }
+    };
+    let mut i = 12;
+    for _ in 0..count(4) {
+        i = skip_name(i)? + 4;
+    }
+    for n in 0..count(6) + count(8) + count(10) {
+        i = skip_name(i)?;
+        let fixed = raw.get(i..i + 10)?;
+        if n >= count(6) + count(8) && fixed[..2] == [0, 41] {
+            return Some(fixed[5]);
+        }
+        i += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    None
 }
 
 /// Serves DNS on the `udp` sockets (one receive loop each, on a thread of its own) and the

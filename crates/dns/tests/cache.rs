@@ -606,3 +606,71 @@ async fn tcp_answers_queries_in_order_within_the_listeners_limits() {
     stop.cancel();
     serving.await.unwrap().unwrap();
 }
+
+/// A raw message: id 9, `flags` (opcode in bits 3–6 of the first byte), the questions
+/// (`name`, type A), and an OPT record of EDNS `version` when given.
+fn raw(flags: u8, names: &[&str], edns_version: Option<u8>) -> Vec<u8> {
+    let mut m = vec![
+        0,
+        9,
+        flags,
+        0,
+        0,
+        u8::try_from(names.len()).unwrap(),
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    m.push(u8::from(edns_version.is_some()));
+    for name in names {
+        for label in name.trim_end_matches('.').split('.') {
+            m.push(u8::try_from(label.len()).unwrap());
+            m.extend_from_slice(label.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    }
+    if let Some(version) = edns_version {
+        m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, version, 0, 0, 0, 0]);
+    }
+    m
+}
+
+/// What a server that answers only QUERY, only EDNS version 0 and one question per message
+/// says to the rest: UPDATE and NOTIFY are not implemented (not a NOERROR that `nsupdate`
+/// would take for success), EDNS version 1 is BADVERS, two questions are FORMERR. The cache
+/// gives the same bytes as the reference path.
+#[test]
+fn other_opcodes_edns_versions_and_question_counts_are_refused_by_rule() {
+    let view = view(true);
+    let handler = handler(&view);
+    let name = ZONE;
+    let cases = [
+        ("UPDATE", raw(5 << 3, &[ZONE], None), 4, None),
+        ("NOTIFY", raw(4 << 3, &[ZONE], None), 4, None),
+        ("EDNS version 1", raw(1, &[name], Some(1)), 0, Some(1)),
+        ("two questions", raw(1, &[name, name], None), 1, None),
+    ];
+    let mut cache = Cache::new(Arc::new(view.clone()));
+    for (what, query, rcode, rcode_high) in cases {
+        let reference = handler
+            .reference(&view, &query, src(), Protocol::Udp)
+            .unwrap_or_else(|| panic!("{what}: no response"));
+        let response = hickory_proto::op::Message::from_vec(&reference).unwrap();
+        assert_eq!(reference[3] & 0x0f, rcode, "{what}: {response:?}");
+        assert_eq!(
+            response.edns.as_ref().map(|e| e.rcode_high()),
+            rcode_high,
+            "{what}: {response:?}"
+        );
+        let mut out = Vec::new();
+        cache.respond(&handler, &query, src(), Protocol::Udp, &mut out);
+        assert_eq!(out, reference, "{what}: the cache agrees");
+    }
+    // EDNS version 0 is still answered.
+    let fine = handler
+        .reference(&view, &raw(1, &[name], Some(0)), src(), Protocol::Udp)
+        .unwrap();
+    assert_eq!(fine[3] & 0x0f, 0);
+}
