@@ -239,6 +239,8 @@ pub struct Stats {
     pub lookups: u64,
     /// Proxy classes holding entries.
     pub classes: usize,
+    /// Entries held, over every class.
+    pub entries: usize,
 }
 
 #[derive(Default)]
@@ -356,6 +358,7 @@ impl Cache {
         let inner = self.inner.lock();
         Stats {
             classes: inner.classes.len(),
+            entries: inner.classes.values().map(HashMap::len).sum(),
             ..inner.stats.clone()
         }
     }
@@ -418,7 +421,11 @@ impl Inner {
             return found.clone();
         }
         let made = make(&mut self.stats);
-        entries.insert(key, made.clone());
+        // A name that resolves to nothing is not kept: a client subscribing to made-up names
+        // must not grow the cache (it holds only what exists, per class).
+        if name.is_none() || !made.is_empty() {
+            entries.insert(key, made.clone());
+        }
         made
     }
 }

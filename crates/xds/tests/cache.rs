@@ -272,6 +272,33 @@ fn a_class_keeps_its_entries_until_its_last_stream_leaves() {
 }
 
 #[test]
+fn made_up_names_leave_the_cache_as_it_was() {
+    let mut set = Set::new();
+    let cache = Cache::default();
+    let snapshot = set.snapshot();
+    let envoy = proxy("envoy", "east");
+    cache.join(&envoy);
+    ask_all(&cache, &envoy, &snapshot);
+    let before = cache.stats().entries;
+    let made_up: BTreeSet<String> = (0..10_000)
+        .map(|i| format!("outbound|80||made-up-{i}.demo.svc.cluster.local"))
+        .collect();
+    let got = cache.get(type_url::ENDPOINT, &envoy, &snapshot, Some(&made_up));
+    assert!(got.is_empty(), "no such clusters");
+    assert_eq!(
+        cache.stats().entries,
+        before,
+        "nothing kept for names that resolve to nothing"
+    );
+    cache.leave(&envoy);
+    assert_eq!(
+        cache.stats().entries,
+        0,
+        "the class's entries leave with its last stream"
+    );
+}
+
+#[test]
 fn named_assignments_equal_those_of_the_wildcard() {
     let mut set = Set::new();
     let snapshot = set.snapshot();
