@@ -181,6 +181,33 @@ struct Stream_ {
     nacks: NackLog,
 }
 
+/// Bounds on what one stream may ask for: the node it sends, the resource types it asks
+/// about and the names it subscribes to per type. A stream over one ends with a status
+/// naming the bound.
+const MAX_NODE_BYTES: usize = 64 * 1024;
+const MAX_TYPES: usize = 32;
+const MAX_NAMES: usize = 100_000;
+
+/// The status ending a stream that asks about one type too many, or subscribes to too many
+/// names of one; `None` within the bounds.
+fn over_bounds(
+    types: &HashMap<String, TypeState>,
+    type_url: &str,
+    names: Option<usize>,
+) -> Option<Status> {
+    if !types.contains_key(type_url) && types.len() >= MAX_TYPES {
+        return Some(Status::resource_exhausted(format!(
+            "a stream may ask about at most {MAX_TYPES} resource types"
+        )));
+    }
+    let names = names?;
+    (names > MAX_NAMES).then(|| {
+        Status::resource_exhausted(format!(
+            "{names} names of {type_url} subscribed, more than the {MAX_NAMES} a stream may"
+        ))
+    })
+}
+
 /// How often a stream's NACKs are logged: one per [`NACK_LOG_EVERY`], the others counted
 /// in the next one (all are counted in `bowline_xds_nacks_total`).
 const NACK_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -237,6 +264,12 @@ impl Stream_ {
         }
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let size = prost::Message::encoded_len(node);
+        if size > MAX_NODE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the node is {size} bytes encoded, more than the {MAX_NODE_BYTES} allowed"
+            )));
+        }
         let proxy = ProxyInfo::from_node(node);
         tracing::Span::current().record("node", proxy.id.as_str());
         let peer = caller.peer;
@@ -477,6 +510,10 @@ impl Ads {
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
+                            if let Some(status) = over_bounds(&stream.types, &type_url, Some(request.resource_names.len())) {
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
                             if caller.health(id, &type_url, error.clone()) {
                                 continue;
@@ -554,6 +591,11 @@ impl Ads {
                             }
                             let type_url = request.type_url.clone();
                             debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
+                            let held = stream.types.get(&type_url).and_then(|t| t.names.as_ref()).map_or(0, BTreeSet::len);
+                            if let Some(status) = over_bounds(&stream.types, &type_url, Some(held + request.resource_names_subscribe.len())) {
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
                             let error = request.error_detail.as_ref().map(|e| e.message.clone());
                             if caller.health(id, &type_url, error.clone()) {
                                 continue;

@@ -55,6 +55,9 @@ pub struct TlsIdentity {
 /// answer before closing it: a peer gone silent is noticed, and a live one is never idle.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Streams open at once on one HTTP/2 connection (a proxy opens one ADS stream; a client
+/// multiplexing many is held to this, the next ones wait).
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// Serves `service` (an [`Ads`], or any gRPC service) on the connections `guard` accepts
 /// until `shutdown` completes: over TLS with `tls`, else plaintext; every request carries
@@ -77,7 +80,8 @@ where
 {
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some(tls) = tls {
         builder = builder.tls_config(
             ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem)),

@@ -481,3 +481,71 @@ async fn a_stalled_proxy_that_goes_away_is_reported_disconnected() {
     }
     panic!("never reported disconnected: {:?}", recorder.events.lock());
 }
+
+/// Opens a state-of-the-world stream to a fresh server, sends `request`, and returns the
+/// status the stream ends with.
+async fn refused(request: DiscoveryRequest) -> tonic::Status {
+    let (_snapshots, rx) = watch::channel(snapshot(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(rx, Connections::default()),
+        std::future::pending(),
+    ));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    let mut rx = grpc
+        .stream_aggregated_resources(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.message())
+            .await
+            .expect("the stream ends")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_huge_node_or_subscription_ends_the_stream_with_a_status_naming_the_bound() {
+    let mut big = node();
+    big.metadata
+        .as_mut()
+        .unwrap()
+        .fields
+        .insert("PADDING".into(), prost_types_value("x".repeat(100 * 1024)));
+    let status = refused(DiscoveryRequest {
+        node: Some(big),
+        type_url: type_url::CLUSTER.into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("65536 allowed"), "{status:?}");
+
+    let status = refused(DiscoveryRequest {
+        node: Some(node()),
+        type_url: type_url::ENDPOINT.into(),
+        resource_names: (0..100_001).map(|i| format!("outbound|80||n{i}")).collect(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("100001 names"), "{status:?}");
+}
+
+fn prost_types_value(text: String) -> envoy_types::pb::google::protobuf::Value {
+    envoy_types::pb::google::protobuf::Value {
+        kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+            text,
+        )),
+    }
+}
