@@ -5,8 +5,9 @@ use std::{net::IpAddr, sync::Arc};
 use bowline_model::{
     EndpointPort, IpFamily, Object, Protocol, ServicePort, ServiceType, TargetPort,
     cluster::validate_property_value,
+    echo::capped,
     labels,
-    names::{validate_label, validate_subdomain},
+    names::{self, validate_label, validate_subdomain},
     objects::{self, AddressType, Meta, ProbeCheck, ReadinessProbe, SliceEndpoint, WorkloadSpec},
 };
 use k8s_openapi::{
@@ -40,7 +41,7 @@ fn meta(m: ObjectMeta, scope: Scope) -> Result<Meta> {
         Scope::ClusterLabel | Scope::NamespacedLabel => validate_label(&name),
         Scope::Cluster | Scope::Namespaced => validate_subdomain(&name),
     };
-    name_check.map_err(|e| format!("metadata.name {name:?} {e}"))?;
+    name_check.map_err(|e| format!("metadata.name {:?} {e}", capped(&name, 256)))?;
     let namespace = match scope {
         Scope::Cluster | Scope::ClusterLabel => String::new(),
         Scope::Namespaced | Scope::NamespacedLabel => {
@@ -52,12 +53,31 @@ fn meta(m: ObjectMeta, scope: Scope) -> Result<Meta> {
             ns
         }
     };
+    let labels = m.labels.unwrap_or_default();
+    for (key, value) in &labels {
+        let at = || format!("metadata.labels[{:?}]", capped(key, 256));
+        names::validate_qualified_name(key).map_err(|e| format!("{}: the key {e}", at()))?;
+        names::validate_label_value(value)
+            .map_err(|e| format!("{}: the value {:?} {e}", at(), capped(value, 256)))?;
+    }
+    let annotations = m.annotations.unwrap_or_default();
+    for key in annotations.keys() {
+        names::validate_qualified_name(key)
+            .map_err(|e| format!("metadata.annotations[{:?}]: the key {e}", capped(key, 256)))?;
+    }
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > names::MAX_ANNOTATIONS_BYTES {
+        return Err(format!(
+            "metadata.annotations: {size} bytes in all, more than the {} allowed",
+            names::MAX_ANNOTATIONS_BYTES
+        ));
+    }
     Ok(Meta {
         namespace: namespace.into(),
         name: name.into(),
         uid: m.uid,
-        labels: m.labels.unwrap_or_default(),
-        annotations: m.annotations.unwrap_or_default(),
+        labels,
+        annotations,
         created: m.creation_timestamp.map(|t| t.0),
     })
 }

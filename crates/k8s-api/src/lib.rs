@@ -195,5 +195,10 @@ fn key_of(kind: ObjectKind, value: &serde_json::Value) -> ObjectKey {
         (false, "") => "default",
         (false, ns) => ns,
     };
-    ObjectKey::new(kind, namespace, field("name"))
+    // The key of a refused object is echoed in logs and `/debug/rejected`: a name or
+    // namespace far over the API server's limits is cut there (and refused by `meta`).
+    let cut = |s: &'_ str| {
+        bowline_model::echo::capped(s, 2 * bowline_model::names::MAX_SUBDOMAIN_LEN).into_owned()
+    };
+    ObjectKey::new(kind, cut(namespace), cut(field("name")))
 }

@@ -274,3 +274,54 @@ fn a_workload_entry_keeps_its_healthy_condition() {
         "health checked and never reported healthy: not serving"
     );
 }
+
+#[test]
+fn labels_and_annotations_are_checked_as_the_api_server_does_and_echoes_are_capped() {
+    let service = |metadata: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+               "spec": {"ports": [{"port": 80}]}})
+    };
+    let huge = "v".repeat(1 << 20);
+    let (reason, message) = decode_err(service(
+        json!({"name": "web", "namespace": "demo", "labels": {"app": huge}}),
+    ));
+    assert_eq!(reason, RejectReason::InvalidObject);
+    assert!(
+        message.contains(r#"metadata.labels["app"]"#) && message.contains("more than the 63"),
+        "{message}"
+    );
+    assert!(
+        message.len() < 1024,
+        "the 1 MB value is not echoed whole: {} bytes",
+        message.len()
+    );
+
+    let (_, message) = decode_err(service(
+        json!({"name": "web", "namespace": "demo", "labels": {"bad key!": "x"}}),
+    ));
+    assert!(message.contains("the key contains ' '"), "{message}");
+
+    let (_, message) = decode_err(service(json!({
+        "name": "web", "namespace": "demo",
+        "annotations": {"a": "x".repeat(300 * 1024)}
+    })));
+    assert!(
+        message.contains("more than the 262144 allowed"),
+        "{message}"
+    );
+
+    let (_, message) = decode_err(service(
+        json!({"name": "N".repeat(1 << 20), "namespace": "demo"}),
+    ));
+    assert!(
+        message.len() < 1024,
+        "the 1 MB name is not echoed whole: {} bytes",
+        message.len()
+    );
+
+    decode_ok(service(json!({
+        "name": "web", "namespace": "demo",
+        "labels": {"app.kubernetes.io/name": "web", "tier": ""},
+        "annotations": {"sidecar.istio.io/inject": "true"}
+    })));
+}

@@ -74,9 +74,84 @@ pub fn validate_subdomain(s: &str) -> Result<(), NameError> {
         .try_for_each(|label| validate_label_inner(label, " (and '.' between labels)"))
 }
 
+/// Longest total size of an object's annotations (keys and values), as the API server's
+/// `TotalAnnotationSizeLimitB`.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Checks a label value as the API server does: empty, or at most 63 characters of
+/// `[A-Za-z0-9_.-]` starting and ending with a letter or digit.
+pub fn validate_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    qualified_part(value)
+}
+
+/// The name part of a label key, or a label value: at most 63 characters of
+/// `[A-Za-z0-9_.-]`, starting and ending with a letter or digit.
+fn qualified_part(s: &str) -> Result<(), String> {
+    if s.len() > MAX_LABEL_LEN {
+        return Err(format!(
+            "is {} characters long, more than the {MAX_LABEL_LEN} allowed",
+            s.len()
+        ));
+    }
+    if let Some(found) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains {found:?}: only letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge(s.chars().next()) || !edge(s.chars().last()) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+/// Checks a label or annotation key as the API server does: an optional DNS subdomain
+/// prefix and `/`, then a name part (see [`validate_label_value`], but not empty).
+pub fn validate_qualified_name(key: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            validate_subdomain(prefix).map_err(|e| format!("prefix {e}"))?;
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err("must have a name (after the prefix, if any)".into());
+    }
+    qualified_part(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_and_values_follow_the_api_servers_rules() {
+        for ok in ["", "a", "v1.2_x-3", &"a".repeat(63)] {
+            assert_eq!(validate_label_value(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["-a", "a.", "a b", &"a".repeat(64)] {
+            assert!(validate_label_value(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["app", "app.kubernetes.io/name", "Name_1"] {
+            assert_eq!(validate_qualified_name(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "x/",
+            "Bad_Prefix/a",
+            "/a",
+            &format!("{}/a", "a".repeat(254)),
+        ] {
+            assert!(validate_qualified_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn labels() {
