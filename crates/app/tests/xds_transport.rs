@@ -224,7 +224,7 @@ impl AggregatedDiscoveryService for Registering {
 }
 
 #[tokio::test]
-async fn the_handler_sees_the_transport_and_the_token_scope() {
+async fn the_handler_sees_the_transport_and_the_token_scope_and_tls_always_needs_one() {
     let server = start(
         |t| AggregatedDiscoveryServiceServer::new(Registering(t)),
         Transport::Tls,
@@ -264,11 +264,12 @@ async fn the_handler_sees_the_transport_and_the_token_scope() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("unknown to this control plane"));
-    // Without a token, a loopback peer is trusted.
-    let response = first_response(channel().await.unwrap(), None)
+    // Without a token, even a loopback peer is refused on the TLS port: a local forwarder
+    // would make every remote caller look like one.
+    let status = first_response(channel().await.unwrap(), None)
         .await
-        .unwrap();
-    assert_eq!(response.version_info, "Tls: loopback connection");
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
 
 #[tokio::test]

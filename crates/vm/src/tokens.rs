@@ -417,7 +417,9 @@ impl Caller {
     /// Classifies a connection: `tls` whether it came over the TLS listener, `peer` its
     /// remote address, `token` the bearer token presented. A presented token always decides
     /// (and is checked against `tokens`), except over plaintext from another host; without
-    /// one, a loopback peer is trusted on either port.
+    /// one, only a loopback peer of the plaintext port is trusted. The TLS port is the one
+    /// exposed to other hosts, often through a local forwarder (a port-forward, a sidecar)
+    /// that makes every remote caller look like loopback, so it always asks for a token.
     pub fn classify(
         tls: bool,
         peer: Option<IpAddr>,
@@ -432,7 +434,7 @@ impl Caller {
             IpAddr::V4(v4) => v4.is_loopback(),
         });
         match token {
-            None if loopback => Self::Loopback,
+            None if loopback && !tls => Self::Loopback,
             None => Self::Anonymous(Anonymous::NoToken),
             Some(_) if !tls && !loopback => Self::Anonymous(Anonymous::PlaintextToken),
             Some(token) => {
@@ -465,7 +467,7 @@ impl fmt::Display for Caller {
 pub enum Refusal {
     /// The caller is not authenticated (gRPC `UNAUTHENTICATED`).
     #[error(
-        "registration of group {group:?} in namespace {namespace:?} refused: {why}; registration needs a bearer token from `bowline vm token` on the TLS port, or a loopback connection"
+        "registration of group {group:?} in namespace {namespace:?} refused: {why}; registration needs a bearer token from `bowline vm token` on the TLS port, or a loopback connection to the plaintext port"
     )]
     Anonymous {
         /// The group asked for.
@@ -711,6 +713,10 @@ mod tests {
             c(true, remote, None),
             Caller::Anonymous(Anonymous::NoToken)
         ));
+        assert!(
+            matches!(c(true, local, None), Caller::Anonymous(Anonymous::NoToken)),
+            "the TLS port trusts no loopback peer"
+        );
         assert!(matches!(
             c(false, remote, Some(&token)),
             Caller::Anonymous(Anonymous::PlaintextToken)
@@ -751,7 +757,7 @@ mod tests {
             refused(&Caller::Anonymous(Anonymous::NoToken), "web", "shop"),
             (
                 "anonymous",
-                "registration of group \"web\" in namespace \"shop\" refused: no bearer token was presented; registration needs a bearer token from `bowline vm token` on the TLS port, or a loopback connection".into()
+                "registration of group \"web\" in namespace \"shop\" refused: no bearer token was presented; registration needs a bearer token from `bowline vm token` on the TLS port, or a loopback connection to the plaintext port".into()
             )
         );
         assert!(
