@@ -49,6 +49,10 @@ pub(crate) fn is_hidden(relative: &Path) -> bool {
     }
 }
 
+/// The largest manifest file read (the API server's objects are at most 1.5 MB each; a
+/// file of this size holds thousands).
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How deep directories are followed below the member directory.
 const MAX_DEPTH: usize = 32;
 
@@ -320,8 +324,24 @@ impl Scanner {
                 if check == Check::Stamp && known.is_some_and(|k| k.stamp == stamp) {
                     return;
                 }
+                // Not read (nor read again) until it changes: too large to be manifests, or
+                // not text. Its stamp is kept, so a resync does not read it again.
+                let refused = |why: String| {
+                    Look::Changed(Seen { stamp, hash: None }, Contents::Unreadable(why))
+                };
+                if meta.len() > MAX_FILE_BYTES {
+                    looks.insert(
+                        Arc::from(file),
+                        refused(format!(
+                            "{} bytes, more than the {MAX_FILE_BYTES} a manifest file may hold",
+                            meta.len()
+                        )),
+                    );
+                    return;
+                }
                 self.stats.files_read.fetch_add(1, Ordering::Relaxed);
                 match fs::read_to_string(&path) {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => refused(e.to_string()),
                     Err(e) => unreadable(e),
                     Ok(text) => {
                         let mut hasher = DefaultHasher::new();

@@ -652,3 +652,42 @@ fn symlink_loops_are_read_once_and_reported_by_path() {
         "{origins:?}"
     );
 }
+
+#[test]
+fn huge_and_binary_files_are_refused_once_and_not_read_again_until_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), ns("a")).unwrap();
+    fs::write(dir.path().join("binary.yaml"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    // Sparse: 65 MiB that take no space, and are never read.
+    fs::File::create(dir.path().join("huge.yaml"))
+        .unwrap()
+        .set_len(65 * 1024 * 1024)
+        .unwrap();
+    let stats = Arc::new(SourceStats::default());
+    let mut scanner = bowline_source::scan::Scanner::with_stats(
+        member(),
+        dir.path().to_path_buf(),
+        stats.clone(),
+    );
+    scanner.scan().unwrap();
+    assert_eq!(names(&scanner.objects()), vec!["Namespace a"]);
+    let refused: Vec<(String, String)> = scanner
+        .rejections()
+        .iter()
+        .map(|r| (r.origin.clone(), r.message.clone()))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|(o, m)| o.starts_with("huge.yaml") && m.contains("68157440 bytes, more than")),
+        "{refused:?}"
+    );
+    let read = stats.files_read();
+    assert_eq!(read, 2, "a.yaml and binary.yaml read, huge.yaml not");
+    for _ in 0..3 {
+        scanner.scan().unwrap();
+    }
+    assert_eq!(stats.files_read(), read, "resyncs read none of them again");
+    assert_eq!(scanner.rejections().len(), 2, "and still report both");
+}
