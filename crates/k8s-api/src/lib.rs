@@ -46,6 +46,34 @@ fn kind_named(kind: &str) -> Option<ObjectKind> {
     ObjectKind::ALL.into_iter().find(|k| k.as_str() == kind)
 }
 
+/// A kind Bowline reads under `api_version` that `kind` is a likely typo of (case aside, at
+/// most two edits away): `v1 Servise` is reported, a Deployment or a `rbac/v1 Role` is not.
+fn near_kind(api_version: &str, kind: &str) -> Option<ObjectKind> {
+    let kind = kind.to_ascii_lowercase();
+    ObjectKind::ALL.into_iter().find(|k| {
+        supported_versions(*k).contains(&api_version)
+            && edits(&k.as_str().to_ascii_lowercase(), &kind) <= 2
+    })
+}
+
+/// The Levenshtein distance between `a` and `b`.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Decodes one Kubernetes object given as JSON.
 ///
 /// Returns `Ok(None)` for kinds Bowline does not read (Deployments, ConfigMaps...), which are
@@ -68,6 +96,16 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
         });
     }
     let Some(kind) = kind_named(kind_name) else {
+        if let Some(near) = near_kind(api_version, kind_name) {
+            return Err(DecodeError {
+                key: None,
+                reason: RejectReason::InvalidObject,
+                message: format!(
+                    "kind {:?} of {api_version} is not a kind Bowline reads; did you mean {near}? (kinds Bowline does not read are ignored)",
+                    bowline_model::echo::capped(kind_name, 64)
+                ),
+            });
+        }
         return Ok(None);
     };
     let key = key_of(kind, &value);

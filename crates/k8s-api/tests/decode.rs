@@ -166,11 +166,37 @@ fn refusals_name_the_field_and_rule() {
 }
 
 #[test]
-fn unknown_kinds_are_ignored() {
-    assert_eq!(
-        decode(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})),
-        Ok(None)
-    );
+fn unknown_kinds_are_ignored_and_likely_typos_of_read_kinds_reported() {
+    for (api_version, kind) in [
+        ("apps/v1", "Deployment"),
+        ("v1", "ConfigMap"),
+        ("v1", "Secret"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+    ] {
+        assert_eq!(
+            decode(json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "d"}})),
+            Ok(None),
+            "{kind}"
+        );
+    }
+    for (api_version, kind, near) in [
+        ("v1", "Servise", "Service"),
+        ("v1", "service", "Service"),
+        ("discovery.k8s.io/v1", "EndpointSlices", "EndpointSlice"),
+        (
+            "multicluster.x-k8s.io/v1alpha1",
+            "ServiceExpor",
+            "ServiceExport",
+        ),
+    ] {
+        let (reason, message) =
+            decode_err(json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "d"}}));
+        assert_eq!(reason, RejectReason::InvalidObject);
+        assert!(
+            message.contains(&format!("did you mean {near}?")),
+            "{message}"
+        );
+    }
 }
 
 #[test]
