@@ -67,9 +67,10 @@ pub async fn serve(
     mut guard: bowline_net::Guard,
     state: AdminState,
     header_timeout: std::time::Duration,
+    hosts: Arc<[String]>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let router = router(state);
+    let router = router(state).layer(axum::middleware::from_fn_with_state(hosts, check_host));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -94,6 +95,62 @@ pub async fn serve(
                 tracing::debug!(%peer, "admin connection ended: {e}");
             }
         });
+    }
+}
+
+/// Whether a request's `Host` may reach the admin server. A page on another site cannot
+/// make a browser send a request with an IP address, `localhost` or an in-cluster service name
+/// of its choice as `Host`, but it can rebind a name of its own to this address (DNS
+/// rebinding): such names are refused unless listed (`listen.adminHosts`).
+pub fn host_allowed(host: &str, extra: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]:port` or `[v6]`
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || name.ends_with(".svc")
+        || name.ends_with(".svc.cluster.local")
+        || extra
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&name))
+}
+
+/// Refuses requests whose `Host` is not allowed (see [`host_allowed`]); a request without one
+/// (HTTP/1.0) passes.
+async fn check_host(
+    State(hosts): State<Arc<[String]>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("(not text)"));
+    match host {
+        Some(host) if !host_allowed(host, &hosts) => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {:?} is not allowed on the admin server (a guard against DNS rebinding): use an IP address or localhost, or list the name in listen.adminHosts\n",
+                bowline_model::echo::capped(host, 128)
+            ),
+        )
+            .into_response(),
+        _ => next.run(request).await,
     }
 }
 
@@ -292,4 +349,35 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_allowed;
+
+    #[test]
+    fn addresses_localhost_and_service_names_pass_other_names_only_when_listed() {
+        for ok in [
+            "127.0.0.1:15014",
+            "10.0.0.7",
+            "[::1]:15014",
+            "[fd00::1]",
+            "localhost:15014",
+            "LOCALHOST",
+            "bowline-admin.bowline-system.svc:15014",
+            "bowline-admin.bowline-system.svc.cluster.local.",
+        ] {
+            assert!(host_allowed(ok, &[]), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:15014",
+            "127.0.0.1.evil.example",
+            "[not-v6]",
+        ] {
+            assert!(!host_allowed(refused, &[]), "{refused}");
+        }
+        let listed = ["bowline.internal.example".to_string()];
+        assert!(host_allowed("Bowline.internal.example:15014", &listed));
+    }
 }

@@ -332,10 +332,12 @@ impl Root<'_> {
             views: std::mem::take(&mut self.views),
         };
         let shutdown = self.shutdown.clone();
+        let hosts: Arc<[String]> = self.config.listen.admin_hosts.clone().into();
         self.tasks.spawn(bowline_admin::serve(
             guard,
             state,
             limits.handshake_timeout,
+            hosts,
             shutdown,
         ));
     }

@@ -105,3 +105,50 @@ async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_rest
     tokio::time::sleep(Duration::from_millis(10)).await;
     running.stop().await;
 }
+
+/// The status line of `GET /debug/members` sent to `addr` with `Host: host`.
+fn status_with_host(addr: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /debug/members HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_refuses_host_names_it_was_not_told_of() {
+    let dir = tempfile::tempdir().unwrap();
+    bowline_app::demo::write_to(dir.path()).unwrap();
+    let config_path = dir.path().join("bowline.yaml");
+    let text = fs::read_to_string(&config_path).unwrap().replace(
+        "  admin: 127.0.0.1:15014\n",
+        "  admin: 127.0.0.1:15014\n  adminHosts: [bowline.internal.example]\n",
+    );
+    fs::write(&config_path, text).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let addr = running.admin_addr.to_string();
+    let statuses = tokio::task::spawn_blocking(move || {
+        [
+            "evil.example",
+            "bowline.internal.example:15014",
+            &addr,
+            "localhost",
+        ]
+        .map(|host| status_with_host(&addr, host))
+    })
+    .await
+    .unwrap();
+    assert!(statuses[0].contains("403"), "a rebound name: {statuses:?}");
+    for ok in &statuses[1..] {
+        assert!(ok.contains("200"), "{statuses:?}");
+    }
+    running.stop().await;
+}

@@ -187,6 +187,9 @@ pub struct Listen {
     pub dns: SocketAddr,
     /// Admin HTTP.
     pub admin: SocketAddr,
+    /// Host names, beyond IP addresses, `localhost` and in-cluster service names, that
+    /// requests to the admin server may name in `Host`.
+    pub admin_hosts: Vec<String>,
 }
 
 /// Manifest-directory watching.
@@ -416,6 +419,8 @@ struct RawListen {
     xds_tls: Option<String>,
     dns: Option<String>,
     admin: Option<String>,
+    #[serde(rename = "adminHosts")]
+    admin_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

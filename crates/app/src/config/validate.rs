@@ -168,6 +168,12 @@ fn listen(raw: super::RawListen, problems: &mut Problems) -> Listen {
         xds_tls: address("xdsTls", raw.xds_tls, defaults::XDS_TLS),
         dns: address("dns", raw.dns, defaults::DNS),
         admin: address("admin", raw.admin, defaults::ADMIN),
+        admin_hosts: raw
+            .admin_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
     };
     // Port 0 picks a free port for each: never the same one.
     if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
