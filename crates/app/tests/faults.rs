@@ -46,18 +46,26 @@ fn holds_imports_from(member_dir: &Path, source: &str) -> bool {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_restart() {
+/// The demo ClusterSet in a fresh directory, its `bowline.yaml` passed through `edit`,
+/// started on loopback listeners.
+async fn start_demo(
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, bowline_app::Running) {
     let dir = tempfile::tempdir().unwrap();
     bowline_app::demo::write_to(dir.path()).unwrap();
     let config_path = dir.path().join("bowline.yaml");
-    let mut text = fs::read_to_string(&config_path).unwrap();
-    text.push_str("staleEndpointTTL: 1s\n");
+    let text = edit(fs::read_to_string(&config_path).unwrap());
     fs::write(&config_path, text).unwrap();
     let config = Config::load(&config_path).unwrap();
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
+    (dir, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_restart() {
+    let (dir, running) = start_demo(|text| text + "staleEndpointTTL: 1s\n").await;
     let addr = running.admin_addr.to_string();
     let east = dir.path().join("members/east");
     let away = dir.path().join("east-moved-away");
@@ -122,18 +130,13 @@ fn status_with_host(addr: &str, host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_server_refuses_host_names_it_was_not_told_of() {
-    let dir = tempfile::tempdir().unwrap();
-    bowline_app::demo::write_to(dir.path()).unwrap();
-    let config_path = dir.path().join("bowline.yaml");
-    let text = fs::read_to_string(&config_path).unwrap().replace(
-        "  admin: 127.0.0.1:15014\n",
-        "  admin: 127.0.0.1:15014\n  adminHosts: [bowline.internal.example]\n",
-    );
-    fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).unwrap();
-    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
-        .await
-        .unwrap();
+    let (_dir, running) = start_demo(|text| {
+        text.replace(
+            "  admin: 127.0.0.1:15014\n",
+            "  admin: 127.0.0.1:15014\n  adminHosts: [bowline.internal.example]\n",
+        )
+    })
+    .await;
     let addr = running.admin_addr.to_string();
     let statuses = tokio::task::spawn_blocking(move || {
         [
