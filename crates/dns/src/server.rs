@@ -258,16 +258,6 @@ impl Handler {
             Ok(request) => request,
             Err(_) => {
                 let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
-                // hickory refuses an EDNS version other than 0 as malformed; RFC 6891 §6.1.3
-                // asks for BADVERS, with an OPT record of ours.
-                if edns_version(raw).is_some_and(|v| v > 0) {
-                    let mut ours = Edns::new();
-                    ours.set_max_payload(MAX_UDP_PAYLOAD);
-                    ours.set_rcode_high(ResponseCode::BADVERS.high());
-                    let msg = MessageResponseBuilder::new(&queries, Some(&ours))
-                        .error_msg(&header.metadata, ResponseCode::BADVERS);
-                    return Some((encode(msg, protocol), None));
-                }
                 let msg = MessageResponseBuilder::new(&queries, None)
                     .error_msg(&header.metadata, ResponseCode::FormErr);
                 return Some((encode(msg, protocol), None));
@@ -436,39 +426,6 @@ fn failed(request: &Request) -> ResponseInfo {
         metadata,
         counts: Default::default(),
     })
-}
-
-/// The EDNS version of the OPT record in the additional section of `raw`, found by walking
-/// the message's sections (names may be compressed); `None` without one, or when the
-/// message does not walk.
-fn edns_version(raw: &[u8]) -> Option<u8> {
-    let count = |i: usize| usize::from(u16::from_be_bytes([raw[i], raw[i + 1]]));
-    if raw.len() < 12 {
-        return None;
-    }
-    let skip_name = |mut i: usize| -> Option<usize> {
-        loop {
-            let len = *raw.get(i)?;
-            match len {
-                0 => return Some(i + 1),
-                l if l & 0xC0 == 0xC0 => return Some(i + 2),
-                l => i += 1 + usize::from(l),
-            }
-        }
-    };
-    let mut i = 12;
-    for _ in 0..count(4) {
-        i = skip_name(i)? + 4;
-    }
-    for n in 0..count(6) + count(8) + count(10) {
-        i = skip_name(i)?;
-        let fixed = raw.get(i..i + 10)?;
-        if n >= count(6) + count(8) && fixed[..2] == [0, 41] {
-            return Some(fixed[5]);
-        }
-        i += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-    }
-    None
 }
 
 /// Serves DNS on the `udp` sockets (one receive loop each, on a thread of its own) and the
