@@ -8,7 +8,7 @@ use bowline_mcs::{
     Controller, McsConfig, Outcome, WriteSet,
     writer::{FileWriter, Writer},
 };
-use bowline_model::MemberName;
+use bowline_model::{MemberName, RejectReason};
 use bowline_registry::Shared;
 use bowline_views::{Admission, ClusterSet, Input, MemberWrites, Views};
 use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -69,10 +69,15 @@ impl McsMetrics {
 }
 
 /// What a member should hold now: its writes when admitted, nothing when refused (it is
-/// not a member), and `None` (leave it alone) while its first sync is pending.
+/// not a member), and `None` (leave it alone) while its first sync is pending or while its
+/// files disagree on its identity (a stray file must not delete what was written).
 fn plan(snapshot: &ClusterSet, member: &MemberName) -> Option<MemberWrites> {
     let status = snapshot.members.iter().find(|m| &m.name == member)?;
     match status.admission {
+        Admission::Refused {
+            reason: RejectReason::ConflictingClusterProperty,
+            ..
+        } => None,
         Admission::Admitted { .. } => Some(
             snapshot
                 .outcome

@@ -56,11 +56,16 @@ async fn start_demo(
     let config_path = dir.path().join("bowline.yaml");
     let text = edit(fs::read_to_string(&config_path).unwrap());
     fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).unwrap();
-    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
-        .await
-        .unwrap();
+    let running = start_in(dir.path()).await;
     (dir, running)
+}
+
+/// Bowline started on the ClusterSet already in `dir` (a restart).
+async fn start_in(dir: &Path) -> bowline_app::Running {
+    let config = Config::load(&dir.join("bowline.yaml")).unwrap();
+    bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,5 +158,92 @@ async fn the_admin_server_refuses_host_names_it_was_not_told_of() {
     for ok in &statuses[1..] {
         assert!(ok.contains("200"), "{statuses:?}");
     }
+    running.stop().await;
+}
+
+/// East's rejections for conflicting copies of its id ClusterProperty, by file.
+fn identity_conflicts(addr: &str) -> Vec<String> {
+    json(addr, "/debug/rejected")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["member"] == "east" && r["reason"] == "ConflictingClusterProperty")
+        .map(|r| r["origin"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A stray file holding a second, invalid id ClusterProperty sorts before the real one. It
+/// must decide nothing: the member keeps its id and what was written into it, both copies are
+/// reported, and after a restart with the stray still there the written state survives too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_conflicting_cluster_property_neither_changes_the_id_nor_deletes_written_state() {
+    let (dir, running) = start_demo(|text| text).await;
+    let addr = running.admin_addr.to_string();
+    let east = dir.path().join("members/east");
+    let stray = east.join("aaa.yaml");
+    {
+        let (addr, east, stray) = (addr.clone(), east.clone(), stray.clone());
+        tokio::task::spawn_blocking(move || {
+            eventually("east admitted, serving and holding west's imports", || {
+                let m = member(&addr, "east");
+                (m["admission"]["id"] == "east"
+                    && east_endpoints(&addr) == 2
+                    && holds_imports_from(&east, "west"))
+                .then_some(())
+            });
+            fs::write(
+                &stray,
+                "apiVersion: about.k8s.io/v1beta1\nkind: ClusterProperty\nmetadata:\n  name: cluster.clusterset.k8s.io\nspec:\n  value: Not_A_Valid_Id!\n",
+            )
+            .unwrap();
+            let origins = eventually("both copies reported", || {
+                Some(identity_conflicts(&addr)).filter(|o| o.len() == 2)
+            });
+            assert!(origins[0].starts_with("aaa.yaml"), "{origins:?}");
+            assert!(origins[1].starts_with("cluster.yaml"), "{origins:?}");
+            let m = member(&addr, "east");
+            assert_eq!(m["admission"]["state"], "admitted", "{m}");
+            assert_eq!(m["admission"]["id"], "east", "{m}");
+            assert_eq!(east_endpoints(&addr), 2);
+            assert!(holds_imports_from(&east, "west"));
+        })
+        .await
+        .unwrap();
+    }
+    running.stop().await;
+
+    // A restart with the stray still there: no id is known, so east waits, refused, and
+    // nothing Bowline wrote into it is deleted.
+    let running = start_in(dir.path()).await;
+    let addr = running.admin_addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let m = eventually("east refused for the conflict", || {
+            Some(member(&addr, "east")).filter(|m| m["admission"]["state"] == "refused")
+        });
+        assert_eq!(
+            m["admission"]["reason"], "ConflictingClusterProperty",
+            "{m}"
+        );
+        let message = m["admission"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("aaa.yaml") && message.contains("cluster.yaml"),
+            "{message}"
+        );
+        // West's writes into east wait for the conflict to clear, then resume.
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            holds_imports_from(&east, "west"),
+            "the conflict deleted what Bowline wrote into east"
+        );
+        fs::remove_file(&stray).unwrap();
+        eventually("east admitted again once the stray is gone", || {
+            let m = member(&addr, "east");
+            (m["admission"]["id"] == "east" && east_endpoints(&addr) == 2).then_some(())
+        });
+        assert!(identity_conflicts(&addr).is_empty());
+        assert!(holds_imports_from(&east, "west"));
+    })
+    .await
+    .unwrap();
     running.stop().await;
 }

@@ -131,6 +131,10 @@ pub enum IdentityError {
         "ClusterProperty {CLUSTER_ID_PROPERTY} is invalid and no earlier valid version is known"
     )]
     RejectedIdProperty,
+    /// The member's files disagree on an identity ClusterProperty: the source's report,
+    /// naming every copy.
+    #[error("{0}")]
+    ConflictingProperty(String),
     /// Nothing names the member.
     #[error(
         "no id: no ClusterProperty {CLUSTER_ID_PROPERTY}, no configured id and no kube-system Namespace UID"

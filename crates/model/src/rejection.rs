@@ -21,6 +21,9 @@ pub enum RejectReason {
     InvalidClusterId,
     /// Another admitted member already has the id.
     DuplicateClusterId,
+    /// A member's files hold copies of an identity ClusterProperty (`cluster.clusterset.k8s.io`
+    /// or `clusterset.k8s.io`) with different values: no copy decides the member's id.
+    ConflictingClusterProperty,
     /// The member's `clusterset.k8s.io` names another ClusterSet.
     ClusterSetMismatch,
     /// An east-west gateway Service that cannot be used.
@@ -40,6 +43,7 @@ impl RejectReason {
             Self::DuplicateObject => "DuplicateObject",
             Self::InvalidClusterId => "InvalidClusterId",
             Self::DuplicateClusterId => "DuplicateClusterId",
+            Self::ConflictingClusterProperty => "ConflictingClusterProperty",
             Self::ClusterSetMismatch => "ClusterSetMismatch",
             Self::InvalidGateway => "InvalidGateway",
             Self::UnsupportedHost => "UnsupportedHost",

@@ -25,6 +25,14 @@ fn candidate(
     if !member.synced {
         return None;
     }
+    if let Some(conflict) = conflict(member) {
+        // Neither copy decides: an admitted member keeps the id it has (ids are immutable
+        // while a member), any other waits, refused, until one copy remains.
+        return Some(match &member.admission {
+            Admission::Admitted { id, from } => Ok((id.clone(), *from)),
+            _ => Err(IdentityError::ConflictingProperty(conflict)),
+        });
+    }
     let store = &member.store;
     let property = |name: &str| store.properties.get(name).map(|p| p.value.as_str());
     let id_key = id_property_key();
@@ -44,9 +52,19 @@ fn candidate(
     Some(cluster::derive_identity(&inputs, cluster_set))
 }
 
+/// The source's report of conflicting copies of an identity ClusterProperty, if any.
+fn conflict(member: &Member) -> Option<String> {
+    member
+        .source_rejections
+        .iter()
+        .find(|r| r.reason == RejectReason::ConflictingClusterProperty)
+        .map(|r| r.message.clone())
+}
+
 fn refused(error: &IdentityError) -> Admission {
     let reason = match error {
         IdentityError::ClusterSetMismatch { .. } => RejectReason::ClusterSetMismatch,
+        IdentityError::ConflictingProperty(_) => RejectReason::ConflictingClusterProperty,
         _ => RejectReason::InvalidClusterId,
     };
     Admission::Refused {

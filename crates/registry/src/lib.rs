@@ -396,7 +396,9 @@ impl Registry {
             if let Admission::Refused { reason, message } = &member.admission {
                 let object = matches!(
                     reason,
-                    RejectReason::InvalidClusterId | RejectReason::DuplicateClusterId
+                    RejectReason::InvalidClusterId
+                        | RejectReason::DuplicateClusterId
+                        | RejectReason::ConflictingClusterProperty
                 )
                 .then(identity::id_property_key)
                 .filter(|key| member.store.properties.contains_key(&key.name));

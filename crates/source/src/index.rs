@@ -13,7 +13,11 @@ use std::{
     sync::Arc,
 };
 
-use bowline_model::{Change, MemberName, Object, ObjectKey, RejectReason, Rejection};
+use bowline_model::{
+    Change, MemberName, Object, ObjectKey, ObjectKind, RejectReason, Rejection,
+    cluster::{CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY},
+    echo,
+};
 
 use crate::documents::Document;
 
@@ -330,6 +334,15 @@ impl Index {
         for (i, entry) in state.entries.iter().enumerate() {
             match entry {
                 Entry::Object { key, origin, .. } => {
+                    if let Some(message) = self.identity_conflict(key) {
+                        out.push(self.rejection(
+                            origin,
+                            Some(key.clone()),
+                            RejectReason::ConflictingClusterProperty,
+                            message,
+                        ));
+                        continue;
+                    }
                     let first = self.claims.get(key).and_then(|c| c.first());
                     if first.is_some_and(|c| *c != (file.clone(), Slot::Document(i)))
                         && let Some((_, winner)) = self.winner(key)
@@ -368,6 +381,29 @@ impl Index {
         out
     }
 
+    /// When the copies of an identity ClusterProperty disagree, what every copy is told: no
+    /// copy wins silently, since the first in file order may be a stray file. Copies that
+    /// agree are ordinary duplicates.
+    fn identity_conflict(&self, key: &ObjectKey) -> Option<String> {
+        if !is_identity_property(key) {
+            return None;
+        }
+        let copies: Vec<(&str, &Origin)> = self
+            .claims
+            .get(key)?
+            .iter()
+            .filter_map(|claim| match self.object(key, claim)? {
+                (Object::ClusterProperty(p), origin) => Some((p.value.as_str(), origin)),
+                _ => None,
+            })
+            .collect();
+        let first = copies.first()?.0;
+        copies
+            .iter()
+            .any(|(value, _)| *value != first)
+            .then(|| conflict_message(key, &copies))
+    }
+
     fn rejection(
         &self,
         origin: &Origin,
@@ -383,6 +419,23 @@ impl Index {
             message,
         }
     }
+}
+
+/// The ClusterProperties that decide a member's identity.
+fn is_identity_property(key: &ObjectKey) -> bool {
+    key.kind == ObjectKind::ClusterProperty
+        && [CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY].contains(&&*key.name)
+}
+
+fn conflict_message(key: &ObjectKey, copies: &[(&str, &Origin)]) -> String {
+    let listed: Vec<String> = copies
+        .iter()
+        .map(|(value, origin)| format!("{:?} at {}", echo::capped(value, 128), origin.describe()))
+        .collect();
+    format!(
+        "{key} is defined with different values: {}; no copy decides the member's identity until one remains (an admitted member keeps its id, and what Bowline wrote into it is kept)",
+        listed.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -402,6 +455,17 @@ mod tests {
         current: BTreeMap<ObjectKey, (Object, Origin)>,
     }
 
+    /// A rejection of the reference scan; copies of objects are decided once every file is
+    /// read, because identity ClusterProperties conflict across files.
+    enum Pending {
+        Done(Rejection),
+        Copy {
+            origin: Origin,
+            key: ObjectKey,
+            first: Option<Origin>,
+        },
+    }
+
     impl Reference {
         fn scan(
             &mut self,
@@ -409,7 +473,16 @@ mod tests {
             files: &BTreeMap<FileName, Contents>,
         ) -> (Vec<Change>, Vec<Rejection>) {
             let mut next: BTreeMap<ObjectKey, (Object, Origin)> = BTreeMap::new();
-            let mut rejections = Vec::new();
+            let mut pending = Vec::new();
+            let mut copies: BTreeMap<ObjectKey, Vec<(String, Origin)>> = BTreeMap::new();
+            let mut copy = |object: &Object, origin: &Origin| {
+                if let Object::ClusterProperty(p) = object {
+                    copies
+                        .entry(object.key())
+                        .or_default()
+                        .push((p.value.clone(), origin.clone()));
+                }
+            };
             for (file, contents) in files {
                 let at = |line, index| Origin {
                     file: file.clone(),
@@ -419,13 +492,15 @@ mod tests {
                 let documents = match contents {
                     Contents::Documents(documents) => documents.clone(),
                     Contents::Unreadable(e) => {
-                        rejections.push(index.rejection(
+                        pending.push(Pending::Done(index.rejection(
                             &at(0, 0),
                             None,
                             RejectReason::ParseError,
                             format!("cannot read file: {e}"),
-                        ));
-                        self.keep_previous(file, |_| true, &mut next);
+                        )));
+                        for (object, origin) in self.keep_previous(file, |_| true, &mut next) {
+                            copy(&object, &origin);
+                        }
                         continue;
                     }
                 };
@@ -437,20 +512,12 @@ mod tests {
                         Ok(None) => {}
                         Ok(Some(object)) => {
                             let key = object.key();
-                            if let Some((_, first)) = next.get(&key) {
-                                let message = format!(
-                                    "{key} is already defined at {}; this copy is ignored",
-                                    first.describe()
-                                );
-                                rejections.push(index.rejection(
-                                    &origin,
-                                    Some(key),
-                                    RejectReason::DuplicateObject,
-                                    message,
-                                ));
-                            } else {
-                                next.insert(key, (object, origin));
+                            copy(&object, &origin);
+                            let first = next.get(&key).map(|(_, first)| first.clone());
+                            if first.is_none() {
+                                next.insert(key.clone(), (object, origin.clone()));
                             }
+                            pending.push(Pending::Copy { origin, key, first });
                         }
                         Err(e) => {
                             let kept = e.key.as_ref().is_some_and(|k| {
@@ -467,16 +534,49 @@ mod tests {
                                 }
                                 None => unknown_broken = true,
                             }
-                            rejections.push(index.rejection(&origin, e.key, e.reason, message));
+                            pending.push(Pending::Done(
+                                index.rejection(&origin, e.key, e.reason, message),
+                            ));
                         }
                     }
                 }
-                self.keep_previous(
+                let kept = self.keep_previous(
                     file,
                     |key| unknown_broken || refused_keys.contains(key),
                     &mut next,
                 );
+                for (object, origin) in kept {
+                    copy(&object, &origin);
+                }
             }
+            let rejections = pending
+                .into_iter()
+                .filter_map(|p| match p {
+                    Pending::Done(rejection) => Some(rejection),
+                    Pending::Copy { origin, key, first } => {
+                        let listed: Vec<(&str, &Origin)> = copies
+                            .get(&key)
+                            .into_iter()
+                            .flatten()
+                            .map(|(v, o)| (v.as_str(), o))
+                            .collect();
+                        let differ = listed.iter().any(|(v, _)| *v != listed[0].0);
+                        if is_identity_property(&key) && differ {
+                            let message = conflict_message(&key, &listed);
+                            let reason = RejectReason::ConflictingClusterProperty;
+                            Some(index.rejection(&origin, Some(key), reason, message))
+                        } else {
+                            let first = first?;
+                            let message = format!(
+                                "{key} is already defined at {}; this copy is ignored",
+                                first.describe()
+                            );
+                            let reason = RejectReason::DuplicateObject;
+                            Some(index.rejection(&origin, Some(key), reason, message))
+                        }
+                    }
+                })
+                .collect();
             let deleted = self
                 .current
                 .keys()
@@ -491,24 +591,35 @@ mod tests {
             (changes, rejections)
         }
 
+        /// Keeps a file's previous objects the filter names; returns those kept.
         fn keep_previous(
             &self,
             file: &FileName,
             keep: impl Fn(&ObjectKey) -> bool,
             next: &mut BTreeMap<ObjectKey, (Object, Origin)>,
-        ) {
+        ) -> Vec<(Object, Origin)> {
+            let mut kept = Vec::new();
             for (key, (object, origin)) in &self.current {
                 if origin.file == *file && keep(key) && !next.contains_key(key) {
                     next.insert(key.clone(), (object.clone(), origin.clone()));
+                    kept.push((object.clone(), origin.clone()));
                 }
             }
+            kept
         }
     }
 
     /// A document from a small pool: two Services in three valid versions, each also refused
-    /// (port 0, the object named), and a document too broken to name its object.
+    /// (port 0, the object named), a document too broken to name its object, and the id
+    /// ClusterProperty with one of two values (copies in several files conflict).
     fn document(n: u8) -> String {
         let name = ["x", "y"][usize::from(n % 2)];
+        if n >= 200 {
+            return format!(
+                "apiVersion: about.k8s.io/v1alpha1\nkind: ClusterProperty\nmetadata: {{name: cluster.clusterset.k8s.io}}\nspec: {{value: {}}}\n",
+                ["east", "west"][usize::from(n % 2)]
+            );
+        }
         match n / 2 % 5 {
             0..3 => format!(
                 "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{ports: [{{port: {}}}]}}\n",
