@@ -282,7 +282,15 @@ impl FileWriter {
 
     /// Every file under the kind directories, with its key.
     fn files(&self) -> Result<BTreeMap<WriteKey, PathBuf>, WriteError> {
+        Ok(self.listing()?.0)
+    }
+
+    /// Every file under the kind directories, with its key, and the temporary files of
+    /// writes that never reached their rename (this writer writes one file at a time, so
+    /// between its writes any is left from a process killed mid-write).
+    fn listing(&self) -> Result<(BTreeMap<WriteKey, PathBuf>, Vec<PathBuf>), WriteError> {
         let mut out = BTreeMap::new();
+        let mut temporaries = Vec::new();
         for kind in KINDS {
             let dir = self.root.join(kind_dir(kind));
             let namespaces = match fs::read_dir(&dir) {
@@ -299,11 +307,13 @@ impl FileWriter {
                     let name = file.file_name().to_string_lossy().into_owned();
                     if let Some(stem) = name.strip_suffix(".yaml").filter(|s| !s.starts_with('.')) {
                         out.insert(WriteKey::new(kind, &ns_name, stem), file.path());
+                    } else if name.starts_with('.') && name.ends_with(".yaml.tmp") {
+                        temporaries.push(file.path());
                     }
                 }
             }
         }
-        Ok(out)
+        Ok((out, temporaries))
     }
 
     fn stat(path: &Path) -> Option<(u64, Option<SystemTime>)> {
@@ -371,7 +381,15 @@ impl FileWriter {
         for (key, object) in desired {
             report.written += usize::from(self.ensure(key, object)?);
         }
-        for (key, path) in self.files()? {
+        let (files, temporaries) = self.listing()?;
+        for path in temporaries {
+            match fs::remove_file(&path) {
+                Ok(()) => report.deleted += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err("cannot delete", &path)(e)),
+            }
+        }
+        for (key, path) in files {
             if !desired.contains_key(&key) {
                 fs::remove_file(&path).map_err(err("cannot delete", &path))?;
                 self.known.remove(&key);
@@ -598,6 +616,30 @@ mod tests {
             }
         );
         assert!(FileWriter::new(dir.path()).read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_cut_short_by_a_kill_leaves_no_temporary_file_after_the_next_full_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = FileWriter::new(dir.path());
+        writer.reconcile(&desired()).unwrap();
+        let imports = dir.path().join(".bowline/serviceimports/demo");
+        let cut = imports.join(".echo.yaml.tmp");
+        fs::write(
+            &cut,
+            "# Written by Bowline; edits are overwritten.\napiVersion: multi",
+        )
+        .unwrap();
+        let report = writer.reconcile(&desired()).unwrap();
+        assert!(!cut.exists(), "the half-written file is gone");
+        assert_eq!(report.deleted, 1);
+        let files: Vec<_> = fs::read_dir(&imports).unwrap().flatten().collect();
+        assert!(
+            files
+                .iter()
+                .all(|f| !f.file_name().to_string_lossy().starts_with('.')),
+            "{files:?}"
+        );
     }
 
     #[test]
