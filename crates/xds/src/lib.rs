@@ -15,6 +15,8 @@
 pub mod cache;
 pub mod dump;
 pub mod eds;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod node;
 pub mod resources;
 pub mod server;

@@ -100,7 +100,7 @@ impl Ads {
 }
 
 /// What a stream needs to tell [`Workloads`] about itself.
-struct Caller {
+pub(crate) struct Caller {
     peer: Option<SocketAddr>,
     metadata: tonic::metadata::MetadataMap,
     extensions: tonic::Extensions,
@@ -110,6 +110,18 @@ struct Caller {
 }
 
 impl Caller {
+    /// A caller without a connection or workloads (the fuzzer's).
+    #[cfg(feature = "fuzz")]
+    pub(crate) fn detached() -> Self {
+        Self {
+            peer: None,
+            metadata: Default::default(),
+            extensions: Default::default(),
+            workloads: None,
+            accepted: false,
+        }
+    }
+
     fn new<T>(request: Request<T>, workloads: Option<Arc<dyn Workloads>>) -> (Self, T) {
         let peer = request.remote_addr();
         let (metadata, extensions, inbound) = request.into_parts();
@@ -145,11 +157,11 @@ impl Caller {
 
 /// Per-type state of one stream.
 #[derive(Default)]
-struct TypeState {
+pub(crate) struct TypeState {
     /// `None`: wildcard.
-    names: Option<BTreeSet<String>>,
+    pub(crate) names: Option<BTreeSet<String>>,
     version: u64,
-    nonce: Option<String>,
+    pub(crate) nonce: Option<String>,
     /// A request of this type was handled (delta: the first one decides wildcard).
     subscribed: bool,
 }
@@ -159,19 +171,19 @@ struct TypeState {
 type Diff = (Vec<(String, Arc<Encoded>)>, Vec<String>, Vec<Arc<Encoded>>);
 
 /// A response on the wire, or the status that ends the stream.
-type Reply = Result<GrpcMessage, Status>;
+pub(crate) type Reply = Result<GrpcMessage, Status>;
 
 /// Builds a stream's response for a type: `(stream, type, snapshot, force, only these names)`.
 type Respond =
     fn(&mut Stream_, &str, &Arc<ClusterSet>, bool, Option<&BTreeSet<String>>) -> Option<Reply>;
 
 /// One stream's state.
-struct Stream_ {
+pub(crate) struct Stream_ {
     id: u64,
     proxy: Option<ProxyInfo>,
-    types: HashMap<String, TypeState>,
+    pub(crate) types: HashMap<String, TypeState>,
     /// What it was last sent of each type (shared with the connection table's record).
-    held: Held,
+    pub(crate) held: Held,
     /// The version of the last snapshot its subscriptions were brought up to date with.
     seen: u64,
     nonce: u64,
@@ -238,7 +250,7 @@ impl NackLog {
 }
 
 impl Stream_ {
-    fn new(id: u64, connections: Connections, cache: Arc<Cache>) -> Self {
+    pub(crate) fn new(id: u64, connections: Connections, cache: Arc<Cache>) -> Self {
         Self {
             id,
             proxy: None,
@@ -295,7 +307,7 @@ impl Stream_ {
     /// The responses a new snapshot calls for, one per subscribed type that changed. Only
     /// the types and names the snapshot's changes touched for this proxy's class are diffed:
     /// a stream they did not touch does no work.
-    fn push(&mut self, snapshot: &Arc<ClusterSet>, respond: Respond) -> Vec<Reply> {
+    pub(crate) fn push(&mut self, snapshot: &Arc<ClusterSet>, respond: Respond) -> Vec<Reply> {
         let Some(proxy) = &self.proxy else {
             return Vec::new();
         };
@@ -456,7 +468,7 @@ fn known_type(type_url: &str) -> Option<&'static str> {
 
 /// The SotW response for `type_url`: everything current for wildcard types, the changed
 /// resources otherwise.
-fn sotw_response(
+pub(crate) fn sotw_response(
     stream: &mut Stream_,
     type_url: &str,
     snapshot: &Arc<ClusterSet>,
@@ -504,42 +516,17 @@ impl Ads {
                                     break;
                                 }
                             };
-                            if let Err(status) = stream.identify(request.node.as_ref(), "sotw", &mut caller) {
-                                let _ = tx.send(Err(status)).await;
-                                break;
-                            }
-                            let type_url = request.type_url.clone();
-                            debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
-                            if let Some(status) = over_bounds(&stream.types, &type_url, Some(request.resource_names.len())) {
-                                let _ = tx.send(Err(status)).await;
-                                break;
-                            }
-                            let error = request.error_detail.as_ref().map(|e| e.message.clone());
-                            if caller.health(id, &type_url, error.clone()) {
-                                continue;
-                            }
-                            if !stream.acknowledge(&type_url, &request.response_nonce, error) {
-                                continue;
-                            }
-                            let names: BTreeSet<String> = request.resource_names.iter().filter(|n| *n != "*").cloned().collect();
-                            let wildcard = is_wildcard_type(&type_url) && names.is_empty();
-                            let state = stream.types.entry(type_url.clone()).or_default();
-                            let first = state.nonce.is_none();
-                            let subscription = if wildcard { None } else { Some(names) };
-                            let resubscribed = state.names != subscription;
-                            state.names = subscription;
-                            stream.record(&type_url, |t| t.subscribed = state_names(&stream_names(&stream, &type_url)));
-                            if !first && !resubscribed {
-                                // An ACK or NACK of an unchanged subscription: what changed
-                                // since is the next push's (as a delta ACK).
-                                continue;
-                            }
-                            let snapshot = snapshots.borrow().clone();
-                            stream.answering(&snapshot);
-                            if let Some(response) = sotw_response(&mut stream, &type_url, &snapshot, first || resubscribed, None)
-                                && tx.send(response).await.is_err()
-                            {
-                                break;
+                            match stream.on_sotw(&mut caller, &request, || snapshots.borrow().clone()) {
+                                Ok(None) => {}
+                                Ok(Some(response)) => {
+                                    if tx.send(response).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(status) => {
+                                    let _ = tx.send(Err(status)).await;
+                                    break;
+                                }
                             }
                         }
                         changed = snapshots.changed() => {
@@ -585,48 +572,17 @@ impl Ads {
                                 Ok(Some(r)) => r,
                                 _ => break,
                             };
-                            if let Err(status) = stream.identify(request.node.as_ref(), "delta", &mut caller) {
-                                let _ = tx.send(Err(status)).await;
-                                break;
-                            }
-                            let type_url = request.type_url.clone();
-                            debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
-                            let held = stream.types.get(&type_url).and_then(|t| t.names.as_ref()).map_or(0, BTreeSet::len);
-                            if let Some(status) = over_bounds(&stream.types, &type_url, Some(held + request.resource_names_subscribe.len())) {
-                                let _ = tx.send(Err(status)).await;
-                                break;
-                            }
-                            let error = request.error_detail.as_ref().map(|e| e.message.clone());
-                            if caller.health(id, &type_url, error.clone()) {
-                                continue;
-                            }
-                            // The nonce only decides whether this ACKs or NACKs a response; a
-                            // subscription change is applied whatever it says, since a delta
-                            // client never repeats it.
-                            stream.acknowledge(&type_url, &request.response_nonce, error);
-                            let first = !stream.types.get(&type_url).is_some_and(|t| t.subscribed);
-                            if !first && request.resource_names_subscribe.is_empty() && request.resource_names_unsubscribe.is_empty() {
-                                continue;
-                            }
-                            let state = stream.types.entry(type_url.clone()).or_default();
-                            state.subscribed = true;
-                            let mut wildcard = state.names.is_none() && (!first || (request.resource_names_subscribe.is_empty() && is_wildcard_type(&type_url)));
-                            let mut names = state.names.take().unwrap_or_default();
-                            for name in &request.resource_names_subscribe {
-                                if name == "*" { wildcard = true } else { names.insert(name.clone()); }
-                            }
-                            for name in &request.resource_names_unsubscribe {
-                                if name == "*" { wildcard = false }
-                                names.remove(name);
-                                stream.held.with(&type_url, |held| held.remove(name));
-                            }
-                            state.names = if wildcard { None } else { Some(names) };
-                            let snapshot = snapshots.borrow().clone();
-                            stream.answering(&snapshot);
-                            if let Some(response) = delta_response(&mut stream, &type_url, &snapshot, first, None)
-                                && tx.send(response).await.is_err()
-                            {
-                                break;
+                            match stream.on_delta(&mut caller, &request, || snapshots.borrow().clone()) {
+                                Ok(None) => {}
+                                Ok(Some(response)) => {
+                                    if tx.send(response).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(status) => {
+                                    let _ = tx.send(Err(status)).await;
+                                    break;
+                                }
                             }
                         }
                         changed = snapshots.changed() => {
@@ -652,6 +608,125 @@ impl Ads {
     }
 }
 
+/// What one request calls for: a response to send (`Some`), nothing, or the status that
+/// ends the stream.
+type Step = Result<Option<Reply>, Status>;
+
+impl Stream_ {
+    /// One state-of-the-world request: identify the proxy, check the bounds, take the ACK or
+    /// NACK, apply the subscription and answer it from `snapshot()` when it changed.
+    pub(crate) fn on_sotw(
+        &mut self,
+        caller: &mut Caller,
+        request: &DiscoveryRequest,
+        snapshot: impl FnOnce() -> Arc<ClusterSet>,
+    ) -> Step {
+        self.identify(request.node.as_ref(), "sotw", caller)?;
+        let type_url = &request.type_url;
+        debug!(type_url = %type_url, names = request.resource_names.len(), nonce = %request.response_nonce, version = %request.version_info, "request");
+        if let Some(status) = over_bounds(&self.types, type_url, Some(request.resource_names.len()))
+        {
+            return Err(status);
+        }
+        let error = request.error_detail.as_ref().map(|e| e.message.clone());
+        if caller.health(self.id, type_url, error.clone()) {
+            return Ok(None);
+        }
+        if !self.acknowledge(type_url, &request.response_nonce, error) {
+            return Ok(None);
+        }
+        let names: BTreeSet<String> = request
+            .resource_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        let wildcard = is_wildcard_type(type_url) && names.is_empty();
+        let state = self.types.entry(type_url.clone()).or_default();
+        let first = state.nonce.is_none();
+        let subscription = if wildcard { None } else { Some(names) };
+        let resubscribed = state.names != subscription;
+        state.names = subscription;
+        self.record(type_url, |t| {
+            t.subscribed = state_names(&stream_names(self, type_url))
+        });
+        if !first && !resubscribed {
+            // An ACK or NACK of an unchanged subscription: what changed since is the next
+            // push's (as a delta ACK).
+            return Ok(None);
+        }
+        let snapshot = snapshot();
+        self.answering(&snapshot);
+        Ok(sotw_response(
+            self,
+            type_url,
+            &snapshot,
+            first || resubscribed,
+            None,
+        ))
+    }
+
+    /// One delta request: as [`Stream_::on_sotw`], with the subscription changed by the
+    /// names it adds and removes.
+    pub(crate) fn on_delta(
+        &mut self,
+        caller: &mut Caller,
+        request: &DeltaDiscoveryRequest,
+        snapshot: impl FnOnce() -> Arc<ClusterSet>,
+    ) -> Step {
+        self.identify(request.node.as_ref(), "delta", caller)?;
+        let type_url = &request.type_url;
+        debug!(type_url = %type_url, subscribe = request.resource_names_subscribe.len(), unsubscribe = request.resource_names_unsubscribe.len(), nonce = %request.response_nonce, "delta request");
+        let held = self
+            .types
+            .get(type_url)
+            .and_then(|t| t.names.as_ref())
+            .map_or(0, BTreeSet::len);
+        let asked = held + request.resource_names_subscribe.len();
+        if let Some(status) = over_bounds(&self.types, type_url, Some(asked)) {
+            return Err(status);
+        }
+        let error = request.error_detail.as_ref().map(|e| e.message.clone());
+        if caller.health(self.id, type_url, error.clone()) {
+            return Ok(None);
+        }
+        // The nonce only decides whether this ACKs or NACKs a response; a subscription change
+        // is applied whatever it says, since a delta client never repeats it.
+        self.acknowledge(type_url, &request.response_nonce, error);
+        let first = !self.types.get(type_url).is_some_and(|t| t.subscribed);
+        let (subscribe, unsubscribe) = (
+            &request.resource_names_subscribe,
+            &request.resource_names_unsubscribe,
+        );
+        if !first && subscribe.is_empty() && unsubscribe.is_empty() {
+            return Ok(None);
+        }
+        let state = self.types.entry(type_url.clone()).or_default();
+        state.subscribed = true;
+        let mut wildcard = state.names.is_none()
+            && (!first || (subscribe.is_empty() && is_wildcard_type(type_url)));
+        let mut names = state.names.take().unwrap_or_default();
+        for name in subscribe {
+            if name == "*" {
+                wildcard = true
+            } else {
+                names.insert(name.clone());
+            }
+        }
+        for name in unsubscribe {
+            if name == "*" {
+                wildcard = false
+            }
+            names.remove(name);
+            self.held.with(type_url, |held| held.remove(name));
+        }
+        state.names = if wildcard { None } else { Some(names) };
+        let snapshot = snapshot();
+        self.answering(&snapshot);
+        Ok(delta_response(self, type_url, &snapshot, first, None))
+    }
+}
+
 fn stream_names(stream: &Stream_, type_url: &str) -> Option<BTreeSet<String>> {
     stream.types.get(type_url).and_then(|t| t.names.clone())
 }
@@ -663,7 +738,7 @@ fn state_names(names: &Option<BTreeSet<String>>) -> Vec<String> {
     }
 }
 
-fn delta_response(
+pub(crate) fn delta_response(
     stream: &mut Stream_,
     type_url: &str,
     snapshot: &Arc<ClusterSet>,
