@@ -170,6 +170,10 @@ pub struct Controller {
     /// What members held when read back, for those adopted since the last reconcile: their
     /// previous state (condition times, creation times) instead of `outcome`'s.
     adopted: BTreeMap<MemberName, WriteSet>,
+    /// What members held when read back, kept while members are still being listed (and
+    /// nothing is written): a name whose exporters are not all listed yet, its import
+    /// missing or different meanwhile, still finds the state it had before a restart.
+    awaiting: BTreeMap<MemberName, WriteSet>,
     memo: HashMap<ServiceKey, Memo>,
     recomputed: u64,
 }
@@ -310,6 +314,7 @@ impl Controller {
             allocator,
             outcome: Outcome::default(),
             adopted: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
             memo: HashMap::new(),
             recomputed: 0,
         };
@@ -409,8 +414,19 @@ impl Controller {
         self.outcome
             .writes
             .retain(|member, _| admitted.contains(member));
-        self.adopted.clear();
+        self.settle_adopted(snapshot.pending);
         self.outcome.clone()
+    }
+
+    /// After a reconcile: what was read back stays the previous state while members are
+    /// still being listed, and is forgotten once all are.
+    fn settle_adopted(&mut self, pending: bool) {
+        for (member, read) in std::mem::take(&mut self.adopted) {
+            self.awaiting.entry(member).or_default().extend(read);
+        }
+        if !pending {
+            self.awaiting.clear();
+        }
     }
 
     /// Computes one name afresh and patches the outcome with it.
@@ -438,7 +454,9 @@ impl Controller {
     }
 
     /// What `member` held of an object before this reconcile: as read back when it was
-    /// adopted since the last one, else as the last outcome had it.
+    /// adopted (until every member is listed), else as the last outcome had it. (While a
+    /// member stays unlisted and writes go ahead, a condition that flips and flips back
+    /// gets its read-back transition time again.)
     fn previous(
         &self,
         member: &MemberName,
@@ -447,11 +465,10 @@ impl Controller {
         name: &str,
     ) -> Option<Value> {
         let key = WriteKey::new(kind, ns, name);
-        match self.adopted.get(member) {
-            Some(read) => read.get(&key),
-            None => self.outcome.writes.get(member)?.get(&key),
-        }
-        .map(|v| v.to_value())
+        let read = self.adopted.get(member).or(self.awaiting.get(member));
+        read.and_then(|r| r.get(&key))
+            .or_else(|| self.outcome.writes.get(member)?.get(&key))
+            .map(|v| v.to_value())
     }
 
     fn candidates<'a>(

@@ -18,6 +18,8 @@ const NS: &str = "mcs-conformance";
 const T1: &str = "2026-11-01T10:00:00Z";
 const T2: &str = "2026-11-01T10:00:02Z";
 const NOW: &str = "2026-11-22T00:00:00Z";
+/// After a restart.
+const LATER: &str = "2026-11-23T00:00:00Z";
 
 struct Set {
     registry: Registry,
@@ -730,7 +732,8 @@ fn restart_with_written_objects_keeps_cluster_set_ips() {
 
 /// After a restart the members' listings arrive one by one: a ClusterSetIP read back from a
 /// member is not freed by a computation made before the member exporting the service is
-/// listed, and a service that appeared meanwhile does not take it.
+/// listed, and a service that appeared meanwhile does not take it; nor does the import's
+/// condition take a new transition time.
 #[test]
 fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() {
     let mut set = Set::new(2);
@@ -771,7 +774,7 @@ fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() 
         config(ExportDefault::None, &["241.0.0.0/16", "fd00:241::/112"]),
         written,
     );
-    let early = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    let early = restarted.reconcile(&Snapshot::from_registry(&registry), LATER.parse().unwrap());
     let aaa_ip = early.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "aaa")]
         .to_value()["spec"]["ips"]
         .clone();
@@ -790,7 +793,7 @@ fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() 
             export_at(NS, "bbb", T2, &[], &[]),
         ],
     ));
-    let early = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    let early = restarted.reconcile(&Snapshot::from_registry(&registry), LATER.parse().unwrap());
     assert_ne!(
         early.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "bbb")].to_value()
             ["spec"]["ips"],
@@ -807,11 +810,13 @@ fn restart_keeps_cluster_set_ips_of_services_whose_members_are_not_listed_yet() 
             export_at(NS, "hello", T1, &[], &[]),
         ],
     ));
-    let later = restarted.reconcile(&Snapshot::from_registry(&registry), NOW.parse().unwrap());
+    let later = restarted.reconcile(&Snapshot::from_registry(&registry), LATER.parse().unwrap());
+    let hello = later.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "hello")]
+        .to_value();
+    assert_eq!(hello["spec"]["ips"], hello_ip);
     assert_eq!(
-        later.writes[&member("c2")][&WriteKey::new(WriteKind::ServiceImport, NS, "hello")]
-            .to_value()["spec"]["ips"],
-        hello_ip
+        hello["status"]["conditions"][0]["lastTransitionTime"], NOW,
+        "its Ready condition keeps the transition time it had before the restart"
     );
 }
 
