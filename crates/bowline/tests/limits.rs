@@ -9,9 +9,8 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read},
+    io::Read,
     net::{SocketAddr, TcpStream, UdpSocket},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -23,68 +22,11 @@ use envoy_types::pb::envoy::{
     },
 };
 
+mod common;
+
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Idle connections held on each TCP listener, against a limit of 20.
 const HELD: usize = 50;
-
-struct Bowline {
-    child: Child,
-    admin: String,
-    xds: SocketAddr,
-    xds_tls: SocketAddr,
-    dns: SocketAddr,
-}
-
-impl Drop for Bowline {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address after `label` in the startup line
-/// `bowline: ClusterSet "demo", admin on http://A/, xDS on X (TLS on T), DNS on D`.
-fn address_after(line: &str, label: &str) -> SocketAddr {
-    let rest = &line[line
-        .find(label)
-        .unwrap_or_else(|| panic!("{label} in {line}"))
-        + label.len()..];
-    let end = rest.find([' ', ')', ',', '/']).unwrap_or(rest.len());
-    rest[..end]
-        .parse()
-        .unwrap_or_else(|e| panic!("{label} in {line}: {e}"))
-}
-
-fn start(config: &std::path::Path) -> Bowline {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 160 && exec "$0" run --config "$1""#)
-        .arg(env!("CARGO_BIN_EXE_bowline"))
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bowline starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("bowline: ClusterSet") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("bowline prints its addresses");
-    Bowline {
-        child,
-        admin: address_after(&line, "admin on http://").to_string(),
-        xds: address_after(&line, "xDS on "),
-        xds_tls: address_after(&line, "TLS on "),
-        dns: address_after(&line, "DNS on "),
-    }
-}
 
 /// A DNS query for `name` (type A), id 7.
 fn query(name: &str) -> Vec<u8> {
@@ -160,19 +102,15 @@ fn counter(metrics: &str, name: &str, listener: &str, reason: &str) -> f64 {
 fn idle_connections_beyond_every_listeners_limit_stop_nothing() {
     let dir = tempfile::tempdir().unwrap();
     bowline_app::demo::write_to(dir.path()).unwrap();
-    let config = dir.path().join("bowline.yaml");
-    let mut text = fs::read_to_string(&config).unwrap();
-    text = text.replace("listen:\n  admin: 127.0.0.1:15014\n", "");
-    text.push_str(
-        "listen: {admin: 127.0.0.1:0, xds: 127.0.0.1:0, xdsTls: 127.0.0.1:0, dns: 127.0.0.1:0}\n\
-         limits:\n\
+    let config = common::demo_config(
+        dir.path(),
+        "limits:\n\
          \x20 xds: {maxConnections: 20, handshakeTimeout: 20s, idleTimeout: 20s}\n\
          \x20 xdsTls: {maxConnections: 20, handshakeTimeout: 20s, idleTimeout: 20s}\n\
          \x20 dns: {maxConnections: 20, handshakeTimeout: 20s, idleTimeout: 20s}\n\
          \x20 admin: {maxConnections: 20, handshakeTimeout: 20s, idleTimeout: 20s}\n",
     );
-    fs::write(&config, text).unwrap();
-    let bowline = start(&config);
+    let bowline = common::start(&config, Some(160));
     eventually("/readyz", || {
         (http_get(&bowline.admin, "/readyz").ok()?.0 == 200).then_some(())
     });

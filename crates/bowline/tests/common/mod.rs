@@ -1,0 +1,87 @@
+//! Starting the release binary on a configuration and learning its addresses, shared by the
+//! tests that run it as a process.
+
+#![allow(dead_code, reason = "each test uses some of these")]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// A running `bowline run`, killed when dropped.
+pub struct Bowline {
+    pub child: Child,
+    pub admin: String,
+    pub xds: SocketAddr,
+    pub xds_tls: SocketAddr,
+    pub dns: SocketAddr,
+}
+
+impl Drop for Bowline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address after `label` in the startup line
+/// `bowline: ClusterSet "demo", admin on http://A/, xDS on X (TLS on T), DNS on D`.
+fn address_after(line: &str, label: &str) -> SocketAddr {
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {line}"))
+        + label.len()..];
+    let end = rest.find([' ', ')', ',', '/']).unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|e| panic!("{label} in {line}: {e}"))
+}
+
+/// `bowline run --config <config>` under `ulimit -n <open_files>` when given.
+pub fn start(config: &std::path::Path, open_files: Option<u32>) -> Bowline {
+    let limit = open_files.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(r#"{limit}exec "$0" run --config "$1""#))
+        .arg(env!("CARGO_BIN_EXE_bowline"))
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bowline starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("bowline: ClusterSet") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("bowline prints its addresses");
+    Bowline {
+        child,
+        admin: address_after(&line, "admin on http://").to_string(),
+        xds: address_after(&line, "xDS on "),
+        xds_tls: address_after(&line, "TLS on "),
+        dns: address_after(&line, "DNS on "),
+    }
+}
+
+/// The demo's `bowline.yaml` text with every listener on an ephemeral loopback port, and
+/// `extra` appended.
+pub fn demo_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("bowline.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("listen:\n  admin: 127.0.0.1:15014\n", "");
+    text.push_str(
+        "listen: {admin: 127.0.0.1:0, xds: 127.0.0.1:0, xdsTls: 127.0.0.1:0, dns: 127.0.0.1:0}\n",
+    );
+    text.push_str(extra);
+    std::fs::write(&config, text).unwrap();
+    config
+}
