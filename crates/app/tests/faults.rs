@@ -13,14 +13,19 @@ fn json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn member(addr: &str, name: &str) -> Value {
+/// The member's entry in `/debug/members`; none until the first scan has listed it (just
+/// after a start), so the `eventually` loops wait rather than fail.
+fn find_member(addr: &str, name: &str) -> Option<Value> {
     json(addr, "/debug/members")
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["name"] == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no member {name}"))
+}
+
+fn member(addr: &str, name: &str) -> Value {
+    find_member(addr, name).unwrap_or_else(|| panic!("no member {name}"))
 }
 
 /// East's endpoints in the ClusterSet view of `demo/echo` (none before it is known).
@@ -83,7 +88,7 @@ async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_rest
             });
             fs::rename(&east, &away).unwrap();
             let stale = eventually("east stale", || {
-                Some(member(&addr, "east")).filter(|m| m["stale"] == true)
+                find_member(&addr, "east").filter(|m| m["stale"] == true)
             });
             assert!(
                 stale["sourceError"]
@@ -92,7 +97,7 @@ async fn a_member_directory_moved_away_and_back_is_fully_restored_without_a_rest
                 "{stale}"
             );
             eventually("east withdrawn after staleEndpointTTL", || {
-                (member(&addr, "east")["withdrawn"] == true && east_endpoints(&addr) == 0)
+                (find_member(&addr, "east")?["withdrawn"] == true && east_endpoints(&addr) == 0)
                     .then_some(())
             });
             // Writes into east kept failing all along: they must not have created it again.
@@ -185,7 +190,7 @@ async fn a_stray_conflicting_cluster_property_neither_changes_the_id_nor_deletes
         let (addr, east, stray) = (addr.clone(), east.clone(), stray.clone());
         tokio::task::spawn_blocking(move || {
             eventually("east admitted, serving and holding west's imports", || {
-                let m = member(&addr, "east");
+                let m = find_member(&addr, "east")?;
                 (m["admission"]["id"] == "east"
                     && east_endpoints(&addr) == 2
                     && holds_imports_from(&east, "west"))
@@ -218,7 +223,7 @@ async fn a_stray_conflicting_cluster_property_neither_changes_the_id_nor_deletes
     let addr = running.admin_addr.to_string();
     tokio::task::spawn_blocking(move || {
         let m = eventually("east refused for the conflict", || {
-            Some(member(&addr, "east")).filter(|m| m["admission"]["state"] == "refused")
+            find_member(&addr, "east").filter(|m| m["admission"]["state"] == "refused")
         });
         assert_eq!(
             m["admission"]["reason"], "ConflictingClusterProperty",
@@ -237,7 +242,7 @@ async fn a_stray_conflicting_cluster_property_neither_changes_the_id_nor_deletes
         );
         fs::remove_file(&stray).unwrap();
         eventually("east admitted again once the stray is gone", || {
-            let m = member(&addr, "east");
+            let m = find_member(&addr, "east")?;
             (m["admission"]["id"] == "east" && east_endpoints(&addr) == 2).then_some(())
         });
         assert!(identity_conflicts(&addr).is_empty());

@@ -149,6 +149,10 @@ fn written_files(member_dir: &Path) -> Written {
         };
         for ns in namespaces.flatten() {
             for file in fs::read_dir(ns.path()).unwrap().flatten() {
+                // `.name.yaml.tmp` is a write in flight, renamed into place when complete.
+                if file.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 let object: Value =
                     serde_saphyr::from_str(&fs::read_to_string(file.path()).unwrap()).unwrap();
                 let key = format!(
