@@ -317,3 +317,25 @@ fn the_demo_config_is_valid() {
     let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
     assert_eq!(config.members.len(), 3);
 }
+
+/// A huge value in the wrong place (found by fuzzing: a 16 KiB string where the file's
+/// mapping belongs) is named, not echoed whole: each message stays short enough to read.
+#[test]
+fn a_huge_misplaced_value_is_reported_in_a_bounded_message() {
+    let dir = setup();
+    let text = format!("\nn{}", "\"".repeat(16_606));
+    let err = parse(dir.path(), &text).unwrap_err();
+    let message = &err.problems[0].message;
+    assert!(
+        message.len() < 1024 && message.contains("bytes)"),
+        "{message}"
+    );
+    let long_id = "X".repeat(5000);
+    let err = parse(
+        dir.path(),
+        &format!("clusterSet: x\nmembers: [{{manifests: clusters/east, id: {long_id}}}]\n"),
+    )
+    .unwrap_err();
+    assert!(err.problems[0].message.len() < 1024, "{err}");
+    assert_eq!(err.problems[0].field, "members[0].id");
+}

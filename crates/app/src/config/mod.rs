@@ -265,6 +265,27 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// Longest field path or message kept; a message quoting a huge value (a 16 KiB string
+    /// where a mapping belongs) is cut there, so errors stay readable and logs bounded.
+    pub const MAX_LEN: usize = 512;
+
+    /// A problem, its field and message each cut to [`Problem::MAX_LEN`] bytes.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: clip(field.into()),
+            message: clip(message.into()),
+        }
+    }
+}
+
+fn clip(text: String) -> String {
+    match bowline_model::echo::capped(&text, Problem::MAX_LEN) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
+    }
+}
+
 /// A configuration that cannot be used, with every problem found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
@@ -449,10 +470,7 @@ impl Config {
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
-            problems: vec![Problem {
-                field: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
+            problems: vec![Problem::new("", format!("cannot read: {e}"))],
         })?;
         Self::parse(file, &text)
     }
@@ -461,7 +479,7 @@ impl Config {
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
         let error = |field: String, message: String| ConfigError {
             file: file.to_path_buf(),
-            problems: vec![Problem { field, message }],
+            problems: vec![Problem::new(field, message)],
         };
         let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
             let first = e
