@@ -184,6 +184,7 @@ impl Root<'_> {
             .context("Bowline's root CA, for the xDS TLS listener's certificate")?;
         let identity =
             crate::xds::tls_identity(&ca, addrs.1).context("the xDS TLS listener's certificate")?;
+        state.keep_root_ca(ca, &mut self.tasks, self.shutdown.clone());
         let tokens = state
             .token_store(&mut self.tasks, self.shutdown.clone())
             .await;

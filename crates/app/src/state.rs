@@ -27,6 +27,9 @@ pub const TOKENS_REFRESH: Duration = Duration::from_secs(5);
 /// Least time between two reads of the token Secret (an unknown token asks for one sooner).
 pub const TOKENS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often a running Bowline checks that the data directory still holds its root CA.
+pub const CA_CHECK: Duration = Duration::from_secs(5);
+
 /// The credentials of a Kubernetes member (`None` for a manifest member).
 pub fn member_credentials(source: &crate::config::MemberSource) -> Option<Credentials> {
     crate::members::credentials(source)
@@ -130,6 +133,61 @@ impl StateStore {
             info!(secret = %id, "loaded Bowline's root CA");
         }
         Ok(ca)
+    }
+
+    /// Keeps the data directory holding the root CA this server serves with, every
+    /// [`CA_CHECK`]: removed files are written again (else `bowline vm bundle` would create
+    /// a new root that does not verify this server), replaced ones are reported. Secrets
+    /// are another store's to keep: nothing to do there.
+    pub(crate) fn keep_root_ca(
+        &self,
+        ca: RootCa,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) {
+        let Self::DataDir(dir) = self else {
+            return;
+        };
+        let dir = dir.clone();
+        tasks.spawn(async move {
+            let mut last = ca::Stored::Kept;
+            let mut failing = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CA_CHECK) => {}
+                }
+                match ca.keep_stored(&dir) {
+                    Ok(ca::Stored::Restored(files)) => {
+                        let files: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+                        warn!(files = ?files, "root CA files were removed while running: wrote them again from the CA this server serves with");
+                        last = ca::Stored::Kept;
+                        failing = None;
+                    }
+                    Ok(ca::Stored::Replaced(file)) => {
+                        if last != ca::Stored::Replaced(file.clone()) {
+                            tracing::error!(file = %file.display(), "holds another root CA than the one this server serves with: VM bundles made from it will not verify this server; put the old file back, or restart Bowline to serve the new root (every VM then needs a new bundle)");
+                        }
+                        last = ca::Stored::Replaced(file);
+                        failing = None;
+                    }
+                    Ok(ca::Stored::Kept) => {
+                        if last != ca::Stored::Kept {
+                            info!(dir = %dir.display(), "the data directory holds the served root CA again");
+                        }
+                        last = ca::Stored::Kept;
+                        failing = None;
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        if failing.as_ref() != Some(&message) {
+                            warn!("cannot check the stored root CA: {message}");
+                            failing = Some(message);
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Issues a token for `group` in `namespace` valid for `ttl` and stores its record

@@ -9,12 +9,49 @@ use bowline_vm::ca::DISCOVERY_HOST;
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{
-        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+/// The first LDS response over TLS from a client trusting `root` (PEM).
+async fn first_listener_response(
+    running: &bowline_app::Running,
+    root: &str,
+) -> Result<DiscoveryResponse, String> {
+    let channel = Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(root))
+                .domain_name(DISCOVERY_HOST),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let request = DiscoveryRequest {
+        node: Some(Node {
+            id: "vm-1".into(),
+            ..Default::default()
+        }),
+        type_url: LISTENER.into(),
+        ..Default::default()
+    };
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::iter([request]))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    responses
+        .message()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no response".to_string())
+}
 
 #[tokio::test]
 async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root() {
@@ -30,31 +67,7 @@ async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root(
         .await
         .unwrap();
     let root = fs::read_to_string(dir.path().join("state/ca/root-cert.pem")).unwrap();
-    let channel = Channel::from_shared(format!("https://{}", running.xds_tls_addr))
-        .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&root))
-                .domain_name(DISCOVERY_HOST),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let request = DiscoveryRequest {
-        node: Some(Node {
-            id: "vm-1".into(),
-            ..Default::default()
-        }),
-        type_url: LISTENER.into(),
-        ..Default::default()
-    };
-    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
-        .stream_aggregated_resources(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
+    let response = first_listener_response(&running, &root).await.unwrap();
     assert_eq!(response.type_url, LISTENER);
     running.stop().await;
 
@@ -81,4 +94,38 @@ async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root(
         )),
         "{err}"
     );
+}
+
+/// CA files removed while running are written again from the running server's CA, so what
+/// `bowline vm bundle` hands out next (a copy of `root-cert.pem`) still verifies the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_ca_files_removed_while_running_are_restored_from_the_served_root() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    let file = dir.path().join("bowline.yaml");
+    let config = Config::parse(
+        &file,
+        "clusterSet: prod\nmembers:\n- {manifests: east, id: east}\ndataDir: state\n",
+    )
+    .unwrap();
+    let running = bowline_app::start(&config, Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let ca = dir.path().join("state/ca");
+    let root = fs::read_to_string(ca.join("root-cert.pem")).unwrap();
+    let key = fs::read_to_string(ca.join("root-key.pem")).unwrap();
+    fs::remove_dir_all(&ca).unwrap();
+    let deadline = std::time::Instant::now() + 3 * bowline_app::state::CA_CHECK;
+    while !(ca.join("root-cert.pem").exists() && ca.join("root-key.pem").exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CA files were not restored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let restored = fs::read_to_string(ca.join("root-cert.pem")).unwrap();
+    assert_eq!(restored, root);
+    assert_eq!(fs::read_to_string(ca.join("root-key.pem")).unwrap(), key);
+    first_listener_response(&running, &restored).await.unwrap();
+    running.stop().await;
 }

@@ -89,6 +89,17 @@ pub struct CertifiedKey {
     pub key_pem: String,
 }
 
+/// What [`RootCa::keep_stored`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Both files hold this CA.
+    Kept,
+    /// These files were missing and were written again.
+    Restored(Vec<PathBuf>),
+    /// This file holds another certificate or key than the running CA's.
+    Replaced(PathBuf),
+}
+
 /// Bowline's root CA.
 pub struct RootCa {
     cert_pem: String,
@@ -266,6 +277,42 @@ impl RootCa {
         &self.key_pem
     }
 
+    /// Makes `data_dir` keep holding this CA, as a running server checks now and then:
+    /// files that went missing are written again from this copy (so `bowline vm bundle`
+    /// keeps handing out the root the server serves with, instead of creating another);
+    /// files that now hold something else are left alone and reported.
+    pub fn keep_stored(&self, data_dir: &Path) -> Result<Stored, CaError> {
+        let files = [
+            (data_dir.join(ROOT_KEY), &self.key_pem, 0o600),
+            (data_dir.join(ROOT_CERT), &self.cert_pem, 0o644),
+        ];
+        let mut missing = Vec::new();
+        for (path, pem, mode) in &files {
+            match fs::read_to_string(path) {
+                Ok(text) if text == **pem => {}
+                Ok(_) => return Ok(Stored::Replaced(path.clone())),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push((path, pem, *mode)),
+                Err(source) => {
+                    return Err(CaError::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Stored::Kept);
+        }
+        let dir = data_dir.join("ca");
+        fs::create_dir_all(&dir).map_err(|source| CaError::Io { path: dir, source })?;
+        let mut restored = Vec::new();
+        for (path, pem, mode) in missing {
+            write_atomic(path, pem.as_bytes(), mode)?;
+            restored.push(path.clone());
+        }
+        Ok(Stored::Restored(restored))
+    }
+
     /// Issues a serving certificate (a new ECDSA P-256 key, valid for [`SERVING_VALIDITY`]
     /// from `now`) for these DNS names and IP addresses.
     pub fn issue_serving(
@@ -355,6 +402,38 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn removed_files_are_written_again_and_replaced_ones_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = RootCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.keep_stored(dir.path()).unwrap(), Stored::Kept);
+        fs::remove_dir_all(dir.path().join("ca")).unwrap();
+        let Stored::Restored(files) = ca.keep_stored(dir.path()).unwrap() else {
+            panic!("not restored");
+        };
+        assert_eq!(files.len(), 2);
+        let (again, origin) = RootCa::load_or_create(dir.path()).unwrap();
+        assert_eq!(origin, Origin::Loaded);
+        assert_eq!(again.cert_pem(), ca.cert_pem());
+        let mode = fs::metadata(dir.path().join(ROOT_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Another root put in place is not overwritten: it is reported.
+        let other = tempfile::tempdir().unwrap();
+        let (_, _) = RootCa::load_or_create(other.path()).unwrap();
+        fs::copy(other.path().join(ROOT_CERT), dir.path().join(ROOT_CERT)).unwrap();
+        assert_eq!(
+            ca.keep_stored(dir.path()).unwrap(),
+            Stored::Replaced(dir.path().join(ROOT_CERT))
+        );
+        assert_ne!(
+            fs::read_to_string(dir.path().join(ROOT_CERT)).unwrap(),
+            ca.cert_pem()
+        );
+    }
 
     #[test]
     fn created_once_then_loaded() {
