@@ -397,6 +397,35 @@ async fn two_replicas_on_one_lease_one_writes_and_failover_rewrites_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(wrote, "the new leader writes");
+
+    // A ServiceImport deleted by hand after the handover is back long before the 60 s sweep:
+    // the new leader watches what it owns.
+    let name = written
+        .keys()
+        .find_map(|k| k.strip_prefix("ServiceImport demo/"))
+        .expect("a ServiceImport was written")
+        .to_string();
+    assert!(server.delete(
+        "multicluster.x-k8s.io/v1beta1",
+        "ServiceImport",
+        Some("demo"),
+        &name
+    ));
+    let mut restored = false;
+    for _ in 0..50 {
+        let back = server.get(
+            "multicluster.x-k8s.io/v1beta1",
+            "ServiceImport",
+            Some("demo"),
+            &name,
+        );
+        if back.is_some() {
+            restored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(restored, "ServiceImport demo/{name} restored within 5 s");
     b.stop().await;
 }
 

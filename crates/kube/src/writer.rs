@@ -5,9 +5,12 @@
 //! sets. What is known of a copy is the desired object it was last found to hold (applied,
 //! or compared after a listing), shared with the MCS outcome rather than a copy of the
 //! member's object, so checking an unchanged object is a pointer comparison. Objects Bowline
-//! owns carry the `bowline.io/managed-by` label; every `sweep` they are listed by that label,
-//! a page at a time, which finds objects changed or deleted behind Bowline's back, and
-//! garbage left by an earlier instance, at start too.
+//! owns carry the `bowline.io/managed-by` label. While it writes (leads), the writer watches
+//! them by that label, one watch per kind from the resourceVersion of its last listing, so an
+//! object edited or deleted behind Bowline's back is restored at the next check (`mcs.resync`,
+//! 500 ms by default), as MCS controllers watch what they own. Every `sweep` they are also
+//! listed, a page at a time: the safety net, and what finds garbage left by an earlier
+//! instance, at start too.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,10 +26,12 @@ use bowline_model::{
     ObjectKind,
     export::{AUTO_EXPORT, MANAGED_BY_LABEL},
 };
+use futures::StreamExt;
 use kube::{
     Api,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams},
 };
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -62,6 +67,42 @@ impl Default for WriteOptions {
 
 /// Objects listed per request of a sweep.
 const PAGE: u32 = 250;
+
+/// The kinds Bowline owns outright, listed and watched by its label.
+const OWNED: [WriteKind; 3] = [
+    WriteKind::ServiceImport,
+    WriteKind::EndpointSlice,
+    WriteKind::ServiceExport,
+];
+
+/// Seconds a watch request lasts before it is renewed from its last resourceVersion.
+const WATCH_TIMEOUT: u32 = 290;
+
+/// Longest wait before a failed watch is tried again.
+const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the writer's watches saw since the writer last looked.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Each touched object's latest state (`None`: deleted, or no longer labelled).
+    objects: HashMap<WriteKey, Option<Arc<Value>>>,
+    /// A watch ended for good (its resourceVersion expired): only a listing can tell.
+    lost: bool,
+}
+
+/// The running watches of Bowline's objects in one member.
+struct Watches {
+    touched: Arc<Mutex<Touched>>,
+    /// The credentials they were started with: rotated ones start them again.
+    fingerprint: Fingerprint,
+    stop: CancellationToken,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
 
 /// What the writer knows of the member's copy of one object.
 #[derive(Debug)]
@@ -108,6 +149,11 @@ pub struct KubeWriter {
     /// The MCS version served, once known (`v1beta1`, else `v1alpha1`).
     mcs_version: Option<&'static str>,
     last_sweep: Option<Instant>,
+    /// The resourceVersion each owned kind was last listed at, where its watch starts.
+    listed_at: Vec<(WriteKind, String)>,
+    watches: Option<Watches>,
+    /// A copy was seen to differ from what Bowline wrote since the last reconcile.
+    tampered: bool,
     stop: CancellationToken,
 }
 
@@ -127,6 +173,9 @@ impl KubeWriter {
             live: HashMap::new(),
             mcs_version: None,
             last_sweep: None,
+            listed_at: Vec::new(),
+            watches: None,
+            tampered: false,
             stop,
         }
     }
@@ -187,11 +236,8 @@ impl KubeWriter {
         }
         let mut listed = Vec::new();
         let mut live = HashMap::new();
-        for kind in [
-            WriteKind::ServiceImport,
-            WriteKind::EndpointSlice,
-            WriteKind::ServiceExport,
-        ] {
+        let mut listed_at = Vec::new();
+        for kind in OWNED {
             let resource = self.resource(kind);
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             let params = match kind {
@@ -209,6 +255,11 @@ impl KubeWriter {
                         path: resource.plural.clone(),
                         source: e.into(),
                     })?;
+                if let Some(version) = page.metadata.resource_version.as_ref()
+                    && !listed_at.iter().any(|(k, _)| *k == kind)
+                {
+                    listed_at.push((kind, version.clone()));
+                }
                 // Compared a page at a time: a member's objects are never all held parsed at
                 // once, except for a read-back, which returns them.
                 for (key, object) in page.items.into_iter().map(|o| listed_object(kind, o)) {
@@ -226,7 +277,70 @@ impl KubeWriter {
         }
         self.live = live;
         self.last_sweep = Some(Instant::now());
+        self.listed_at = listed_at;
+        // What the watches saw before this listing is in it.
+        self.watches = None;
         Ok(listed)
+    }
+
+    /// True when the watches run, with the current credentials, and none was lost.
+    fn watching(&self) -> bool {
+        self.watches.as_ref().is_some_and(|w| {
+            w.fingerprint == self.credentials.fingerprint() && !w.touched.lock().lost
+        })
+    }
+
+    /// Starts one watch per owned kind from the resourceVersion of the last listing.
+    fn start_watches(&mut self) -> Result<(), WriteError> {
+        let client = self.client()?;
+        let watches = Watches {
+            touched: Arc::default(),
+            fingerprint: self.credentials.fingerprint(),
+            stop: self.stop.child_token(),
+        };
+        for (kind, version) in &self.listed_at {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &self.resource(*kind));
+            self.handle.spawn(watch_owned(
+                api,
+                *kind,
+                version.clone(),
+                watches.touched.clone(),
+                watches.stop.clone(),
+            ));
+        }
+        debug!(member = %self.credentials.describe(), "watching Bowline's objects");
+        self.watches = Some(watches);
+        Ok(())
+    }
+
+    /// Takes what the watches saw into what is known of the member's copies, noting when one
+    /// of them no longer holds what Bowline wrote (edited or deleted behind its back, or a
+    /// stray labelled object appeared): the next reconcile is then needed.
+    fn absorb_touched(&mut self) {
+        let Some(watches) = &self.watches else {
+            return;
+        };
+        let objects = std::mem::take(&mut watches.touched.lock().objects);
+        let mut differs = false;
+        for (key, object) in objects {
+            match (object, self.live.get(&key)) {
+                (None, None) => {}
+                (None, Some(_)) => {
+                    self.live.remove(&key);
+                    differs = true;
+                }
+                (Some(object), Some(Known::Holds(held)))
+                    if unchanged(&object, &held.to_value()) => {}
+                (Some(object), _) => {
+                    self.live.insert(key, Known::Listed(object));
+                    differs = true;
+                }
+            }
+        }
+        if differs {
+            debug!(member = %self.credentials.describe(), "a copy of Bowline's objects changed behind its back");
+        }
+        self.tampered |= differs;
     }
 
     fn sweep_due(&self) -> bool {
@@ -364,6 +478,91 @@ fn listed_object(kind: WriteKind, object: DynamicObject) -> (WriteKey, Arc<Value
     )
 }
 
+/// How one watch request ended.
+enum WatchEnd {
+    /// Its timeout: renewed from the last resourceVersion seen.
+    Renew,
+    /// 410 Gone: the resourceVersion is too old to resume from.
+    Expired,
+    /// Any other failure: tried again after a backoff.
+    Failed(String),
+}
+
+/// Records every change to Bowline's objects of `kind` from resourceVersion `version` on,
+/// until `stop`; marks the watch lost when it can no longer resume.
+async fn watch_owned(
+    api: Api<DynamicObject>,
+    kind: WriteKind,
+    mut version: String,
+    touched: Arc<Mutex<Touched>>,
+    stop: CancellationToken,
+) {
+    let params = WatchParams::default()
+        .labels(MANAGED_BY_LABEL)
+        .timeout(WATCH_TIMEOUT);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let end = tokio::select! {
+            _ = stop.cancelled() => return,
+            end = follow(&api, &params, kind, &mut version, &touched) => end,
+        };
+        match end {
+            WatchEnd::Renew => backoff = Duration::from_millis(500),
+            WatchEnd::Expired => {
+                debug!(kind = ?kind, "watch of Bowline's objects expired; they are listed again");
+                touched.lock().lost = true;
+                return;
+            }
+            WatchEnd::Failed(error) => {
+                debug!(kind = ?kind, "watch of Bowline's objects failed, again in {backoff:?}: {error}");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(WATCH_MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// One watch request, its events recorded into `touched`.
+async fn follow(
+    api: &Api<DynamicObject>,
+    params: &WatchParams,
+    kind: WriteKind,
+    version: &mut String,
+    touched: &Mutex<Touched>,
+) -> WatchEnd {
+    let events = match api.watch(params, version).await {
+        Ok(events) => events,
+        Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
+        Err(e) => return WatchEnd::Failed(e.to_string()),
+    };
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        let (object, deleted) = match event {
+            Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
+            Ok(WatchEvent::Deleted(o)) => (o, true),
+            Ok(WatchEvent::Bookmark(b)) => {
+                *version = b.metadata.resource_version;
+                continue;
+            }
+            Ok(WatchEvent::Error(s)) if s.code == 410 => return WatchEnd::Expired,
+            Ok(WatchEvent::Error(s)) => return WatchEnd::Failed(s.message.clone()),
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        };
+        if let Some(v) = &object.metadata.resource_version {
+            version.clone_from(v);
+        }
+        let (key, object) = listed_object(kind, object);
+        touched
+            .lock()
+            .objects
+            .insert(key, (!deleted).then_some(object));
+    }
+    WatchEnd::Renew
+}
+
 fn api_version_of(api: &Api<DynamicObject>) -> String {
     // `resource_url` is `/apis/<group>/<version>/...` (or `/api/v1/...`).
     let url = api.resource_url();
@@ -439,8 +638,15 @@ impl Writer for KubeWriter {
     }
 
     fn reconcile(&mut self, desired: &WriteSet) -> Result<WriteReport, WriteError> {
-        if self.sweep_due() {
+        if self.sweep_due() || (self.watches.is_some() && !self.watching()) {
             self.sweep(Some(desired))?;
+        } else {
+            self.absorb_touched();
+        }
+        // Every copy is compared below.
+        self.tampered = false;
+        if !self.watching() {
+            self.start_watches()?;
         }
         let mut report = WriteReport::default();
         let mut first_error = None;
@@ -488,12 +694,14 @@ impl Writer for KubeWriter {
         }
     }
 
-    /// Only a sweep can tell what changed behind Bowline's back.
+    /// The watches tell what changed behind Bowline's back, and a sweep when they cannot.
     fn needs_check(&mut self) -> bool {
-        self.sweep_due()
+        self.absorb_touched();
+        self.tampered || self.sweep_due() || !self.watching()
     }
 
     fn patch(&mut self, changes: &[WriteChange]) -> Result<WriteReport, WriteError> {
+        self.absorb_touched();
         let mut report = WriteReport::default();
         let mut first_error = None;
         for (key, object) in changes {

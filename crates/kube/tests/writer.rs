@@ -444,3 +444,97 @@ async fn a_workload_entry_is_put_with_its_status_updated_and_removed() {
     assert_eq!(removed, (true, false, None), "removed once, gone after");
     assert!(live(&server).is_none());
 }
+
+/// Bowline's objects edited or deleted behind its back are seen by its label-selected watches,
+/// long before the next sweep: the next check restores them without listing the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_edited_or_deleted_behind_bowlines_back_are_seen_by_its_watches() {
+    let server = FakeApiServer::start().await;
+    server.install_bowline_crds();
+    let want = desired(&[
+        (WriteKind::ServiceImport, "cart", import(&[80])),
+        (
+            WriteKind::EndpointSlice,
+            "imported-cart-east-ipv4",
+            imported_slice("imported-cart-east-ipv4"),
+        ),
+    ]);
+    let mut w = KubeWriter::new(
+        Credentials::Client(server.client()),
+        tokio::runtime::Handle::current(),
+        WriteOptions {
+            sweep: Duration::from_secs(3600),
+            attempts: 5,
+            backoff: Duration::from_millis(10),
+        },
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let want2 = want.clone();
+    let mut w = blocking(move || {
+        w.read().unwrap();
+        w.reconcile(&want2).unwrap();
+        // Its own writes are not taken for tampering.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!w.needs_check(), "Bowline's own writes need no check");
+        w
+    })
+    .await;
+
+    server.clear_requests();
+    assert!(server.delete(
+        "multicluster.x-k8s.io/v1beta1",
+        "ServiceImport",
+        Some("shop"),
+        "cart"
+    ));
+    let mut slice = server
+        .get(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("shop"),
+            "imported-cart-east-ipv4",
+        )
+        .unwrap();
+    slice["endpoints"][0]["addresses"] = json!(["10.9.9.9"]);
+    server.apply_json(slice);
+    // A labelled object Bowline did not write is garbage.
+    server.apply_json(imported_slice("imported-cart-stray-ipv4"));
+
+    let want2 = want.clone();
+    let report = blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !w.needs_check() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the changes were not seen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        w.reconcile(&want2).unwrap()
+    })
+    .await;
+    assert_eq!((report.written, report.deleted), (2, 1), "{report:?}");
+    let slice = server
+        .get(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("shop"),
+            "imported-cart-east-ipv4",
+        )
+        .unwrap();
+    assert_eq!(slice["endpoints"][0]["addresses"], json!(["10.1.0.1"]));
+    assert!(
+        server
+            .get(
+                "multicluster.x-k8s.io/v1beta1",
+                "ServiceImport",
+                Some("shop"),
+                "cart"
+            )
+            .is_some()
+    );
+    assert!(
+        !server.requests().iter().any(|r| r.verb == "list"),
+        "restored without listing the member"
+    );
+}
