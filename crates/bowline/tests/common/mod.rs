@@ -41,10 +41,30 @@ fn address_after(line: &str, label: &str) -> SocketAddr {
 
 /// `bowline run --config <config>` under `ulimit -n <open_files>` when given.
 pub fn start(config: &std::path::Path, open_files: Option<u32>) -> Bowline {
+    start_with(config, open_files, "")
+}
+
+/// `bowline run` as a process that file permissions bind: run by root (as CI may be), it
+/// loses the capabilities that override them (util-linux `setpriv`), so that a read-only
+/// directory is read-only to it.
+pub fn start_bound_by_permissions(config: &std::path::Path) -> Bowline {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let wrapper = if root {
+        "setpriv --bounding-set -dac_override,-dac_read_search,-fowner "
+    } else {
+        ""
+    };
+    start_with(config, None, wrapper)
+}
+
+fn start_with(config: &std::path::Path, open_files: Option<u32>, wrapper: &str) -> Bowline {
     let limit = open_files.map_or(String::new(), |n| format!("ulimit -n {n} && "));
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!(r#"{limit}exec "$0" run --config "$1""#))
+        .arg(format!(r#"{limit}exec {wrapper}"$0" run --config "$1""#))
         .arg(env!("CARGO_BIN_EXE_bowline"))
         .arg(config)
         .stdout(Stdio::piped())
