@@ -9,7 +9,7 @@ use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -41,6 +41,19 @@ pub type DebugView = Arc<
         + Sync,
 >;
 
+/// Who may read the debug views (`/` and `/debug/*`), which show every member, service,
+/// endpoint and refusal of the ClusterSet: `listen.adminDebug`. Health, readiness and
+/// metrics are served to anyone who can connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DebugAccess {
+    /// Callers on the loopback interface only (`kubectl port-forward` is one).
+    #[default]
+    Loopback,
+    /// Anyone who can connect.
+    Any,
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -60,6 +73,14 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// The admin routes behind their guards: the `Host` check (see [`host_allowed`]) and the
+/// debug views' callers (see [`peer_allowed`], from each request's [`ConnectInfo`]).
+pub fn guarded(state: AdminState, hosts: Arc<[String]>, debug: DebugAccess) -> Router {
+    router(state)
+        .layer(axum::middleware::from_fn_with_state(debug, check_peer))
+        .layer(axum::middleware::from_fn_with_state(hosts, check_host))
+}
+
 /// Serves the admin routes on the connections `guard` accepts until `shutdown`: HTTP/1.1,
 /// each request's headers read within `header_timeout` (a client sending them slowly is cut
 /// off), connections finishing their request in flight at shutdown.
@@ -68,15 +89,17 @@ pub async fn serve(
     state: AdminState,
     header_timeout: std::time::Duration,
     hosts: Arc<[String]>,
+    debug: DebugAccess,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let router = router(state).layer(axum::middleware::from_fn_with_state(hosts, check_host));
+    let router = guarded(state, hosts, debug);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = guard.accept() => accepted,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let router = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -152,6 +175,42 @@ async fn check_host(
             .into_response(),
         _ => next.run(request).await,
     }
+}
+
+/// Whether a request for `path` from `peer` is served under `access`.
+pub fn peer_allowed(access: DebugAccess, path: &str, peer: std::net::IpAddr) -> bool {
+    let debug = path == "/" || path.starts_with("/debug");
+    !debug || access == DebugAccess::Any || peer.to_canonical().is_loopback()
+}
+
+/// Refuses the debug views to callers `listen.adminDebug` does not allow (see
+/// [`peer_allowed`]); a request without a known peer is not from loopback.
+async fn check_peer(
+    State(access): State<DebugAccess>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::connect_info::MockConnectInfo;
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| {
+            extensions
+                .get::<MockConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0)
+        })
+        .map(|addr| addr.ip());
+    // No peer known: none to trust.
+    let peer = peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if peer_allowed(access, request.uri().path(), peer) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "the debug views are served to loopback callers only (listen.adminDebug: loopback): use `kubectl port-forward`, or set listen.adminDebug: any\n",
+    )
+        .into_response()
 }
 
 impl AdminState {

@@ -182,3 +182,42 @@ async fn debug_views_and_metrics() {
     }
     assert_eq!(get(&state, "/").await.0, 200);
 }
+
+/// With `listen.adminDebug: loopback` (the default, and what `bowline install` writes) a
+/// caller from another host gets health, readiness and metrics, but not the debug views.
+#[tokio::test]
+async fn the_debug_views_are_served_to_loopback_callers_unless_opened() {
+    use axum::extract::connect_info::MockConnectInfo;
+    use bowline_admin::{DebugAccess, guarded};
+    let state = state(Duration::from_secs(30));
+    let call = |access: DebugAccess, peer: &str, path: &str| {
+        let app = guarded(state.state.clone(), Arc::from([]), access).layer(MockConnectInfo(
+            peer.parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        async move { app.oneshot(request).await.unwrap().status().as_u16() }
+    };
+    for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+        assert_eq!(
+            call(DebugAccess::Loopback, peer, "/debug/services").await,
+            200,
+            "{peer}"
+        );
+    }
+    let remote = "10.0.0.7:5000";
+    for path in ["/debug/services", "/debug/members", "/"] {
+        assert_eq!(
+            call(DebugAccess::Loopback, remote, path).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(call(DebugAccess::Any, remote, path).await, 200, "{path}");
+    }
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(
+            call(DebugAccess::Loopback, remote, path).await,
+            200,
+            "{path}"
+        );
+    }
+}

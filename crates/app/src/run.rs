@@ -339,6 +339,7 @@ impl Root<'_> {
             state,
             limits.handshake_timeout,
             hosts,
+            self.config.listen.admin_debug,
             shutdown,
         ));
     }

@@ -291,6 +291,10 @@ fn every_problem_is_named_with_file_and_field() {
             "clusterSet: x\nmembers: [{manifests: clusters/east}]\ndns: {zone: example.org}\n",
             &["dns", "unknown field `zone`"],
         ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nlisten: {adminDebug: open}\n",
+            &["listen.adminDebug", "unknown variant `open`", "`loopback`"],
+        ),
     ];
     for (text, needles) in cases {
         let err = parse(dir.path(), text).expect_err(text).to_string();

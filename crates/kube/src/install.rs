@@ -109,7 +109,8 @@ pub fn render_yaml(docs: &[Value]) -> Result<String, RenderError> {
 }
 
 /// The configuration file of an in-cluster Bowline: the cluster it runs in as its only member,
-/// leader election for the writer, admin reachable by the kubelet's probes. As YAML text.
+/// leader election for the writer, admin reachable by the kubelet's probes (its debug views
+/// by loopback callers only). As YAML text.
 pub fn config_file(opts: &InstallOptions) -> String {
     /// Field order as docs/configuration.md shows it.
     #[derive(Serialize)]
@@ -128,7 +129,10 @@ pub fn config_file(opts: &InstallOptions) -> String {
             "xds": format!("[::]:{XDS_PORT}"),
             "xdsTls": format!("[::]:{XDS_TLS_PORT}"),
             "dns": format!("[::]:{DNS_PORT}"),
+            // Reachable by the kubelet's probes and by Prometheus; the debug views only
+            // through `kubectl port-forward`.
             "admin": format!("0.0.0.0:{ADMIN_PORT}"),
+            "adminDebug": "loopback",
         }),
     };
     // Strings, and maps with string keys: rendering cannot fail.

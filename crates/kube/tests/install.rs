@@ -703,6 +703,10 @@ fn deployment_and_service_wire_the_ports_and_probes() {
     let config: Value = serde_saphyr::from_str(text).unwrap();
     assert_eq!(config["listen"]["admin"], "0.0.0.0:15014");
     assert_eq!(
+        config["listen"]["adminDebug"], "loopback",
+        "the debug views are not open to the pod network"
+    );
+    assert_eq!(
         config["listen"]["xdsTls"], "[::]:15012",
         "VMs register on the TLS port"
     );

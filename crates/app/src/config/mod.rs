@@ -190,6 +190,8 @@ pub struct Listen {
     /// Host names, beyond IP addresses, `localhost` and in-cluster service names, that
     /// requests to the admin server may name in `Host`.
     pub admin_hosts: Vec<String>,
+    /// Who may read the admin server's debug views.
+    pub admin_debug: bowline_admin::DebugAccess,
 }
 
 /// Manifest-directory watching.
@@ -442,6 +444,8 @@ struct RawListen {
     admin: Option<String>,
     #[serde(rename = "adminHosts")]
     admin_hosts: Option<Vec<String>>,
+    #[serde(rename = "adminDebug")]
+    admin_debug: Option<bowline_admin::DebugAccess>,
 }
 
 #[derive(Debug, Default, Deserialize)]

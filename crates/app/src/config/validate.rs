@@ -171,6 +171,7 @@ fn listen(raw: super::RawListen, problems: &mut Problems) -> Listen {
             .into_iter()
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
             .collect(),
+        admin_debug: raw.admin_debug.unwrap_or_default(),
     };
     // Port 0 picks a free port for each: never the same one.
     if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
