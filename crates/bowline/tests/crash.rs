@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -67,28 +67,6 @@ fn assert_whole(files: &BTreeMap<PathBuf, String>, temporaries_allowed: bool) {
             .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
         assert!(value["kind"].is_string(), "{}: {text}", path.display());
     }
-}
-
-/// The response to a UDP query for `name` of `qtype`, its id zeroed.
-fn dns_answer(dns: SocketAddr, name: &str, qtype: u16) -> Vec<u8> {
-    let mut query = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        query.push(u8::try_from(label.len()).unwrap());
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.push(0);
-    query.extend(qtype.to_be_bytes());
-    query.extend([0, 1]);
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    socket.send_to(&query, dns).unwrap();
-    let mut buf = [0u8; 4096];
-    let len = socket.recv_from(&mut buf).map_or(0, |(len, _)| len);
-    let mut answer = buf[..len].to_vec();
-    answer.iter_mut().take(2).for_each(|b| *b = 0);
-    answer
 }
 
 /// The clusters and load assignments a sidecar in east is sent, each encoded, in order.
@@ -170,7 +148,7 @@ fn seen(bowline: &common::Bowline, dir: &Path) -> Seen {
             };
             dns.insert(
                 format!("{owner} {label}"),
-                dns_answer(bowline.dns, &owner, qtype),
+                common::dns_answer(bowline.dns, &owner, qtype).unwrap_or_default(),
             );
         }
     }

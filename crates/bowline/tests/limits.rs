@@ -10,7 +10,7 @@
 use std::{
     fs,
     io::Read,
-    net::{SocketAddr, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
@@ -27,27 +27,6 @@ mod common;
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Idle connections held on each TCP listener, against a limit of 20.
 const HELD: usize = 50;
-
-/// A DNS query for `name` (type A), id 7.
-fn query(name: &str) -> Vec<u8> {
-    let mut q = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(u8::try_from(label.len()).unwrap());
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// The response code of a UDP query for `name`.
-fn udp_rcode(dns: SocketAddr, name: &str) -> Option<u8> {
-    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
-    socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    socket.send_to(&query(name), dns).ok()?;
-    let mut buf = [0u8; 1500];
-    let (len, _) = socket.recv_from(&mut buf).ok()?;
-    (len >= 12 && buf[..2] == [0, 7]).then_some(buf[3] & 0x0f)
-}
 
 /// Whether a well-behaved ADS client gets listeners within a few seconds.
 fn xds_answers(xds: SocketAddr) -> bool {
@@ -127,7 +106,7 @@ fn idle_connections_beyond_every_listeners_limit_stop_nothing() {
     let (code, body) = http_get(&bowline.admin, "/healthz").expect("/healthz answers");
     assert_eq!(code, 200, "{body}");
     assert_eq!(
-        udp_rcode(bowline.dns, "echo.demo.svc.clusterset.local"),
+        common::dns_rcode(bowline.dns, "echo.demo.svc.clusterset.local"),
         Some(0),
         "DNS over UDP answers"
     );
@@ -194,7 +173,7 @@ fn idle_connections_beyond_every_listeners_limit_stop_nothing() {
     // As before: the same checks with nothing held.
     assert_eq!(http_get(&bowline.admin, "/healthz").unwrap().0, 200);
     assert_eq!(
-        udp_rcode(bowline.dns, "echo.demo.svc.clusterset.local"),
+        common::dns_rcode(bowline.dns, "echo.demo.svc.clusterset.local"),
         Some(0)
     );
     assert!(xds_answers(bowline.xds));

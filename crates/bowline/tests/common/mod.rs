@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::SocketAddr,
+    net::{SocketAddr, UdpSocket},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -104,4 +104,31 @@ pub fn demo_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
     config
+}
+
+/// The response to a UDP query for `name` of `qtype` (within 2 s), its id zeroed; `None`
+/// without an answer.
+pub fn dns_answer(dns: SocketAddr, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    let mut query = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        query.push(u8::try_from(label.len()).unwrap());
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.push(0);
+    query.extend(qtype.to_be_bytes());
+    query.extend([0, 1]);
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    socket.send_to(&query, dns).ok()?;
+    let mut buf = [0u8; 4096];
+    let (len, _) = socket.recv_from(&mut buf).ok()?;
+    let mut answer = buf[..len].to_vec();
+    (len >= 12 && answer[..2] == [0, 9]).then_some(())?;
+    answer[..2].fill(0);
+    Some(answer)
+}
+
+/// The response code of a UDP query for `name` (type A); `None` without an answer.
+pub fn dns_rcode(dns: SocketAddr, name: &str) -> Option<u8> {
+    dns_answer(dns, name, 1).map(|a| a[3] & 0x0f)
 }
