@@ -78,6 +78,55 @@ pub(crate) struct Registration {
     events: mpsc::UnboundedSender<VmEvent>,
     /// Where the bearer tokens of registering proxies are checked.
     tokens: Arc<bowline_vm::tokens::TokenStore>,
+    /// Streams open per token id, and each counted stream's token id.
+    identities: parking_lot::Mutex<Identities>,
+    /// `limits.streamsPerIdentity`.
+    streams_per_identity: usize,
+}
+
+/// xDS streams counted per authenticated identity (a registration token).
+#[derive(Default)]
+struct Identities {
+    open: HashMap<String, usize>,
+    streams: HashMap<u64, String>,
+}
+
+impl Registration {
+    /// Counts a stream presenting a valid token against its token's limit; a stream over it
+    /// is refused with `RESOURCE_EXHAUSTED` naming the token and the limit.
+    fn count_identity(&self, c: &Connecting<'_>) -> Result<(), Status> {
+        if c.metadata.get("authorization").is_none() {
+            return Ok(());
+        }
+        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
+        let bowline_vm::tokens::Caller::Token(scope) = caller else {
+            return Ok(());
+        };
+        let mut identities = self.identities.lock();
+        let open = identities.open.entry(scope.id.clone()).or_default();
+        if *open >= self.streams_per_identity {
+            let status = Status::resource_exhausted(format!(
+                "token {} ({}/{}) already has {open} xDS streams open, the most limits.streamsPerIdentity allows",
+                scope.id, scope.namespace, scope.group
+            ));
+            return Err(refuse(status, &c.proxy.id, "limits.streamsPerIdentity"));
+        }
+        *open += 1;
+        identities.streams.insert(c.stream, scope.id);
+        Ok(())
+    }
+
+    fn uncount_identity(&self, stream: u64) {
+        let mut identities = self.identities.lock();
+        if let Some(id) = identities.streams.remove(&stream)
+            && let Some(open) = identities.open.get_mut(&id)
+        {
+            *open -= 1;
+            if *open == 0 {
+                identities.open.remove(&id);
+            }
+        }
+    }
 }
 
 /// Why a registering stream is refused, as a gRPC status, logged with the proxy and the rule.
@@ -93,6 +142,34 @@ fn refuse(status: Status, proxy: &str, rule: &str) -> Status {
 
 impl Workloads for Registration {
     fn connected(&self, c: Connecting<'_>) -> Result<(), Status> {
+        self.count_identity(&c)?;
+        let registered = self.register(&c);
+        if registered.is_err() {
+            self.uncount_identity(c.stream);
+        }
+        registered
+    }
+
+    fn health(&self, stream: u64, healthy: bool, message: Option<String>) {
+        let _ = self.events.send(VmEvent::Health {
+            stream,
+            report: Report {
+                healthy,
+                message,
+                at: Timestamp::now(),
+            },
+        });
+    }
+
+    fn disconnected(&self, stream: u64) {
+        self.uncount_identity(stream);
+        let _ = self.events.send(VmEvent::Disconnected { stream });
+    }
+}
+
+impl Registration {
+    /// Registers the stream's VM when its node asks to (`AUTO_REGISTER_GROUP`).
+    fn register(&self, c: &Connecting<'_>) -> Result<(), Status> {
         let Some(group) = &c.proxy.auto_register_group else {
             return Ok(());
         };
@@ -133,21 +210,6 @@ impl Workloads for Registration {
             at: Timestamp::now(),
         });
         Ok(())
-    }
-
-    fn health(&self, stream: u64, healthy: bool, message: Option<String>) {
-        let _ = self.events.send(VmEvent::Health {
-            stream,
-            report: Report {
-                healthy,
-                message,
-                at: Timestamp::now(),
-            },
-        });
-    }
-
-    fn disconnected(&self, stream: u64) {
-        let _ = self.events.send(VmEvent::Disconnected { stream });
     }
 }
 
@@ -221,7 +283,12 @@ pub(crate) fn spawn_registration(
     tasks.spawn(run(
         registrar, peers, registry, writers, inbound, metrics, shutdown,
     ));
-    Arc::new(Registration { events, tokens })
+    Arc::new(Registration {
+        events,
+        tokens,
+        identities: Default::default(),
+        streams_per_identity: config.limits.streams_per_identity,
+    })
 }
 
 /// How often this instance renews its heartbeat Lease.

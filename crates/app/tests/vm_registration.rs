@@ -496,6 +496,72 @@ async fn over_tls_a_token_registers_only_its_own_group() {
     running.stop().await;
 }
 
+/// One token opens at most `limits.streamsPerIdentity` streams at once: the next is
+/// refused with `RESOURCE_EXHAUSTED` naming the limit; another token is not held back, and a
+/// closed stream frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_token_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: set\nmembers: [{manifests: east}]\nvm: {gracePeriod: 2s, controller: bowline-test}\nlimits: {streamsPerIdentity: 2}\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually_async("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let now = jiff::Timestamp::now();
+    let hour = Duration::from_secs(3600);
+    let (token, _) = store.issue("legacy", "demo", hour, now).unwrap();
+    let (other, _) = store.issue("legacy", "demo", hour, now).unwrap();
+    let addr = running.xds_tls_addr;
+
+    let first = Proxy::tls(addr, &root, "legacy", Some(&token))
+        .await
+        .unwrap();
+    let _second = Proxy::tls(addr, &root, "legacy", Some(&token))
+        .await
+        .unwrap();
+    let refused = Proxy::tls(addr, &root, "legacy", Some(&token))
+        .await
+        .err()
+        .expect("a third stream with one token");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("limits.streamsPerIdentity"),
+        "{}",
+        refused.message()
+    );
+    let _another = Proxy::tls(addr, &root, "legacy", Some(&other))
+        .await
+        .unwrap();
+
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(proxy) = Proxy::tls(addr, &root, "legacy", Some(&token)).await {
+            again = Some(proxy);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "a closed stream frees its place");
+    running.stop().await;
+}
+
 /// With `leaderElection`, tokens live in the Secret `bowline-vm-tokens` of the
 /// leader-election member: tokens issued as `bowline vm token` does with that configuration
 /// (two at once: neither record is lost) are accepted by a running Bowline, which reads the

@@ -62,6 +62,8 @@ pub struct Limits {
     pub dns: ListenerLimits,
     /// `listen.admin`.
     pub admin: ListenerLimits,
+    /// xDS streams open at once with one registration token (on either xDS port).
+    pub streams_per_identity: usize,
 }
 
 /// What one TCP listener allows.
@@ -254,6 +256,8 @@ pub mod defaults {
     pub const DNS_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     /// `limits.admin.idleTimeout`.
     pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `limits.streamsPerIdentity`: a VM group's token serves every VM of the group.
+    pub const STREAMS_PER_IDENTITY: usize = 1_000;
     /// `vm.gracePeriod` (Istio's `PILOT_WORKLOAD_ENTRY_GRACE_PERIOD`).
     pub const VM_GRACE_PERIOD: Duration = Duration::from_secs(10);
 }
@@ -356,6 +360,7 @@ struct RawLimits {
     dns: RawListenerLimits,
     #[serde(default)]
     admin: RawListenerLimits,
+    streams_per_identity: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

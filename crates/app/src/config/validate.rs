@@ -126,6 +126,13 @@ fn limits(raw: super::RawLimits, problems: &mut Problems) -> super::Limits {
         xds_tls: one("xdsTls", raw.xds_tls, defaults::XDS_IDLE_TIMEOUT),
         dns: one("dns", raw.dns, defaults::DNS_IDLE_TIMEOUT),
         admin: one("admin", raw.admin, defaults::ADMIN_IDLE_TIMEOUT),
+        streams_per_identity: match raw.streams_per_identity {
+            Some(0) => {
+                problems.add("limits.streamsPerIdentity", "must be at least 1");
+                defaults::STREAMS_PER_IDENTITY
+            }
+            other => other.unwrap_or(defaults::STREAMS_PER_IDENTITY),
+        },
     }
 }
 
