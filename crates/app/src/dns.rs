@@ -155,50 +155,17 @@ pub(crate) fn zone_view(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use bowline_dns::{answer::RData, cache::Cache, server::Protocol, zone};
-    use bowline_mcs::{Controller, McsConfig, Snapshot};
-    use bowline_model::{EventBody, MemberName, SourceEvent};
-    use bowline_registry::{MemberConfig, Registry};
+    use bowline_mcs::Snapshot;
 
     use super::*;
-    use crate::config::{Config, MemberSource};
 
     /// The demo's DNS view, `cluster.local` answered for east as the demo configures it.
     fn demo_view() -> View {
         let dir = tempfile::tempdir().unwrap();
-        crate::demo::write_to(dir.path()).unwrap();
-        let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
-        let mut registry = Registry::new(
-            config.cluster_set.clone(),
-            config.members.iter().map(|m| MemberConfig {
-                name: MemberName::new(m.name.as_str()),
-                id: m.id.clone(),
-                network: m.network.clone(),
-            }),
-        );
-        for member in &config.members {
-            let MemberSource::Manifests(path) = &member.source else {
-                panic!("the demo's members are manifest directories");
-            };
-            let name = MemberName::new(member.name.as_str());
-            let (objects, rejections) = bowline_source::scan_directory(name.clone(), path).unwrap();
-            registry.apply(SourceEvent {
-                member: name,
-                body: EventBody::Reset {
-                    objects,
-                    rejections,
-                },
-            });
-        }
-        let mut controller = Controller::new(
-            McsConfig {
-                policy: config.export.clone(),
-                pools: config.cluster_set_ips.clone(),
-            },
-            BTreeMap::new(),
-        );
+        let (config, registry) = crate::offline::demo(dir.path()).unwrap();
+        let mut controller = crate::offline::controller(&config);
         let outcome = controller.reconcile(
             &Snapshot::from_registry(&registry),
             "2026-11-22T00:00:00Z".parse().unwrap(),

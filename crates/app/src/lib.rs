@@ -9,6 +9,7 @@ mod leader;
 mod listeners;
 mod mcs;
 mod members;
+pub mod offline;
 pub mod onboarding;
 mod pump;
 mod run;

@@ -12,8 +12,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use bowline_admin::{AdminState, ClusterSetCollector, Readiness};
-use bowline_model::MemberName;
-use bowline_registry::{MemberConfig, Registry, Shared};
+use bowline_registry::Shared;
 use bowline_views::ClusterSet;
 use prometheus_client::registry::Registry as Metrics;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
@@ -132,14 +131,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
 }
 
 fn new_registry(config: &Config) -> Shared {
-    Arc::new(parking_lot::RwLock::new(Registry::new(
-        config.cluster_set.clone(),
-        config.members.iter().map(|m| MemberConfig {
-            name: MemberName::new(m.name.as_str()),
-            id: m.id.clone(),
-            network: m.network.clone(),
-        }),
-    )))
+    Arc::new(parking_lot::RwLock::new(crate::offline::registry(config)))
 }
 
 impl Root<'_> {

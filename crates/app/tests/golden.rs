@@ -2,12 +2,9 @@
 //! kind, network and address family. Regenerate with `UPDATE_GOLDEN=1 cargo test -p bowline-app
 //! --test golden`, and review the diff like code.
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
-use bowline_app::config::{Config, MemberSource};
-use bowline_mcs::{Controller, McsConfig, Snapshot};
-use bowline_model::{EventBody, MemberName, SourceEvent};
-use bowline_registry::{MemberConfig, Registry};
+use bowline_mcs::Snapshot;
 use bowline_views::ClusterSet;
 use bowline_xds::node::ProxyInfo;
 use envoy_types::pb::{
@@ -17,37 +14,8 @@ use envoy_types::pb::{
 
 fn demo_snapshot() -> ClusterSet {
     let dir = tempfile::tempdir().unwrap();
-    bowline_app::demo::write_to(dir.path()).unwrap();
-    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
-    let mut registry = Registry::new(
-        config.cluster_set.clone(),
-        config.members.iter().map(|m| MemberConfig {
-            name: MemberName::new(m.name.as_str()),
-            id: m.id.clone(),
-            network: m.network.clone(),
-        }),
-    );
-    for member in &config.members {
-        let MemberSource::Manifests(path) = &member.source else {
-            panic!("the demo's members are manifest directories");
-        };
-        let name = MemberName::new(member.name.as_str());
-        let (objects, rejections) = bowline_source::scan_directory(name.clone(), path).unwrap();
-        registry.apply(SourceEvent {
-            member: name,
-            body: EventBody::Reset {
-                objects,
-                rejections,
-            },
-        });
-    }
-    let mut controller = Controller::new(
-        McsConfig {
-            policy: config.export.clone(),
-            pools: config.cluster_set_ips.clone(),
-        },
-        BTreeMap::new(),
-    );
+    let (config, registry) = bowline_app::offline::demo(dir.path()).unwrap();
+    let mut controller = bowline_app::offline::controller(&config);
     let outcome = controller.reconcile(
         &Snapshot::from_registry(&registry),
         "2026-11-22T00:00:00Z".parse().unwrap(),

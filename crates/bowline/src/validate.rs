@@ -3,9 +3,8 @@
 
 use std::{path::Path, process::ExitCode};
 
-use bowline_app::config::{Config, MemberSource};
-use bowline_model::{EventBody, MemberName, SourceEvent};
-use bowline_registry::{Admission, MemberConfig, Registry};
+use bowline_app::config::Config;
+use bowline_registry::Admission;
 
 /// Prints every problem; the exit code says whether there was any.
 pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
@@ -17,44 +16,21 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut registry = Registry::new(
-        config.cluster_set.clone(),
-        config.members.iter().map(|m| MemberConfig {
-            name: MemberName::new(m.name.as_str()),
-            id: m.id.clone(),
-            network: m.network.clone(),
-        }),
-    );
+    let mut registry = bowline_app::offline::registry(&config);
+    let unread = bowline_app::offline::scan_manifests(&config, &mut registry);
     let mut problems = 0;
-    for member in &config.members {
-        let name = MemberName::new(member.name.as_str());
-        match &member.source {
-            MemberSource::Manifests(dir) => match bowline_source::scan_directory(name.clone(), dir)
-            {
-                Ok((objects, rejections)) => {
-                    registry.apply(SourceEvent {
-                        member: name,
-                        body: EventBody::Reset {
-                            objects,
-                            rejections,
-                        },
-                    });
-                }
-                Err(e) => {
-                    println!(
-                        "{}: member {name}: cannot read {}: {e}",
-                        config.file.display(),
-                        dir.display()
-                    );
-                    problems += 1;
-                }
-            },
-            MemberSource::Kubeconfig { .. } | MemberSource::InCluster => {
-                println!(
-                    "member {name}: a Kubernetes API member; its objects are read (and refused objects reported in /debug/rejected) when Bowline runs"
-                );
-            }
-        }
+    for (name, dir, e) in &unread.failed {
+        println!(
+            "{}: member {name}: cannot read {}: {e}",
+            config.file.display(),
+            dir.display()
+        );
+        problems += 1;
+    }
+    for name in &unread.kubernetes {
+        println!(
+            "member {name}: a Kubernetes API member; its objects are read (and refused objects reported in /debug/rejected) when Bowline runs"
+        );
     }
     for rejection in registry.rejections() {
         println!("{rejection}");

@@ -3,19 +3,16 @@
 //! demo` builds it, and a second snapshot in which one member lost an EndpointSlice.
 
 use std::{
-    collections::BTreeMap,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use bowline_app::config::{Config, MemberSource};
 use bowline_dns::{
     answer::{LocalZone, View},
     server::Handler,
 };
-use bowline_mcs::{Controller, McsConfig};
 use bowline_model::{Change, EventBody, MemberName, ObjectKind, SourceEvent};
-use bowline_registry::{MemberConfig, Registry};
+use bowline_registry::Registry;
 use bowline_views::{ClusterSet, Input, Views};
 use tokio::sync::watch;
 
@@ -33,39 +30,9 @@ pub(crate) fn get() -> &'static Fixture {
 
 fn build() -> Fixture {
     let dir = std::env::temp_dir().join(format!("bowline-fuzz-demo-{}", std::process::id()));
-    bowline_app::demo::write_to(&dir).expect("the demo is written");
-    let config = Config::load(&dir.join("bowline.yaml")).expect("the demo's configuration");
-    let mut registry = Registry::new(
-        config.cluster_set.clone(),
-        config.members.iter().map(|m| MemberConfig {
-            name: MemberName::new(m.name.as_str()),
-            id: m.id.clone(),
-            network: m.network.clone(),
-        }),
-    );
-    for member in &config.members {
-        let MemberSource::Manifests(path) = &member.source else {
-            unreachable!("the demo's members are manifest directories");
-        };
-        let name = MemberName::new(member.name.as_str());
-        let (objects, rejections) =
-            bowline_source::scan_directory(name.clone(), path).expect("the demo reads");
-        registry.apply(SourceEvent {
-            member: name,
-            body: EventBody::Reset {
-                objects,
-                rejections,
-            },
-        });
-    }
+    let (config, mut registry) = bowline_app::offline::demo(&dir).expect("the demo reads");
     let _ = std::fs::remove_dir_all(&dir);
-    let mut controller = Controller::new(
-        McsConfig {
-            policy: config.export.clone(),
-            pools: config.cluster_set_ips.clone(),
-        },
-        BTreeMap::new(),
-    );
+    let mut controller = bowline_app::offline::controller(&config);
     let now = "2026-11-22T00:00:00Z".parse().expect("a timestamp");
     let mut views = Views::default();
     let mut snapshot = |registry: &Registry| {
