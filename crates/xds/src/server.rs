@@ -493,6 +493,36 @@ pub(crate) fn sotw_response(
 impl Ads {
     /// Serves one state-of-the-world stream: its task runs until the client goes away.
     pub(crate) fn sotw(&self, request: Request<Streaming<DiscoveryRequest>>) -> Responses {
+        self.serve(
+            request,
+            |stream, caller, request, snapshots| {
+                stream.on_sotw(caller, request, || snapshots.borrow().clone())
+            },
+            sotw_response,
+        )
+    }
+
+    /// Serves one delta stream: its task runs until the client goes away.
+    pub(crate) fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Responses {
+        self.serve(
+            request,
+            |stream, caller, request, snapshots| {
+                stream.on_delta(caller, request, || snapshots.borrow().clone())
+            },
+            delta_response,
+        )
+    }
+
+    /// Serves one stream of requests `R`: each request taken by `step`, each new snapshot
+    /// pushed with `respond`, until the client goes away or a step ends the stream.
+    fn serve<R: prost::Message + Default + 'static>(
+        &self,
+        request: Request<Streaming<R>>,
+        step: impl Fn(&mut Stream_, &mut Caller, &R, &watch::Receiver<Arc<ClusterSet>>) -> Step
+        + Send
+        + 'static,
+        respond: Respond,
+    ) -> Responses {
         let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
         let (tx, rx) = mpsc::channel(16);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -516,7 +546,7 @@ impl Ads {
                                     break;
                                 }
                             };
-                            match stream.on_sotw(&mut caller, &request, || snapshots.borrow().clone()) {
+                            match step(&mut stream, &mut caller, &request, &snapshots) {
                                 Ok(None) => {}
                                 Ok(Some(response)) => {
                                     if tx.send(response).await.is_err() {
@@ -534,63 +564,7 @@ impl Ads {
                                 break;
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
-                            for response in stream.push(&snapshot, sotw_response) {
-                                if tx.send(response).await.is_err() {
-                                    break 'stream;
-                                }
-                            }
-                        }
-                    }
-                }
-                connections.disconnect(id);
-                caller.ended(id);
-                info!("proxy disconnected");
-            }
-            .instrument(span),
-        );
-        Responses::new(rx)
-    }
-
-    /// Serves one delta stream: its task runs until the client goes away.
-    pub(crate) fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Responses {
-        let (mut caller, mut inbound) = Caller::new(request, self.workloads.clone());
-        let (tx, rx) = mpsc::channel(16);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut snapshots = self.snapshots.clone();
-        let connections = self.connections.clone();
-        let cache = self.cache.clone();
-        let span = info_span!("xds", stream = id, node = tracing::field::Empty);
-        tokio::spawn(
-            async move {
-                let mut stream = Stream_::new(id, connections.clone(), cache);
-                // Every way out of the loop goes through the clean-up after it: the connection
-                // table and the VM registration must learn that the stream ended.
-                'stream: loop {
-                    tokio::select! {
-                        message = inbound.message() => {
-                            let request = match message {
-                                Ok(Some(r)) => r,
-                                _ => break,
-                            };
-                            match stream.on_delta(&mut caller, &request, || snapshots.borrow().clone()) {
-                                Ok(None) => {}
-                                Ok(Some(response)) => {
-                                    if tx.send(response).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(status) => {
-                                    let _ = tx.send(Err(status)).await;
-                                    break;
-                                }
-                            }
-                        }
-                        changed = snapshots.changed() => {
-                            if changed.is_err() {
-                                break;
-                            }
-                            let snapshot = snapshots.borrow_and_update().clone();
-                            for response in stream.push(&snapshot, delta_response) {
+                            for response in stream.push(&snapshot, respond) {
                                 if tx.send(response).await.is_err() {
                                     break 'stream;
                                 }
