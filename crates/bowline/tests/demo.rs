@@ -2,14 +2,14 @@
 //! endpoints, and follows live edits of its manifests.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
+    process::{Child, Command},
 };
 
 use bowline_test_support::{eventually, http_get};
 use serde_json::Value;
+
+mod common;
 
 struct Demo {
     child: Child,
@@ -24,7 +24,8 @@ impl Drop for Demo {
 }
 
 fn start(dir: &Path) -> Demo {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bowline"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bowline"));
+    command
         .args([
             "demo",
             "--admin",
@@ -37,24 +38,11 @@ fn start(dir: &Path) -> Demo {
             "127.0.0.1:0",
             "--dir",
         ])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bowline starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep reading stdout for the whole run, as a terminal would.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("admin: http://") {
-                let _ = tx.send(url.trim_end_matches('/').to_string());
-            }
-        }
+        .arg(dir);
+    let (child, admin) = common::spawn_until(command, |line| {
+        let url = line.trim().strip_prefix("admin: http://")?;
+        Some(url.trim_end_matches('/').to_string())
     });
-    let admin = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its admin address");
     Demo { child, admin }
 }
 

@@ -62,11 +62,32 @@ pub fn start_bound_by_permissions(config: &std::path::Path) -> Bowline {
 
 fn start_with(config: &std::path::Path, open_files: Option<u32>, wrapper: &str) -> Bowline {
     let limit = open_files.map_or(String::new(), |n| format!("ulimit -n {n} && "));
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(format!(r#"{limit}exec {wrapper}"$0" run --config "$1""#))
         .arg(env!("CARGO_BIN_EXE_bowline"))
-        .arg(config)
+        .arg(config);
+    let (child, line) = spawn_until(command, |line| {
+        line.starts_with("bowline: ClusterSet")
+            .then(|| line.to_string())
+    });
+    Bowline {
+        admin: address_after(&line, "admin on http://").to_string(),
+        xds: address_after(&line, "xDS on "),
+        xds_tls: address_after(&line, "TLS on "),
+        dns: address_after(&line, "DNS on "),
+        child,
+    }
+}
+
+/// Spawns `command` and waits (at most a minute) for the first line of its stdout that
+/// `pick` takes; stdout is read to its end meanwhile, as a terminal would.
+pub fn spawn_until(
+    mut command: Command,
+    pick: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -75,21 +96,15 @@ fn start_with(config: &std::path::Path, open_files: Option<u32>, wrapper: &str) 
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("bowline: ClusterSet") {
-                let _ = tx.send(line);
+            if let Some(picked) = pick(&line) {
+                let _ = tx.send(picked);
             }
         }
     });
-    let line = rx
+    let picked = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("bowline prints its addresses");
-    Bowline {
-        child,
-        admin: address_after(&line, "admin on http://").to_string(),
-        xds: address_after(&line, "xDS on "),
-        xds_tls: address_after(&line, "TLS on "),
-        dns: address_after(&line, "DNS on "),
-    }
+    (child, picked)
 }
 
 /// The demo's `bowline.yaml` text with every listener on an ephemeral loopback port, and
