@@ -17,6 +17,18 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
+/// One empty member, its state in `state/` of the returned directory.
+fn one_member() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    let config = Config::parse(
+        &dir.path().join("bowline.yaml"),
+        "clusterSet: prod\nmembers:\n- {manifests: east, id: east}\ndataDir: state\n",
+    )
+    .unwrap();
+    (dir, config)
+}
+
 /// The first LDS response over TLS from a client trusting `root` (PEM).
 async fn first_listener_response(
     running: &bowline_app::Running,
@@ -55,14 +67,7 @@ async fn first_listener_response(
 
 #[tokio::test]
 async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("east")).unwrap();
-    let file = dir.path().join("bowline.yaml");
-    let config = Config::parse(
-        &file,
-        "clusterSet: prod\nmembers:\n- {manifests: east, id: east}\ndataDir: state\n",
-    )
-    .unwrap();
+    let (dir, config) = one_member();
     let running = bowline_app::start(&config, Listeners::loopback().await.unwrap())
         .await
         .unwrap();
@@ -100,14 +105,7 @@ async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root(
 /// `bowline vm bundle` hands out next (a copy of `root-cert.pem`) still verifies the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_ca_files_removed_while_running_are_restored_from_the_served_root() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("east")).unwrap();
-    let file = dir.path().join("bowline.yaml");
-    let config = Config::parse(
-        &file,
-        "clusterSet: prod\nmembers:\n- {manifests: east, id: east}\ndataDir: state\n",
-    )
-    .unwrap();
+    let (dir, config) = one_member();
     let running = bowline_app::start(&config, Listeners::loopback().await.unwrap())
         .await
         .unwrap();

@@ -63,6 +63,28 @@ fn config(dir: &Path) -> Config {
     Config::load(&dir.join("bowline.yaml")).unwrap()
 }
 
+/// Bowline on one member holding `MEMBER`, its configuration extended by `extra`, started
+/// and synced; with the root certificate its TLS port serves, for proxies presenting tokens.
+async fn start_for_tokens(dir: &Path, extra: &str) -> (Config, bowline_app::Running, String) {
+    fs::create_dir_all(dir.join("east")).unwrap();
+    fs::write(dir.join("east/objects.yaml"), MEMBER).unwrap();
+    let mut config = config(dir);
+    if !extra.is_empty() {
+        let text = fs::read_to_string(dir.join("bowline.yaml")).unwrap() + extra;
+        fs::write(dir.join("bowline.yaml"), text).unwrap();
+        config = Config::load(&dir.join("bowline.yaml")).unwrap();
+    }
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually_async("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
+    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    (config, running, root)
+}
+
 fn node(group: &str) -> Node {
     let node = ads::node("vm-1", "envoy")
         .meta(
@@ -441,17 +463,7 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_token_registers_only_its_own_group() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("east")).unwrap();
-    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
-    let config = config(dir.path());
-    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
-        .await
-        .unwrap();
-    eventually_async("the member is read", || {
-        running.registry.read().members()[0].synced
-    })
-    .await;
-    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    let (config, running, root) = start_for_tokens(dir.path(), "").await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
     let now = jiff::Timestamp::now();
     let hour = Duration::from_secs(3600);
@@ -502,22 +514,8 @@ async fn over_tls_a_token_registers_only_its_own_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_token_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("east")).unwrap();
-    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
-    fs::write(
-        dir.path().join("bowline.yaml"),
-        "clusterSet: set\nmembers: [{manifests: east}]\nvm: {gracePeriod: 2s, controller: bowline-test}\nlimits: {streamsPerIdentity: 2}\n",
-    )
-    .unwrap();
-    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
-    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
-        .await
-        .unwrap();
-    eventually_async("the member is read", || {
-        running.registry.read().members()[0].synced
-    })
-    .await;
-    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    let (config, running, root) =
+        start_for_tokens(dir.path(), "limits: {streamsPerIdentity: 2}\n").await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
     let now = jiff::Timestamp::now();
     let hour = Duration::from_secs(3600);
