@@ -269,7 +269,7 @@ pub(crate) fn writer(
 }
 
 /// How long the controller waits for every member's read-back before its first computation.
-const INITIAL_READ_BACK: Duration = Duration::from_secs(5);
+const INITIAL_READ_BACK: Duration = bowline_mcs::FIRST_SYNC_GRACE;
 
 /// What a member holds, read back by its writer, for the controller to resume from; `done`
 /// is answered once an outcome that includes it is published.

@@ -17,6 +17,7 @@ use bowline_vm::{
         self, Action, EntryKey, MemberObjects, Observed, Registrar, Report, StreamId, World,
     },
     registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy},
+    tokens::Caller,
 };
 use bowline_xds::server::{Connecting, Workloads};
 use jiff::Timestamp;
@@ -94,12 +95,8 @@ struct Identities {
 impl Registration {
     /// Counts a stream presenting a valid token against its token's limit; a stream over it
     /// is refused with `RESOURCE_EXHAUSTED` naming the token and the limit.
-    fn count_identity(&self, c: &Connecting<'_>) -> Result<(), Status> {
-        if c.metadata.get("authorization").is_none() {
-            return Ok(());
-        }
-        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
-        let bowline_vm::tokens::Caller::Token(scope) = caller else {
+    fn count_identity(&self, c: &Connecting<'_>, caller: &Caller) -> Result<(), Status> {
+        let Caller::Token(scope) = caller else {
             return Ok(());
         };
         let mut identities = self.identities.lock();
@@ -112,7 +109,7 @@ impl Registration {
             return Err(refuse(status, &c.proxy.id, "limits.streamsPerIdentity"));
         }
         *open += 1;
-        identities.streams.insert(c.stream, scope.id);
+        identities.streams.insert(c.stream, scope.id.clone());
         Ok(())
     }
 
@@ -142,8 +139,13 @@ fn refuse(status: Status, proxy: &str, rule: &str) -> Status {
 
 impl Workloads for Registration {
     fn connected(&self, c: Connecting<'_>) -> Result<(), Status> {
-        self.count_identity(&c)?;
-        let registered = self.register(&c);
+        // Who the caller is matters to a stream presenting a token or asking to register.
+        if c.metadata.get("authorization").is_none() && c.proxy.auto_register_group.is_none() {
+            return Ok(());
+        }
+        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
+        self.count_identity(&c, &caller)?;
+        let registered = self.register(&c, &caller);
         if registered.is_err() {
             self.uncount_identity(c.stream);
         }
@@ -169,7 +171,7 @@ impl Workloads for Registration {
 
 impl Registration {
     /// Registers the stream's VM when its node asks to (`AUTO_REGISTER_GROUP`).
-    fn register(&self, c: &Connecting<'_>) -> Result<(), Status> {
+    fn register(&self, c: &Connecting<'_>, caller: &Caller) -> Result<(), Status> {
         let Some(group) = &c.proxy.auto_register_group else {
             return Ok(());
         };
@@ -183,8 +185,7 @@ impl Registration {
                 "NAMESPACE is required",
             ));
         };
-        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
-        crate::auth::authorize_registration(&caller, &c.proxy.id, group, namespace)?;
+        crate::auth::authorize_registration(caller, &c.proxy.id, group, namespace)?;
         if c.proxy.instance_ips.is_empty() {
             return Err(refuse(
                 Status::invalid_argument(format!(

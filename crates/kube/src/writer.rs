@@ -81,6 +81,10 @@ const WATCH_TIMEOUT: u32 = 290;
 /// Longest wait before a failed watch is tried again.
 const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Objects the watches keep for the writer to look at; past that (writes paused long, for
+/// a member not admitted) they give up the details and the next check lists the member.
+const MAX_TOUCHED: usize = 100_000;
+
 /// What the writer's watches saw since the writer last looked.
 #[derive(Debug, Default)]
 struct Touched {
@@ -539,6 +543,7 @@ async fn follow(
         Err(e) => return WatchEnd::Failed(e.to_string()),
     };
     let mut events = std::pin::pin!(events);
+    let (started, mut seen) = (Instant::now(), false);
     while let Some(event) = events.next().await {
         let (object, deleted) = match event {
             Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => (o, false),
@@ -554,11 +559,19 @@ async fn follow(
         if let Some(v) = &object.metadata.resource_version {
             version.clone_from(v);
         }
+        seen = true;
         let (key, object) = listed_object(kind, object);
-        touched
-            .lock()
-            .objects
-            .insert(key, (!deleted).then_some(object));
+        let mut touched = touched.lock();
+        if touched.objects.len() >= MAX_TOUCHED {
+            touched.objects.clear();
+            touched.lost = true;
+            return WatchEnd::Expired;
+        }
+        touched.objects.insert(key, (!deleted).then_some(object));
+    }
+    // Ended long before its timeout without an event: something cuts watches short.
+    if !seen && started.elapsed() < Duration::from_secs(1) {
+        return WatchEnd::Failed("the watch ended at once".into());
     }
     WatchEnd::Renew
 }

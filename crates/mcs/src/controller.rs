@@ -174,6 +174,9 @@ pub struct Controller {
     /// nothing is written): a name whose exporters are not all listed yet, its import
     /// missing or different meanwhile, still finds the state it had before a restart.
     awaiting: BTreeMap<MemberName, WriteSet>,
+    /// When the first of `awaiting` was read back: it is kept at most [`FIRST_SYNC_GRACE`]
+    /// from then, when the writers stop waiting and members hold what is written instead.
+    awaiting_since: Option<jiff::Timestamp>,
     memo: HashMap<ServiceKey, Memo>,
     recomputed: u64,
 }
@@ -304,6 +307,10 @@ struct Candidate<'a> {
     created: jiff::Timestamp,
 }
 
+/// How long, from their start, writers wait for every member's first listing before they
+/// write what is known; until then what was read back stands for what members hold.
+pub const FIRST_SYNC_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Controller {
     /// A controller resuming from what members already hold (read back by their writers):
     /// ClusterSetIPs of written ServiceImports are kept, first claim first.
@@ -315,6 +322,7 @@ impl Controller {
             outcome: Outcome::default(),
             adopted: BTreeMap::new(),
             awaiting: BTreeMap::new(),
+            awaiting_since: None,
             memo: HashMap::new(),
             recomputed: 0,
         };
@@ -414,18 +422,26 @@ impl Controller {
         self.outcome
             .writes
             .retain(|member, _| admitted.contains(member));
-        self.settle_adopted(snapshot.pending);
+        self.settle_adopted(snapshot.pending, now);
         self.outcome.clone()
     }
 
     /// After a reconcile: what was read back stays the previous state while members are
-    /// still being listed, and is forgotten once all are.
-    fn settle_adopted(&mut self, pending: bool) {
+    /// still being listed and nothing is written, and is forgotten once all are listed or
+    /// the writers stop waiting for them ([`FIRST_SYNC_GRACE`]): from then on members hold
+    /// what the outcome has, which is then the previous state.
+    fn settle_adopted(&mut self, pending: bool, now: jiff::Timestamp) {
         for (member, read) in std::mem::take(&mut self.adopted) {
-            self.awaiting.entry(member).or_default().extend(read);
+            self.awaiting_since.get_or_insert(now);
+            // A member read again (a follower's `follow`) holds only what it holds now.
+            self.awaiting.insert(member, read);
         }
-        if !pending {
+        let waited = self
+            .awaiting_since
+            .is_some_and(|since| now.duration_since(since).unsigned_abs() >= FIRST_SYNC_GRACE);
+        if !pending || waited {
             self.awaiting.clear();
+            self.awaiting_since = None;
         }
     }
 
@@ -454,9 +470,8 @@ impl Controller {
     }
 
     /// What `member` held of an object before this reconcile: as read back when it was
-    /// adopted (until every member is listed), else as the last outcome had it. (While a
-    /// member stays unlisted and writes go ahead, a condition that flips and flips back
-    /// gets its read-back transition time again.)
+    /// adopted (until every member is listed, or the writers stopped waiting), else as the
+    /// last outcome had it.
     fn previous(
         &self,
         member: &MemberName,

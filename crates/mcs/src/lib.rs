@@ -27,8 +27,8 @@ pub mod writes;
 pub use crate::{
     alloc::Allocator,
     controller::{
-        Controller, ExportInfo, Import, McsConfig, MemberInput, Outcome, Snapshot, WriteKey,
-        WriteKind, WriteSet,
+        Controller, ExportInfo, FIRST_SYNC_GRACE, Import, McsConfig, MemberInput, Outcome,
+        Snapshot, WriteKey, WriteKind, WriteSet,
     },
     rendered::Rendered,
     writes::{MemberWrites, WriteChange},
