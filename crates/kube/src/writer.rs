@@ -85,11 +85,13 @@ const WATCH_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// a member not admitted) they give up the details and the next check lists the member.
 const MAX_TOUCHED: usize = 100_000;
 
-/// What the writer's watches saw since the writer last looked.
+/// What the writer's watches saw since the writer last looked. They watch metadata only:
+/// the resourceVersion tells Bowline's own writes from others' changes, so no object is
+/// parsed or kept whole.
 #[derive(Debug, Default)]
 struct Touched {
-    /// Each touched object's latest state (`None`: deleted, or no longer labelled).
-    objects: HashMap<WriteKey, Option<Arc<Value>>>,
+    /// Each touched object's latest resourceVersion (`None`: deleted, or no longer labelled).
+    objects: HashMap<WriteKey, Option<String>>,
     /// A watch ended for good (its resourceVersion expired): only a listing can tell.
     lost: bool,
 }
@@ -158,6 +160,9 @@ pub struct KubeWriter {
     watches: Option<Watches>,
     /// A copy was seen to differ from what Bowline wrote since the last reconcile.
     tampered: bool,
+    /// The resourceVersions Bowline's last write of each object produced (the object, then
+    /// its status): watch events carrying them are its own.
+    written: HashMap<WriteKey, Vec<String>>,
     stop: CancellationToken,
 }
 
@@ -180,6 +185,7 @@ impl KubeWriter {
             listed_at: Vec::new(),
             watches: None,
             tampered: false,
+            written: HashMap::new(),
             stop,
         }
     }
@@ -326,17 +332,21 @@ impl KubeWriter {
         };
         let objects = std::mem::take(&mut watches.touched.lock().objects);
         let mut differs = false;
-        for (key, object) in objects {
-            match (object, self.live.get(&key)) {
-                (None, None) => {}
-                (None, Some(_)) => {
-                    self.live.remove(&key);
-                    differs = true;
+        for (key, version) in objects {
+            match version {
+                None => {
+                    self.written.remove(&key);
+                    differs |= self.live.remove(&key).is_some();
                 }
-                (Some(object), Some(Known::Holds(held)))
-                    if unchanged(&object, &held.to_value()) => {}
-                (Some(object), _) => {
-                    self.live.insert(key, Known::Listed(object));
+                Some(version)
+                    if self
+                        .written
+                        .get(&key)
+                        .is_some_and(|ours| ours.contains(&version)) => {}
+                // Someone else's change, or a labelled object Bowline did not write: checked
+                // (rewritten, or deleted as garbage) by the next reconcile.
+                Some(_) => {
+                    self.live.insert(key, Known::Differs);
                     differs = true;
                 }
             }
@@ -372,6 +382,7 @@ impl KubeWriter {
             }
         };
         let whole = Patch::Apply(&object);
+        let mut versions = Vec::new();
         if key.kind != WriteKind::ServiceExportStatus {
             let preconditioned = object["metadata"].get("resourceVersion").is_some();
             let applied = if preconditioned {
@@ -382,7 +393,7 @@ impl KubeWriter {
                 self.retry(|| api.patch(&key.name, &params, &whole))
             }
             .map_err(error("cannot apply"))?;
-            drop(applied);
+            versions.extend(applied.metadata.resource_version);
         }
         if let Some(status) = status {
             let patch = json!({
@@ -393,7 +404,7 @@ impl KubeWriter {
             });
             let patch = Patch::Apply(&patch);
             match self.retry(|| api.patch_status(&key.name, &params, &patch)) {
-                Ok(_) => {}
+                Ok(written) => versions.extend(written.metadata.resource_version),
                 // A user's ServiceExport deleted meanwhile: nothing to report on.
                 Err(kube::Error::Api(s))
                     if s.code == 404 && key.kind == WriteKind::ServiceExportStatus =>
@@ -403,6 +414,7 @@ impl KubeWriter {
                 Err(e) => return Err(error("cannot apply the status of")(e)),
             }
         }
+        self.written.insert(key.clone(), versions);
         Ok(())
     }
 
@@ -411,6 +423,7 @@ impl KubeWriter {
         let client = self.client()?;
         let api = self.api(&client, key.kind, &key.namespace);
         let params = DeleteParams::default();
+        self.written.remove(key);
         match self.retry(|| api.delete(&key.name, &params)) {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
@@ -463,10 +476,17 @@ impl KubeWriter {
 /// A listed object's key (a user's ServiceExport is known by its status, the part that is
 /// Bowline's) and its JSON.
 fn listed_object(kind: WriteKind, object: DynamicObject) -> (WriteKey, Arc<Value>) {
-    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
-    let name = object.metadata.name.as_deref().unwrap_or_default();
-    let auto_export = object
-        .metadata
+    (
+        key_of(kind, &object.metadata),
+        Arc::new(serde_json::to_value(&object).unwrap_or_default()),
+    )
+}
+
+/// The key of an object of `kind` (a user's ServiceExport is known by its status).
+fn key_of(kind: WriteKind, meta: &kube::core::ObjectMeta) -> WriteKey {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let auto_export = meta
         .labels
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY_LABEL))
@@ -475,11 +495,7 @@ fn listed_object(kind: WriteKind, object: DynamicObject) -> (WriteKey, Arc<Value
         WriteKind::ServiceExport if !auto_export => WriteKind::ServiceExportStatus,
         other => other,
     };
-    let key = WriteKey::new(kind, namespace, name);
-    (
-        key,
-        Arc::new(serde_json::to_value(&object).unwrap_or_default()),
-    )
+    WriteKey::new(kind, namespace, name)
 }
 
 /// How one watch request ended.
@@ -537,7 +553,7 @@ async fn follow(
     version: &mut String,
     touched: &Mutex<Touched>,
 ) -> WatchEnd {
-    let events = match api.watch(params, version).await {
+    let events = match api.watch_metadata(params, version).await {
         Ok(events) => events,
         Err(kube::Error::Api(s)) if s.code == 410 => return WatchEnd::Expired,
         Err(e) => return WatchEnd::Failed(e.to_string()),
@@ -560,14 +576,15 @@ async fn follow(
             version.clone_from(v);
         }
         seen = true;
-        let (key, object) = listed_object(kind, object);
+        let key = key_of(kind, &object.metadata);
+        let at = object.metadata.resource_version;
         let mut touched = touched.lock();
         if touched.objects.len() >= MAX_TOUCHED {
             touched.objects.clear();
             touched.lost = true;
             return WatchEnd::Expired;
         }
-        touched.objects.insert(key, (!deleted).then_some(object));
+        touched.objects.insert(key, if deleted { None } else { at });
     }
     // Ended long before its timeout without an event: something cuts watches short.
     if !seen && started.elapsed() < Duration::from_secs(1) {
