@@ -267,6 +267,11 @@ impl RootCa {
         })
     }
 
+    /// The signer of the certificates this CA issues.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The root certificate, PEM: what clients trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
