@@ -64,8 +64,8 @@ fn config(dir: &Path) -> Config {
 }
 
 /// Bowline on one member holding `MEMBER`, its configuration extended by `extra`, started
-/// and synced; with the root certificate its TLS port serves, for proxies presenting tokens.
-async fn start_for_tokens(dir: &Path, extra: &str) -> (Config, bowline_app::Running, String) {
+/// and synced; with the root certificate its TLS port serves.
+async fn start_member(dir: &Path, extra: &str) -> (Config, bowline_app::Running, String) {
     fs::create_dir_all(dir.join("east")).unwrap();
     fs::write(dir.join("east/objects.yaml"), MEMBER).unwrap();
     let mut config = config(dir);
@@ -201,16 +201,7 @@ fn entry(dir: &Path) -> Option<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("east")).unwrap();
-    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
-    let config = config(dir.path());
-    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
-        .await
-        .unwrap();
-    eventually_async("the member is read", || {
-        running.registry.read().members()[0].synced
-    })
-    .await;
+    let (config, running, _) = start_member(dir.path(), "").await;
 
     let proxy = Proxy::connect(running.xds_addr, "legacy").await.unwrap();
     eventually_async("the entry is written", || entry(dir.path()).is_some()).await;
@@ -463,7 +454,7 @@ async fn on_kubernetes_the_entry_is_applied_read_back_and_moves_between_replicas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_token_registers_only_its_own_group() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, running, root) = start_for_tokens(dir.path(), "").await;
+    let (config, running, root) = start_member(dir.path(), "").await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
     let now = jiff::Timestamp::now();
     let hour = Duration::from_secs(3600);
@@ -515,7 +506,7 @@ async fn over_tls_a_token_registers_only_its_own_group() {
 async fn streams_per_token_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (config, running, root) =
-        start_for_tokens(dir.path(), "limits: {streamsPerIdentity: 2}\n").await;
+        start_member(dir.path(), "limits: {streamsPerIdentity: 2}\n").await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
     let now = jiff::Timestamp::now();
     let hour = Duration::from_secs(3600);
