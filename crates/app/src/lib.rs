@@ -2,6 +2,7 @@
 //! events to the registry and serves the admin endpoints.
 
 pub mod auth;
+pub mod ca_api;
 pub mod config;
 pub mod demo;
 mod dns;

@@ -176,10 +176,13 @@ impl Root<'_> {
             .context("Bowline's root CA, for the xDS TLS listener's certificate")?;
         let identity =
             crate::xds::tls_identity(&ca, addrs.1).context("the xDS TLS listener's certificate")?;
-        state.keep_root_ca(ca, &mut self.tasks, self.shutdown.clone());
+        let ca = Arc::new(ca);
+        state.keep_root_ca(ca.clone(), &mut self.tasks, self.shutdown.clone());
         let tokens = state
             .token_store(&mut self.tasks, self.shutdown.clone())
             .await;
+        let certificates =
+            crate::ca_api::CaServer::new(ca, tokens.clone(), registry.clone(), config.ca.clone());
         let connections = bowline_xds::status::Connections::default();
         crate::xds::register_metrics(&mut self.metrics, &connections);
         let vm_metrics = Arc::new(crate::vm::VmMetrics::default());
@@ -189,7 +192,7 @@ impl Root<'_> {
             config,
             registry.clone(),
             vm_metrics,
-            tokens,
+            tokens.clone(),
             self.shutdown.clone(),
         );
         let ads = bowline_xds::server::Ads::new(self.snapshot.clone(), connections.clone())
@@ -214,14 +217,12 @@ impl Root<'_> {
         ] {
             let origin = Origin { transport };
             let shutdown = self.shutdown.clone();
-            crate::xds::spawn_server(
-                &mut self.tasks,
-                listener,
-                ads.clone(),
-                origin,
-                tls,
-                shutdown,
-            );
+            let mut routes = tonic::service::Routes::new(ads.clone());
+            // Certificates only over TLS: the CSR's answer names an identity.
+            if transport == Transport::Tls {
+                routes = routes.add_service(certificates.clone());
+            }
+            crate::xds::spawn_server(&mut self.tasks, listener, routes, origin, tls, shutdown);
         }
         self.views.extend(crate::xds::debug_views(&connections));
         let hosts = self.snapshot.clone();

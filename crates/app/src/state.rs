@@ -141,7 +141,7 @@ impl StateStore {
     /// are another store's to keep: nothing to do there.
     pub(crate) fn keep_root_ca(
         &self,
-        ca: RootCa,
+        ca: Arc<RootCa>,
         tasks: &mut JoinSet<()>,
         shutdown: CancellationToken,
     ) {

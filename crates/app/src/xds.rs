@@ -9,9 +9,8 @@ use std::{
 use bowline_vm::ca::{self, RootCa};
 
 use bowline_xds::{
-    server::Ads,
     status::Connections,
-    transport::{Origin, TlsIdentity, serve_with},
+    transport::{Origin, TlsIdentity, serve_routes},
 };
 use prometheus_client::{
     collector::Collector,
@@ -27,14 +26,14 @@ use tracing::error;
 pub(crate) fn spawn_server(
     tasks: &mut JoinSet<()>,
     listener: bowline_net::Guard,
-    ads: Ads,
+    routes: tonic::service::Routes,
     origin: Origin,
     tls: Option<TlsIdentity>,
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
         let transport = origin.transport;
-        let served = serve_with(listener, ads, origin, tls, shutdown.cancelled_owned());
+        let served = serve_routes(listener, routes, origin, tls, shutdown.cancelled_owned());
         if let Err(e) = served.await {
             error!(?transport, "xDS server stopped: {e}");
         }

@@ -295,6 +295,14 @@ fn every_problem_is_named_with_file_and_field() {
             "clusterSet: x\nmembers: [{manifests: clusters/east}]\nlisten: {adminDebug: open}\n",
             &["listen.adminDebug", "unknown variant `open`", "`loopback`"],
         ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nca: {trustDomain: Example.COM, maxTtl: 0s}\n",
+            &[
+                "ca.trustDomain",
+                "not a trust domain",
+                "ca.maxTtl: must be more than 0",
+            ],
+        ),
     ];
     for (text, needles) in cases {
         let err = parse(dir.path(), text).expect_err(text).to_string();

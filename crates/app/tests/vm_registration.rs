@@ -715,3 +715,109 @@ async fn a_service_entry_host_selects_a_registered_vm() {
     drop(proxy);
     running.stop().await;
 }
+
+/// `CreateCertificate` on the TLS port: a VM token gets a certificate for its group's service
+/// account (`spiffe://cluster.local/ns/demo/sa/legacy`) that verifies to Bowline's root; a
+/// CSR for another identity, no token and a bad CSR get the status that names the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
+    use bowline_app::ca_api::{IstioCertificateRequest, IstioCertificateResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, running, root) = start_member(dir.path(), "").await;
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let (token, _) = store
+        .issue(
+            "legacy",
+            "demo",
+            Duration::from_secs(3600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let channel = {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&root))
+                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let csr = |uri: Option<&str>| {
+        let mut params = rcgen::CertificateParams::default();
+        if let Some(uri) = uri {
+            params.subject_alt_names =
+                vec![rcgen::SanType::URI(uri.to_string().try_into().unwrap())];
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    };
+    let create = |csr: String, token: Option<String>| {
+        let channel = channel.clone();
+        async move {
+            let mut client = tonic::client::Grpc::new(channel);
+            client.ready().await.unwrap();
+            let mut request = tonic::Request::new(IstioCertificateRequest {
+                csr,
+                validity_duration: 3600,
+                metadata: None,
+            });
+            if let Some(token) = token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/istio.v1.auth.IstioCertificateService/CreateCertificate",
+            );
+            client
+                .unary::<_, IstioCertificateResponse, _>(
+                    request,
+                    path,
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+
+    let identity = "spiffe://cluster.local/ns/demo/sa/legacy";
+    let chain = create(csr(Some(identity)), Some(token.clone()))
+        .await
+        .unwrap()
+        .cert_chain;
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], root, "the chain ends with Bowline's root");
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(chain[0].as_bytes()).unwrap();
+    let leaf = leaf.parse_x509().unwrap();
+    let (_, root_pem) = x509_parser::pem::parse_x509_pem(root.as_bytes()).unwrap();
+    leaf.verify_signature(Some(root_pem.parse_x509().unwrap().public_key()))
+        .unwrap();
+    let sans = leaf.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        sans.value.general_names,
+        [x509_parser::extensions::GeneralName::URI(identity)]
+    );
+
+    let other = create(
+        csr(Some("spiffe://cluster.local/ns/demo/sa/admin")),
+        Some(token.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    assert!(other.message().contains(identity), "{}", other.message());
+    let anonymous = create(csr(None), None).await.unwrap_err();
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous:?}"
+    );
+    let garbage = create("garbage".into(), Some(token)).await.unwrap_err();
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+    running.stop().await;
+}

@@ -16,6 +16,7 @@ use tonic::{
     Request, Status, Streaming,
     body::Body,
     server::NamedService,
+    service::Routes,
     transport::{
         Identity, ServerTlsConfig,
         server::{Connected, TcpConnectInfo},
@@ -78,6 +79,17 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_routes(guard, Routes::new(service), origin, tls, shutdown).await
+}
+
+/// [`serve_with`] for several gRPC services on one listener (ADS and the CA on the TLS port).
+pub async fn serve_routes(
+    guard: Guard,
+    routes: Routes,
+    origin: Origin,
+    tls: Option<TlsIdentity>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -98,7 +110,7 @@ where
                 request
             },
         ))
-        .add_service(service)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

@@ -47,8 +47,19 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Virtual machines: auto-registration.
     pub vm: Vm,
+    /// The workload CA (`CreateCertificate` on the TLS xDS port).
+    pub ca: Ca,
     /// What each TCP listener allows.
     pub limits: Limits,
+}
+
+/// The `ca` section: the identities of workload certificates and their lifetimes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ca {
+    /// The trust domain of every SPIFFE identity issued.
+    pub trust_domain: String,
+    /// The longest lifetime a certificate request may ask for (longer is cut to it).
+    pub max_ttl: Duration,
 }
 
 /// The `limits` section: one entry per TCP listener.
@@ -258,6 +269,8 @@ pub mod defaults {
     pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     /// `limits.streamsPerIdentity`: a VM group's token serves every VM of the group.
     pub const STREAMS_PER_IDENTITY: usize = 1_000;
+    /// `ca.maxTtl` (Istio's `MAX_WORKLOAD_CERT_TTL`).
+    pub const CA_MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
     /// `vm.gracePeriod` (Istio's `PILOT_WORKLOAD_ENTRY_GRACE_PERIOD`).
     pub const VM_GRACE_PERIOD: Duration = Duration::from_secs(10);
 }
@@ -346,7 +359,17 @@ struct Raw {
     #[serde(default)]
     vm: RawVm,
     #[serde(default)]
+    ca: RawCa,
+    #[serde(default)]
     limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCa {
+    trust_domain: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    max_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

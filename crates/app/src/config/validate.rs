@@ -63,6 +63,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         grace_period: raw.vm.grace_period.unwrap_or(defaults::VM_GRACE_PERIOD),
         controller: controller(raw.vm.controller, &mut problems),
     };
+    let ca = ca(raw.ca, &mut problems);
     let limits = limits(raw.limits, &mut problems);
     if !problems.0.is_empty() {
         return Err(ConfigError {
@@ -91,9 +92,37 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         dns,
         leader_election,
         vm,
+        ca,
         data_dir,
         limits,
     })
+}
+
+/// `ca`: the trust domain, a DNS name as SPIFFE requires (lowercase letters, digits, `-`,
+/// `.`), and a lifetime bound above 0.
+fn ca(raw: super::RawCa, problems: &mut Problems) -> super::Ca {
+    let trust_domain = raw
+        .trust_domain
+        .unwrap_or_else(|| bowline_vm::workload::DEFAULT_TRUST_DOMAIN.to_string());
+    let valid = !trust_domain.is_empty()
+        && trust_domain.len() <= 255
+        && trust_domain
+            .split('.')
+            .all(|label| bowline_model::names::validate_label(label).is_ok());
+    if !valid {
+        problems.add(
+            "ca.trustDomain",
+            format!("{trust_domain:?} is not a trust domain: lowercase DNS labels joined by dots, such as cluster.local"),
+        );
+    }
+    let max_ttl = raw.max_ttl.unwrap_or(defaults::CA_MAX_TTL);
+    if max_ttl.is_zero() {
+        problems.add("ca.maxTtl", "must be more than 0");
+    }
+    super::Ca {
+        trust_domain,
+        max_ttl,
+    }
 }
 
 /// `limits`: each listener's, defaulted and checked.
