@@ -16,7 +16,7 @@ use bowline_vm::{
     lifecycle::{
         self, Action, EntryKey, MemberObjects, Observed, Registrar, Report, StreamId, World,
     },
-    registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy},
+    registration::{CONTROLLER_ANNOTATION, DISCONNECTED_AT, Proxy, Selector},
     tokens::Caller,
 };
 use bowline_xds::server::{Connecting, Workloads};
@@ -79,10 +79,55 @@ pub(crate) struct Registration {
     events: mpsc::UnboundedSender<VmEvent>,
     /// Where the bearer tokens of registering proxies are checked.
     tokens: Arc<bowline_vm::tokens::TokenStore>,
+    /// Where the proxy's group and the selectors its labels must not join are found.
+    registry: Shared,
     /// Streams open per token id, and each counted stream's token id.
     identities: parking_lot::Mutex<Identities>,
     /// `limits.streamsPerIdentity`.
     streams_per_identity: usize,
+}
+
+impl Registration {
+    /// The label rule, when the proxy's group is known now (a group that appears later is
+    /// checked when its entry is written, which then is not).
+    fn check_labels(
+        &self,
+        proxy: &Proxy,
+        cluster: Option<&str>,
+    ) -> Result<(), bowline_vm::registration::Refusal> {
+        let registry = self.registry.read();
+        let members = registry.members();
+        let found: Vec<_> = members
+            .iter()
+            .filter_map(|member| {
+                let group = registry
+                    .objects(&member.name, ObjectKind::WorkloadGroup)
+                    .into_iter()
+                    .find_map(|o| match o {
+                        Object::WorkloadGroup(g)
+                            if *g.meta.namespace == *proxy.namespace
+                                && *g.meta.name == *proxy.group =>
+                        {
+                            Some(g)
+                        }
+                        _ => None,
+                    })?;
+                Some((member, group))
+            })
+            .collect();
+        let chosen = found
+            .iter()
+            .find(|(m, _)| {
+                cluster.is_some() && m.admission.id().map(|id| id.to_string()).as_deref() == cluster
+            })
+            .or(found.first());
+        let Some((member, group)) = chosen else {
+            return Ok(());
+        };
+        let namespaces = BTreeSet::from([proxy.namespace.clone()]);
+        let selectors = selectors(&registry, &member.name, &namespaces);
+        bowline_vm::registration::check_labels(group, proxy, &selectors)
+    }
 }
 
 /// xDS streams counted per authenticated identity (a registration token).
@@ -204,6 +249,14 @@ impl Registration {
             labels: c.proxy.labels.clone(),
             locality: c.proxy.locality.clone(),
         };
+        self.check_labels(&proxy, c.proxy.member.as_deref())
+            .map_err(|refusal| {
+                refuse(
+                    Status::permission_denied(refusal.to_string()),
+                    &c.proxy.id,
+                    "proxy labels may not select more than the group's template",
+                )
+            })?;
         let _ = self.events.send(VmEvent::Connected {
             stream: c.stream,
             proxy,
@@ -282,11 +335,18 @@ pub(crate) fn spawn_registration(
     };
     info!(controller = %config.vm.controller, grace = ?config.vm.grace_period, "VM auto-registration ready");
     tasks.spawn(run(
-        registrar, peers, registry, writers, inbound, metrics, shutdown,
+        registrar,
+        peers,
+        registry.clone(),
+        writers,
+        inbound,
+        metrics,
+        shutdown,
     ));
     Arc::new(Registration {
         events,
         tokens,
+        registry,
         identities: Default::default(),
         streams_per_identity: config.limits.streams_per_identity,
     })
@@ -574,13 +634,44 @@ fn still(
     ))
 }
 
+/// The workload selectors of `member`'s Services and ServiceEntries in `namespaces`: what a
+/// registering VM's own labels must not add it to.
+fn selectors(
+    registry: &bowline_registry::Registry,
+    member: &bowline_model::MemberName,
+    namespaces: &BTreeSet<String>,
+) -> Vec<Selector> {
+    if namespaces.is_empty() {
+        return Vec::new();
+    }
+    let services = registry.objects(member, ObjectKind::Service);
+    let entries = registry.objects(member, ObjectKind::ServiceEntry);
+    services
+        .into_iter()
+        .chain(entries)
+        .filter_map(|object| {
+            let (kind, labels) = match &object {
+                Object::Service(s) => ("Service", s.selector.clone()?),
+                Object::ServiceEntry(e) => ("ServiceEntry", e.workload_selector.clone()?),
+                _ => return None,
+            };
+            let meta = object.meta();
+            namespaces.contains(&*meta.namespace).then(|| Selector {
+                owner: format!("{kind} {}/{}", meta.namespace, meta.name),
+                namespace: meta.namespace.to_string(),
+                labels,
+            })
+        })
+        .collect()
+}
+
 /// The synced members' groups and entries, and which other instances run.
 fn world(registry: &Shared, peers: &Peers) -> World {
     let registry = registry.read();
     let mut world = World::default();
     for member in registry.members().into_iter().filter(|m| m.synced) {
         let objects = |kind| registry.objects(&member.name, kind);
-        let groups = objects(ObjectKind::WorkloadGroup)
+        let groups: Vec<_> = objects(ObjectKind::WorkloadGroup)
             .into_iter()
             .filter_map(|o| match o {
                 Object::WorkloadGroup(g) => Some(g),
@@ -594,9 +685,14 @@ fn world(registry: &Shared, peers: &Peers) -> World {
                 _ => None,
             })
             .collect();
+        let namespaces: BTreeSet<String> = groups
+            .iter()
+            .map(|g| g.meta.namespace.to_string())
+            .collect();
         world.members.push(MemberObjects {
             member: member.name.to_string(),
             cluster: member.admission.id().map(|id| id.to_string()),
+            selectors: selectors(&registry, &member.name, &namespaces),
             groups,
             entries,
         });

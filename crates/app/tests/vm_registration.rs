@@ -142,10 +142,18 @@ impl Proxy {
         group: &str,
         token: Option<&str>,
     ) -> Result<Self, tonic::Status> {
+        Self::with_node(channel, node(group), token).await
+    }
+
+    async fn with_node(
+        channel: tonic::transport::Channel,
+        node: Node,
+        token: Option<&str>,
+    ) -> Result<Self, tonic::Status> {
         let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(8);
         tx.send(DiscoveryRequest {
-            node: Some(node(group)),
+            node: Some(node),
             type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
             ..Default::default()
         })
@@ -819,5 +827,56 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
     );
     let garbage = create("garbage".into(), Some(token)).await.unwrap_err();
     assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+    running.stop().await;
+}
+
+/// A registering proxy's `LABELS` may refine its group's labels, but not make its VM an
+/// endpoint of a Service the group's template does not select (#15: a token for
+/// `demo/legacy` said `app: echo` and took part of `demo/echo`'s traffic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_label_that_would_select_another_service_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    fs::write(
+        dir.path().join("east/echo.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: demo}\n\
+         spec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80}]\n",
+    )
+    .unwrap();
+    let (_config, running, _) = start_member(dir.path(), "").await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.xds_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let labelled = |pairs: &[(&str, &str)]| {
+        ads::node("vm-1", "envoy")
+            .meta("AUTO_REGISTER_GROUP", "legacy")
+            .meta("NAMESPACE", "demo")
+            .meta("CLUSTER_ID", "east")
+            .meta("INSTANCE_IPS", "127.0.0.50")
+            .labels(pairs)
+            .build()
+    };
+    let refused = Proxy::with_node(channel.clone(), labelled(&[("app", "echo")]), None)
+        .await
+        .err()
+        .expect("a label selecting demo/echo registered");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("app=echo") && refused.message().contains("Service demo/echo"),
+        "{}",
+        refused.message()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(entry(dir.path()).is_none(), "nothing registered");
+
+    let _proxy = Proxy::with_node(channel, labelled(&[("version", "v9")]), None)
+        .await
+        .unwrap();
+    eventually_async("a label that selects nothing new is kept", || {
+        entry(dir.path()).is_some_and(|e| e["spec"]["labels"]["version"] == "v9")
+    })
+    .await;
     running.stop().await;
 }

@@ -44,6 +44,28 @@ impl NodeBuilder {
         self
     }
 
+    /// Sets `LABELS` (the proxy's workload labels) to these pairs.
+    pub fn labels(mut self, pairs: &[(&str, &str)]) -> Self {
+        let fields = pairs
+            .iter()
+            .map(|(k, v)| {
+                let value = Value {
+                    kind: Some(Kind::StringValue((*v).into())),
+                };
+                ((*k).to_string(), value)
+            })
+            .collect();
+        let value = Value {
+            kind: Some(Kind::StructValue(Struct { fields })),
+        };
+        self.node
+            .metadata
+            .get_or_insert_with(Struct::default)
+            .fields
+            .insert("LABELS".into(), value);
+        self
+    }
+
     /// Istio's member, network and instance address keys at once.
     pub fn at(self, member: &str, network: &str, instance_ip: &str) -> Self {
         self.meta("CLUSTER_ID", member)

@@ -73,6 +73,8 @@ pub struct MemberObjects {
     pub groups: Vec<WorkloadGroup>,
     /// Its WorkloadEntries.
     pub entries: Vec<WorkloadEntry>,
+    /// Its Services' and ServiceEntries' workload selectors, in the namespaces of its groups.
+    pub selectors: Vec<registration::Selector>,
 }
 
 /// Which other Bowline instances run.
@@ -103,7 +105,7 @@ impl World {
         namespace: &str,
         name: &str,
         cluster: Option<&str>,
-    ) -> Option<(&str, &WorkloadGroup)> {
+    ) -> Option<(&MemberObjects, &WorkloadGroup)> {
         fn holding<'a>(
             m: &'a MemberObjects,
             namespace: &str,
@@ -117,12 +119,12 @@ impl World {
             self.members
                 .iter()
                 .find(|m| m.cluster.as_deref() == Some(c))
-                .and_then(|m| Some((m.member.as_str(), holding(m, namespace, name)?)))
+                .and_then(|m| Some((m, holding(m, namespace, name)?)))
         });
         preferred.or_else(|| {
             self.members
                 .iter()
-                .find_map(|m| Some((m.member.as_str(), holding(m, namespace, name)?)))
+                .find_map(|m| Some((m, holding(m, namespace, name)?)))
         })
     }
 
@@ -379,13 +381,14 @@ impl Registrar {
             let Ok(entry) = registration::entry(
                 group,
                 proxy,
+                &member.selectors,
                 &self.instance,
                 &stamp(connection.connected_at),
             ) else {
                 continue;
             };
             let key = EntryKey {
-                member: member.to_string(),
+                member: member.member.clone(),
                 namespace: proxy.namespace.clone(),
                 name: entry["metadata"]["name"]
                     .as_str()

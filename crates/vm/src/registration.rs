@@ -50,6 +50,24 @@ pub enum Refusal {
         /// The group.
         group: String,
     },
+    /// A label of the proxy's would make the entry an endpoint of a Service (or
+    /// ServiceEntry) its group's template does not make it one of: a proxy must not claim
+    /// another service's traffic by saying so (gRPC `PERMISSION_DENIED`).
+    #[error(
+        "proxy label {label}={value} would make this WorkloadGroup {namespace}/{group} VM an endpoint of {selected_by}, which the group's template does not select; set the label in the group's template instead"
+    )]
+    SelectingLabel {
+        /// The label's key.
+        label: String,
+        /// Its value.
+        value: String,
+        /// The group.
+        group: String,
+        /// Its namespace.
+        namespace: String,
+        /// What it would select the entry (`Service demo/echo`).
+        selected_by: String,
+    },
     /// The group is not the one the proxy names, in the proxy's namespace.
     #[error("WorkloadGroup {namespace}/{group} is not the proxy's group {want_namespace}/{want}")]
     WrongGroup {
@@ -62,6 +80,76 @@ pub enum Refusal {
         /// The proxy's `NAMESPACE`.
         want_namespace: String,
     },
+}
+
+/// A selector of workloads in a namespace: a Service's `selector` or a ServiceEntry's
+/// `workloadSelector`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// What selects (`Service demo/echo`).
+    pub owner: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The labels it selects by.
+    pub labels: Labels,
+}
+
+fn selects(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The labels of an entry `group` registers, from its template and metadata alone.
+fn group_labels(group: &WorkloadGroup) -> Labels {
+    let mut labels = group.template.labels.clone();
+    labels.extend(group.entry_labels.clone());
+    labels
+}
+
+/// The entry's labels: the group's, then the proxy's (`LABELS`). A proxy label may refine
+/// them (a `version`), but never make the entry selected by a Service or ServiceEntry of the
+/// namespace (in `selectors`) that the group's labels alone do not select.
+fn entry_labels(
+    group: &WorkloadGroup,
+    proxy: &Proxy,
+    selectors: &[Selector],
+) -> Result<Labels, Refusal> {
+    let base = group_labels(group);
+    let mut labels = base.clone();
+    labels.extend(
+        proxy
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != LOCALITY_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    let namespace = &*group.meta.namespace;
+    for selector in selectors.iter().filter(|s| s.namespace == namespace) {
+        if selects(&selector.labels, &labels) && !selects(&selector.labels, &base) {
+            let (label, value) = selector
+                .labels
+                .iter()
+                .find(|(k, v)| base.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap_or_default();
+            return Err(Refusal::SelectingLabel {
+                label,
+                value,
+                group: group.meta.name.to_string(),
+                namespace: namespace.to_string(),
+                selected_by: selector.owner.clone(),
+            });
+        }
+    }
+    Ok(labels)
+}
+
+/// Whether `proxy`'s labels may join `group`'s (see [`Refusal::SelectingLabel`]).
+pub fn check_labels(
+    group: &WorkloadGroup,
+    proxy: &Proxy,
+    selectors: &[Selector],
+) -> Result<(), Refusal> {
+    entry_labels(group, proxy, selectors).map(drop)
 }
 
 /// The entry's name: `<group>-<first address, ':' → '-'>[-<network>]`, its last 253
@@ -93,10 +181,12 @@ pub fn owner(group: &WorkloadGroup) -> Value {
 }
 
 /// The WorkloadEntry (`networking.istio.io/v1`) of `proxy` in `group`, registered by
-/// `controller` at `connected_at`.
+/// `controller` at `connected_at`; `selectors` are the member's, for the rule on labels
+/// (see [`Refusal::SelectingLabel`]).
 pub fn entry(
     group: &WorkloadGroup,
     proxy: &Proxy,
+    selectors: &[Selector],
     controller: &str,
     connected_at: &str,
 ) -> Result<Value, Refusal> {
@@ -114,15 +204,7 @@ pub fn entry(
         });
     };
     let template = &group.template;
-    let mut labels = template.labels.clone();
-    labels.extend(group.entry_labels.clone());
-    labels.extend(
-        proxy
-            .labels
-            .iter()
-            .filter(|(k, _)| k.as_str() != LOCALITY_LABEL)
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    let labels = entry_labels(group, proxy, selectors)?;
     let mut annotations = group.entry_annotations.clone();
     annotations.insert(GROUP_ANNOTATION.into(), proxy.group.clone());
     annotations.insert(CONTROLLER_ANNOTATION.into(), controller.into());
@@ -232,6 +314,7 @@ mod tests {
         let entry = entry(
             &group(),
             &proxy(&["192.0.2.50", "2001:db8::7"]),
+            &[],
             "bowline-0",
             "2026-11-30T10:00:00Z",
         )
@@ -274,6 +357,7 @@ mod tests {
         let value = entry(
             &group(),
             &proxy(&["2001:db8::7"]),
+            &[],
             "b",
             "2026-11-30T10:00:00Z",
         )
@@ -294,7 +378,7 @@ mod tests {
     fn the_proxy_network_wins_and_names_the_entry() {
         let mut p = proxy(&["192.0.2.50"]);
         p.network = Some("net-vm".into());
-        let entry = entry(&group(), &p, "b", "t").unwrap();
+        let entry = entry(&group(), &p, &[], "b", "t").unwrap();
         assert_eq!(entry["spec"]["network"], "net-vm");
         assert_eq!(entry["metadata"]["name"], "legacy-192.0.2.50-net-vm");
     }
@@ -302,17 +386,63 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         assert_eq!(
-            entry(&group(), &proxy(&[]), "b", "t"),
+            entry(&group(), &proxy(&[]), &[], "b", "t"),
             Err(Refusal::NoAddress {
                 group: "legacy".into()
             })
         );
         let mut p = proxy(&["192.0.2.50"]);
         p.namespace = "prod".into();
-        let refusal = entry(&group(), &p, "b", "t").unwrap_err();
+        let refusal = entry(&group(), &p, &[], "b", "t").unwrap_err();
         assert_eq!(
             refusal.to_string(),
             "WorkloadGroup demo/legacy is not the proxy's group prod/legacy"
         );
+    }
+
+    /// The hole found in #15: a token for `demo/legacy` registered a VM whose `LABELS` said
+    /// `app: echo`, and it became an endpoint of Service `demo/echo`.
+    #[test]
+    fn a_proxy_label_may_not_make_the_entry_an_endpoint_of_another_service() {
+        let selector = |owner: &str, ns: &str, pairs: &[(&str, &str)]| Selector {
+            owner: owner.into(),
+            namespace: ns.into(),
+            labels: labels(pairs),
+        };
+        let selectors = [
+            selector("Service demo/echo", "demo", &[("app", "echo")]),
+            selector("Service demo/legacy", "demo", &[("app", "legacy")]),
+            selector(
+                "ServiceEntry demo/v2",
+                "demo",
+                &[("app", "legacy"), ("version", "v2")],
+            ),
+            selector("Service prod/echo", "prod", &[("os", "bsd")]),
+        ];
+        let mut p = proxy(&["192.0.2.50"]);
+        p.labels = labels(&[("app", "echo")]);
+        let refusal = entry(&group(), &p, &selectors, "b", "t").unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::SelectingLabel {
+                label: "app".into(),
+                value: "echo".into(),
+                group: "legacy".into(),
+                namespace: "demo".into(),
+                selected_by: "Service demo/echo".into(),
+            }
+        );
+        assert!(refusal.to_string().contains("app=echo"), "{refusal}");
+        // A version selected by a ServiceEntry the template does not select either.
+        p.labels = labels(&[("version", "v2")]);
+        assert!(matches!(
+            entry(&group(), &p, &selectors, "b", "t"),
+            Err(Refusal::SelectingLabel { label, .. }) if label == "version"
+        ));
+        // Labels that select nothing new are kept; other namespaces' selectors do not count.
+        p.labels = labels(&[("version", "v3"), ("os", "bsd")]);
+        let entry = entry(&group(), &p, &selectors, "b", "t").unwrap();
+        assert_eq!(entry["spec"]["labels"]["version"], "v3");
+        assert_eq!(entry["spec"]["labels"]["os"], "bsd");
     }
 }

@@ -53,6 +53,7 @@ fn world(probe: bool) -> World {
                 cluster: Some("east-1".into()),
                 groups: vec![group(probe)],
                 entries: vec![],
+                selectors: vec![],
             },
             MemberObjects {
                 member: "west".into(),
