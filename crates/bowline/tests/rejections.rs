@@ -7,7 +7,7 @@ mod common;
 
 use std::{fmt::Write, fs, time::Duration};
 
-use bowline_test_support::{eventually, http_get};
+use bowline_test_support::{eventually_within, http_get};
 
 const REFUSED: usize = 100_000;
 
@@ -48,15 +48,20 @@ fn an_edit_beside_a_hundred_thousand_refusals_keeps_dns_and_admin_answering() {
     }
     let config = common::demo_config(dir.path(), "");
     let bowline = common::start(&config, None);
-    eventually("both members' refusals listed", || {
-        let (_, body) = http_get(&bowline.admin, "/metrics").ok()?;
-        let refused = body
-            .lines()
-            .filter(|l| l.starts_with("bowline_rejected_objects{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-        (refused >= (2 * REFUSED) as f64).then_some(())
-    });
+    // Large by design: a guard against a hang, not a timing assertion.
+    eventually_within(
+        Duration::from_secs(300),
+        "both members' refusals listed",
+        || {
+            let (_, body) = http_get(&bowline.admin, "/metrics").ok()?;
+            let refused = body
+                .lines()
+                .filter(|l| l.starts_with("bowline_rejected_objects{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+            (refused >= (2 * REFUSED) as f64).then_some(())
+        },
+    );
     answering(&bowline);
 
     // One edit in each member: both rescan beside their 100,000 refusals.
@@ -74,7 +79,7 @@ fn an_edit_beside_a_hundred_thousand_refusals_keeps_dns_and_admin_answering() {
         )
         .unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         answering(&bowline);
         let (code, body) = http_get(&bowline.admin, "/debug/services/demo/late").unwrap();

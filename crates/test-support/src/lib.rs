@@ -680,8 +680,18 @@ pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Polls `check` every 50 ms on this thread until it gives a value; panics naming `what`
 /// after [`EVENTUALLY`].
-pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + EVENTUALLY;
+pub fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    eventually_within(EVENTUALLY, what, check)
+}
+
+/// [`eventually`] with its own guard, for work that is large by design (reading 200,000
+/// documents in a debug build on a loaded machine).
+pub fn eventually_within<T>(
+    guard: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + guard;
     loop {
         if let Some(v) = check() {
             return v;
