@@ -483,6 +483,9 @@ fn create(shared: &Shared, call: &Call) -> Answer {
             &call.json_body()?,
         );
     }
+    if token::reviews(&call.def) {
+        return token::review(shared, &call.json_body()?);
+    }
     if call.target.subresource.is_some() || call.target.name.is_some() {
         return Err(ApiError::new(
             405,

@@ -73,6 +73,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use resources::ResourceDef;
 pub use server::RequestRecord;
+pub use token::API_AUDIENCE;
 
 use server::{Command, Injected, Shared};
 use store::ObjectKey;
@@ -371,6 +372,49 @@ impl FakeApiServer {
     pub fn set_max_token_expiration(&self, max: Option<Duration>) {
         self.inner.shared.controls.lock().max_token_seconds =
             max.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// A token for ServiceAccount `namespace/name` (which must exist), for `audiences` (none:
+    /// the API server's, [`API_AUDIENCE`]) and `seconds`, as a TokenRequest would give it: the
+    /// server accepts it and TokenReviews authenticate it until it expires.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        seconds: i64,
+    ) -> Result<String, String> {
+        let def = self
+            .inner
+            .shared
+            .store
+            .lock()
+            .resource_by_name("v1", "serviceaccounts")
+            .ok_or("no serviceaccounts resource")?;
+        let request = serde_json::json!({
+            "kind": "TokenRequest",
+            "spec": {"audiences": audiences, "expirationSeconds": seconds},
+        });
+        let (_, response) = token::issue(&self.inner.shared, &def, namespace, name, &request)
+            .map_err(|e| e.to_status().to_string())?;
+        Ok(response["status"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Makes an issued token expired, for TokenReviews.
+    pub fn expire_token(&self, token: &str) {
+        if let Some(claims) = self
+            .inner
+            .shared
+            .controls
+            .lock()
+            .token_claims
+            .get_mut(token)
+        {
+            claims.expires = 0;
+        }
     }
 
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK (default 1 s).

@@ -113,6 +113,13 @@ pub(crate) fn built_ins() -> Vec<ResourceDef> {
             true,
         ),
         ResourceDef::built_in("coordination.k8s.io", "v1", "leases", "Lease", true),
+        ResourceDef::built_in(
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "TokenReview",
+            false,
+        ),
         rbac("clusterroles", "ClusterRole", false),
         rbac("clusterrolebindings", "ClusterRoleBinding", false),
         rbac("roles", "Role", true),

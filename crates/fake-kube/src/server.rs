@@ -1,7 +1,7 @@
 //! Transport: the listener, per-connection tasks, and reachability (dropping the listener and
 //! every open connection, then binding the same port again).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,12 +56,24 @@ pub(crate) struct Injected {
     pub remaining: usize,
 }
 
+/// Who an issued ServiceAccount token names, for whom, and until when.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenClaims {
+    pub namespace: String,
+    pub name: String,
+    pub audiences: Vec<String>,
+    /// Seconds since the epoch.
+    pub expires: u64,
+}
+
 /// What tests control about how requests are answered.
 pub(crate) struct Controls {
     /// When set, requests must carry `Authorization: Bearer <token>` (or an issued token).
     pub token: Option<String>,
     /// Tokens answered to TokenRequests: accepted besides `token`.
     pub issued_tokens: HashSet<String>,
+    /// What each issued token says, for TokenReviews.
+    pub token_claims: HashMap<String, TokenClaims>,
     /// How many tokens were issued (numbers the next one).
     pub tokens_issued: u64,
     /// The longest validity a TokenRequest is granted, in seconds.
@@ -90,6 +102,7 @@ impl Shared {
             controls: Mutex::new(Controls {
                 token: None,
                 issued_tokens: HashSet::new(),
+                token_claims: HashMap::new(),
                 tokens_issued: 0,
                 max_token_seconds: None,
                 bookmark_interval: Duration::from_secs(1),

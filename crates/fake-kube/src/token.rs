@@ -1,15 +1,18 @@
 //! The `serviceaccounts/token` subresource (create only): a TokenRequest is answered with a
-//! token the server accepts from then on, besides the one [`set_token`] requires.
+//! token the server accepts from then on, besides the one [`set_token`] requires; and
+//! `tokenreviews` (create only), which checks such a token as the real server does: known,
+//! not expired, and for one of the audiences asked (the API server's own,
+//! [`API_AUDIENCE`], when none are).
 //!
-//! Simplified: issued tokens never expire and are not revoked when their ServiceAccount is
-//! deleted; audiences and bound objects are echoed, not checked.
+//! Simplified: issued tokens still authenticate requests after they expire and are not
+//! revoked when their ServiceAccount is deleted; bound objects are echoed, not checked.
 //!
 //! [`set_token`]: crate::FakeApiServer::set_token
 
 use serde_json::{Value, json};
 
 use crate::resources::ResourceDef;
-use crate::server::Shared;
+use crate::server::{Shared, TokenClaims};
 use crate::status::ApiError;
 use crate::time::{now_rfc3339, rfc3339_in};
 
@@ -17,6 +20,73 @@ use crate::time::{now_rfc3339, rfc3339_in};
 const DEFAULT_SECONDS: i64 = 3600;
 /// The shortest validity the real server accepts.
 const MIN_SECONDS: i64 = 600;
+/// The audience of tokens issued without one, and of reviews that name none (the real
+/// server's `--api-audiences`, by default its issuer).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Whether `def` is `authentication.k8s.io` `tokenreviews`.
+pub(crate) fn reviews(def: &ResourceDef) -> bool {
+    def.built_in && def.group == "authentication.k8s.io" && def.plural == "tokenreviews"
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Answers a TokenReview: 201 with `status.authenticated`, and for a token that passes its
+/// user (`system:serviceaccount:<ns>:<name>`, groups) and the audiences it matched; for one
+/// that does not, `status.error` saying why.
+pub(crate) fn review(shared: &Shared, request: &Value) -> Result<(u16, Value), ApiError> {
+    if request["kind"].as_str().is_some_and(|k| k != "TokenReview") {
+        return Err(ApiError::bad_request(format!(
+            "the body of a tokenreviews request must be a TokenReview, not {}",
+            request["kind"]
+        )));
+    }
+    let token = request["spec"]["token"].as_str().unwrap_or_default();
+    let wanted: Vec<String> = match request["spec"]["audiences"].as_array() {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => vec![API_AUDIENCE.to_owned()],
+    };
+    let claims = shared.controls.lock().token_claims.get(token).cloned();
+    let status = match claims {
+        None => {
+            json!({"authenticated": false, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]"})
+        }
+        Some(c) if c.expires <= unix_now() => {
+            json!({"authenticated": false, "error": "[invalid bearer token, service account token has expired]"})
+        }
+        Some(c) => {
+            let matched: Vec<&String> = wanted.iter().filter(|a| c.audiences.contains(a)).collect();
+            if matched.is_empty() {
+                json!({"authenticated": false, "error": "[invalid bearer token, token audiences [..] is invalid for the target audiences]"})
+            } else {
+                json!({
+                    "authenticated": true,
+                    "audiences": matched,
+                    "user": {
+                        "username": format!("system:serviceaccount:{}:{}", c.namespace, c.name),
+                        "uid": format!("uid-{}-{}", c.namespace, c.name),
+                        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", c.namespace), "system:authenticated"],
+                    },
+                })
+            }
+        }
+    };
+    let response = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "metadata": {"creationTimestamp": now_rfc3339()},
+        "spec": request["spec"],
+        "status": status,
+    });
+    Ok((201, response))
+}
 
 /// Whether `def` is the resource whose `token` subresource this module serves.
 pub(crate) fn serves(def: &ResourceDef) -> bool {
@@ -65,9 +135,23 @@ pub(crate) fn issue(
         .map_or(requested, |max| requested.min(max));
     drop(controls);
     let audiences = match &request["spec"]["audiences"] {
-        Value::Array(audiences) => Value::Array(audiences.clone()),
-        _ => json!([]),
+        Value::Array(audiences) if !audiences.is_empty() => Value::Array(audiences.clone()),
+        _ => json!([API_AUDIENCE]),
     };
+    shared.controls.lock().token_claims.insert(
+        token.clone(),
+        TokenClaims {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            audiences: audiences
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            expires: unix_now().saturating_add(u64::try_from(granted).unwrap_or(0)),
+        },
+    );
     let mut spec = json!({ "audiences": audiences, "expirationSeconds": granted });
     if let Some(bound) = request["spec"].get("boundObjectRef") {
         spec["boundObjectRef"] = bound.clone();

@@ -112,3 +112,53 @@ async fn the_maximum_expiration_shortens_the_validity() {
         .duration_since(k8s_openapi::jiff::Timestamp::now());
     assert!(lifetime.as_secs() <= 3600, "expires in {lifetime:?}");
 }
+
+/// A TokenReview authenticates an issued token for one of its audiences, naming its
+/// ServiceAccount; an unknown, expired or foreign-audience token is not authenticated.
+#[tokio::test]
+async fn token_reviews_check_issuance_expiry_and_audience() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let server = server_with_account().await;
+    let token = server
+        .service_account_token("ops", "reader", &["istio-ca"], 3600)
+        .unwrap();
+    let reviews: Api<TokenReview> = Api::all(server.client());
+    let review = |token: &str, audience: Option<&str>| {
+        let reviews = reviews.clone();
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: audience.map(|a| vec![a.to_owned()]),
+            },
+            ..TokenReview::default()
+        };
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+        }
+    };
+    let passed = review(&token, Some("istio-ca")).await;
+    assert_eq!(passed.authenticated, Some(true));
+    assert_eq!(
+        passed.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:ops:reader")
+    );
+    assert_eq!(passed.audiences, Some(vec!["istio-ca".to_owned()]));
+    for (token, audience) in [
+        (token.as_str(), None),
+        (token.as_str(), Some("other")),
+        ("forged", Some("istio-ca")),
+    ] {
+        let failed = review(token, audience).await;
+        assert_eq!(failed.authenticated, Some(false), "{token} {audience:?}");
+        assert!(failed.error.is_some());
+    }
+    server.expire_token(&token);
+    let expired = review(&token, Some("istio-ca")).await;
+    assert_eq!(expired.authenticated, Some(false));
+    assert!(expired.error.unwrap().contains("expired"));
+}
