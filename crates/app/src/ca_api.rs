@@ -2,10 +2,15 @@
 //! TLS xDS listener: a proxy sends a CSR for the key it keeps, and gets the chain of a
 //! certificate for the identity its credential proves (`bowline_vm::workload`).
 //!
-//! Credentials accepted so far: a Bowline VM token (`authorization: Bearer …`), whose
-//! identity is the service account of its WorkloadGroup's template (`default` when the
-//! template names none) in the group's namespace. Kubernetes service-account JWTs and renewal
-//! with an issued certificate are not accepted yet (#15).
+//! Credentials (`authorization: Bearer …`):
+//! - a Bowline VM token, whose identity is the service account of its WorkloadGroup's
+//!   template (`default` when the template names none) in the group's namespace;
+//! - a Kubernetes service-account token, checked with a TokenReview (for one of
+//!   `ca.audiences`) in the member whose cluster id the `ClusterID` metadata names (the only
+//!   Kubernetes member when there is one and no `ClusterID`); its identity is that service
+//!   account.
+//!
+//! Renewal with an issued certificate is not accepted yet (#15).
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +27,8 @@ use tonic::{
     server::{NamedService, UnaryService},
 };
 use tracing::{info, warn};
+
+use bowline_kube::Credentials;
 
 use crate::config::Ca;
 
@@ -53,6 +60,8 @@ pub struct CaService {
     tokens: Arc<TokenStore>,
     registry: Shared,
     config: Ca,
+    /// The Kubernetes members, by configured name, for TokenReviews.
+    kubernetes: Vec<(MemberName, Credentials)>,
 }
 
 /// The gRPC service of [`CaService`].
@@ -62,31 +71,120 @@ pub struct CaServer(Arc<CaService>);
 impl CaServer {
     /// A server signing with `ca`, checking tokens in `tokens`, finding WorkloadGroups in
     /// `registry`.
-    pub fn new(ca: Arc<RootCa>, tokens: Arc<TokenStore>, registry: Shared, config: Ca) -> Self {
+    pub fn new(
+        ca: Arc<RootCa>,
+        tokens: Arc<TokenStore>,
+        registry: Shared,
+        config: Ca,
+        kubernetes: Vec<(MemberName, Credentials)>,
+    ) -> Self {
         Self(Arc::new(CaService {
             ca,
             tokens,
             registry,
             config,
+            kubernetes,
         }))
     }
 }
 
 impl CaService {
-    fn create(
-        &self,
+    async fn create(
+        self: Arc<Self>,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let caller = crate::auth::caller_of(
-            request.metadata(),
-            request.extensions(),
-            request.remote_addr(),
-            Some(&self.tokens),
-        );
-        let identity = self.identity(&caller).inspect_err(|status| {
-            warn!(caller = %caller, "certificate refused: {}", status.message());
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bowline_vm::tokens::bearer)
+            .map(str::to_owned);
+        let identity = match bearer {
+            Some(token) if !bowline_vm::tokens::is_bowline_token(&token) => {
+                let cluster = request
+                    .metadata()
+                    .get("clusterid")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                self.reviewed(&token, cluster.as_deref()).await
+            }
+            _ => {
+                let caller = crate::auth::caller_of(
+                    request.metadata(),
+                    request.extensions(),
+                    request.remote_addr(),
+                    Some(&self.tokens),
+                );
+                self.identity(&caller)
+            }
+        }
+        .inspect_err(|status| warn!("certificate refused: {}", status.message()))?;
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.sign(&identity, request.into_inner()))
+            .await
+            .map_err(|e| Status::internal(format!("the signer failed: {e}")))?
+    }
+
+    /// The identity a Kubernetes service-account token proves, by a TokenReview in the
+    /// member `cluster` names.
+    async fn reviewed(&self, token: &str, cluster: Option<&str>) -> Result<Identity, Status> {
+        use bowline_kube::review::{Reviewed, review};
+        let (member, credentials) = self.reviewer(cluster)?;
+        let client = credentials.request_client().await.map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach member {member} to review the token: {e}"
+            ))
         })?;
-        let request = request.into_inner();
+        let reviewed = review(client, token, &self.config.audiences)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("member {member} could not review the token: {e}"))
+            })?;
+        match reviewed {
+            Reviewed::ServiceAccount { namespace, name } => Ok(Identity {
+                trust_domain: self.config.trust_domain.clone(),
+                namespace,
+                service_account: name,
+            }),
+            Reviewed::OtherUser(user) => Err(Status::permission_denied(format!(
+                "the token is {user:?}'s, not a service account's"
+            ))),
+            Reviewed::Refused(reason) => Err(Status::unauthenticated(format!(
+                "member {member} does not accept the token for audience {}: {reason}",
+                self.config.audiences.join(", ")
+            ))),
+        }
+    }
+
+    /// The Kubernetes member to review a token in: the one whose cluster id is `cluster`, or
+    /// the only one.
+    fn reviewer(&self, cluster: Option<&str>) -> Result<(MemberName, Credentials), Status> {
+        let found = match cluster {
+            Some(id) => {
+                let registry = self.registry.read();
+                let name = registry
+                    .members()
+                    .into_iter()
+                    .find(|m| m.admission.id().is_some_and(|i| i.as_str() == id))
+                    .map(|m| m.name);
+                name.and_then(|name| self.kubernetes.iter().find(|(n, _)| *n == name))
+            }
+            None if self.kubernetes.len() == 1 => self.kubernetes.first(),
+            None => None,
+        };
+        found.cloned().ok_or_else(|| {
+            Status::unauthenticated(match cluster {
+                Some(id) => format!("no Kubernetes member has cluster id {id:?} (ClusterID metadata) to review the token"),
+                None => "a Kubernetes token needs the ClusterID metadata naming the member that issued it".to_string(),
+            })
+        })
+    }
+
+    fn sign(
+        &self,
+        identity: &Identity,
+        request: IstioCertificateRequest,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
         let ttl = match u64::try_from(request.validity_duration) {
             Ok(0) | Err(_) => DEFAULT_TTL,
             Ok(seconds) => Duration::from_secs(seconds),
@@ -94,7 +192,7 @@ impl CaService {
         .min(self.config.max_ttl);
         let chain = self
             .ca
-            .issue_workload(&request.csr, &identity, ttl, bowline_vm::ca::now())
+            .issue_workload(&request.csr, identity, ttl, bowline_vm::ca::now())
             .map_err(|e| {
                 warn!(identity = %identity, "certificate refused: {e}");
                 match e {
@@ -173,13 +271,7 @@ impl UnaryService<IstioCertificateRequest> for Create {
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<IstioCertificateRequest>) -> Self::Future {
-        let service = self.0.clone();
-        // Signing is a few hundred microseconds of CPU: off the async workers anyway.
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || service.create(request))
-                .await
-                .map_err(|e| Status::internal(format!("the signer failed: {e}")))?
-        })
+        Box::pin(self.0.clone().create(request))
     }
 }
 

@@ -181,8 +181,20 @@ impl Root<'_> {
         let tokens = state
             .token_store(&mut self.tasks, self.shutdown.clone())
             .await;
-        let certificates =
-            crate::ca_api::CaServer::new(ca, tokens.clone(), registry.clone(), config.ca.clone());
+        let certificates = crate::ca_api::CaServer::new(
+            ca,
+            tokens.clone(),
+            registry.clone(),
+            config.ca.clone(),
+            config
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let credentials = crate::members::credentials(&m.source)?;
+                    Some((bowline_model::MemberName::new(m.name.as_str()), credentials))
+                })
+                .collect(),
+        );
         let connections = bowline_xds::status::Connections::default();
         crate::xds::register_metrics(&mut self.metrics, &connections);
         let vm_metrics = Arc::new(crate::vm::VmMetrics::default());

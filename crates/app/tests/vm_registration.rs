@@ -724,12 +724,86 @@ async fn a_service_entry_host_selects_a_registered_vm() {
     running.stop().await;
 }
 
+/// A client of the TLS xDS port trusting `root`.
+async fn tls_channel(addr: std::net::SocketAddr, root: &str) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(root))
+                .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A PEM CSR for a new key, asking for `uri` (or no name).
+fn csr_for(uri: Option<&str>) -> String {
+    let mut params = rcgen::CertificateParams::default();
+    if let Some(uri) = uri {
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.to_string().try_into().unwrap())];
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// `CreateCertificate` with `csr`, presenting `token` and naming `cluster` in `ClusterID`:
+/// the chain, or the status.
+async fn create_certificate(
+    channel: &tonic::transport::Channel,
+    csr: String,
+    token: Option<String>,
+    cluster: Option<&str>,
+) -> Result<Vec<String>, tonic::Status> {
+    use bowline_app::ca_api::{IstioCertificateRequest, IstioCertificateResponse};
+    let mut client = tonic::client::Grpc::new(channel.clone());
+    client.ready().await.unwrap();
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr,
+        validity_duration: 3600,
+        metadata: None,
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    if let Some(cluster) = cluster {
+        request
+            .metadata_mut()
+            .insert("clusterid", cluster.parse().unwrap());
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/istio.v1.auth.IstioCertificateService/CreateCertificate",
+    );
+    client
+        .unary::<_, IstioCertificateResponse, _>(request, path, tonic_prost::ProstCodec::default())
+        .await
+        .map(|r| r.into_inner().cert_chain)
+}
+
+/// The URI SAN of the first certificate of `chain`, checked to verify to `root`.
+fn spiffe_of(chain: &[String], root: &str) -> String {
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(chain[0].as_bytes()).unwrap();
+    let leaf = leaf.parse_x509().unwrap();
+    let (_, root_pem) = x509_parser::pem::parse_x509_pem(root.as_bytes()).unwrap();
+    leaf.verify_signature(Some(root_pem.parse_x509().unwrap().public_key()))
+        .unwrap();
+    let sans = leaf.subject_alternative_name().unwrap().unwrap();
+    match sans.value.general_names.as_slice() {
+        [x509_parser::extensions::GeneralName::URI(uri)] => uri.to_string(),
+        other => panic!("SANs {other:?}"),
+    }
+}
+
 /// `CreateCertificate` on the TLS port: a VM token gets a certificate for its group's service
 /// account (`spiffe://cluster.local/ns/demo/sa/legacy`) that verifies to Bowline's root; a
 /// CSR for another identity, no token and a bad CSR get the status that names the rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
-    use bowline_app::ca_api::{IstioCertificateRequest, IstioCertificateResponse};
     let dir = tempfile::tempdir().unwrap();
     let (config, running, root) = start_member(dir.path(), "").await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
@@ -741,85 +815,26 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
             jiff::Timestamp::now(),
         )
         .unwrap();
-    let channel = {
-        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-        Channel::from_shared(format!("https://{}", running.xds_tls_addr))
-            .unwrap()
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(&root))
-                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
-            )
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    };
-    let csr = |uri: Option<&str>| {
-        let mut params = rcgen::CertificateParams::default();
-        if let Some(uri) = uri {
-            params.subject_alt_names =
-                vec![rcgen::SanType::URI(uri.to_string().try_into().unwrap())];
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.serialize_request(&key).unwrap().pem().unwrap()
-    };
-    let create = |csr: String, token: Option<String>| {
-        let channel = channel.clone();
-        async move {
-            let mut client = tonic::client::Grpc::new(channel);
-            client.ready().await.unwrap();
-            let mut request = tonic::Request::new(IstioCertificateRequest {
-                csr,
-                validity_duration: 3600,
-                metadata: None,
-            });
-            if let Some(token) = token {
-                request
-                    .metadata_mut()
-                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            }
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-                "/istio.v1.auth.IstioCertificateService/CreateCertificate",
-            );
-            client
-                .unary::<_, IstioCertificateResponse, _>(
-                    request,
-                    path,
-                    tonic_prost::ProstCodec::default(),
-                )
-                .await
-                .map(tonic::Response::into_inner)
-        }
-    };
-
+    let channel = tls_channel(running.xds_tls_addr, &root).await;
+    let create =
+        |csr: String, token: Option<String>| create_certificate(&channel, csr, token, None);
     let identity = "spiffe://cluster.local/ns/demo/sa/legacy";
-    let chain = create(csr(Some(identity)), Some(token.clone()))
+    let chain = create(csr_for(Some(identity)), Some(token.clone()))
         .await
-        .unwrap()
-        .cert_chain;
+        .unwrap();
     assert_eq!(chain.len(), 2);
     assert_eq!(chain[1], root, "the chain ends with Bowline's root");
-    let (_, leaf) = x509_parser::pem::parse_x509_pem(chain[0].as_bytes()).unwrap();
-    let leaf = leaf.parse_x509().unwrap();
-    let (_, root_pem) = x509_parser::pem::parse_x509_pem(root.as_bytes()).unwrap();
-    leaf.verify_signature(Some(root_pem.parse_x509().unwrap().public_key()))
-        .unwrap();
-    let sans = leaf.subject_alternative_name().unwrap().unwrap();
-    assert_eq!(
-        sans.value.general_names,
-        [x509_parser::extensions::GeneralName::URI(identity)]
-    );
+    assert_eq!(spiffe_of(&chain, &root), identity);
 
     let other = create(
-        csr(Some("spiffe://cluster.local/ns/demo/sa/admin")),
+        csr_for(Some("spiffe://cluster.local/ns/demo/sa/admin")),
         Some(token.clone()),
     )
     .await
     .unwrap_err();
     assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
     assert!(other.message().contains(identity), "{}", other.message());
-    let anonymous = create(csr(None), None).await.unwrap_err();
+    let anonymous = create(csr_for(None), None).await.unwrap_err();
     assert_eq!(
         anonymous.code(),
         tonic::Code::Unauthenticated,
@@ -878,5 +893,102 @@ async fn a_proxy_label_that_would_select_another_service_is_refused() {
         entry(dir.path()).is_some_and(|e| e["spec"]["labels"]["version"] == "v9")
     })
     .await;
+    running.stop().await;
+}
+
+/// A Kubernetes service-account token, reviewed in the member its `ClusterID` names, gets a
+/// certificate for that service account; one for another audience, an expired one, and a
+/// CSR for another identity are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
+    let server = bowline_fake_kube::FakeApiServer::start().await;
+    server.install_bowline_crds();
+    for object in [
+        serde_json::json!({"apiVersion": "about.k8s.io/v1beta1", "kind": "ClusterProperty",
+            "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "east"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "cart", "namespace": "shop"}}),
+    ] {
+        server.apply_json(object);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("east.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    eventually_async("east admitted", || {
+        running.registry.read().members()[0]
+            .admission
+            .id()
+            .is_some()
+    })
+    .await;
+    let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
+    let channel = tls_channel(running.xds_tls_addr, &root).await;
+    let identity = "spiffe://cluster.local/ns/shop/sa/cart";
+    let token = server
+        .service_account_token("shop", "cart", &["istio-ca"], 3600)
+        .unwrap();
+
+    let chain = create_certificate(
+        &channel,
+        csr_for(Some(identity)),
+        Some(token.clone()),
+        Some("east"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(spiffe_of(&chain, &root), identity);
+    // One Kubernetes member: ClusterID may be left out.
+    create_certificate(&channel, csr_for(None), Some(token.clone()), None)
+        .await
+        .unwrap();
+
+    let other = create_certificate(
+        &channel,
+        csr_for(Some("spiffe://cluster.local/ns/shop/sa/admin")),
+        Some(token.clone()),
+        Some("east"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    let foreign = server
+        .service_account_token("shop", "cart", &["https://example.com"], 3600)
+        .unwrap();
+    let refused = create_certificate(&channel, csr_for(None), Some(foreign), Some("east"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("istio-ca"),
+        "{}",
+        refused.message()
+    );
+    let unknown = create_certificate(&channel, csr_for(None), Some(token.clone()), Some("west"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unauthenticated, "{unknown:?}");
+    server.expire_token(&token);
+    let expired = create_certificate(&channel, csr_for(None), Some(token), Some("east"))
+        .await
+        .unwrap_err();
+    assert_eq!(expired.code(), tonic::Code::Unauthenticated, "{expired:?}");
+    assert!(
+        expired.message().contains("expired"),
+        "{}",
+        expired.message()
+    );
     running.stop().await;
 }

@@ -6,7 +6,8 @@
 //! [`rbac::PERMISSIONS`] lists every API permission Bowline uses; [`install`] renders the
 //! manifests of an in-cluster installation (CRDs, RBAC from that table, Deployment...);
 //! [`member`] prepares a cluster to be another Bowline's member and prints its kubeconfig;
-//! [`secrets`] keeps the root CA and the VM token store in Secrets of Bowline's namespace.
+//! [`secrets`] keeps the root CA and the VM token store in Secrets of Bowline's namespace;
+//! [`review`] asks a member whose a service-account token is.
 
 pub mod credentials;
 pub mod heartbeat;
@@ -15,6 +16,7 @@ pub mod kinds;
 pub mod lease;
 pub mod member;
 pub mod rbac;
+pub mod review;
 pub mod secrets;
 pub mod source;
 pub mod writer;

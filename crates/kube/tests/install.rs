@@ -564,6 +564,7 @@ fn rbac_is_the_permissions_table() {
         ("networking.istio.io", "workloadentries/status", &["patch"]),
         ("networking.istio.io", "workloadgroups", &read),
         ("networking.istio.io", "serviceentries", &read),
+        ("authentication.k8s.io", "tokenreviews", &["create"]),
     ] {
         expected.insert((
             group.into(),

@@ -150,6 +150,22 @@ async fn every_request_is_granted_and_every_grant_is_used() {
             .unwrap();
     }
 
+    // Workload certificates: a service-account token reviewed.
+    server.apply_json(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": "cart", "namespace": "shop"}}));
+    let token = server
+        .service_account_token("shop", "cart", &["istio-ca"], 3600)
+        .unwrap();
+    assert_eq!(
+        bowline_kube::review::review(server.client(), &token, &["istio-ca".into()])
+            .await
+            .unwrap(),
+        bowline_kube::review::Reviewed::ServiceAccount {
+            namespace: "shop".into(),
+            name: "cart".into()
+        }
+    );
+
     // Leader election: take the lease, then release it.
     let (leader_tx, mut leadership) = watch::channel(Leadership::default());
     let lease_stop = CancellationToken::new();

@@ -371,6 +371,14 @@ impl TokenStore {
     }
 }
 
+/// Whether `token` is shaped as Bowline's own (`bwl.<id>.<secret>`), rather than another
+/// issuer's (a Kubernetes service-account JWT).
+pub fn is_bowline_token(token: &str) -> bool {
+    token
+        .strip_prefix(PREFIX)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// The token of an `authorization` header value `Bearer <token>` (scheme case-insensitive).
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;

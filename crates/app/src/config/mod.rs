@@ -60,6 +60,8 @@ pub struct Ca {
     pub trust_domain: String,
     /// The longest lifetime a certificate request may ask for (longer is cut to it).
     pub max_ttl: Duration,
+    /// The audiences a Kubernetes service-account token must be for (one of them).
+    pub audiences: Vec<String>,
 }
 
 /// The `limits` section: one entry per TCP listener.
@@ -370,6 +372,7 @@ struct RawCa {
     trust_domain: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     max_ttl: Option<Duration>,
+    audiences: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

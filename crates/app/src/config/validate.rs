@@ -119,9 +119,19 @@ fn ca(raw: super::RawCa, problems: &mut Problems) -> super::Ca {
     if max_ttl.is_zero() {
         problems.add("ca.maxTtl", "must be more than 0");
     }
+    let audiences = raw
+        .audiences
+        .unwrap_or_else(|| vec!["istio-ca".to_string()]);
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        problems.add(
+            "ca.audiences",
+            "needs at least one audience, none empty (Istio's agents ask for istio-ca)",
+        );
+    }
     super::Ca {
         trust_domain,
         max_ttl,
+        audiences,
     }
 }
 
