@@ -10,7 +10,8 @@
 //!   Kubernetes member when there is one and no `ClusterID`); its identity is that service
 //!   account.
 //!
-//! Renewal with an issued certificate is not accepted yet (#15).
+//! - no token, and a client certificate this CA issued (renewal: the TLS handshake checked
+//!   that it chains to the root and is valid now), whose SPIFFE URI is the identity.
 
 use std::{sync::Arc, time::Duration};
 
@@ -99,7 +100,12 @@ impl CaService {
             .and_then(|v| v.to_str().ok())
             .and_then(bowline_vm::tokens::bearer)
             .map(str::to_owned);
+        let presented = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
         let identity = match bearer {
+            // Renewal: the certificate this CA issued (the TLS handshake verified it).
+            None if presented.is_some() => self.certified(presented.as_deref().unwrap_or_default()),
             Some(token) if !bowline_vm::tokens::is_bowline_token(&token) => {
                 let cluster = request
                     .metadata()
@@ -154,6 +160,42 @@ impl CaService {
                 self.config.audiences.join(", ")
             ))),
         }
+    }
+
+    /// The identity of a client certificate (DER) Bowline's root issued: its SPIFFE URI
+    /// in this trust domain.
+    fn certified(&self, der: &[u8]) -> Result<Identity, Status> {
+        use x509_parser::{extensions::GeneralName, prelude::FromDer};
+        let refused =
+            |why: String| Status::unauthenticated(format!("the client certificate {why}"));
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+            .map_err(|e| refused(format!("does not parse: {e}")))?;
+        let sans = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .ok_or_else(|| refused("names no identity".into()))?;
+        let uri = sans.value.general_names.iter().find_map(|n| match n {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
+        let prefix = format!("spiffe://{}/ns/", self.config.trust_domain);
+        let parsed = uri
+            .and_then(|u| u.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once("/sa/"))
+            .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'));
+        let Some((namespace, account)) = parsed else {
+            return Err(refused(format!(
+                "names {}, not a workload of trust domain {}",
+                uri.unwrap_or("no URI"),
+                self.config.trust_domain
+            )));
+        };
+        Ok(Identity {
+            trust_domain: self.config.trust_domain.clone(),
+            namespace: namespace.to_owned(),
+            service_account: account.to_owned(),
+        })
     }
 
     /// The Kubernetes member to review a token in: the one whose cluster id is `cluster`, or

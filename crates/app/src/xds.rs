@@ -53,6 +53,8 @@ pub(crate) fn tls_identity(ca: &RootCa, addr: SocketAddr) -> anyhow::Result<TlsI
     Ok(TlsIdentity {
         cert_pem: serving.cert_pem,
         key_pem: serving.key_pem,
+        // Workloads renew their certificates with the ones Bowline issued.
+        client_ca_pem: Some(ca.cert_pem().to_string()),
     })
 }
 

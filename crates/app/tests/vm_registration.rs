@@ -742,12 +742,18 @@ async fn tls_channel(addr: std::net::SocketAddr, root: &str) -> tonic::transport
 
 /// A PEM CSR for a new key, asking for `uri` (or no name).
 fn csr_for(uri: Option<&str>) -> String {
+    csr_and_key(uri).0
+}
+
+/// A PEM CSR asking for `uri` (or no name), and its new key, PEM.
+fn csr_and_key(uri: Option<&str>) -> (String, String) {
     let mut params = rcgen::CertificateParams::default();
     if let Some(uri) = uri {
         params.subject_alt_names = vec![rcgen::SanType::URI(uri.to_string().try_into().unwrap())];
     }
     let key = rcgen::KeyPair::generate().unwrap();
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    (csr, key.serialize_pem())
 }
 
 /// `CreateCertificate` with `csr`, presenting `token` and naming `cluster` in `ClusterID`:
@@ -819,9 +825,8 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
     let create =
         |csr: String, token: Option<String>| create_certificate(&channel, csr, token, None);
     let identity = "spiffe://cluster.local/ns/demo/sa/legacy";
-    let chain = create(csr_for(Some(identity)), Some(token.clone()))
-        .await
-        .unwrap();
+    let (csr, key) = csr_and_key(Some(identity));
+    let chain = create(csr, Some(token.clone())).await.unwrap();
     assert_eq!(chain.len(), 2);
     assert_eq!(chain[1], root, "the chain ends with Bowline's root");
     assert_eq!(spiffe_of(&chain, &root), identity);
@@ -842,6 +847,36 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
     );
     let garbage = create("garbage".into(), Some(token)).await.unwrap_err();
     assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+
+    // Renewal: the issued certificate, as the TLS client's, is the credential.
+    let renewing = {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&root))
+                    .identity(Identity::from_pem(&chain[0], &key))
+                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let renewed = create_certificate(&renewing, csr_for(Some(identity)), None, None)
+        .await
+        .unwrap();
+    assert_eq!(spiffe_of(&renewed, &root), identity);
+    let widened = create_certificate(
+        &renewing,
+        csr_for(Some("spiffe://cluster.local/ns/demo/sa/admin")),
+        None,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(widened.code(), tonic::Code::PermissionDenied, "{widened:?}");
     running.stop().await;
 }
 

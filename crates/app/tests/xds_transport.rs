@@ -70,6 +70,7 @@ where
     let tls = (transport == Transport::Tls).then_some(TlsIdentity {
         cert_pem: serving.cert_pem,
         key_pem: serving.key_pem,
+        client_ca_pem: None,
     });
     tokio::spawn(serve_with(
         bowline_xds::transport::lenient(listener),

@@ -50,6 +50,9 @@ pub struct TlsIdentity {
     pub cert_pem: String,
     /// Its private key, PEM.
     pub key_pem: String,
+    /// The root a client certificate must chain to, PEM; `None`: clients present none.
+    /// Clients may always connect without one (optional client authentication).
+    pub client_ca_pem: Option<String>,
 }
 
 /// How often the server pings each connection (HTTP/2 PING), and how long it waits for the
@@ -95,9 +98,14 @@ pub async fn serve_routes(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     if let Some(tls) = tls {
-        builder = builder.tls_config(
-            ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem)),
-        )?;
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem));
+        if let Some(root) = tls.client_ca_pem {
+            config = config
+                .client_ca_root(tonic::transport::Certificate::from_pem(root))
+                .client_auth_optional(true);
+        }
+        builder = builder.tls_config(config)?;
     }
     let incoming = futures::stream::unfold(guard, |mut guard| async move {
         let (stream, _) = guard.accept().await;
