@@ -661,7 +661,17 @@ mod tests {
             };
             assert_eq!(writer.reconcile(&desired()).unwrap().written, 1);
             fs::remove_dir_all(&member).unwrap();
-            let e = writer.reconcile(&desired()).unwrap_err().to_string();
+            // A watched writer learns of the deletion from its watch, a moment later.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let e = loop {
+                match writer.reconcile(&desired()) {
+                    Err(e) => break e.to_string(),
+                    Ok(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(report) => panic!("the deletion was never noticed: {report:?}"),
+                }
+            };
             assert!(e.contains("is gone"), "{e}");
             assert!(
                 !member.exists(),
