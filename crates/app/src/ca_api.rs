@@ -55,6 +55,72 @@ pub struct IstioCertificateResponse {
     pub cert_chain: Vec<String>,
 }
 
+/// Reason label of a refused certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// The CA's metrics: certificates issued and refused, and the earliest expiry among the
+/// certificates this process issued that are still valid.
+#[derive(Default)]
+pub struct CaMetrics {
+    issued: prometheus_client::metrics::counter::Counter,
+    refused: prometheus_client::metrics::family::Family<
+        ReasonLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    earliest_expiry: prometheus_client::metrics::gauge::Gauge,
+    /// Expiry (Unix seconds) → certificates issued with it.
+    expiries: parking_lot::Mutex<std::collections::BTreeMap<i64, u64>>,
+}
+
+impl CaMetrics {
+    /// Registers them.
+    pub fn register(&self, metrics: &mut prometheus_client::registry::Registry) {
+        metrics.register(
+            "bowline_ca_certificates_issued",
+            "Workload certificates issued (CreateCertificate).",
+            self.issued.clone(),
+        );
+        metrics.register(
+            "bowline_ca_certificates_refused",
+            "Certificate requests refused, by gRPC status (unauthenticated, permission_denied, invalid_argument, unavailable, internal).",
+            self.refused.clone(),
+        );
+        metrics.register(
+            "bowline_ca_earliest_expiry_seconds",
+            "Unix time of the earliest expiry among the certificates this process issued that are still valid (0: none).",
+            self.earliest_expiry.clone(),
+        );
+    }
+
+    fn issued(&self, expires: i64) {
+        self.issued.inc();
+        let now = jiff::Timestamp::now().as_second();
+        let mut expiries = self.expiries.lock();
+        *expiries.entry(expires).or_default() += 1;
+        expiries.retain(|at, _| *at > now);
+        self.earliest_expiry
+            .set(expiries.keys().next().copied().unwrap_or(0));
+    }
+
+    fn refused(&self, status: &Status) {
+        let reason = match status.code() {
+            tonic::Code::Unauthenticated => "unauthenticated",
+            tonic::Code::PermissionDenied => "permission_denied",
+            tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::Unavailable => "unavailable",
+            _ => "internal",
+        };
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
+
 /// The CA service: who may have which certificate.
 pub struct CaService {
     ca: Arc<RootCa>,
@@ -63,6 +129,7 @@ pub struct CaService {
     config: Ca,
     /// The Kubernetes members, by configured name, for TokenReviews.
     kubernetes: Vec<(MemberName, Credentials)>,
+    metrics: Arc<CaMetrics>,
 }
 
 /// The gRPC service of [`CaService`].
@@ -78,6 +145,7 @@ impl CaServer {
         registry: Shared,
         config: Ca,
         kubernetes: Vec<(MemberName, Credentials)>,
+        metrics: Arc<CaMetrics>,
     ) -> Self {
         Self(Arc::new(CaService {
             ca,
@@ -85,12 +153,26 @@ impl CaServer {
             registry,
             config,
             kubernetes,
+            metrics,
         }))
     }
 }
 
 impl CaService {
     async fn create(
+        self: Arc<Self>,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let metrics = self.metrics.clone();
+        let answer = self.answer(request).await;
+        match &answer {
+            Ok(_) => {}
+            Err(status) => metrics.refused(status),
+        }
+        answer
+    }
+
+    async fn answer(
         self: Arc<Self>,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
@@ -244,6 +326,9 @@ impl CaService {
                 }
             })?;
         info!(identity = %identity, ttl = ?ttl, "workload certificate issued");
+        let expires = jiff::Timestamp::now().as_second()
+            + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.metrics.issued(expires);
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain,
         }))

@@ -181,6 +181,8 @@ impl Root<'_> {
         let tokens = state
             .token_store(&mut self.tasks, self.shutdown.clone())
             .await;
+        let ca_metrics = Arc::new(crate::ca_api::CaMetrics::default());
+        ca_metrics.register(&mut self.metrics);
         let certificates = crate::ca_api::CaServer::new(
             ca,
             tokens.clone(),
@@ -194,6 +196,7 @@ impl Root<'_> {
                     Some((bowline_model::MemberName::new(m.name.as_str()), credentials))
                 })
                 .collect(),
+            ca_metrics,
         );
         let connections = bowline_xds::status::Connections::default();
         crate::xds::register_metrics(&mut self.metrics, &connections);

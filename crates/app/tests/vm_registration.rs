@@ -877,6 +877,35 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
     .await
     .unwrap_err();
     assert_eq!(widened.code(), tonic::Code::PermissionDenied, "{widened:?}");
+
+    // Counted: two issued, each refusal by its status; the earliest expiry an hour out.
+    let admin = running.admin_addr.to_string();
+    let (_, metrics) = tokio::task::spawn_blocking(move || {
+        bowline_test_support::http_get(&admin, "/metrics").unwrap()
+    })
+    .await
+    .unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} in {metrics}"))
+    };
+    assert_eq!(value("bowline_ca_certificates_issued_total"), 2.0);
+    for (reason, count) in [
+        ("permission_denied", 2.0),
+        ("unauthenticated", 1.0),
+        ("invalid_argument", 1.0),
+    ] {
+        let series = format!("bowline_ca_certificates_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&series), count, "{reason}");
+    }
+    let in_an_hour = jiff::Timestamp::now().as_second() as f64 + 3600.0;
+    let earliest = value("bowline_ca_earliest_expiry_seconds");
+    assert!(
+        (in_an_hour - 10.0..=in_an_hour + 1.0).contains(&earliest),
+        "{earliest}"
+    );
     running.stop().await;
 }
 
