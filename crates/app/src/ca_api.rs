@@ -73,6 +73,20 @@ pub struct CaMetrics {
     earliest_expiry: prometheus_client::metrics::gauge::Gauge,
     /// Expiry (Unix seconds) → certificates issued with it.
     expiries: parking_lot::Mutex<std::collections::BTreeMap<i64, u64>>,
+    /// Each identity issued to, with its latest certificate: for `/debug/identities`.
+    identities: parking_lot::Mutex<std::collections::BTreeMap<String, Issued>>,
+}
+
+/// The latest certificate of one identity, as `/debug/identities` shows it (never a key).
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Issued {
+    /// When the latest was issued (RFC 3339).
+    issued_at: String,
+    /// When it expires (RFC 3339).
+    expires_at: String,
+    /// Certificates issued to this identity since the start.
+    count: u64,
 }
 
 impl CaMetrics {
@@ -95,7 +109,27 @@ impl CaMetrics {
         );
     }
 
-    fn issued(&self, expires: i64) {
+    /// `/debug/identities`: every identity issued to since the start, its latest
+    /// certificate's times and how many it got.
+    pub fn identities(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.identities.lock()).unwrap_or_default()
+    }
+
+    fn issued(&self, identity: &Identity, expires: i64) {
+        let now = jiff::Timestamp::now();
+        let expires_at = jiff::Timestamp::from_second(expires)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let mut identities = self.identities.lock();
+        let entry = identities.entry(identity.spiffe()).or_insert(Issued {
+            issued_at: String::new(),
+            expires_at: String::new(),
+            count: 0,
+        });
+        entry.issued_at = now.to_string();
+        entry.expires_at = expires_at;
+        entry.count += 1;
+        drop(identities);
         self.issued.inc();
         let now = jiff::Timestamp::now().as_second();
         let mut expiries = self.expiries.lock();
@@ -328,7 +362,7 @@ impl CaService {
         info!(identity = %identity, ttl = ?ttl, "workload certificate issued");
         let expires = jiff::Timestamp::now().as_second()
             + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        self.metrics.issued(expires);
+        self.metrics.issued(identity, expires);
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain,
         }))

@@ -183,6 +183,9 @@ impl Root<'_> {
             .await;
         let ca_metrics = Arc::new(crate::ca_api::CaMetrics::default());
         ca_metrics.register(&mut self.metrics);
+        let issued = ca_metrics.clone();
+        self.views
+            .insert("identities", Arc::new(move |_| Ok(issued.identities())));
         let certificates = crate::ca_api::CaServer::new(
             ca,
             tokens.clone(),

@@ -906,6 +906,20 @@ async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
         (in_an_hour - 10.0..=in_an_hour + 1.0).contains(&earliest),
         "{earliest}"
     );
+    let admin = running.admin_addr.to_string();
+    let (code, identities) = tokio::task::spawn_blocking(move || {
+        bowline_test_support::http_get(&admin, "/debug/identities").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{identities}");
+    let identities: serde_json::Value = serde_json::from_str(&identities).unwrap();
+    assert_eq!(identities[identity]["count"], 2, "{identities}");
+    assert!(
+        identities[identity]["expiresAt"].is_string(),
+        "{identities}"
+    );
+    assert_eq!(identities.as_object().unwrap().len(), 1, "{identities}");
     running.stop().await;
 }
 
