@@ -15,7 +15,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bowline_model::{MemberName, Object, ObjectKind};
+use bowline_model::MemberName;
 use bowline_registry::Shared;
 use bowline_vm::{
     ca::RootCa,
@@ -384,24 +384,9 @@ impl CaService {
                 ));
             }
         };
-        let registry = self.registry.read();
-        let group = registry.members().iter().find_map(|member| {
-            registry
-                .objects(
-                    &MemberName::new(member.name.as_str()),
-                    ObjectKind::WorkloadGroup,
-                )
-                .into_iter()
-                .find_map(|object| match object {
-                    Object::WorkloadGroup(group)
-                        if *group.meta.namespace == *scope.namespace
-                            && *group.meta.name == *scope.group =>
-                    {
-                        Some(group)
-                    }
-                    _ => None,
-                })
-        });
+        let group =
+            crate::vm::find_group(&self.registry.read(), &scope.namespace, &scope.group, None)
+                .map(|(_, group)| group);
         let Some(group) = group else {
             return Err(Status::permission_denied(format!(
                 "token {} is for WorkloadGroup {}/{}, which no member holds: its template's serviceAccount names the identity",

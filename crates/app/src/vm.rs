@@ -96,37 +96,13 @@ impl Registration {
         cluster: Option<&str>,
     ) -> Result<(), bowline_vm::registration::Refusal> {
         let registry = self.registry.read();
-        let members = registry.members();
-        let found: Vec<_> = members
-            .iter()
-            .filter_map(|member| {
-                let group = registry
-                    .objects(&member.name, ObjectKind::WorkloadGroup)
-                    .into_iter()
-                    .find_map(|o| match o {
-                        Object::WorkloadGroup(g)
-                            if *g.meta.namespace == *proxy.namespace
-                                && *g.meta.name == *proxy.group =>
-                        {
-                            Some(g)
-                        }
-                        _ => None,
-                    })?;
-                Some((member, group))
-            })
-            .collect();
-        let chosen = found
-            .iter()
-            .find(|(m, _)| {
-                cluster.is_some() && m.admission.id().map(|id| id.to_string()).as_deref() == cluster
-            })
-            .or(found.first());
-        let Some((member, group)) = chosen else {
+        let Some((member, group)) = find_group(&registry, &proxy.namespace, &proxy.group, cluster)
+        else {
             return Ok(());
         };
         let namespaces = BTreeSet::from([proxy.namespace.clone()]);
-        let selectors = selectors(&registry, &member.name, &namespaces);
-        bowline_vm::registration::check_labels(group, proxy, &selectors)
+        let selectors = selectors(&registry, &member, &namespaces);
+        bowline_vm::registration::check_labels(&group, proxy, &selectors)
     }
 }
 
@@ -641,28 +617,57 @@ fn selectors(
     member: &bowline_model::MemberName,
     namespaces: &BTreeSet<String>,
 ) -> Vec<Selector> {
-    if namespaces.is_empty() {
-        return Vec::new();
-    }
-    let services = registry.objects(member, ObjectKind::Service);
-    let entries = registry.objects(member, ObjectKind::ServiceEntry);
-    services
-        .into_iter()
-        .chain(entries)
-        .filter_map(|object| {
-            let (kind, labels) = match &object {
-                Object::Service(s) => ("Service", s.selector.clone()?),
-                Object::ServiceEntry(e) => ("ServiceEntry", e.workload_selector.clone()?),
-                _ => return None,
-            };
-            let meta = object.meta();
-            namespaces.contains(&*meta.namespace).then(|| Selector {
-                owner: format!("{kind} {}/{}", meta.namespace, meta.name),
-                namespace: meta.namespace.to_string(),
+    let mut out = Vec::new();
+    for namespace in namespaces {
+        for (kind, name, labels) in registry.workload_selectors(member, namespace) {
+            out.push(Selector {
+                owner: format!("{kind:?} {namespace}/{name}"),
+                namespace: namespace.clone(),
                 labels,
-            })
+            });
+        }
+    }
+    out
+}
+
+/// WorkloadGroup `namespace/name` and the member holding it: the member whose cluster id is
+/// `cluster` when it holds one, else the first that does (as the registrar picks it).
+pub(crate) fn find_group(
+    registry: &bowline_registry::Registry,
+    namespace: &str,
+    name: &str,
+    cluster: Option<&str>,
+) -> Option<(
+    bowline_model::MemberName,
+    bowline_model::objects::WorkloadGroup,
+)> {
+    let found: Vec<_> = registry
+        .members()
+        .into_iter()
+        .filter_map(|member| {
+            let group = registry
+                .objects(&member.name, ObjectKind::WorkloadGroup)
+                .into_iter()
+                .find_map(|o| match o {
+                    Object::WorkloadGroup(g)
+                        if *g.meta.namespace == *namespace && *g.meta.name == *name =>
+                    {
+                        Some(g)
+                    }
+                    _ => None,
+                })?;
+            let id = member.admission.id().map(|id| id.to_string());
+            Some((member.name, id, group))
         })
-        .collect()
+        .collect();
+    let preferred = found
+        .iter()
+        .position(|(_, id, _)| cluster.is_some() && id.as_deref() == cluster)
+        .unwrap_or(0);
+    found
+        .into_iter()
+        .nth(preferred)
+        .map(|(member, _, group)| (member, group))
 }
 
 /// The synced members' groups and entries, and which other instances run.

@@ -122,19 +122,7 @@ impl Proxy {
         group: &str,
         token: Option<&str>,
     ) -> Result<Self, tonic::Status> {
-        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-        let channel = Channel::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(root))
-                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
-            )
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self::over(channel, group, token).await
+        Self::over(tls_channel(addr, root).await, group, token).await
     }
 
     async fn over(

@@ -451,6 +451,37 @@ impl Registry {
         services.chain(endpoints).collect()
     }
 
+    /// The workload selectors in `namespace` of `member`: each Service's `selector` and each
+    /// ServiceEntry's `workloadSelector`, as `(kind, name, labels)`. Reads that namespace only
+    /// and copies no object (the VM registration checks proxies' labels against them).
+    pub fn workload_selectors(
+        &self,
+        member: &MemberName,
+        namespace: &str,
+    ) -> Vec<(ObjectKind, Strng, bowline_model::Labels)> {
+        let Some(&i) = self.by_name.get(member) else {
+            return Vec::new();
+        };
+        let s = &self.members[i].store;
+        let services = s
+            .services
+            .range(ServiceKey::new(namespace, "")..)
+            .take_while(|(k, _)| &*k.namespace == namespace)
+            .filter_map(|(k, svc)| {
+                let labels = svc.selector.clone()?;
+                Some((ObjectKind::Service, Strng::from(&*k.name), labels))
+            });
+        let entries = s
+            .service_entries
+            .range((Strng::from(namespace), Strng::from(""))..)
+            .take_while(|((ns, _), _)| &**ns == namespace)
+            .filter_map(|((_, name), entry)| {
+                let labels = entry.workload_selector.clone()?;
+                Some((ObjectKind::ServiceEntry, name.clone(), labels))
+            });
+        services.chain(entries).collect()
+    }
+
     /// The objects of one kind a member holds (for debugging and later controllers).
     pub fn objects(&self, member: &MemberName, kind: ObjectKind) -> Vec<Object> {
         let Some(&i) = self.by_name.get(member) else {
