@@ -360,8 +360,11 @@ impl CaService {
                 }
             })?;
         info!(identity = %identity, ttl = ?ttl, "workload certificate issued");
-        let expires = jiff::Timestamp::now().as_second()
-            + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        // What the certificate says (the TTL may have been cut to the root's end).
+        let expires = x509_parser::pem::parse_x509_pem(chain[0].as_bytes())
+            .ok()
+            .and_then(|(_, pem)| Some(pem.parse_x509().ok()?.validity().not_after.timestamp()))
+            .unwrap_or_default();
         self.metrics.issued(identity, expires);
         Ok(Response::new(IstioCertificateResponse {
             cert_chain: chain,
