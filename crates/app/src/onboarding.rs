@@ -373,7 +373,7 @@ pub async fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<Str
         )
     })?;
     let state = StateStore::of(&config);
-    let ca = state.root_ca().await?;
+    let ca = state.signing_ca(&config).await?;
     let mut warnings = Vec::new();
     let bowline_address = bundle::bowline_address(flags.address, config.listen.xds_tls);
     if bowline_address.is_none() {
@@ -391,7 +391,7 @@ pub async fn bundle(flags: &BundleFlags) -> anyhow::Result<(Vec<String>, Vec<Str
         discovery_port: config.listen.xds_tls.port(),
         bowline_address,
         vm_address: flags.vm_address,
-        root_cert_pem: ca.cert_pem(),
+        root_cert_pem: ca.root_pem(),
         token: &token,
         token_expires: record.expires,
     });

@@ -171,13 +171,15 @@ impl Root<'_> {
         let addrs = (plaintext.local_addr()?, tls.local_addr()?);
         let state = crate::state::StateStore::of(config);
         let ca = state
-            .root_ca()
+            .signing_ca(config)
             .await
-            .context("Bowline's root CA, for the xDS TLS listener's certificate")?;
+            .context("Bowline's CA, for the xDS TLS listener's certificate")?;
         let identity =
             crate::xds::tls_identity(&ca, addrs.1).context("the xDS TLS listener's certificate")?;
         let ca = Arc::new(ca);
-        state.keep_root_ca(ca.clone(), &mut self.tasks, self.shutdown.clone());
+        if state.keeps_files(config) {
+            state.keep_root_ca(ca.clone(), &mut self.tasks, self.shutdown.clone());
+        }
         let tokens = state
             .token_store(&mut self.tasks, self.shutdown.clone())
             .await;

@@ -20,7 +20,7 @@ use tokio::{sync::Notify, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, PluginCa};
 
 /// How often a running Bowline reads the token Secret again.
 pub const TOKENS_REFRESH: Duration = Duration::from_secs(5);
@@ -29,6 +29,103 @@ pub const TOKENS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a running Bowline checks that the data directory still holds its root CA.
 pub const CA_CHECK: Duration = Duration::from_secs(5);
+
+/// What to do when a plug-in CA is refused.
+const PLUGIN_REMEDY: &str = "fix the plug-in CA (Istio's cacerts layout: ca-cert.pem signed up to root-cert.pem through cert-chain.pem, ca-key.pem its key), or remove ca.plugin to sign with Bowline's own root";
+
+/// The subject of the first certificate of `pem`, for logs.
+fn root_subject(pem: &str) -> String {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .ok()
+        .and_then(|(_, pem)| Some(pem.parse_x509().ok()?.subject().to_string()))
+        .unwrap_or_default()
+}
+
+/// The plug-in CA of `ca.plugin`, read from its directory or Secret and checked.
+async fn plugin_ca(config: &Config, plugin: &PluginCa) -> anyhow::Result<RootCa> {
+    use bowline_vm::plugin::{CA_CERT, CA_KEY, CERT_CHAIN, PluginPems, ROOT_CERT};
+    let (pems, place): (PluginPems, Box<dyn Fn(&str) -> String>) = match plugin {
+        PluginCa::Dir(dir) => {
+            let read = |file: &str| -> anyhow::Result<Option<String>> {
+                let path = dir.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Ok(Some(text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!("ca.plugin.dir: {}: {e}", path.display())),
+                }
+            };
+            let required = |file: &str| -> anyhow::Result<String> {
+                read(file)?.with_context(|| {
+                    format!(
+                        "ca.plugin.dir: {} is missing; a plug-in CA needs {CA_CERT}, {CA_KEY} and {ROOT_CERT} (and {CERT_CHAIN} when there are intermediates)",
+                        dir.join(file).display()
+                    )
+                })
+            };
+            let pems = PluginPems {
+                ca_cert: required(CA_CERT)?,
+                ca_key: required(CA_KEY)?,
+                root_cert: required(ROOT_CERT)?,
+                cert_chain: read(CERT_CHAIN)?,
+            };
+            let dir = dir.clone();
+            (
+                pems,
+                Box::new(move |file| dir.join(file).display().to_string()),
+            )
+        }
+        PluginCa::Secret {
+            member,
+            namespace,
+            name,
+        } => {
+            let source = &config
+                .members
+                .iter()
+                .find(|m| &m.name == member)
+                .expect("ca.plugin.member was validated")
+                .source;
+            let credentials = crate::members::credentials(source)
+                .expect("ca.plugin.member was validated as a Kubernetes member");
+            let secret = StateStore::secret(&credentials, namespace, name).await?;
+            let data = secret.read().await?.with_context(|| {
+                format!(
+                    "ca.plugin.secret: Secret {} does not exist in member {member}; create it from the plug-in CA files (kubectl create secret generic {name} -n {namespace} --from-file={CA_CERT} --from-file={CA_KEY} --from-file={ROOT_CERT} --from-file={CERT_CHAIN})",
+                    secret.id()
+                )
+            })?;
+            let text = |key: &str| secret.text(&data, key).map(|t| t.map(str::to_string));
+            let required = |key: &str| -> anyhow::Result<String> {
+                Ok(text(key)?.ok_or_else(|| {
+                    secret.key_error(
+                        key,
+                        "missing; a plug-in CA needs ca-cert.pem, ca-key.pem and root-cert.pem",
+                    )
+                })?)
+            };
+            let pems = PluginPems {
+                ca_cert: required(CA_CERT)?,
+                ca_key: required(CA_KEY)?,
+                root_cert: required(ROOT_CERT)?,
+                cert_chain: text(CERT_CHAIN)?,
+            };
+            let id = secret.id();
+            (pems, Box::new(move |key| format!("Secret {id} key {key}")))
+        }
+    };
+    let origin = PemOrigin {
+        cert: place(CA_CERT),
+        key: place(CA_KEY),
+        remedy: PLUGIN_REMEDY.into(),
+    };
+    let ca = RootCa::plugin(
+        pems,
+        &origin,
+        (&place(ROOT_CERT), &place(CERT_CHAIN)),
+        ca::now(),
+    )?;
+    Ok(ca)
+}
 
 /// The credentials of a Kubernetes member (`None` for a manifest member).
 pub fn member_credentials(source: &crate::config::MemberSource) -> Option<Credentials> {
@@ -77,6 +174,25 @@ impl StateStore {
             .await
             .map_err(|e| anyhow::anyhow!("Secret {namespace}/{name}: {e}"))?;
         Ok(SecretRef::new(client, namespace, name))
+    }
+
+    /// The CA Bowline signs with: the plug-in CA of `ca.plugin` when configured (read, never
+    /// written), else its own root ([`StateStore::root_ca`]).
+    pub async fn signing_ca(&self, config: &Config) -> anyhow::Result<RootCa> {
+        match &config.ca.plugin {
+            None => self.root_ca().await,
+            Some(plugin) => {
+                let ca = plugin_ca(config, plugin).await?;
+                info!(root = %root_subject(ca.root_pem()), "signing with the plug-in CA of ca.plugin; workloads and VMs trust its root");
+                Ok(ca)
+            }
+        }
+    }
+
+    /// Whether [`StateStore::keep_root_ca`] has files to keep: Bowline's own root in the
+    /// data directory, not a plug-in CA.
+    pub(crate) fn keeps_files(&self, config: &Config) -> bool {
+        matches!(self, Self::DataDir(_)) && config.ca.plugin.is_none()
     }
 
     /// The root CA: loaded, or created and stored when there is none. Errors name the file

@@ -54,7 +54,7 @@ pub(crate) fn tls_identity(ca: &RootCa, addr: SocketAddr) -> anyhow::Result<TlsI
         cert_pem: serving.cert_pem,
         key_pem: serving.key_pem,
         // Workloads renew their certificates with the ones Bowline issued.
-        client_ca_pem: Some(ca.cert_pem().to_string()),
+        client_ca_pem: Some(ca.root_pem().to_string()),
     })
 }
 

@@ -303,6 +303,25 @@ fn every_problem_is_named_with_file_and_field() {
                 "ca.maxTtl: must be more than 0",
             ],
         ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nca: {plugin: {secret: istio-system/cacerts}}\n",
+            &[
+                "ca.plugin.secret: no member is a Kubernetes cluster",
+                "give ca.plugin.dir",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nca: {plugin: {secret: cacerts}}\n",
+            &["ca.plugin.secret: \"cacerts\" is not <namespace>/<name>"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nca: {plugin: {dir: certs, secret: a/b}}\n",
+            &["ca.plugin: give dir or secret, not both"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nca: {plugin: {secret: a/b, member: east}}\n",
+            &["ca.plugin.member: \"east\" is a manifest directory"],
+        ),
     ];
     for (text, needles) in cases {
         let err = parse(dir.path(), text).expect_err(text).to_string();

@@ -1058,3 +1058,130 @@ async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
     );
     running.stop().await;
 }
+
+/// A CA certificate named `name`, signed by `issuer` (self-signed when `None`): its PEM and
+/// its issuer.
+fn ca_certificate(
+    name: &str,
+    issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// With `ca.plugin`, Bowline signs with the user's intermediate: the TLS port and every
+/// workload chain verify to the user's root (Istio's `cacerts` layout), the data directory
+/// gets no root of Bowline's own, and renewal with a chain through the intermediate works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_ca_signs_chains_that_verify_to_the_users_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, root_issuer) = ca_certificate("user root", None);
+    let (signing, signing_issuer) = ca_certificate("bowline east", Some(&root_issuer));
+    let cacerts = dir.path().join("cacerts");
+    fs::create_dir_all(&cacerts).unwrap();
+    for (file, text) in [
+        ("ca-cert.pem", signing.clone()),
+        ("ca-key.pem", signing_issuer.key().serialize_pem()),
+        ("root-cert.pem", root.clone()),
+        ("cert-chain.pem", format!("{signing}{root}")),
+    ] {
+        fs::write(cacerts.join(file), text).unwrap();
+    }
+    fs::create_dir_all(dir.path().join("east")).unwrap();
+    fs::write(dir.path().join("east/objects.yaml"), MEMBER).unwrap();
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        "clusterSet: set\nmembers: [{manifests: east}]\nca: {plugin: {dir: cacerts}}\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !config.data_dir.join("ca/root-cert.pem").exists(),
+        "no root of Bowline's own"
+    );
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let (token, _) = store
+        .issue(
+            "legacy",
+            "demo",
+            Duration::from_secs(3600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    // The serving certificate verifies to the user's root through the intermediate.
+    let channel = tls_channel(running.xds_tls_addr, &root).await;
+    let identity = "spiffe://cluster.local/ns/demo/sa/legacy";
+    let (csr, key) = csr_and_key(Some(identity));
+    let chain = create_certificate(&channel, csr, Some(token), None)
+        .await
+        .unwrap();
+    assert_eq!(chain.len(), 3, "leaf, intermediate, root: {chain:?}");
+    let der = |pem: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    };
+    assert_eq!(der(&chain[1]), der(&signing));
+    assert_eq!(der(&chain[2]), der(&root));
+    assert_eq!(
+        spiffe_of(&chain, &signing),
+        identity,
+        "signed by the intermediate"
+    );
+
+    // Renewal presents the leaf and the intermediate; Bowline checks them up to the root.
+    let renewing = {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&root))
+                    .identity(Identity::from_pem(
+                        format!("{}{}", chain[0], chain[1]),
+                        &key,
+                    ))
+                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let renewed = create_certificate(&renewing, csr_for(Some(identity)), None, None)
+        .await
+        .unwrap();
+    assert_eq!(spiffe_of(&renewed, &signing), identity);
+    running.stop().await;
+
+    // A plug-in CA that does not chain to its root stops the start, naming the file.
+    let (other_root, _) = ca_certificate("someone else", None);
+    fs::write(cacerts.join("root-cert.pem"), other_root).unwrap();
+    let Err(err) =
+        bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap()).await
+    else {
+        panic!("started with a plug-in CA that does not chain to its root");
+    };
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("is not signed by") && err.contains("cacerts/root-cert.pem"),
+        "{err}"
+    );
+}

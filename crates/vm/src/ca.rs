@@ -100,11 +100,19 @@ pub enum Stored {
     Replaced(PathBuf),
 }
 
-/// Bowline's root CA.
+/// The CA that signs Bowline's certificates: its own root (the default), or a plug-in CA,
+/// an intermediate whose chain ends at a root someone else keeps ([`crate::plugin`]).
 pub struct RootCa {
-    cert_pem: String,
-    key_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    /// The signing certificate, PEM: the root itself, or the plug-in's `ca-cert.pem`.
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    /// The certificates between the signing certificate and the root, nearest first (none
+    /// for Bowline's own root).
+    pub(crate) intermediates: Vec<String>,
+    /// The root certificate, PEM: what clients trust. The signing certificate when it is the
+    /// root.
+    pub(crate) root_pem: String,
 }
 
 /// Where the two PEM texts of a CA came from, for errors: [`RootCa::from_pem`].
@@ -205,9 +213,11 @@ impl RootCa {
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key_pair)
             .map_err(|e| corrupt(cert, format!("cannot sign with it: {e}")))?;
         Ok(Self {
+            root_pem: cert_pem.clone(),
             cert_pem,
             key_pem,
             issuer,
+            intermediates: Vec::new(),
         })
     }
 
@@ -262,8 +272,10 @@ impl RootCa {
         let cert = params.self_signed(&key).map_err(issue)?;
         Ok(Self {
             cert_pem: cert.pem(),
+            root_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
+            intermediates: Vec::new(),
         })
     }
 
@@ -272,14 +284,36 @@ impl RootCa {
         &self.issuer
     }
 
-    /// The root certificate, PEM: what clients trust.
+    /// The signing certificate, PEM: the root for Bowline's own CA, the plug-in's
+    /// `ca-cert.pem` otherwise.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
-    /// The root's private key (PKCS#8), PEM: to be stored, never shown.
+    /// The signing key (PKCS#8), PEM: to be stored, never shown.
     pub fn key_pem(&self) -> &str {
         &self.key_pem
+    }
+
+    /// The root certificate, PEM: what clients trust (a VM bundle's `root-cert.pem`, SDS
+    /// `ROOTCA`).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Whether the signing certificate is an intermediate (a plug-in CA below its root).
+    pub fn is_intermediate(&self) -> bool {
+        self.cert_pem != self.root_pem
+    }
+
+    /// What a certificate this CA signed is sent with, after the leaf: the signing
+    /// certificate and the intermediates up to the root, excluding the root itself (peers
+    /// have it).
+    pub fn chain_above_leaf(&self) -> impl Iterator<Item = &str> {
+        let signing = self.is_intermediate().then_some(self.cert_pem.as_str());
+        signing
+            .into_iter()
+            .chain(self.intermediates.iter().map(String::as_str))
     }
 
     /// Makes `data_dir` keep holding this CA, as a running server checks now and then:
@@ -346,8 +380,13 @@ impl RootCa {
         params.not_after = now + SERVING_VALIDITY;
         let key = KeyPair::generate().map_err(issue)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(issue)?;
+        // The chain a client needs to reach the root it trusts.
+        let mut cert_pem = cert.pem();
+        for above in self.chain_above_leaf() {
+            cert_pem.push_str(above);
+        }
         Ok(CertifiedKey {
-            cert_pem: cert.pem(),
+            cert_pem,
             key_pem: key.serialize_pem(),
         })
     }

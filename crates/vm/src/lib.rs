@@ -7,6 +7,7 @@
 pub mod bundle;
 pub mod ca;
 pub mod lifecycle;
+pub mod plugin;
 pub mod registration;
 pub mod tokens;
 pub mod workload;

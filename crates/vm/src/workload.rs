@@ -126,7 +126,10 @@ impl RootCa {
         params.not_before = now - BACKDATE;
         params.not_after = (now + ttl).min(self.not_after());
         let cert = csr.signed_by(self.issuer()).map_err(IssueError::Sign)?;
-        Ok(vec![cert.pem(), self.cert_pem().to_string()])
+        let mut chain = vec![cert.pem()];
+        chain.extend(self.chain_above_leaf().map(str::to_string));
+        chain.push(self.root_pem().to_string());
+        Ok(chain)
     }
 
     /// The end of the root's validity.

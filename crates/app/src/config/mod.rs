@@ -62,6 +62,25 @@ pub struct Ca {
     pub max_ttl: Duration,
     /// The audiences a Kubernetes service-account token must be for (one of them).
     pub audiences: Vec<String>,
+    /// A plug-in CA to sign with instead of Bowline's own root.
+    pub plugin: Option<PluginCa>,
+}
+
+/// `ca.plugin`: where the plug-in CA's four files of Istio's `cacerts` layout are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginCa {
+    /// A directory holding `ca-cert.pem`, `ca-key.pem`, `root-cert.pem` and
+    /// `cert-chain.pem` (a mounted `cacerts` Secret, for example).
+    Dir(PathBuf),
+    /// A Secret with those keys in a Kubernetes member.
+    Secret {
+        /// The member the Secret is read from.
+        member: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// The `limits` section: one entry per TCP listener.
@@ -373,6 +392,15 @@ struct RawCa {
     #[serde(default, deserialize_with = "duration")]
     max_ttl: Option<Duration>,
     audiences: Option<Vec<String>>,
+    plugin: Option<RawPluginCa>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPluginCa {
+    dir: Option<PathBuf>,
+    secret: Option<String>,
+    member: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

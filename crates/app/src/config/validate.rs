@@ -56,6 +56,10 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         ttl: raw.dns.ttl.unwrap_or(defaults::DNS_TTL),
         cluster_local_member: cluster_local_member(raw.dns.cluster_local_member, &mut problems),
     };
+    let election_member = raw
+        .leader_election
+        .as_ref()
+        .and_then(|raw| raw.member.clone());
     let leader_election = raw
         .leader_election
         .map(|raw| leader_election(raw, &members, &mut problems));
@@ -63,7 +67,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         grace_period: raw.vm.grace_period.unwrap_or(defaults::VM_GRACE_PERIOD),
         controller: controller(raw.vm.controller, &mut problems),
     };
-    let ca = ca(raw.ca, &mut problems);
+    let ca = ca(
+        raw.ca,
+        base,
+        &members,
+        election_member.as_deref(),
+        &mut problems,
+    );
     let limits = limits(raw.limits, &mut problems);
     if !problems.0.is_empty() {
         return Err(ConfigError {
@@ -100,7 +110,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
 
 /// `ca`: the trust domain, a DNS name as SPIFFE requires (lowercase letters, digits, `-`,
 /// `.`), and a lifetime bound above 0.
-fn ca(raw: super::RawCa, problems: &mut Problems) -> super::Ca {
+fn ca(
+    raw: super::RawCa,
+    base: &Path,
+    members: &[Member],
+    election_member: Option<&str>,
+    problems: &mut Problems,
+) -> super::Ca {
     let trust_domain = raw
         .trust_domain
         .unwrap_or_else(|| bowline_vm::workload::DEFAULT_TRUST_DOMAIN.to_string());
@@ -128,10 +144,90 @@ fn ca(raw: super::RawCa, problems: &mut Problems) -> super::Ca {
             "needs at least one audience, none empty (Istio's agents ask for istio-ca)",
         );
     }
+    let plugin = raw
+        .plugin
+        .and_then(|raw| plugin_ca(raw, base, members, election_member, problems));
     super::Ca {
         trust_domain,
         max_ttl,
         audiences,
+        plugin,
+    }
+}
+
+/// `ca.plugin`: a directory, or a Secret `<namespace>/<name>` in a Kubernetes member (by
+/// default the leader-election member, else the only Kubernetes member).
+fn plugin_ca(
+    raw: super::RawPluginCa,
+    base: &Path,
+    members: &[Member],
+    election_member: Option<&str>,
+    problems: &mut Problems,
+) -> Option<super::PluginCa> {
+    match (raw.dir, raw.secret) {
+        (Some(dir), None) => {
+            if raw.member.is_some() {
+                problems.add(
+                    "ca.plugin.member",
+                    "only with ca.plugin.secret; a directory is read where Bowline runs",
+                );
+            }
+            Some(super::PluginCa::Dir(expand_home(base, &dir)))
+        }
+        (None, Some(secret)) => {
+            let Some((namespace, name)) = secret.split_once('/').filter(|(ns, name)| {
+                ClusterId::new(ns).is_ok() && bowline_model::names::validate_subdomain(name).is_ok()
+            }) else {
+                problems.add("ca.plugin.secret", format!("{secret:?} is not <namespace>/<name> of a Secret, such as istio-system/cacerts"));
+                return None;
+            };
+            let kubernetes: Vec<&Member> = members
+                .iter()
+                .filter(|m| !matches!(m.source, MemberSource::Manifests(_)))
+                .collect();
+            let member = match raw.member.as_deref().or(election_member) {
+                Some(member) => match members.iter().find(|m| m.name == member) {
+                    None => {
+                        problems.add("ca.plugin.member", format!("{member:?} is not a member"));
+                        return None;
+                    }
+                    Some(m) if matches!(m.source, MemberSource::Manifests(_)) => {
+                        problems.add("ca.plugin.member", format!("{member:?} is a manifest directory; a Secret is read from a Kubernetes member (or give ca.plugin.dir)"));
+                        return None;
+                    }
+                    Some(m) => m.name.clone(),
+                },
+                None => {
+                    match kubernetes.as_slice() {
+                        [only] => only.name.clone(),
+                        [] => {
+                            problems.add("ca.plugin.secret", "no member is a Kubernetes cluster to read the Secret from; give ca.plugin.dir instead");
+                            return None;
+                        }
+                        _ => {
+                            problems.add("ca.plugin.member", "required with several Kubernetes members: the one holding the Secret");
+                            return None;
+                        }
+                    }
+                }
+            };
+            Some(super::PluginCa::Secret {
+                member,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        }
+        (Some(_), Some(_)) => {
+            problems.add("ca.plugin", "give dir or secret, not both");
+            None
+        }
+        (None, None) => {
+            problems.add(
+                "ca.plugin",
+                "needs dir (a directory of Istio's cacerts files) or secret (<namespace>/<name>)",
+            );
+            None
+        }
     }
 }
 
