@@ -44,7 +44,9 @@ fn root_subject(pem: &str) -> String {
 /// The plug-in CA of `ca.plugin`, read from its directory or Secret and checked.
 async fn plugin_ca(config: &Config, plugin: &PluginCa) -> anyhow::Result<RootCa> {
     use bowline_vm::plugin::{CA_CERT, CA_KEY, CERT_CHAIN, PluginPems, ROOT_CERT};
-    let (pems, place): (PluginPems, Box<dyn Fn(&str) -> String>) = match plugin {
+    // Names a file or key of the plug-in, for errors.
+    type Place = Box<dyn Fn(&str) -> String>;
+    let (pems, place): (PluginPems, Place) = match plugin {
         PluginCa::Dir(dir) => {
             let read = |file: &str| -> anyhow::Result<Option<String>> {
                 let path = dir.join(file);
