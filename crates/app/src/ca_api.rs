@@ -33,6 +33,9 @@ use bowline_kube::Credentials;
 
 use crate::config::Ca;
 
+/// The gRPC path of `CreateCertificate`.
+pub const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+
 /// `istio.v1.auth.IstioCertificateRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct IstioCertificateRequest {
@@ -440,7 +443,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let service = self.0.clone();
         match request.uri().path() {
-            "/istio.v1.auth.IstioCertificateService/CreateCertificate" => Box::pin(async move {
+            CREATE_CERTIFICATE => Box::pin(async move {
                 let codec = tonic_prost::ProstCodec::default();
                 let mut grpc = tonic::server::Grpc::new(codec);
                 Ok(grpc.unary(Create(service), request).await)

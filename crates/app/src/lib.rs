@@ -1,6 +1,7 @@
 //! The composition root: reads the configuration, starts one source per member, applies their
 //! events to the registry and serves the admin endpoints.
 
+pub mod agent;
 pub mod auth;
 pub mod ca_api;
 pub mod config;

@@ -60,6 +60,20 @@ enum Command {
         #[arg(long, default_value = "clusterset")]
         cluster_set: String,
     },
+    /// The node agent beside an Envoy or a proxyless gRPC application (on a VM or as a
+    /// sidecar): makes the workload's key here, gets its certificate from Bowline's CA with
+    /// the credential of agent.yaml (a VM token or a Kubernetes service-account token),
+    /// serves it to Envoy over SDS (secrets `default` and `ROOTCA` on a Unix socket), writes
+    /// cert-chain.pem, key.pem and root-cert.pem for gRPC's file_watcher provider and the
+    /// gRPC xDS bootstrap, and renews at half of the lifetime. `bowline vm bundle` writes
+    /// agent.yaml.
+    ///
+    /// Example: bowline agent --config /etc/bowline/agent.yaml
+    Agent {
+        /// The agent's configuration (see docs/operations.md, "The node agent").
+        #[arg(long, short, default_value = "agent.yaml")]
+        config: PathBuf,
+    },
     /// Prepare clusters to be members of a Bowline running elsewhere.
     Member {
         #[command(subcommand)]
@@ -103,8 +117,9 @@ enum VmCommand {
     ///
     /// Example: bowline vm token --group legacy -n demo --ttl 24h > token
     Token(onboarding::TokenFlags),
-    /// Write what a VM needs to join into a directory: cluster.env, mesh.yaml,
-    /// root-cert.pem, token, hosts and a README saying where each goes.
+    /// Write what a VM needs to join into a directory: agent.yaml (for `bowline agent`),
+    /// cluster.env, mesh.yaml, root-cert.pem, token, hosts and a README saying where each
+    /// goes.
     ///
     /// Example: bowline vm bundle --group legacy -n demo -o vm-files --address 192.0.2.10
     Bundle(onboarding::BundleFlags),
@@ -233,6 +248,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             xds_tls,
         } => demo(dir, admin, xds, dns, xds_tls).await,
         Command::Vm { command } => vm(command).await,
+        Command::Agent { config } => agent(config).await,
         Command::Member { command } => member_command(command).await,
     }
 }
@@ -283,6 +299,19 @@ async fn member_command(command: MemberCommand) -> anyhow::Result<ExitCode> {
         server,
     })
     .await
+}
+
+async fn agent(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = bowline_app::agent::AgentConfig::load(&config)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    bowline_app::agent::run(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
@@ -416,8 +445,8 @@ fn say(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-async fn wait_for_signal(running: &bowline_app::Running) {
-    let token = running.shutdown_token();
+/// Ctrl-C or SIGTERM.
+async fn signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -429,6 +458,13 @@ async fn wait_for_signal(running: &bowline_app::Running) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+async fn wait_for_signal(running: &bowline_app::Running) {
+    let token = running.shutdown_token();
+    tokio::select! {
+        _ = signal() => {}
         _ = token.cancelled() => {}
     }
     tracing::info!("shutting down");

@@ -135,7 +135,7 @@ fn the_bundle_holds_what_the_vm_needs() {
         fs::read_to_string(out.join("root-cert.pem")).unwrap(),
         fs::read_to_string(dir.path().join(".bowline-data/ca/root-cert.pem")).unwrap()
     );
-    for name in ["cluster.env", "mesh.yaml", "hosts", "README"] {
+    for name in ["agent.yaml", "cluster.env", "mesh.yaml", "hosts", "README"] {
         let text = fs::read_to_string(out.join(name)).unwrap();
         assert!(!text.contains(&token), "{name} holds the token");
         golden(
@@ -152,6 +152,7 @@ fn the_bundle_holds_what_the_vm_needs() {
         names,
         [
             "README",
+            "agent.yaml",
             "cluster.env",
             "hosts",
             "mesh.yaml",

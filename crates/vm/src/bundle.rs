@@ -51,8 +51,13 @@ pub struct File {
 /// and agent status ports).
 const LOCAL_EXCLUDE_PORTS: &str = "22,15090,15021,15020";
 
-/// The bundle's files: `cluster.env`, `mesh.yaml`, `root-cert.pem`, `token`, `hosts` and
-/// `README`.
+/// Where the bundle's `agent.yaml` puts Envoy's SDS socket (Istio's path).
+pub const AGENT_SDS_SOCKET: &str = "/var/run/secrets/workload-spiffe-uds/socket";
+/// Where the bundle's `agent.yaml` writes the PEM files (Istio's file-mounted credentials).
+pub const AGENT_CERT_DIR: &str = "/var/run/secrets/workload-spiffe-credentials";
+
+/// The bundle's files: `agent.yaml`, `cluster.env`, `mesh.yaml`, `root-cert.pem`, `token`,
+/// `hosts` and `README`.
 pub fn files(input: &Input<'_>) -> Vec<File> {
     let group = input.group;
     let name = group.meta.name.to_string();
@@ -104,7 +109,24 @@ pub fn files(input: &Input<'_>) -> Vec<File> {
         Some(ip) => format!("{ip} {DISCOVERY_HOST}\n"),
         None => String::new(),
     };
+    let agent_yaml = format!(
+        "\
+# bowline agent --config agent.yaml: gets this VM's workload certificate from Bowline's CA
+# with the token, serves it to Envoy over SDS and writes it for gRPC. Relative paths are
+# relative to this file.
+discovery: {discovery}
+rootCert: root-cert.pem
+token: token
+clusterId: {cluster}
+sdsSocket: {sds}
+certDir: {certs}
+",
+        cluster = input.cluster_id,
+        sds = AGENT_SDS_SOCKET,
+        certs = AGENT_CERT_DIR,
+    );
     vec![
+        file("agent.yaml", agent_yaml, 0o644),
         file("cluster.env", cluster_env, 0o644),
         file("mesh.yaml", mesh_yaml, 0o644),
         file("root-cert.pem", input.root_cert_pem.to_string(), 0o644),
@@ -306,6 +328,13 @@ Bowline VM bundle for WorkloadGroup {group} in namespace {namespace} (cluster {c
 
 Copy these files to the VM:
 
+  agent.yaml     -> keep beside root-cert.pem and token (e.g. /etc/bowline/)
+                    configuration of `bowline agent --config agent.yaml`, the node agent:
+                    it makes the workload key on the VM, gets the certificate for the
+                    group's service account from Bowline's CA with the token, serves it
+                    to Envoy over SDS at {sds} (secrets default and
+                    ROOTCA) and writes cert-chain.pem, key.pem and root-cert.pem to
+                    {certs} for gRPC; it renews at half of the lifetime
   cluster.env    -> /var/lib/istio/envoy/cluster.env
                     environment of the proxy (istio-start.sh sources it); sorted KEY='value' lines
   mesh.yaml      -> /etc/istio/config/mesh
@@ -332,14 +361,17 @@ Notes on Bowline:
   {expires}; issue a new one with `bowline vm token --group {group} --namespace {namespace}`
   and replace the token file. Tokens are stored hashed in Bowline's data directory.
 - Bowline's plaintext xDS port accepts registration only from its own host (loopback).
-- Bowline does not issue workload certificates (CA_ADDR points at the discovery address,
-  but no certificate service answers there): traffic between VMs and pods is not mTLS.
+- Bowline's CA answers Istio's CreateCertificate at CA_ADDR ({discovery}): with the
+  token, the certificate names spiffe://<trust domain>/ns/{namespace}/sa/<the template's
+  serviceAccount>; `bowline agent` or Istio's pilot-agent can ask for it.
 - Bowline's DNS server (listen.dns) answers clusterset.local and, with
   dns.clusterLocalMember, cluster.local; point the VM's resolver at it for those zones.
 ",
         cluster = input.cluster_id,
         host = DISCOVERY_HOST,
         expires = input.token_expires,
+        sds = AGENT_SDS_SOCKET,
+        certs = AGENT_CERT_DIR,
     );
     if input.bowline_address.is_none() {
         s.push_str("- hosts is empty: no address for Bowline was known; add \"<address> ");
