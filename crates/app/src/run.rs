@@ -216,6 +216,7 @@ impl Root<'_> {
             self.shutdown.clone(),
         );
         let ads = bowline_xds::server::Ads::new(self.snapshot.clone(), connections.clone())
+            .with_trust_domain(&config.ca.trust_domain)
             .with_workloads(registration);
         let limits = &config.limits;
         for (listener, transport, tls) in [

@@ -24,6 +24,17 @@ fn demo_snapshot() -> ClusterSet {
 }
 
 fn proxy(id: &str, agent: &str, member: &str, network: &str, ips: &str) -> ProxyInfo {
+    proxy_with(id, agent, member, network, ips, &[])
+}
+
+fn proxy_with(
+    id: &str,
+    agent: &str,
+    member: &str,
+    network: &str,
+    ips: &str,
+    extra: &[(&str, &str)],
+) -> ProxyInfo {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.into())),
     };
@@ -32,12 +43,13 @@ fn proxy(id: &str, agent: &str, member: &str, network: &str, ips: &str) -> Proxy
         user_agent_name: agent.into(),
         metadata: Some(Struct {
             fields: [
-                ("CLUSTER_ID", s(member)),
-                ("NETWORK", s(network)),
-                ("INSTANCE_IPS", s(ips)),
+                ("CLUSTER_ID", member),
+                ("NETWORK", network),
+                ("INSTANCE_IPS", ips),
             ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), s(v)))
             .collect(),
         }),
         ..Default::default()
@@ -97,6 +109,39 @@ fn demo_resources_per_proxy() {
                 "central",
                 "net-east",
                 "fd00:3:1::50",
+            ),
+        ),
+        // An Envoy sidecar of an echo pod in east with the agent's SDS: mTLS clusters (SNI
+        // `outbound_.<port>_._.<host>`), and inbound listeners for its pod's ports with an
+        // mTLS and a plaintext chain.
+        (
+            "envoy-east-mtls",
+            proxy_with(
+                "envoy-east-mtls",
+                "envoy",
+                "east",
+                "net-east",
+                "10.1.1.51",
+                &[
+                    ("BOWLINE_SDS", "true"),
+                    (
+                        "POD_PORTS",
+                        r#"[{"name":"http","containerPort":8080,"protocol":"TCP"},{"name":"tcp-echo","containerPort":9000}]"#,
+                    ),
+                ],
+            ),
+        ),
+        // West's east-west gateway: one SNI filter chain per (service, port) it passes on
+        // (no TLS terminated), and SNI-DNAT clusters of west's mTLS endpoints only.
+        (
+            "envoy-west-gateway",
+            proxy_with(
+                "gateway-west",
+                "envoy",
+                "west",
+                "net-west",
+                "10.2.0.200",
+                &[("BOWLINE_GATEWAY", "eastwest")],
             ),
         ),
     ];

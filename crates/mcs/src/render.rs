@@ -373,6 +373,7 @@ mod tests {
             terminating: false,
             weight: 1,
             service_account: None,
+            mtls: false,
         }
     }
 

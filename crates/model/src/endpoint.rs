@@ -161,6 +161,12 @@ pub struct Endpoint {
     /// case for pods (their `spec.serviceAccountName` is not read: Pods are watched as metadata).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account: Option<Arc<str>>,
+    /// The workload has a proxy that terminates Istio mutual TLS (`tlsMode: istio`): a pod
+    /// labelled `security.istio.io/tlsMode: istio` (what sidecar injection sets), a
+    /// WorkloadEntry with that label or, without the label, with a `serviceAccount`. Only such
+    /// endpoints are reached through east-west gateways, and proxies originate mTLS to them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
 }
 
 fn is_one(weight: &u32) -> bool {

@@ -2,6 +2,11 @@
 
 /// Network of a pod, namespace or east-west gateway Service (Istio).
 pub const NETWORK: &str = "topology.istio.io/network";
+/// A workload's TLS mode (Istio): `istio` when its proxy terminates Istio mutual TLS,
+/// `disabled` otherwise.
+pub const TLS_MODE: &str = "security.istio.io/tlsMode";
+/// The [`TLS_MODE`] of a workload with a proxy.
+pub const TLS_MODE_ISTIO: &str = "istio";
 /// Port of an east-west gateway Service when not 15443 (Istio).
 pub const GATEWAY_PORT: &str = "networking.istio.io/gatewayPort";
 /// Default mTLS port of an east-west gateway.

@@ -219,6 +219,8 @@ fn imported_endpoints(
             terminating: ep.terminating,
             weight: 1,
             service_account: None,
+            // Another provider's slices say nothing of proxies.
+            mtls: false,
         }));
     }
     out.sort_by(|a, b| (&a.cluster, &a.addresses).cmp(&(&b.cluster, &b.addresses)));
@@ -273,6 +275,9 @@ fn new_endpoint(
         terminating: ep.terminating,
         weight: 1,
         service_account: None,
+        mtls: pod_labels
+            .and_then(|l| l.get(labels::TLS_MODE))
+            .is_some_and(|m| m == labels::TLS_MODE_ISTIO),
     }
 }
 

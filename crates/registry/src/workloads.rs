@@ -81,5 +81,10 @@ pub(crate) fn vm_endpoint(
         weight: spec.weight.max(1),
         service_account: (!spec.service_account.is_empty())
             .then(|| spec.service_account.as_str().into()),
+        // Istio's rule: the label, else a service account means a proxy.
+        mtls: match spec.labels.get(bowline_model::labels::TLS_MODE) {
+            Some(mode) => mode == bowline_model::labels::TLS_MODE_ISTIO,
+            None => !spec.service_account.is_empty(),
+        },
     })
 }

@@ -48,6 +48,10 @@ struct Class {
     families: ProxyFamilies,
     listen_address: IpAddr,
     gateway_port: Option<u16>,
+    sds: bool,
+    trust_domain: Arc<str>,
+    /// Per sidecar (its own address) when it has inbound listeners.
+    inbound: Option<Arc<crate::node::Inbound>>,
 }
 
 impl Class {
@@ -59,6 +63,9 @@ impl Class {
             families: ProxyFamilies::of(&proxy.instance_ips),
             listen_address: proxy.listen_address,
             gateway_port: proxy.gateway_port,
+            sds: proxy.sds,
+            trust_domain: proxy.trust_domain.clone(),
+            inbound: proxy.inbound.clone(),
         }
     }
 }
@@ -257,15 +264,35 @@ struct Inner {
 }
 
 /// The cache, shared by every stream of a server.
-#[derive(Default)]
 pub struct Cache {
     /// Guards the entries and the log; held while one entry generates, so that concurrent
     /// streams of a class wait for it instead of generating it again. Never held across an
     /// await.
     inner: Mutex<Inner>,
+    /// The trust domain proxies are told to verify peers by.
+    trust_domain: Arc<str>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::with_trust_domain(crate::node::DEFAULT_TRUST_DOMAIN)
+    }
 }
 
 impl Cache {
+    /// An empty cache for a mesh of `trust_domain`.
+    pub fn with_trust_domain(trust_domain: &str) -> Self {
+        Self {
+            inner: Mutex::default(),
+            trust_domain: trust_domain.into(),
+        }
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &Arc<str> {
+        &self.trust_domain
+    }
+
     /// The resources of `type_url` for `proxy` under `snapshot`: every one (`names` is
     /// `None`, or a type other than EDS and gRPC's LDS), or only those named, each name
     /// generated once per class until a snapshot invalidates it. A snapshot older than the

@@ -43,7 +43,20 @@ fn cluster(any: &Any) -> Value {
     let http2 = c
         .typed_extension_protocol_options
         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
-    json!({"name": c.name, "edsServiceName": c.eds_cluster_config.map(|e| e.service_name), "http2": http2})
+    // The SNI of the mTLS socket, when the cluster originates Istio mTLS.
+    let mtls_sni = c.transport_socket_matches.iter().find_map(|m| {
+        use envoy_types::pb::envoy::{
+            config::core::v3::transport_socket::ConfigType,
+            extensions::transport_sockets::tls::v3::UpstreamTlsContext,
+        };
+        match m.transport_socket.as_ref()?.config_type.as_ref()? {
+            ConfigType::TypedConfig(any) if any.type_url.ends_with("UpstreamTlsContext") => {
+                Some(UpstreamTlsContext::decode(any.value.as_slice()).ok()?.sni)
+            }
+            _ => None,
+        }
+    });
+    json!({"name": c.name, "edsServiceName": c.eds_cluster_config.map(|e| e.service_name), "http2": http2, "mtlsSni": mtls_sni})
 }
 
 fn assignment(any: &Any) -> Value {
@@ -64,10 +77,17 @@ fn assignment(any: &Any) -> Value {
                         ),
                         _ => (String::new(), Vec::new()),
                     };
-                    let meta = e
+                    let bowline = e
                         .metadata
                         .as_ref()
-                        .and_then(|m| m.filter_metadata.get("bowline"))
+                        .and_then(|m| m.typed_filter_metadata.get("bowline"))
+                        .and_then(|any| <envoy_types::pb::google::protobuf::Struct as prost::Message>::decode(any.value.as_slice()).ok());
+                    let mtls = e
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| m.filter_metadata.contains_key(crate::security::MATCH_KEY));
+                    let meta = bowline
+                        .as_ref()
                         .and_then(|s| s.fields.get("endpoint"))
                         .and_then(|v| match &v.kind {
                             Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => Some(s.clone()),
@@ -78,6 +98,7 @@ fn assignment(any: &Any) -> Value {
                         "additionalAddresses": additional,
                         "weight": e.load_balancing_weight.as_ref().map(|w| w.value),
                         "endpoint": meta,
+                        "mtls": mtls,
                     })
                 })
                 .collect();
@@ -89,7 +110,20 @@ fn assignment(any: &Any) -> Value {
 
 fn listener(any: &Any) -> Value {
     let l = Listener::decode(any.value.as_slice()).unwrap_or_default();
-    json!({"name": l.name, "address": socket(l.address.as_ref()), "apiListener": l.api_listener.is_some()})
+    let chains: Vec<Value> = l
+        .filter_chains
+        .iter()
+        .map(|c| {
+            let m = c.filter_chain_match.clone().unwrap_or_default();
+            json!({
+                "serverNames": m.server_names,
+                "transportProtocol": m.transport_protocol,
+                "terminatesTls": c.transport_socket.is_some(),
+                "filters": c.filters.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"name": l.name, "address": socket(l.address.as_ref()), "apiListener": l.api_listener.is_some(), "filterChains": chains})
 }
 
 fn routes(any: &Any) -> Value {

@@ -2,7 +2,9 @@
 //!
 //! Endpoints in the proxy's network, or in a network without gateways, are sent directly.
 //! Endpoints in another network that has east-west gateways are replaced by those gateways
-//! (the endpoint's own member's gateways first), and every real endpoint contributes the same
+//! (the endpoint's own member's gateways first) when they can do mutual TLS (the gateway
+//! routes by the SNI of the client's mTLS handshake; others are dropped, as Istio does), and
+//! every real endpoint contributes the same
 //! weight `S` (the least common multiple of all gateway counts), split evenly over the gateways
 //! that reach it. Load is therefore even over all endpoints of all members (in proportion to
 //! an endpoint's own weight, which is 1 but for a WorkloadEntry's `weight`).
@@ -65,7 +67,8 @@ pub struct ProxyView {
     pub network: Network,
     /// Its address families.
     pub families: ProxyFamilies,
-    /// An east-west gateway: it is sent only the endpoints of its own network, directly.
+    /// An east-west gateway: it is sent only the endpoints of its own network, directly, and
+    /// only those that can do mutual TLS (it passes the client's handshake through by SNI).
     pub local_only: bool,
 }
 
@@ -107,6 +110,9 @@ pub struct LbEndpoint {
     pub network: Network,
     /// Direct or through a gateway.
     pub via: Via,
+    /// Proxies originate Istio mutual TLS to it: the endpoint's workload has a proxy, or it is
+    /// a gateway (which passes the handshake to one).
+    pub mtls: bool,
 }
 
 /// Endpoints of one locality.
@@ -196,7 +202,8 @@ pub fn assign(
     let mut by_locality: BTreeMap<&Locality, Vec<&Target<'_>>> = BTreeMap::new();
     let visible = |t: &&Target<'_>| {
         let ep = t.endpoint;
-        let local = !proxy.local_only || ep.network == proxy.network || ep.network.is_empty();
+        let local = !proxy.local_only
+            || (ep.mtls && (ep.network == proxy.network || ep.network.is_empty()));
         ep.ready && !ep.terminating && local
     };
     for target in targets.iter().filter(visible) {
@@ -233,11 +240,12 @@ pub fn assign(
                         via: Via::Direct {
                             workload: ep.workload.as_ref().map(|w| w.name.to_string()),
                         },
+                        mtls: ep.mtls,
                     });
                 }
                 continue;
             }
-            if reach.is_empty() {
+            if reach.is_empty() || !ep.mtls {
                 continue;
             }
             let share = u64::from(scale) * u64::from(ep.weight.max(1)) / reach.len() as u64;
@@ -263,6 +271,7 @@ pub fn assign(
             cluster: g.cluster.clone(),
             network: g.network.clone(),
             via: Via::Gateway,
+            mtls: true,
         });
     let nowhere = Locality::default();
     match out.iter_mut().find(|l| l.locality == nowhere) {

@@ -19,6 +19,7 @@ pub mod eds;
 pub mod fuzz;
 pub mod node;
 pub mod resources;
+pub mod security;
 pub mod server;
 pub mod status;
 pub mod transport;

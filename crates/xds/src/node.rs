@@ -9,8 +9,16 @@
 //! the address Envoy's outbound listeners bind (default `127.0.0.1`); `BOWLINE_GATEWAY=eastwest`
 //! makes an Envoy the east-west gateway of its network, listening on `BOWLINE_GATEWAY_PORT`
 //! (default 15443).
+//!
+//! Mutual TLS: an Envoy whose bootstrap has the node agent's SDS cluster (`sds-grpc`) says so
+//! with `BOWLINE_SDS=true`, or is Istio's (`ISTIO_VERSION` is set: Istio's agent always
+//! bootstraps `sds-grpc`); such a sidecar originates Istio mTLS to endpoints with a proxy and
+//! gets inbound listeners for the ports of its `POD_PORTS` (Istio's JSON list of container
+//! ports, `[{"name":"http","containerPort":8080,"protocol":"TCP"}]`), bound at
+//! `BOWLINE_INBOUND_ADDRESS` (default: its first `INSTANCE_IPS`) and forwarding to the
+//! application at `BOWLINE_APP_ADDRESS` (default `127.0.0.1`) on the same port.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use bowline_model::{Labels, Network};
 use envoy_types::pb::{
@@ -59,6 +67,49 @@ pub struct ProxyInfo {
     pub auto_register_group: Option<String>,
     /// `node.locality` as `region/zone/subzone`, when set.
     pub locality: Option<String>,
+    /// The proxy has the node agent's SDS (`BOWLINE_SDS=true`, or an Istio agent's Envoy).
+    pub sds: bool,
+    /// The trust domain of the mesh's identities (set by the server, not the proxy).
+    pub trust_domain: Arc<str>,
+    /// Inbound listeners, from `POD_PORTS`, when the proxy has SDS and an inbound address.
+    pub inbound: Option<Arc<Inbound>>,
+}
+
+/// A sidecar's inbound side: the workload's ports, where to listen and where the application is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inbound {
+    /// Where the inbound listeners bind.
+    pub address: IpAddr,
+    /// Where the application listens (on the same ports).
+    pub app_address: IpAddr,
+    /// The ports, with their names (the name tells HTTP from TCP).
+    pub ports: Vec<(u16, String)>,
+}
+
+/// The default trust domain (Istio's).
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// `POD_PORTS`: `[{"name": ..., "containerPort": ..., "protocol": "TCP"}]`; TCP ports only.
+fn pod_ports(text: &str) -> Vec<(u16, String)> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Port {
+        #[serde(default)]
+        name: String,
+        container_port: u16,
+        #[serde(default)]
+        protocol: Option<String>,
+    }
+    let mut ports: Vec<(u16, String)> = serde_json::from_str::<Vec<Port>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP") && p.container_port != 0)
+        .map(|p| (p.container_port, p.name))
+        .collect();
+    ports.sort();
+    ports.dedup_by_key(|p| p.0);
+    ports
 }
 
 fn string(s: &Struct, key: &str) -> Option<String> {
@@ -73,7 +124,7 @@ impl ProxyInfo {
     pub fn from_node(node: &Node) -> Self {
         let empty = Struct::default();
         let meta = node.metadata.as_ref().unwrap_or(&empty);
-        let instance_ips = string(meta, "INSTANCE_IPS")
+        let instance_ips: Vec<IpAddr> = string(meta, "INSTANCE_IPS")
             .map(|ips| {
                 ips.split(',')
                     .filter_map(|ip| ip.trim().parse().ok())
@@ -97,7 +148,25 @@ impl ProxyInfo {
         } else {
             ProxyKind::Grpc
         };
+        let sds = kind == ProxyKind::Envoy
+            && (string(meta, "BOWLINE_SDS").as_deref() == Some("true")
+                || string(meta, "ISTIO_VERSION").is_some());
+        let ip = |key: &str| string(meta, key).and_then(|a| a.parse::<IpAddr>().ok());
+        let inbound = string(meta, "POD_PORTS")
+            .map(|text| pod_ports(&text))
+            .filter(|ports| sds && !ports.is_empty())
+            .and_then(|ports| {
+                Some(Arc::new(Inbound {
+                    address: ip("BOWLINE_INBOUND_ADDRESS").or(instance_ips.first().copied())?,
+                    app_address: ip("BOWLINE_APP_ADDRESS")
+                        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                    ports,
+                }))
+            });
         Self {
+            sds,
+            inbound,
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             id: node.id.clone(),
             kind,
             member: string(meta, "CLUSTER_ID"),

@@ -28,7 +28,10 @@ use envoy_types::pb::{
                 ClusterLoadAssignment, Endpoint as PbEndpoint, LbEndpoint, LocalityLbEndpoints,
                 endpoint::AdditionalAddress, lb_endpoint::HostIdentifier,
             },
-            listener::v3::{ApiListener, Filter, FilterChain, Listener, filter},
+            listener::v3::{
+                ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+                filter, listener_filter,
+            },
             route::v3::{
                 NonForwardingAction, Route, RouteAction, RouteConfiguration, RouteMatch,
                 VirtualHost, route::Action, route_action::ClusterSpecifier,
@@ -68,11 +71,15 @@ pub mod type_url {
 #[derive(Clone, Debug)]
 struct HostPort {
     host: String,
+    /// The namespace of the service (the servers' identities are checked against it).
+    namespace: String,
     port: u16,
     port_name: String,
     /// The port speaks HTTP/2 (gRPC): named `grpc`/`http2` (or `grpc-…`/`http2-…`), or with
     /// appProtocol `grpc`, `http2`, `h2c` or `kubernetes.io/h2c`.
     http2: bool,
+    /// The port carries raw TCP: Envoy's outbound listener proxies TCP, not HTTP.
+    tcp: bool,
     sources: Vec<(ClusterId, Arc<[Endpoint]>)>,
 }
 
@@ -87,9 +94,19 @@ fn speaks_http2(name: &str, app_protocol: Option<&str>) -> bool {
     by_name || by_protocol
 }
 
+/// The port carries raw TCP, not HTTP: named `tcp` (or `tcp-…`), or with appProtocol `tcp`.
+fn speaks_tcp(name: &str, app_protocol: Option<&str>) -> bool {
+    name == "tcp" || name.starts_with("tcp-") || app_protocol == Some("tcp")
+}
+
 impl HostPort {
     fn cluster_name(&self) -> String {
         format!("outbound|{}||{}", self.port, self.host)
+    }
+
+    /// The name of its SNI-DNAT cluster at an east-west gateway (and the SNI clients send).
+    fn sni(&self) -> String {
+        crate::security::sni(self.port, &self.host)
     }
 
     fn listener_name(&self) -> String {
@@ -121,9 +138,11 @@ fn import_ports(import: &Import, only: Option<u16>) -> Vec<HostPort> {
                 .collect();
             HostPort {
                 host: host.clone(),
+                namespace: import.key.namespace.to_string(),
                 port: port.port,
                 port_name: port.name.clone(),
                 http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+                tcp: speaks_tcp(&port.name, port.app_protocol.as_deref()),
                 sources,
             }
         })
@@ -161,9 +180,11 @@ fn own_ports(
         .filter(|port| only.is_none_or(|p| p == port.port))
         .map(|port| HostPort {
             host: host.clone(),
+            namespace: view.key.namespace.to_string(),
             port: port.port,
             port_name: port.name.clone(),
             http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+            tcp: speaks_tcp(&port.name, port.app_protocol.as_deref()),
             sources: sources.clone(),
         })
         .collect()
@@ -178,9 +199,11 @@ fn entry_ports(entry: &HostService, only: Option<u16>) -> Vec<HostPort> {
         .filter(|port| only.is_none_or(|p| p == port.port))
         .map(|port| HostPort {
             host: entry.host.clone(),
+            namespace: entry.service.meta.namespace.to_string(),
             port: port.port,
             port_name: port.name.clone(),
             http2: speaks_http2(&port.name, port.app_protocol.as_deref()),
+            tcp: speaks_tcp(&port.name, port.app_protocol.as_deref()),
             sources: vec![(entry.cluster.clone(), entry.endpoints.clone())],
         })
         .collect()
@@ -222,8 +245,13 @@ fn service_of(host: &str, zone: &str) -> Option<ServiceKey> {
 /// The host port named `cluster` (`outbound|<port>||<host>`), as [`host_ports`] would hold it,
 /// found by looking up only the import, Service and ServiceEntry host the name can stand for.
 fn host_port(proxy: &ProxyInfo, snapshot: &ClusterSet, cluster: &str) -> Option<HostPort> {
-    let (port, host) = cluster.strip_prefix("outbound|")?.split_once("||")?;
-    let port: u16 = port.parse().ok()?;
+    let (port, host) = match crate::security::parse_sni(cluster) {
+        Some((port, host)) => (port, host),
+        None => {
+            let (port, host) = cluster.strip_prefix("outbound|")?.split_once("||")?;
+            (port.parse().ok()?, host)
+        }
+    };
     let mut found = service_of(host, ".svc.clusterset.local")
         .and_then(|key| snapshot.outcome.imports.get(&key))
         .and_then(|import| import_ports(import, Some(port)).pop());
@@ -239,7 +267,7 @@ fn host_port(proxy: &ProxyInfo, snapshot: &ClusterSet, cluster: &str) -> Option<
             }
         }
     }
-    found.filter(|hp| hp.cluster_name() == cluster)
+    found.filter(|hp| hp.cluster_name() == cluster || hp.sni() == cluster)
 }
 
 fn ads() -> ConfigSource {
@@ -251,8 +279,24 @@ fn ads() -> ConfigSource {
 }
 
 fn cluster(hp: &HostPort, proxy: &ProxyInfo) -> Cluster {
+    let name = match proxy.gateway_port {
+        Some(_) => hp.sni(),
+        None => hp.cluster_name(),
+    };
+    // A sidecar with the agent's SDS originates Istio mTLS to endpoints with a proxy; an
+    // east-west gateway passes the client's bytes on untouched.
+    let transport_socket_matches = match proxy.sds && proxy.gateway_port.is_none() {
+        true => crate::security::upstream_matches(
+            &proxy.trust_domain,
+            &hp.namespace,
+            &hp.host,
+            hp.port,
+            hp.http2,
+        ),
+        false => Vec::new(),
+    };
     let mut options = std::collections::HashMap::new();
-    if hp.http2 && proxy.kind == ProxyKind::Envoy {
+    if hp.http2 && proxy.kind == ProxyKind::Envoy && proxy.gateway_port.is_none() {
         use envoy_types::pb::envoy::{
             config::core::v3::Http2ProtocolOptions,
             extensions::upstreams::http::v3::{
@@ -280,11 +324,12 @@ fn cluster(hp: &HostPort, proxy: &ProxyInfo) -> Cluster {
     }
     Cluster {
         typed_extension_protocol_options: options,
-        name: hp.cluster_name(),
+        transport_socket_matches,
+        name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
             eds_config: Some(ads()),
-            service_name: hp.cluster_name(),
+            service_name: name,
         }),
         connect_timeout: Some(Duration {
             seconds: 5,
@@ -305,10 +350,12 @@ fn socket(address: std::net::IpAddr, port: u16) -> Address {
     }
 }
 
-/// Endpoint metadata: `filter_metadata["bowline"]["endpoint"] = "<member>;<network>;<workload>;<direct|gateway>"`.
-/// One key in one map, like Istio's `istio.workload`: protobuf maps encode in hash order, and
-/// a single entry keeps the encoding (and so change detection) deterministic.
-fn metadata(cluster: &str, network: &str, workload: &str, via: &str) -> Metadata {
+/// Endpoint metadata: `typed_filter_metadata["bowline"]` a Struct with `endpoint =
+/// "<member>;<network>;<workload>;<direct|gateway>"` (like Istio's `istio.workload`), and for
+/// an endpoint proxies reach with mTLS `filter_metadata["envoy.transport_socket_match"] =
+/// {tlsMode: istio}`. One key in each map: protobuf maps encode in hash order, and single
+/// entries keep the encoding (and so change detection) deterministic.
+fn metadata(cluster: &str, network: &str, workload: &str, via: &str, mtls: bool) -> Metadata {
     let value = Value {
         kind: Some(Kind::StringValue(format!(
             "{cluster};{network};{workload};{via}"
@@ -317,13 +364,25 @@ fn metadata(cluster: &str, network: &str, workload: &str, via: &str) -> Metadata
     let bowline = Struct {
         fields: [("endpoint".to_string(), value)].into_iter().collect(),
     };
+    let filter_metadata = match mtls {
+        true => [(
+            crate::security::MATCH_KEY.to_string(),
+            crate::security::tls_mode_istio(),
+        )]
+        .into_iter()
+        .collect(),
+        false => Default::default(),
+    };
     Metadata {
-        filter_metadata: [("bowline".to_string(), bowline)].into_iter().collect(),
-        ..Default::default()
+        filter_metadata,
+        typed_filter_metadata: [("bowline".to_string(), pack_any(bowline))]
+            .into_iter()
+            .collect(),
     }
 }
 
 fn load_assignment(
+    name: String,
     hp: &HostPort,
     proxy: &ProxyInfo,
     snapshot: &ClusterSet,
@@ -343,7 +402,7 @@ fn load_assignment(
         .collect();
     let localities = eds::assign(&targets, &snapshot.gateways, &proxy.view());
     ClusterLoadAssignment {
-        cluster_name: hp.cluster_name(),
+        cluster_name: name,
         endpoints: localities
             .into_iter()
             .map(|l| LocalityLbEndpoints {
@@ -384,6 +443,7 @@ fn load_assignment(
                                 e.network.as_str(),
                                 &workload,
                                 via,
+                                e.mtls,
                             )),
                             ..Default::default()
                         }
@@ -516,28 +576,189 @@ fn server_listener(name: &str) -> Option<Listener> {
     })
 }
 
-/// An east-west gateway's routes: a virtual host per `host:port` (and per bare host when it
-/// has one port), to the cluster whose endpoints are this network's. Requests arrive over plain
-/// HTTP with the service's host as their authority.
-fn gateway_routes(name: &str, ports: &BTreeMap<String, HostPort>) -> RouteConfiguration {
-    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
-    for hp in ports.values() {
-        *per_host.entry(&hp.host).or_default() += 1;
+fn network_filter<M: prost::Name>(name: &str, config: M) -> Filter {
+    Filter {
+        name: name.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(config))),
     }
-    let virtual_hosts = ports
-        .values()
-        .map(|hp| {
-            let mut vhost = route_config(hp).virtual_hosts.remove(0);
-            vhost.domains = vec![hp.listener_name()];
-            if per_host[hp.host.as_str()] == 1 {
-                vhost.domains.push(hp.host.clone());
-            }
-            vhost
+}
+
+fn tcp_proxy(stat_prefix: &str, cluster: String) -> Filter {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier as TcpCluster,
+    };
+    network_filter(
+        "envoy.filters.network.tcp_proxy",
+        TcpProxy {
+            stat_prefix: stat_prefix.into(),
+            cluster_specifier: Some(TcpCluster::Cluster(cluster)),
+            ..Default::default()
+        },
+    )
+}
+
+fn tls_inspector() -> ListenerFilter {
+    use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+            TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// An east-west gateway's listener (Istio's AUTO_PASSTHROUGH): `tls_inspector` reads the SNI
+/// of the client sidecar's mTLS handshake, and one filter chain per (service, port) matching
+/// `outbound_.<port>_._.<host>` proxies the bytes, still encrypted, to the SNI-DNAT cluster of
+/// that name (the service's mTLS endpoints in this network). No TLS is terminated here.
+fn gateway_listener(
+    name: String,
+    port: u16,
+    proxy: &ProxyInfo,
+    ports: &BTreeMap<String, HostPort>,
+) -> Listener {
+    let mut by_sni: BTreeMap<String, &HostPort> = BTreeMap::new();
+    for hp in ports.values() {
+        by_sni.insert(hp.sni(), hp);
+    }
+    let filter_chains = by_sni
+        .into_keys()
+        .map(|sni| FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                server_names: vec![sni.clone()],
+                transport_protocol: "tls".into(),
+                ..Default::default()
+            }),
+            filters: vec![tcp_proxy(&sni, sni.clone())],
+            name: sni,
+            ..Default::default()
         })
         .collect();
-    RouteConfiguration {
-        name: name.to_string(),
-        virtual_hosts,
+    Listener {
+        name,
+        address: Some(socket(proxy.listen_address, port)),
+        listener_filters: vec![tls_inspector()],
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+/// Envoy's outbound listener for a raw TCP port: `outbound_<port>`, proxying to the cluster
+/// of the port's one TCP host.
+fn envoy_tcp_listener(port: u16, hp: &HostPort, proxy: &ProxyInfo) -> Listener {
+    Listener {
+        name: format!("outbound_{port}"),
+        address: Some(socket(proxy.listen_address, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![tcp_proxy(&hp.cluster_name(), hp.cluster_name())],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The cluster of a sidecar's inbound port: the application on `app_address:port`.
+fn inbound_cluster(inbound: &crate::node::Inbound, port: u16) -> Cluster {
+    let name = format!("inbound|{port}||");
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(PbEndpoint {
+                        address: Some(socket(inbound.app_address, port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A sidecar's inbound listener for `port` at its inbound address: a filter chain for Istio
+/// mTLS (TLS with the mTLS ALPNs, a client certificate of the trust domain required) and, in
+/// PERMISSIVE mode (the default), one for plaintext; both end in the application's cluster,
+/// through an HTTP connection manager that sets `x-forwarded-client-cert` to the client's
+/// identity for HTTP ports, or a TCP proxy for the others.
+fn inbound_listener(
+    proxy: &ProxyInfo,
+    inbound: &crate::node::Inbound,
+    port: u16,
+    name: &str,
+) -> Listener {
+    let cluster = format!("inbound|{port}||");
+    let http = !speaks_tcp(name, None);
+    let terminal = |prefix: &str| -> Filter {
+        if !http {
+            return tcp_proxy(prefix, cluster.clone());
+        }
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+            ForwardClientCertDetails, SetCurrentClientCertDetails,
+        };
+        let mut manager = hcm(String::new());
+        manager.stat_prefix = prefix.to_string();
+        manager.forward_client_cert_details = ForwardClientCertDetails::SanitizeSet as i32;
+        manager.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        });
+        manager.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: cluster.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: cluster.clone(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(Action::Route(RouteAction {
+                        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.clone())),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        network_filter("envoy.filters.network.http_connection_manager", manager)
+    };
+    let mtls = FilterChain {
+        name: format!("inbound_{port}_mtls"),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "tls".into(),
+            ..Default::default()
+        }),
+        transport_socket: Some(crate::security::downstream(&proxy.trust_domain, http)),
+        filters: vec![terminal(&format!("inbound_{port}_mtls"))],
+        ..Default::default()
+    };
+    let plaintext = FilterChain {
+        name: format!("inbound_{port}_plaintext"),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            ..Default::default()
+        }),
+        filters: vec![terminal(&format!("inbound_{port}_plaintext"))],
+        ..Default::default()
+    };
+    Listener {
+        name: format!("inbound_{port}"),
+        address: Some(socket(inbound.address, port)),
+        listener_filters: vec![tls_inspector()],
+        filter_chains: vec![mtls, plaintext],
         ..Default::default()
     }
 }
@@ -558,7 +779,7 @@ pub fn generate(
             let hp = host_port(proxy, snapshot, name)?;
             Some((
                 name.clone(),
-                pack_any(load_assignment(&hp, proxy, snapshot)),
+                pack_any(load_assignment(name.clone(), &hp, proxy, snapshot)),
             ))
         });
         return found.collect();
@@ -576,20 +797,26 @@ pub fn generate(
             }
         }
     }
-    if let (Some(gateway_port), type_url::LISTENER | type_url::ROUTE) =
-        (proxy.gateway_port, type_url)
-    {
+    if let Some(gateway_port) = proxy.gateway_port {
+        // An east-west gateway: its SNI listener, and per (service, port) an SNI-DNAT cluster.
         let name = format!("eastwest_{gateway_port}");
-        if type_url == type_url::LISTENER && wanted(&name) {
-            let mut listener = envoy_listener(gateway_port, proxy);
-            listener.name.clone_from(&name);
-            if let Some(chain) = listener.filter_chains.first_mut() {
-                chain.filters[0].config_type =
-                    Some(filter::ConfigType::TypedConfig(pack_any(hcm(name.clone()))));
+        match type_url {
+            type_url::LISTENER if wanted(&name) => {
+                let listener = gateway_listener(name.clone(), gateway_port, proxy, &ports);
+                out.insert(name, pack_any(listener));
             }
-            out.insert(name, pack_any(listener));
-        } else if type_url == type_url::ROUTE && wanted(&name) {
-            out.insert(name.clone(), pack_any(gateway_routes(&name, &ports)));
+            type_url::CLUSTER => {
+                for hp in ports.values().filter(|hp| wanted(&hp.sni())) {
+                    out.insert(hp.sni(), pack_any(cluster(hp, proxy)));
+                }
+            }
+            type_url::ENDPOINT => {
+                for hp in ports.values().filter(|hp| wanted(&hp.sni())) {
+                    let assignment = load_assignment(hp.sni(), hp, proxy, snapshot);
+                    out.insert(hp.sni(), pack_any(assignment));
+                }
+            }
+            _ => {}
         }
         return out;
     }
@@ -599,17 +826,38 @@ pub fn generate(
             by_port.entry(hp.port).or_default().push(hp);
         }
         for (port, hosts) in by_port {
+            // A port whose every host is raw TCP gets a TCP proxy to the first of them (one
+            // listener per port: a second TCP host on the port is not reachable through it).
+            let tcp = hosts.iter().all(|hp| hp.tcp).then(|| hosts[0]);
             if type_url == type_url::LISTENER && wanted(&format!("outbound_{port}")) {
-                out.insert(
-                    format!("outbound_{port}"),
-                    pack_any(envoy_listener(port, proxy)),
-                );
+                let listener = match tcp {
+                    Some(hp) => envoy_tcp_listener(port, hp, proxy),
+                    None => envoy_listener(port, proxy),
+                };
+                out.insert(format!("outbound_{port}"), pack_any(listener));
             }
-            if type_url == type_url::ROUTE && wanted(&port.to_string()) {
+            if type_url == type_url::ROUTE && tcp.is_none() && wanted(&port.to_string()) {
                 out.insert(port.to_string(), pack_any(envoy_routes(port, &hosts)));
             }
         }
+        if let (type_url::LISTENER, Some(inbound)) = (type_url, proxy.inbound.as_deref()) {
+            for (port, name) in &inbound.ports {
+                let listener_name = format!("inbound_{port}");
+                if wanted(&listener_name) {
+                    let listener = inbound_listener(proxy, inbound, *port, name);
+                    out.insert(listener_name, pack_any(listener));
+                }
+            }
+        }
         return out;
+    }
+    if let (type_url::CLUSTER, Some(inbound)) = (type_url, proxy.inbound.as_deref()) {
+        for (port, _) in &inbound.ports {
+            let name = format!("inbound|{port}||");
+            if wanted(&name) {
+                out.insert(name, pack_any(inbound_cluster(inbound, *port)));
+            }
+        }
     }
     for hp in ports.values() {
         match type_url {
@@ -619,7 +867,7 @@ pub fn generate(
             type_url::ENDPOINT if wanted(&hp.cluster_name()) => {
                 out.insert(
                     hp.cluster_name(),
-                    pack_any(load_assignment(hp, proxy, snapshot)),
+                    pack_any(load_assignment(hp.cluster_name(), hp, proxy, snapshot)),
                 );
             }
             type_url::LISTENER if proxy.kind == ProxyKind::Grpc && wanted(&hp.listener_name()) => {

@@ -87,6 +87,12 @@ impl Ads {
         }
     }
 
+    /// The trust domain of the identities proxies verify each other by (`ca.trustDomain`).
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
+        self.cache = Arc::new(Cache::with_trust_domain(trust_domain));
+        self
+    }
+
     /// The resource cache its streams share (its [`Cache::stats`] count the work done).
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
@@ -282,7 +288,8 @@ impl Stream_ {
                 "the node is {size} bytes encoded, more than the {MAX_NODE_BYTES} allowed"
             )));
         }
-        let proxy = ProxyInfo::from_node(node);
+        let mut proxy = ProxyInfo::from_node(node);
+        proxy.trust_domain = self.cache.trust_domain().clone();
         tracing::Span::current().record("node", proxy.id.as_str());
         let peer = caller.peer;
         if let Some(workloads) = &caller.workloads {

@@ -70,6 +70,9 @@ fn registry(extra_west_endpoint: bool) -> Registry {
                 .port("http", 80)
                 .build(),
             west_slice.build(),
+            // Sidecar-injected pods: reached through the gateway with mTLS.
+            pod("demo", "w1", &[(labels::TLS_MODE, labels::TLS_MODE_ISTIO)]),
+            pod("demo", "w2", &[(labels::TLS_MODE, labels::TLS_MODE_ISTIO)]),
             service("istio-system", "eastwest")
                 .label(labels::NETWORK, "net-west")
                 .port("tls", 15443)

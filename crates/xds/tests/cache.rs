@@ -87,6 +87,14 @@ impl Set {
                 );
             } else {
                 objects.push(echo_slice(&["10.2.0.1"]));
+                // West's pods have sidecars: east reaches them through the gateway, with mTLS.
+                for name in ["w0", "w1", "w2", "o", "o0", "o1", "o2"] {
+                    objects.push(pod(
+                        "demo",
+                        name,
+                        &[(labels::TLS_MODE, labels::TLS_MODE_ISTIO)],
+                    ));
+                }
                 objects.push(
                     service("istio-system", "eastwest")
                         .label(labels::NETWORK, "net-west")

@@ -24,6 +24,7 @@ fn ep(cluster: &str, network: &str, addrs: &[&str]) -> Endpoint {
         terminating: false,
         weight: 1,
         service_account: None,
+        mtls: true,
     }
 }
 
@@ -343,5 +344,46 @@ fn a_weighted_endpoint_counts_as_that_many_directly_and_through_gateways() {
             s("192.0.2.1", 2, true),
             s("192.0.2.2", 2, true),
         ]
+    );
+}
+
+#[test]
+fn endpoints_without_a_proxy_are_never_sent_through_a_gateway_nor_by_one() {
+    let plain = |e: Endpoint| Endpoint { mtls: false, ..e };
+    let endpoints = vec![
+        ep("east", "net-east", &["10.1.0.1"]),
+        plain(ep("east", "net-east", &["10.1.0.2"])),
+        ep("west", "net-west", &["10.2.0.1"]),
+        plain(ep("west", "net-west", &["10.2.0.2"])),
+    ];
+    let gws = gateways(&[gw("net-west", "west", "192.0.2.20")]);
+    // East's own plaintext endpoint stays direct; west's cannot go through the gateway (it
+    // routes by the SNI of an mTLS handshake) and is dropped, as Istio drops it.
+    assert_eq!(
+        summary(&endpoints, &gws, &proxy("net-east", ProxyFamilies::V4)),
+        vec![
+            s("10.1.0.1", 1, false),
+            s("10.1.0.2", 1, false),
+            s("192.0.2.20", 1, true),
+        ]
+    );
+    // West's gateway passes on only what can take the client's mTLS.
+    let gateway = ProxyView {
+        local_only: true,
+        ..proxy("net-west", ProxyFamilies::V4)
+    };
+    assert_eq!(
+        summary(&endpoints, &gws, &gateway),
+        vec![s("10.2.0.1", 1, false)]
+    );
+    // Without gateways the plaintext endpoints of other networks stay direct.
+    assert_eq!(
+        summary(
+            &endpoints,
+            &Gateways::new(),
+            &proxy("net-east", ProxyFamilies::V4)
+        )
+        .len(),
+        4
     );
 }
