@@ -5,9 +5,8 @@ in delta mode.
 Two members with HTTP backends on loopback addresses standing in for pods. Envoy gets an
 outbound listener on the service port and routes by Host to echo.shop.svc.clusterset.local;
 requests must spread evenly over all backends of both members, and an endpoint removed from a
-manifest must stop receiving requests without restarting Envoy. Then the members are put on
-two networks: east's Envoy reaches west's backends only through a second Envoy acting as west's
-east-west gateway, and the spread must still be even over all four backends.
+manifest must stop receiving requests without restarting Envoy. (Across networks, through an
+east-west gateway with mTLS: mtls.py.)
 
 Usage: envoy.py PATH_TO_BOWLINE PATH_TO_ENVOY
 """
@@ -112,84 +111,12 @@ def bootstrap(mode, xds_port, admin_port, metadata=None):
     }
 
 
-GATEWAY_IP = "127.0.0.30"
-
-GATEWAY_YAML = f"""---
-apiVersion: v1
-kind: Service
-metadata:
-  name: eastwest
-  namespace: istio-system
-  labels: {{topology.istio.io/network: net-west}}
-spec:
-  type: LoadBalancer
-  clusterIP: 10.96.9.9
-  ports: [{{name: tls, port: 15443}}]
-  externalIPs: [{GATEWAY_IP}]
-"""
-
-
 def start_envoy(envoy, work, name, config):
     path = os.path.join(work, f"envoy-{name}.json")
     with open(path, "w") as f:
         json.dump(config, f)
     return subprocess.Popen([envoy, "-c", path, "--disable-hot-restart", "--log-level", "warn"],
                             stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, f"envoy-{name}.log"), "w"))
-
-
-def wait_for_all(service_port, expected, what, work):
-    deadline = time.time() + 60
-    while True:
-        try:
-            if len(spread(service_port, 12)) == expected:
-                return
-        except OSError:
-            pass
-        if time.time() > deadline:
-            raise SystemExit(f"{what} did not reach all {expected} backends within 60 s; see {work}")
-        time.sleep(0.3)
-
-
-def cross_network(bowline, envoy, port):
-    """east (net-east) reaches west (net-west) through west's east-west gateway Envoy."""
-    work = tempfile.mkdtemp(prefix="bowline-envoy-gw-")
-    service_port = free_port()
-    for member, addrs in SERVERS.items():
-        os.makedirs(os.path.join(work, member))
-        with open(os.path.join(work, member, "echo.yaml"), "w") as f:
-            f.write(member_yaml(member, addrs, port, service_port) + (GATEWAY_YAML if member == "west" else ""))
-    admin, xds = free_port(), free_port()
-    with open(os.path.join(work, "bowline.yaml"), "w") as f:
-        f.write(
-            "clusterSet: e2e\n"
-            "members:\n  - {manifests: east, network: net-east}\n  - {manifests: west, network: net-west}\n"
-            f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{free_port()}', dns: '127.0.0.1:{free_port()}'}}\n"
-        )
-    proc = subprocess.Popen([bowline, "run", "--config", os.path.join(work, "bowline.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "bowline.log"), "w"))
-    gateway = start_envoy(envoy, work, "gateway", bootstrap("sotw", xds, free_port(), {
-        "CLUSTER_ID": "west", "NETWORK": "net-west", "INSTANCE_IPS": GATEWAY_IP,
-        "BOWLINE_GATEWAY": "eastwest", "BOWLINE_LISTEN_ADDRESS": GATEWAY_IP}))
-    sidecar = start_envoy(envoy, work, "sidecar", bootstrap("sotw", xds, free_port(), {
-        "CLUSTER_ID": "east", "NETWORK": "net-east", "INSTANCE_IPS": "127.0.0.1"}))
-    try:
-        wait_for_all(service_port, 4, "east's Envoy through west's gateway", work)
-        counts = spread(service_port, 200)
-        print(f"envoy across networks (west through its gateway): {dict(counts)}")
-        for addr in [a for addrs in SERVERS.values() for a in addrs]:
-            share = counts[addr] / 200
-            assert 0.15 <= share <= 0.35, f"across networks: {addr} got {share:.0%}: {dict(counts)}"
-        # What east's Envoy is served: its own endpoints directly, west's two behind the gateway.
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/debug/config_dump?node=envoy-sotw-east", timeout=5) as r:
-            dump = json.load(r)
-        cla = next(e for e in dump["endpoints"] if e["cluster"] == f"outbound|{service_port}||echo.shop.svc.clusterset.local")
-        sent = sorted((ep["address"], ep["weight"]) for l in cla["localities"] for ep in l["endpoints"])
-        assert sent == [(f"127.0.0.11:{port}", 1), (f"127.0.0.12:{port}", 1), (f"{GATEWAY_IP}:15443", 2)], sent
-        print(f"east's Envoy is sent: {sent}")
-    finally:
-        for p in (sidecar, gateway, proc):
-            p.terminate()
-            p.wait(timeout=10)
 
 
 def get(service_port):
@@ -262,7 +189,6 @@ def main():
             finally:
                 envoy_proc.terminate()
                 envoy_proc.wait(timeout=10)
-        cross_network(bowline, envoy, port)
         print("envoy: ok")
     finally:
         proc.terminate()

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """End to end: a VM joins the mesh with a real `bowline vm bundle` (issue #7).
 
-Two manifest members on two networks: east (net-east) and west (net-west). west holds the
-WorkloadGroup `legacy` (with a probe), the Service `legacy` selecting it, and its east-west
-gateway. A scripted ADS client plays the VM's proxy: Python grpcio with the xds-protos stubs,
+Two manifest members on one network (net-west): east and west. west holds the WorkloadGroup
+`legacy` (with a probe) and the Service `legacy` selecting it. (Reaching a workload in another
+network goes through an east-west gateway with mTLS, which needs a sidecar and an agent beside
+the workload: mtls.py checks that.) A scripted ADS client plays the VM's proxy: Python grpcio with the xds-protos stubs,
 over TLS to `listen.xdsTls`, trusting the bundle's root certificate for the bundle's discovery
 host name, presenting the bundle's token, with node metadata built from the bundle's
 cluster.env as Istio's agent builds it. The VM itself is an HTTP server on 127.0.0.50.
@@ -13,8 +14,7 @@ Checked, in order:
      PERMISSION_DENIED naming it; a garbage token gets UNAUTHENTICATED;
   2. the VM registers: its WorkloadEntry appears under west's .bowline/ with the registration
      annotations, and (the group has a probe) is no endpoint yet;
-  3. healthy: an Envoy sidecar in east reaches the VM through west's gateway Envoy (east is
-     sent the gateway's address, never 127.0.0.50);
+  3. healthy: an Envoy sidecar in east reaches the VM (east is sent its address, weight 1);
   4. unhealthy: the endpoint leaves east's EDS and the entry's Healthy condition is False with
      the proxy's message;
   5. healthy again: back;
@@ -52,12 +52,11 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
 from google.protobuf import json_format, struct_pb2  # noqa: E402
 from google.rpc import status_pb2  # noqa: E402
 
-# envoy.py's helpers (free ports, Envoy bootstrap, west's gateway Service), loaded by path.
+# envoy.py's helpers (free ports, Envoy bootstrap), loaded by path.
 _spec = importlib.util.spec_from_file_location("envoy_e2e", os.path.join(HERE, "envoy.py"))
 envoy_e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(envoy_e2e)
 free_port, bootstrap, start_envoy = envoy_e2e.free_port, envoy_e2e.bootstrap, envoy_e2e.start_envoy
-GATEWAY_IP, GATEWAY_YAML = envoy_e2e.GATEWAY_IP, envoy_e2e.GATEWAY_YAML
 
 VM_IP = "127.0.0.50"
 HOST = "legacy.demo.svc.clusterset.local"
@@ -104,7 +103,7 @@ spec:
   clusterIP: 10.96.0.40
   selector: {{app: legacy}}
   ports: [{{name: http, port: {service_port}, targetPort: http}}]
-""" + GATEWAY_YAML
+"""
 
 
 class Vm(http.server.BaseHTTPRequestHandler):
@@ -170,8 +169,8 @@ class Proxy:
 class Check:
     """The running set-up, and failure reports with what Bowline and the Envoys saw."""
 
-    def __init__(self, work, admin, east_admin, gateway_admin, service_port):
-        self.work, self.admin, self.east_admin, self.gateway_admin = work, admin, east_admin, gateway_admin
+    def __init__(self, work, admin, east_admin, service_port):
+        self.work, self.admin, self.east_admin = work, admin, east_admin
         self.cluster = f"outbound|{service_port}||{HOST}"
         self.service_port = service_port
 
@@ -199,9 +198,6 @@ class Check:
         clusters = [line for line in self.http(self.east_admin, "/clusters").splitlines()
                     if HOST in line and re.search(r"::(health_flags|rq_total|rq_error|cx_connect_fail)::", line)]
         print("--- east's Envoy /clusters (legacy)", *clusters, sep="\n", file=sys.stderr)
-        gateway = [line for line in self.http(self.gateway_admin, "/clusters").splitlines()
-                   if VM_IP in line and re.search(r"::(health_flags|rq_total|rq_error|cx_connect_fail)::", line)]
-        print(f"--- west's gateway Envoy /clusters ({VM_IP})", *gateway, sep="\n", file=sys.stderr)
         path = os.path.join(self.work, ENTRY)
         print(f"--- {ENTRY}", open(path).read() if os.path.exists(path) else "(absent)", sep="\n", file=sys.stderr)
         print(f"(everything is in {self.work})", file=sys.stderr)
@@ -324,13 +320,13 @@ def main():
     with open(config, "w") as f:
         f.write(
             "clusterSet: e2e\n"
-            "members:\n  - {manifests: east, network: net-east}\n  - {manifests: west, network: net-west}\n"
+            "members:\n  - {manifests: east, network: net-west}\n  - {manifests: west, network: net-west}\n"
             f"listen: {{xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{xds_tls}', admin: '127.0.0.1:{admin}', "
             f"dns: '127.0.0.1:{dns}'}}\n"
             f"vm: {{gracePeriod: {GRACE:.0f}s}}\n"
         )
-    east_admin, gateway_admin = free_port(), free_port()
-    check = Check(work, admin, east_admin, gateway_admin, service_port)
+    east_admin = free_port()
+    check = Check(work, admin, east_admin, service_port)
     processes, closers = [], []
     passed = False
     try:
@@ -339,11 +335,8 @@ def main():
         vm = http.server.ThreadingHTTPServer((VM_IP, vm_port), Vm)
         threading.Thread(target=vm.serve_forever, daemon=True).start()
         closers.append(vm.shutdown)
-        processes.append(start_envoy(envoy, work, "gateway", bootstrap("sotw", xds, gateway_admin, {
-            "CLUSTER_ID": "west", "NETWORK": "net-west", "INSTANCE_IPS": GATEWAY_IP,
-            "BOWLINE_GATEWAY": "eastwest", "BOWLINE_LISTEN_ADDRESS": GATEWAY_IP})))
         processes.append(start_envoy(envoy, work, "sidecar", bootstrap("sotw", xds, east_admin, {
-            "CLUSTER_ID": "east", "NETWORK": "net-east", "INSTANCE_IPS": "127.0.0.1"})))
+            "CLUSTER_ID": "east", "NETWORK": "net-west", "INSTANCE_IPS": "127.0.0.1"})))
         check.wait("Bowline ready", lambda: check.http(admin, "/readyz").startswith("ready"))
 
         # The bundle, as an operator makes it.
@@ -415,23 +408,18 @@ def main():
             check.fail("an entry of a probed group is an endpoint before its first health report")
         print("not an endpoint before it reports healthy: east's Envoy answers 503")
 
-        # 3. Healthy: east's Envoy reaches the VM through west's gateway.
+        # 3. Healthy: east's Envoy reaches the VM.
         proxy.health()
         check.wait("healthy: east's Envoy reaches the VM", lambda: check.get() == (200, "vm"))
         sent = check.sent_to_east()
-        if sent != [(f"{GATEWAY_IP}:15443", 1)]:
-            check.fail(f"east should be sent only west's gateway for the VM, is sent {sent}")
-        if check.east_hosts() != [f"{GATEWAY_IP}:15443"]:
-            check.fail(f"east's Envoy should have only the gateway as host, has {check.east_hosts()}")
-        through = [(name, stats) for name, hosts in check.envoy_hosts(gateway_admin).items()
-                   for a, stats in hosts if a == f"{VM_IP}:{vm_port}"]
-        served = sum(int(s.get("value", 0)) for _, stats in through for s in stats if s["name"] == "rq_total")
-        if not served:
-            check.fail(f"west's gateway Envoy did not forward to the VM: {through}")
+        if sent != [(f"{VM_IP}:{vm_port}", 1)]:
+            check.fail(f"east should be sent the VM alone, is sent {sent}")
+        if check.east_hosts() != [f"{VM_IP}:{vm_port}"]:
+            check.fail(f"east's Envoy should have only the VM as host, has {check.east_hosts()}")
         condition = check.healthy_condition()
         if not condition or condition.get("status") != "True":
             check.fail(f"the entry's Healthy condition should be True: {condition}")
-        print(f"healthy: east's Envoy is sent {sent}; the gateway forwarded {served} requests to {VM_IP}:{vm_port}")
+        print(f"healthy: east's Envoy is sent {sent}")
 
         # 4. Unhealthy: out of east's EDS, condition False with the message.
         proxy.health(UNHEALTHY)
