@@ -10,13 +10,15 @@ Checked:
 - HTTP and raw TCP from east reach west through the gateway; the app sees the client's SPIFFE
   id in x-forwarded-client-cert (the server sidecar terminated mTLS);
 - the gateway's config has one SNI filter chain per service port and terminates no TLS;
-- a plaintext client is still served in PERMISSIVE mode (the default);
+- a plaintext client is still served in PERMISSIVE mode (the default), and refused once a
+  PeerAuthentication makes the namespace STRICT (mTLS clients still served);
 - with a 60 s certificate lifetime, the certificates rotate under steady traffic with no
   failed request.
 
 Usage: mtls.py PATH_TO_BOWLINE PATH_TO_ENVOY
 """
 
+import http.client
 import http.server
 import json
 import os
@@ -260,6 +262,7 @@ def main():
             "BOWLINE_GATEWAY": "eastwest", "BOWLINE_LISTEN_ADDRESS": GATEWAY_IP})))
         procs.append(start_envoy(envoy, work, "server", bootstrap("echo-w-0.shop", xds, server_admin, {
             "CLUSTER_ID": "west", "NETWORK": "net-west", "INSTANCE_IPS": SERVER_IP, "BOWLINE_SDS": "true",
+            "NAMESPACE": "shop", "LABELS": {"app": "echo"},
             "BOWLINE_LISTEN_ADDRESS": SERVER_IP, "BOWLINE_APP_ADDRESS": APP_IP,
             "POD_PORTS": json.dumps([{"name": "http", "containerPort": HTTP_TARGET, "protocol": "TCP"},
                                      {"name": "tcp-echo", "containerPort": TCP_TARGET, "protocol": "TCP"}])},
@@ -295,6 +298,22 @@ def main():
             plain = json.loads(r.read())
         assert plain["xfcc"] is None, plain
         print("mtls: PERMISSIVE serves plaintext too, without a client identity")
+
+        # STRICT: the namespace's PeerAuthentication leaves the server sidecar only its mTLS chain.
+        with open(os.path.join(work, "west", "strict.yaml"), "w") as f:
+            f.write("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+                    "metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n")
+
+        def plaintext_refused():
+            try:
+                with urllib.request.urlopen(f"http://{SERVER_IP}:{HTTP_TARGET}/", timeout=5) as r:
+                    r.read()
+                return False
+            except (OSError, http.client.HTTPException):
+                return True
+        eventually("STRICT refusing a plaintext client", plaintext_refused, work)
+        assert "sa/client" in (http_get(http_port)["xfcc"] or "")
+        print("mtls: STRICT refuses a plaintext client; the mTLS client is still served")
 
         # Rotation: 60 s certificates renew at about half; steady traffic sees no failure.
         before = {"client": serials(client_admin), "server": serials(server_admin)}

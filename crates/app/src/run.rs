@@ -216,7 +216,10 @@ impl Root<'_> {
             self.shutdown.clone(),
         );
         let ads = bowline_xds::server::Ads::new(self.snapshot.clone(), connections.clone())
-            .with_trust_domain(&config.ca.trust_domain)
+            .with_mesh(bowline_xds::security::Mesh {
+                trust_domain: config.ca.trust_domain.as_str().into(),
+                root_namespace: config.mtls.root_namespace.as_str().into(),
+            })
             .with_workloads(registration);
         let limits = &config.limits;
         for (listener, transport, tls) in [

@@ -283,7 +283,7 @@ impl FakeApiServer {
     }
 
     /// Installs the CRDs Bowline reads, in the versions `bowline install --crds-only`
-    /// serves: MCS, ClusterProperty and Istio's VM kinds.
+    /// serves: MCS, ClusterProperty, Istio's VM kinds and PeerAuthentication.
     pub fn install_bowline_crds(&self) {
         let mcs = &["v1alpha1", "v1beta1"];
         let about = &["v1alpha1", "v1beta1"];
@@ -328,6 +328,12 @@ impl FakeApiServer {
                 istio,
                 "serviceentries",
                 "ServiceEntry",
+            ),
+            ResourceDef::custom(
+                "security.istio.io",
+                &["v1", "v1beta1"],
+                "peerauthentications",
+                "PeerAuthentication",
             ),
         ] {
             self.install_crd(def);

@@ -523,6 +523,47 @@ pub(crate) fn workload_group(group: crds::WorkloadGroup) -> Result<Object> {
     }))
 }
 
+pub(crate) fn peer_authentication(policy: crds::PeerAuthentication) -> Result<Object> {
+    let meta = meta(policy.metadata, Scope::Namespaced)?;
+    let spec = policy.spec.0;
+    let mode = |field: &str, mtls: Option<crds::Mtls>| -> Result<objects::MtlsMode> {
+        use objects::MtlsMode;
+        Ok(match mtls.and_then(|m| m.mode).as_deref() {
+            None | Some("UNSET") => MtlsMode::Unset,
+            Some("DISABLE") => MtlsMode::Disable,
+            Some("PERMISSIVE") => MtlsMode::Permissive,
+            Some("STRICT") => MtlsMode::Strict,
+            Some(other) => {
+                return Err(format!(
+                    "{field}: {other:?} is not a mode: UNSET, DISABLE, PERMISSIVE or STRICT"
+                ));
+            }
+        })
+    };
+    let selector = spec.selector.map(|s| s.match_labels.unwrap_or_default());
+    let mut port_level = std::collections::BTreeMap::new();
+    for (port, mtls) in spec.port_level_mtls.unwrap_or_default() {
+        let field = format!("spec.portLevelMtls[{port}]");
+        let number = port
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| {
+                format!("spec.portLevelMtls: {port:?} is not a port number (1-65535)")
+            })?;
+        port_level.insert(number, mode(&field, Some(mtls))?);
+    }
+    if !port_level.is_empty() && selector.as_ref().is_none_or(|s| s.is_empty()) {
+        return Err("spec.portLevelMtls: needs spec.selector (Istio applies port-level modes to selected workloads only)".into());
+    }
+    Ok(Object::PeerAuthentication(objects::PeerAuthentication {
+        meta,
+        selector,
+        mode: mode("spec.mtls.mode", spec.mtls)?,
+        port_level,
+    }))
+}
+
 fn probe(p: crds::Probe) -> Result<ReadinessProbe> {
     let required_port = |field: &str, port: Option<u32>| {
         port.filter(|p| (1..=65535).contains(p))

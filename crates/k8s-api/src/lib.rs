@@ -39,6 +39,7 @@ pub fn supported_versions(kind: ObjectKind) -> &'static [&'static str] {
             "networking.istio.io/v1beta1",
             "networking.istio.io/v1alpha3",
         ],
+        ObjectKind::PeerAuthentication => &["security.istio.io/v1", "security.istio.io/v1beta1"],
     }
 }
 
@@ -141,6 +142,7 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
         ObjectKind::WorkloadEntry => wire(value).and_then(convert::workload_entry),
         ObjectKind::WorkloadGroup => wire(value).and_then(convert::workload_group),
         ObjectKind::ServiceEntry => wire(value).and_then(convert::service_entry),
+        ObjectKind::PeerAuthentication => wire(value).and_then(convert::peer_authentication),
     };
     converted.map(Some).map_err(|message| DecodeError {
         key: Some(key),
@@ -166,6 +168,7 @@ fn prepare(kind: ObjectKind, mut value: serde_json::Value) -> Result<serde_json:
             | ObjectKind::WorkloadEntry
             | ObjectKind::WorkloadGroup
             | ObjectKind::ServiceEntry
+            | ObjectKind::PeerAuthentication
     );
     let Some(object) = value.as_object_mut().filter(|_| crd) else {
         return Ok(value);

@@ -218,9 +218,51 @@ fn every_kind_and_version_decodes() {
         json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "se", "namespace": "demo"},
                "spec": {"hosts": ["legacy.example"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
                         "workloadSelector": {"labels": {"app": "legacy"}}}}),
+        json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": "istio-system"},
+               "spec": {"mtls": {"mode": "STRICT"}}}),
     ];
     let kinds: Vec<ObjectKind> = docs.into_iter().map(|d| decode_ok(d).kind()).collect();
-    assert_eq!(kinds.len(), 11);
+    assert_eq!(kinds.len(), 12);
+}
+
+#[test]
+fn peer_authentications_read_istios_shape_and_refuse_what_istio_refuses() {
+    use bowline_model::objects::MtlsMode;
+    let Object::PeerAuthentication(p) = decode_ok(json!({
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "echo", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "echo"}}, "mtls": {"mode": "PERMISSIVE"},
+                 "portLevelMtls": {"9000": {"mode": "DISABLE"}}}
+    })) else {
+        panic!("not a PeerAuthentication")
+    };
+    assert_eq!(p.mode, MtlsMode::Permissive);
+    assert_eq!(p.port_level.get(&9000), Some(&MtlsMode::Disable));
+    assert_eq!(
+        p.selector.unwrap().get("app").map(String::as_str),
+        Some("echo")
+    );
+    for (spec, needle) in [
+        (
+            json!({"mtls": {"mode": "strict"}}),
+            "spec.mtls.mode: \"strict\" is not a mode",
+        ),
+        (
+            json!({"portLevelMtls": {"9000": {"mode": "STRICT"}}}),
+            "spec.portLevelMtls: needs spec.selector",
+        ),
+        (
+            json!({"selector": {"matchLabels": {"a": "b"}}, "portLevelMtls": {"http": {"mode": "STRICT"}}}),
+            "\"http\" is not a port number",
+        ),
+    ] {
+        let (reason, message) = decode_err(json!({
+            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "p", "namespace": "shop"}, "spec": spec
+        }));
+        assert_eq!(reason, RejectReason::InvalidObject);
+        assert!(message.contains(needle), "{message}");
+    }
 }
 
 #[test]

@@ -25,9 +25,10 @@ pub struct KindApi {
 const MCS: &[&str] = &["v1beta1", "v1alpha1"];
 const ABOUT: &[&str] = &["v1beta1", "v1alpha1"];
 const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const SECURITY: &[&str] = &["v1", "v1beta1"];
 
 /// Every kind Bowline reads from a Kubernetes member.
-pub const KINDS: [KindApi; 11] = [
+pub const KINDS: [KindApi; 12] = [
     builtin(ObjectKind::Namespace, "", "namespaces", false),
     builtin(ObjectKind::Node, "", "nodes", false),
     KindApi {
@@ -88,6 +89,14 @@ pub const KINDS: [KindApi; 11] = [
         "serviceentries",
         true,
         "serviceentries.networking.istio.io",
+    ),
+    custom(
+        ObjectKind::PeerAuthentication,
+        "security.istio.io",
+        SECURITY,
+        "peerauthentications",
+        true,
+        "peerauthentications.security.istio.io",
     ),
 ];
 

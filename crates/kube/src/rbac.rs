@@ -69,6 +69,8 @@ pub const PERMISSIONS: &[Permission] = &[
     cluster("networking.istio.io", "workloadentries/status", &["patch"]),
     cluster("networking.istio.io", "workloadgroups", READ),
     cluster("networking.istio.io", "serviceentries", READ),
+    // The mTLS mode of sidecars' inbound listeners.
+    cluster("security.istio.io", "peerauthentications", READ),
     // Workload certificates: a proxy's service-account token is reviewed in its member.
     cluster("authentication.k8s.io", "tokenreviews", &["create"]),
     Permission {

@@ -61,6 +61,7 @@ fn every_document_is_exactly_its_kind() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -85,7 +86,7 @@ fn crds_only_prints_only_the_crds() {
         ..InstallOptions::default()
     };
     let docs = manifests(&opts);
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
 }
 
@@ -120,6 +121,11 @@ fn crds_serve_the_upstream_versions_with_one_storage_version() {
         (
             "serviceentries.networking.istio.io",
             &["v1", "v1alpha3", "v1beta1"],
+            "v1",
+        ),
+        (
+            "peerauthentications.security.istio.io",
+            &["v1", "v1beta1"],
             "v1",
         ),
     ];
@@ -564,6 +570,7 @@ fn rbac_is_the_permissions_table() {
         ("networking.istio.io", "workloadentries/status", &["patch"]),
         ("networking.istio.io", "workloadgroups", &read),
         ("networking.istio.io", "serviceentries", &read),
+        ("security.istio.io", "peerauthentications", &read),
         ("authentication.k8s.io", "tokenreviews", &["create"]),
     ] {
         expected.insert((

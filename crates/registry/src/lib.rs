@@ -34,8 +34,8 @@ use std::{
 };
 
 use bowline_model::{
-    Change, EventBody, MemberName, Network, Object, ObjectKind, RejectReason, Rejection,
-    ServiceKey, SourceEvent, Strng,
+    Change, ClusterId, EventBody, MemberName, Network, Object, ObjectKind, RejectReason, Rejection,
+    ServiceKey, SourceEvent, Strng, objects::PeerAuthentication,
 };
 use tokio::sync::watch;
 use tracing::warn;
@@ -80,7 +80,12 @@ pub struct Changes {
     pub hosts: bool,
     /// A member's status (sync, admission, rejections) changed.
     pub members: bool,
+    /// A member's PeerAuthentications changed.
+    pub policies: bool,
 }
+
+/// Every admitted member's PeerAuthentications, by its id.
+pub type Policies = BTreeMap<ClusterId, Arc<[PeerAuthentication]>>;
 
 pub(crate) struct Member {
     pub config: MemberConfig,
@@ -110,6 +115,7 @@ pub struct Registry {
     views: BTreeMap<ServiceKey, watch::Sender<Option<Arc<ServiceView>>>>,
     gateways: watch::Sender<Arc<Gateways>>,
     gateway_rejections: Vec<Rejection>,
+    policies: Arc<Policies>,
     /// Counts applied batches: wakes controllers that derive from the whole state.
     generation: watch::Sender<u64>,
 }
@@ -150,6 +156,7 @@ impl Registry {
             views: BTreeMap::new(),
             gateways: watch::Sender::new(Arc::default()),
             gateway_rejections: Vec::new(),
+            policies: Arc::default(),
             generation: watch::Sender::new(0),
         }
     }
@@ -266,6 +273,10 @@ impl Registry {
         if changes.gateways {
             changes.gateways = self.publish_gateways();
         }
+        // Resets and admission changes move policies too (they also mark gateways).
+        if changes.policies || changes.gateways || changes.members {
+            changes.policies = self.publish_policies();
+        }
         self.generation.send_modify(|g| *g += 1);
         changes
     }
@@ -310,6 +321,30 @@ impl Registry {
             self.views.remove(key);
         }
         changed
+    }
+
+    fn publish_policies(&mut self) -> bool {
+        let policies: Policies = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                let id = m.admission.id()?.clone();
+                let list: Arc<[PeerAuthentication]> =
+                    m.store.peer_authentications.values().cloned().collect();
+                Some((id, list))
+            })
+            .filter(|(_, list)| !list.is_empty())
+            .collect();
+        if *self.policies == policies {
+            return false;
+        }
+        self.policies = Arc::new(policies);
+        true
+    }
+
+    /// Every admitted member's PeerAuthentications.
+    pub fn peer_authentications(&self) -> Arc<Policies> {
+        self.policies.clone()
     }
 
     fn publish_gateways(&mut self) -> bool {
@@ -542,6 +577,12 @@ impl Registry {
                 .cloned()
                 .map(Object::ServiceEntry)
                 .collect(),
+            ObjectKind::PeerAuthentication => s
+                .peer_authentications
+                .values()
+                .cloned()
+                .map(Object::PeerAuthentication)
+                .collect(),
         }
     }
 }
@@ -578,6 +619,7 @@ impl Member {
         }
         changes.gateways |= touched.gateways;
         changes.members |= touched.identity || touched.rejections;
+        changes.policies |= touched.policies;
     }
 
     /// Recomputes the ServiceEntry hosts this member serves under their own name; true when

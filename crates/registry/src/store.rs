@@ -9,8 +9,8 @@ use crate::hosts;
 use bowline_model::{
     Object, ObjectKey, ObjectKind, ServiceKey, Strng,
     objects::{
-        ClusterProperty, EndpointSlice, Namespace, Node, Pod, Service, ServiceEntry, ServiceExport,
-        ServiceImport, WorkloadEntry, WorkloadGroup,
+        ClusterProperty, EndpointSlice, Namespace, Node, PeerAuthentication, Pod, Service,
+        ServiceEntry, ServiceExport, ServiceImport, WorkloadEntry, WorkloadGroup,
     },
 };
 
@@ -34,6 +34,8 @@ pub(crate) struct Touched {
     pub gateways: bool,
     /// Rejections derived from the member's objects (ServiceEntry hosts) may have changed.
     pub rejections: bool,
+    /// A PeerAuthentication changed.
+    pub policies: bool,
 }
 
 /// A member's objects by kind. Values are `Arc`s so that views share them.
@@ -55,6 +57,7 @@ pub(crate) struct Store {
     pub workload_entries: BTreeMap<NsName, WorkloadEntry>,
     pub workload_groups: BTreeMap<NsName, WorkloadGroup>,
     pub service_entries: BTreeMap<NsName, ServiceEntry>,
+    pub peer_authentications: BTreeMap<NsName, PeerAuthentication>,
     /// Names of the ServiceEntries whose hosts name each service
     /// (`<svc>.<ns>.svc.cluster.local`, in the ServiceEntry's namespace).
     pub entries_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
@@ -219,6 +222,15 @@ impl Store {
                     _ => self.workload_groups.remove(&ns_name(key)),
                 };
             }
+            ObjectKind::PeerAuthentication => {
+                match object {
+                    Some(Object::PeerAuthentication(o)) => {
+                        self.peer_authentications.insert(ns_name(key), o)
+                    }
+                    _ => self.peer_authentications.remove(&ns_name(key)),
+                };
+                touched.policies = true;
+            }
             ObjectKind::ServiceEntry => {
                 let name = ns_name(key);
                 if let Some(old) = self.service_entries.remove(&name) {
@@ -291,6 +303,10 @@ impl Store {
             (ObjectKind::WorkloadEntry, self.workload_entries.len()),
             (ObjectKind::WorkloadGroup, self.workload_groups.len()),
             (ObjectKind::ServiceEntry, self.service_entries.len()),
+            (
+                ObjectKind::PeerAuthentication,
+                self.peer_authentications.len(),
+            ),
         ])
     }
 }

@@ -31,7 +31,7 @@ use std::{
 pub use bowline_mcs::{ExportInfo, Import, MemberInput, MemberWrites, Outcome};
 use bowline_model::{ClusterId, Rejection, ServiceKey};
 pub use bowline_registry::{
-    Admission, Gateway, Gateways, HostService, MemberService, MemberStatus, ServiceView,
+    Admission, Gateway, Gateways, HostService, MemberService, MemberStatus, Policies, ServiceView,
 };
 
 /// How many snapshots' changes each snapshot remembers for servers that skipped some.
@@ -48,12 +48,14 @@ pub struct Changed {
     pub hosts: bool,
     /// A member's status, namespaces or families changed.
     pub members: bool,
+    /// A member's PeerAuthentications changed.
+    pub policies: bool,
 }
 
 impl Changed {
     /// Nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && !self.gateways && !self.hosts && !self.members
+        self.services.is_empty() && !self.gateways && !self.hosts && !self.members && !self.policies
     }
 
     fn extend(&mut self, other: &Changed) {
@@ -61,6 +63,7 @@ impl Changed {
         self.gateways |= other.gateways;
         self.hosts |= other.hosts;
         self.members |= other.members;
+        self.policies |= other.policies;
     }
 }
 
@@ -83,6 +86,9 @@ pub struct ClusterSet {
     pub gateways: Arc<Gateways>,
     /// ServiceEntry hosts served under their own name, to the proxies of their member.
     pub hosts: Arc<[Arc<HostService>]>,
+    /// Every admitted member's PeerAuthentications (the mTLS mode of its sidecars' inbound
+    /// listeners).
+    pub policies: Arc<Policies>,
     /// Every member's status, in configuration order.
     pub members: Arc<[MemberStatus]>,
     /// The admitted members with their namespaces and families, in configuration order.
@@ -167,6 +173,8 @@ pub struct Input {
     pub gateways: Arc<Gateways>,
     /// ServiceEntry hosts.
     pub hosts: Vec<Arc<HostService>>,
+    /// PeerAuthentications.
+    pub policies: Arc<Policies>,
     /// Member statuses.
     pub members: Vec<MemberStatus>,
     /// Rejections.
@@ -182,6 +190,7 @@ impl Input {
             mcs: bowline_mcs::Snapshot::from_registry(registry),
             gateways: registry.gateways(),
             hosts: registry.host_services(),
+            policies: registry.peer_authentications(),
             rejections: registry.rejections(),
             members,
         }
@@ -231,6 +240,13 @@ impl Views {
             changed.hosts = true;
             input.hosts.into()
         };
+        changed.policies =
+            !Arc::ptr_eq(&input.policies, &last.policies) && *input.policies != *last.policies;
+        let policies = if changed.policies {
+            input.policies
+        } else {
+            last.policies.clone()
+        };
         let members = share(input.members, &last.members, &mut changed.members);
         let admitted = share(input.mcs.members, &last.admitted, &mut changed.members);
         let mut unchanged = false;
@@ -256,6 +272,7 @@ impl Views {
             outcome,
             gateways: input.gateways,
             hosts,
+            policies,
             synced: members.iter().all(|m| m.synced),
             members,
             admitted,

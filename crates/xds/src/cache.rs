@@ -7,7 +7,8 @@
 //!             ServiceEntry hosts if they changed; every EDS name if the gateways did
 //!        CDS/LDS/RDS: the classes whose host ports (hosts, port numbers, names, protocols)
 //!             changed: every class if an import's ports did, else the members whose own
-//!             Services' or ServiceEntry hosts' ports did; endpoint-only changes reach none
+//!             Services' or ServiceEntry hosts' ports (or PeerAuthentications) did;
+//!             endpoint-only changes reach none
 //!        │
 //!        ├──► drops the invalidated entries of every class (regenerated when next asked for)
 //!        └──► kept in a log, so that a stream asks "what touched my class since version V"
@@ -49,7 +50,7 @@ struct Class {
     listen_address: IpAddr,
     gateway_port: Option<u16>,
     sds: bool,
-    trust_domain: Arc<str>,
+    mesh: Arc<crate::security::Mesh>,
     /// Per sidecar (its own address) when it has inbound listeners.
     inbound: Option<Arc<crate::node::Inbound>>,
 }
@@ -64,7 +65,7 @@ impl Class {
             listen_address: proxy.listen_address,
             gateway_port: proxy.gateway_port,
             sds: proxy.sds,
-            trust_domain: proxy.trust_domain.clone(),
+            mesh: proxy.mesh.clone(),
             inbound: proxy.inbound.clone(),
         }
     }
@@ -269,28 +270,28 @@ pub struct Cache {
     /// streams of a class wait for it instead of generating it again. Never held across an
     /// await.
     inner: Mutex<Inner>,
-    /// The trust domain proxies are told to verify peers by.
-    trust_domain: Arc<str>,
+    /// The mesh's settings proxies are configured by.
+    mesh: Arc<crate::security::Mesh>,
 }
 
 impl Default for Cache {
     fn default() -> Self {
-        Self::with_trust_domain(crate::node::DEFAULT_TRUST_DOMAIN)
+        Self::for_mesh(crate::security::Mesh::default())
     }
 }
 
 impl Cache {
-    /// An empty cache for a mesh of `trust_domain`.
-    pub fn with_trust_domain(trust_domain: &str) -> Self {
+    /// An empty cache for `mesh`.
+    pub fn for_mesh(mesh: crate::security::Mesh) -> Self {
         Self {
             inner: Mutex::default(),
-            trust_domain: trust_domain.into(),
+            mesh: Arc::new(mesh),
         }
     }
 
-    /// The trust domain.
-    pub fn trust_domain(&self) -> &Arc<str> {
-        &self.trust_domain
+    /// The mesh's settings.
+    pub fn mesh(&self) -> &Arc<crate::security::Mesh> {
+        &self.mesh
     }
 
     /// The resources of `type_url` for `proxy` under `snapshot`: every one (`names` is
@@ -568,6 +569,14 @@ fn invalidation(last: &ClusterSet, next: &ClusterSet) -> Invalidation {
         }
         for (host, shape) in before.values().chain(after.values()).flatten() {
             eds.extend(shape.iter().map(|(_, port, _)| cluster_name(*port, host)));
+        }
+    }
+    // PeerAuthentications shape the inbound listeners of their member's sidecars.
+    if !Arc::ptr_eq(&last.policies, &next.policies) {
+        for id in last.policies.keys().chain(next.policies.keys()) {
+            if last.policies.get(id) != next.policies.get(id) {
+                shape_members.insert(id.to_string());
+            }
         }
     }
     let gateways = changes.gateways

@@ -69,8 +69,9 @@ pub struct ProxyInfo {
     pub locality: Option<String>,
     /// The proxy has the node agent's SDS (`BOWLINE_SDS=true`, or an Istio agent's Envoy).
     pub sds: bool,
-    /// The trust domain of the mesh's identities (set by the server, not the proxy).
-    pub trust_domain: Arc<str>,
+    /// The mesh's settings (set by the server, not the proxy).
+    #[serde(skip)]
+    pub mesh: Arc<crate::security::Mesh>,
     /// Inbound listeners, from `POD_PORTS`, when the proxy has SDS and an inbound address.
     pub inbound: Option<Arc<Inbound>>,
 }
@@ -85,6 +86,11 @@ pub struct Inbound {
     pub app_address: IpAddr,
     /// The ports, with their names (the name tells HTTP from TCP).
     pub ports: Vec<(u16, String)>,
+    /// The workload's namespace and labels (`NAMESPACE`, `LABELS`): which PeerAuthentications
+    /// apply.
+    pub namespace: String,
+    /// Its labels.
+    pub labels: Labels,
 }
 
 /// The default trust domain (Istio's).
@@ -161,12 +167,14 @@ impl ProxyInfo {
                     app_address: ip("BOWLINE_APP_ADDRESS")
                         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
                     ports,
+                    namespace: string(meta, "NAMESPACE").unwrap_or_default(),
+                    labels: labels.clone(),
                 }))
             });
         Self {
             sds,
             inbound,
-            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+            mesh: Arc::default(),
             id: node.id.clone(),
             kind,
             member: string(meta, "CLUSTER_ID"),

@@ -287,7 +287,7 @@ fn cluster(hp: &HostPort, proxy: &ProxyInfo) -> Cluster {
     // east-west gateway passes the client's bytes on untouched.
     let transport_socket_matches = match proxy.sds && proxy.gateway_port.is_none() {
         true => crate::security::upstream_matches(
-            &proxy.trust_domain,
+            &proxy.mesh.trust_domain,
             &hp.namespace,
             &hp.host,
             hp.port,
@@ -686,17 +686,42 @@ fn inbound_cluster(inbound: &crate::node::Inbound, port: u16) -> Cluster {
     }
 }
 
-/// A sidecar's inbound listener for `port` at its inbound address: a filter chain for Istio
-/// mTLS (TLS with the mTLS ALPNs, a client certificate of the trust domain required) and, in
-/// PERMISSIVE mode (the default), one for plaintext; both end in the application's cluster,
-/// through an HTTP connection manager that sets `x-forwarded-client-cert` to the client's
-/// identity for HTTP ports, or a TCP proxy for the others.
+/// The mTLS mode of `proxy`'s inbound `port`: its member's PeerAuthentications for its
+/// namespace and labels (PERMISSIVE when none applies).
+fn inbound_mode(
+    proxy: &ProxyInfo,
+    inbound: &crate::node::Inbound,
+    snapshot: &ClusterSet,
+    port: u16,
+) -> bowline_model::objects::MtlsMode {
+    let policies = proxy
+        .member
+        .as_deref()
+        .and_then(|m| ClusterId::new(m).ok())
+        .and_then(|id| snapshot.policies.get(&id).cloned());
+    bowline_model::objects::effective_mtls(
+        policies.as_deref().unwrap_or_default(),
+        &proxy.mesh.root_namespace,
+        &inbound.namespace,
+        &inbound.labels,
+        u32::from(port),
+    )
+}
+
+/// A sidecar's inbound listener for `port` at its inbound address, by its mode: STRICT a
+/// filter chain for Istio mTLS only (TLS with the mTLS ALPNs, a client certificate of the
+/// trust domain required), PERMISSIVE (the default) that and one for plaintext, DISABLE
+/// plaintext only. Every chain ends in the application's cluster, through an HTTP
+/// connection manager that sets `x-forwarded-client-cert` to the client's identity for HTTP
+/// ports, or a TCP proxy for the others.
 fn inbound_listener(
     proxy: &ProxyInfo,
     inbound: &crate::node::Inbound,
     port: u16,
     name: &str,
+    mode: bowline_model::objects::MtlsMode,
 ) -> Listener {
+    use bowline_model::objects::MtlsMode;
     let cluster = format!("inbound|{port}||");
     let http = !speaks_tcp(name, None);
     let terminal = |prefix: &str| -> Filter {
@@ -741,7 +766,7 @@ fn inbound_listener(
             transport_protocol: "tls".into(),
             ..Default::default()
         }),
-        transport_socket: Some(crate::security::downstream(&proxy.trust_domain, http)),
+        transport_socket: Some(crate::security::downstream(&proxy.mesh.trust_domain, http)),
         filters: vec![terminal(&format!("inbound_{port}_mtls"))],
         ..Default::default()
     };
@@ -754,11 +779,16 @@ fn inbound_listener(
         filters: vec![terminal(&format!("inbound_{port}_plaintext"))],
         ..Default::default()
     };
+    let filter_chains = match mode {
+        MtlsMode::Strict => vec![mtls],
+        MtlsMode::Disable => vec![plaintext],
+        MtlsMode::Permissive | MtlsMode::Unset => vec![mtls, plaintext],
+    };
     Listener {
         name: format!("inbound_{port}"),
         address: Some(socket(inbound.address, port)),
         listener_filters: vec![tls_inspector()],
-        filter_chains: vec![mtls, plaintext],
+        filter_chains,
         ..Default::default()
     }
 }
@@ -844,7 +874,8 @@ pub fn generate(
             for (port, name) in &inbound.ports {
                 let listener_name = format!("inbound_{port}");
                 if wanted(&listener_name) {
-                    let listener = inbound_listener(proxy, inbound, *port, name);
+                    let mode = inbound_mode(proxy, inbound, snapshot, *port);
+                    let listener = inbound_listener(proxy, inbound, *port, name, mode);
                     out.insert(listener_name, pack_any(listener));
                 }
             }

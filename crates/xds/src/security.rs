@@ -34,7 +34,32 @@ use envoy_types::pb::{
     },
     google::protobuf::{BoolValue, Struct, Value, value::Kind},
 };
+use std::sync::Arc;
+
 use envoy_types::util::pack_any;
+
+/// The mesh-wide settings proxies' security depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mesh {
+    /// The trust domain of every identity (`ca.trustDomain`).
+    pub trust_domain: Arc<str>,
+    /// Where mesh-wide PeerAuthentications live (`mtls.rootNamespace`, Istio's
+    /// `istio-system`).
+    pub root_namespace: Arc<str>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Self {
+            trust_domain: crate::node::DEFAULT_TRUST_DOMAIN.into(),
+            root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+        }
+    }
+}
+
+/// Istio's root namespace.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
 /// The Envoy bootstrap cluster that reaches the node agent's SDS socket (Istio's name).
 pub const SDS_CLUSTER: &str = "sds-grpc";

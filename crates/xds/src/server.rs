@@ -87,9 +87,10 @@ impl Ads {
         }
     }
 
-    /// The trust domain of the identities proxies verify each other by (`ca.trustDomain`).
-    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
-        self.cache = Arc::new(Cache::with_trust_domain(trust_domain));
+    /// The mesh's settings: the trust domain proxies verify each other by and the root
+    /// namespace of mesh-wide policies.
+    pub fn with_mesh(mut self, mesh: crate::security::Mesh) -> Self {
+        self.cache = Arc::new(Cache::for_mesh(mesh));
         self
     }
 
@@ -289,7 +290,7 @@ impl Stream_ {
             )));
         }
         let mut proxy = ProxyInfo::from_node(node);
-        proxy.trust_domain = self.cache.trust_domain().clone();
+        proxy.mesh = self.cache.mesh().clone();
         tracing::Span::current().record("node", proxy.id.as_str());
         let peer = caller.peer;
         if let Some(workloads) = &caller.workloads {

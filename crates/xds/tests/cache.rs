@@ -426,3 +426,123 @@ async fn only_the_streams_subscribed_to_a_changed_assignment_diff_it() {
     let eds = |s: &bowline_xds::cache::Stats| s.generated[type_url::ENDPOINT];
     assert_eq!(eds(&after) - eds(&before), 4, "one assignment per change");
 }
+
+fn peer_authentication(
+    namespace: &str,
+    name: &str,
+    selector: Option<&[(&str, &str)]>,
+    mode: bowline_model::objects::MtlsMode,
+) -> Object {
+    Object::PeerAuthentication(bowline_model::objects::PeerAuthentication {
+        meta: bowline_model::objects::Meta::named(namespace, name),
+        selector: selector.map(|s| {
+            s.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }),
+        mode,
+        port_level: BTreeMap::new(),
+    })
+}
+
+/// The filter chains' transport protocols of each inbound listener.
+fn inbound_chains(
+    cache: &Cache,
+    proxy: &ProxyInfo,
+    snapshot: &Arc<ClusterSet>,
+) -> Vec<(String, Vec<String>)> {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use prost::Message as _;
+    cache
+        .get(type_url::LISTENER, proxy, snapshot, None)
+        .iter()
+        .filter(|(name, _)| name.starts_with("inbound_"))
+        .map(|(name, encoded)| {
+            let listener = Listener::decode(encoded.any().value.as_slice()).unwrap();
+            let chains = listener
+                .filter_chains
+                .iter()
+                .map(|c| {
+                    c.filter_chain_match
+                        .clone()
+                        .unwrap_or_default()
+                        .transport_protocol
+                })
+                .collect();
+            (name.clone(), chains)
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_authentication_reshapes_only_its_members_inbound_listeners() {
+    use bowline_model::objects::MtlsMode;
+    let mut set = Set::new();
+    let cache = Cache::default();
+    // An echo pod's sidecar in east, with the agent's SDS and two ports.
+    let sidecar = ProxyInfo::from_node(
+        &ads::node("echo-e1", "envoy")
+            .at("east", "net-east", "10.1.0.1")
+            .meta("BOWLINE_SDS", "true")
+            .meta("NAMESPACE", "demo")
+            .labels(&[("app", "echo")])
+            .meta(
+                "POD_PORTS",
+                r#"[{"name":"http","containerPort":8080},{"name":"tcp-admin","containerPort":9000}]"#,
+            )
+            .build(),
+    );
+    let first = set.snapshot();
+    let both = || vec!["tls".to_string(), "raw_buffer".to_string()];
+    assert_eq!(
+        inbound_chains(&cache, &sidecar, &first),
+        [
+            ("inbound_8080".into(), both()),
+            ("inbound_9000".into(), both())
+        ],
+        "PERMISSIVE by default"
+    );
+    // The mesh goes STRICT from the root namespace: only the mTLS chain is left.
+    let strict = set.apply(
+        "east",
+        vec![peer_authentication(
+            "istio-system",
+            "default",
+            None,
+            MtlsMode::Strict,
+        )],
+    );
+    assert!(cache.touched(&sidecar, first.version, &strict).shape);
+    assert_eq!(
+        inbound_chains(&cache, &sidecar, &strict),
+        [
+            ("inbound_8080".into(), vec!["tls".into()]),
+            ("inbound_9000".into(), vec!["tls".into()])
+        ]
+    );
+    // A workload policy with a port exception: that port takes plaintext only.
+    let mut workload =
+        peer_authentication("demo", "echo", Some(&[("app", "echo")]), MtlsMode::Unset);
+    if let Object::PeerAuthentication(p) = &mut workload {
+        p.port_level.insert(9000, MtlsMode::Disable);
+    }
+    let excepted = set.apply("east", vec![workload]);
+    assert_eq!(
+        inbound_chains(&cache, &sidecar, &excepted),
+        [
+            ("inbound_8080".into(), vec!["tls".into()]),
+            ("inbound_9000".into(), vec!["raw_buffer".into()])
+        ]
+    );
+    // West's policies are west's: east's sidecars keep their shape.
+    let west = set.apply(
+        "west",
+        vec![peer_authentication(
+            "demo",
+            "default",
+            None,
+            MtlsMode::Disable,
+        )],
+    );
+    assert!(!cache.touched(&sidecar, excepted.version, &west).shape);
+}

@@ -49,6 +49,8 @@ pub struct Config {
     pub vm: Vm,
     /// The workload CA (`CreateCertificate` on the TLS xDS port).
     pub ca: Ca,
+    /// Mutual TLS between proxies.
+    pub mtls: Mtls,
     /// What each TCP listener allows.
     pub limits: Limits,
 }
@@ -64,6 +66,13 @@ pub struct Ca {
     pub audiences: Vec<String>,
     /// A plug-in CA to sign with instead of Bowline's own root.
     pub plugin: Option<PluginCa>,
+}
+
+/// The `mtls` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mtls {
+    /// The namespace whose selector-less PeerAuthentication is the mesh-wide policy.
+    pub root_namespace: String,
 }
 
 /// `ca.plugin`: where the plug-in CA's four files of Istio's `cacerts` layout are.
@@ -382,6 +391,8 @@ struct Raw {
     #[serde(default)]
     ca: RawCa,
     #[serde(default)]
+    mtls: RawMtls,
+    #[serde(default)]
     limits: RawLimits,
 }
 
@@ -393,6 +404,12 @@ struct RawCa {
     max_ttl: Option<Duration>,
     audiences: Option<Vec<String>>,
     plugin: Option<RawPluginCa>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMtls {
+    root_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

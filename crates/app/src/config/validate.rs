@@ -75,6 +75,17 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         &mut problems,
     );
     let limits = limits(raw.limits, &mut problems);
+    let root_namespace = raw
+        .mtls
+        .root_namespace
+        .unwrap_or_else(|| "istio-system".to_string());
+    if bowline_model::names::validate_label(&root_namespace).is_err() {
+        problems.add(
+            "mtls.rootNamespace",
+            format!("{root_namespace:?} is not a namespace name (RFC 1123 label)"),
+        );
+    }
+    let mtls = super::Mtls { root_namespace };
     if !problems.0.is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -103,6 +114,7 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         leader_election,
         vm,
         ca,
+        mtls,
         data_dir,
         limits,
     })

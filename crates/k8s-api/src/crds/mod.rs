@@ -14,6 +14,7 @@
 pub mod about;
 pub mod istio;
 pub mod mcs;
+pub mod security;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -34,6 +35,8 @@ pub use mcs::{
     ClusterStatus, ImportPort, ServiceExportSpec, ServiceExportStatus, ServiceImportSpec,
     ServiceImportStatus,
 };
+pub use security::v1::PeerAuthentication;
+pub use security::{Mtls, PeerAuthenticationSpec, Selector};
 
 /// One kind's CRD: the single-version CRDs of its served versions, the storage version, and
 /// the versions whose schema requires `spec` at the root (as upstream's do).
@@ -87,6 +90,15 @@ fn kinds() -> Vec<Kind> {
             istio::v1beta1::ServiceEntry::crd(),
             istio::v1alpha3::ServiceEntry::crd(),
         ]),
+        // istio/api: v1 and v1beta1 served, v1 stored; spec optional.
+        Kind {
+            versions: vec![
+                security::v1::PeerAuthentication::crd(),
+                security::v1beta1::PeerAuthentication::crd(),
+            ],
+            storage: "v1",
+            spec_required: &[],
+        },
     ]
 }
 

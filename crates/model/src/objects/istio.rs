@@ -171,3 +171,145 @@ pub struct ServiceEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<Labels>,
 }
+
+/// A mutual TLS mode of Istio's `PeerAuthentication` (`spec.mtls.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Inherit from the parent policy (namespace, then mesh); PERMISSIVE at the top.
+    #[default]
+    Unset,
+    /// Plaintext only.
+    Disable,
+    /// mTLS and plaintext.
+    Permissive,
+    /// mTLS only.
+    Strict,
+}
+
+/// A PeerAuthentication (`security.istio.io`): which inbound traffic a workload's proxy
+/// accepts. In the mesh's root namespace without a selector it is the mesh's policy; in a
+/// namespace without a selector that namespace's; with a selector the selected workloads'.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerAuthentication {
+    /// Metadata.
+    pub meta: Meta,
+    /// `spec.selector.matchLabels`: `None` for the whole namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Labels>,
+    /// `spec.mtls.mode`.
+    pub mode: MtlsMode,
+    /// `spec.portLevelMtls`: per workload port (only with a selector).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_level: BTreeMap<u32, MtlsMode>,
+}
+
+/// The mode of inbound `port` of a workload with `labels` in `namespace`, by Istio's
+/// precedence over `policies` (one member's): the oldest policy selecting the workload (its
+/// port-level mode first), else the oldest of the namespace, else the oldest of the
+/// `root_namespace` (the mesh's); what is unset inherits, and PERMISSIVE is the default.
+pub fn effective_mtls(
+    policies: &[PeerAuthentication],
+    root_namespace: &str,
+    namespace: &str,
+    labels: &Labels,
+    port: u32,
+) -> MtlsMode {
+    fn oldest<'a>(
+        list: impl Iterator<Item = &'a PeerAuthentication>,
+    ) -> Option<&'a PeerAuthentication> {
+        list.min_by(|a, b| (a.meta.created, &a.meta.name).cmp(&(b.meta.created, &b.meta.name)))
+    }
+    let workload = oldest(
+        policies
+            .iter()
+            .filter(|p| &*p.meta.namespace == namespace)
+            .filter(|p| {
+                p.selector.as_ref().is_some_and(|s| {
+                    !s.is_empty() && s.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
+            }),
+    );
+    let whole = |ns: &str| {
+        oldest(
+            policies
+                .iter()
+                .filter(|p| &*p.meta.namespace == ns)
+                .filter(|p| p.selector.as_ref().is_none_or(Labels::is_empty)),
+        )
+    };
+    let candidates = [
+        workload.and_then(|p| p.port_level.get(&port).copied()),
+        workload.map(|p| p.mode),
+        whole(namespace).map(|p| p.mode),
+        whole(root_namespace).map(|p| p.mode),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|m| *m != MtlsMode::Unset)
+        .unwrap_or(MtlsMode::Permissive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(
+        ns: &str,
+        name: &str,
+        selector: Option<&[(&str, &str)]>,
+        mode: MtlsMode,
+    ) -> PeerAuthentication {
+        PeerAuthentication {
+            meta: Meta::named(ns, name),
+            selector: selector.map(|s| {
+                s.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            mode,
+            port_level: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn workload_over_namespace_over_mesh_and_unset_inherits() {
+        let labels: Labels = [("app".to_string(), "echo".to_string())].into();
+        let mode = |policies: &[PeerAuthentication], port| {
+            effective_mtls(policies, "istio-system", "shop", &labels, port)
+        };
+        assert_eq!(mode(&[], 80), MtlsMode::Permissive);
+        let mesh = policy("istio-system", "default", None, MtlsMode::Strict);
+        assert_eq!(mode(std::slice::from_ref(&mesh), 80), MtlsMode::Strict);
+        let ns = policy("shop", "default", None, MtlsMode::Permissive);
+        assert_eq!(mode(&[mesh.clone(), ns.clone()], 80), MtlsMode::Permissive);
+        let mut workload = policy("shop", "echo", Some(&[("app", "echo")]), MtlsMode::Unset);
+        workload.port_level.insert(9000, MtlsMode::Disable);
+        let all = [mesh.clone(), ns.clone(), workload.clone()];
+        assert_eq!(
+            mode(&all, 80),
+            MtlsMode::Permissive,
+            "unset inherits the namespace's"
+        );
+        assert_eq!(mode(&all, 9000), MtlsMode::Disable, "the port's own mode");
+        let other = policy(
+            "shop",
+            "other",
+            Some(&[("app", "other")]),
+            MtlsMode::Disable,
+        );
+        assert_eq!(
+            mode(&[mesh.clone(), other], 80),
+            MtlsMode::Strict,
+            "selects another workload"
+        );
+        let elsewhere = policy("web", "default", None, MtlsMode::Disable);
+        assert_eq!(
+            mode(&[mesh, elsewhere], 80),
+            MtlsMode::Strict,
+            "another namespace's"
+        );
+    }
+}

@@ -38,11 +38,13 @@ pub enum ObjectKind {
     WorkloadGroup,
     /// `networking.istio.io` ServiceEntry.
     ServiceEntry,
+    /// `security.istio.io` PeerAuthentication.
+    PeerAuthentication,
 }
 
 impl ObjectKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ObjectKind; 11] = [
+    pub const ALL: [ObjectKind; 12] = [
         Self::Namespace,
         Self::Node,
         Self::Pod,
@@ -54,6 +56,7 @@ impl ObjectKind {
         Self::WorkloadEntry,
         Self::WorkloadGroup,
         Self::ServiceEntry,
+        Self::PeerAuthentication,
     ];
 
     /// The kind's name as Kubernetes spells it.
@@ -70,6 +73,7 @@ impl ObjectKind {
             Self::WorkloadEntry => "WorkloadEntry",
             Self::WorkloadGroup => "WorkloadGroup",
             Self::ServiceEntry => "ServiceEntry",
+            Self::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -154,6 +158,8 @@ pub enum Object {
     WorkloadGroup(WorkloadGroup),
     /// A ServiceEntry.
     ServiceEntry(ServiceEntry),
+    /// A PeerAuthentication.
+    PeerAuthentication(PeerAuthentication),
 }
 
 impl Object {
@@ -171,6 +177,7 @@ impl Object {
             Self::WorkloadEntry(o) => &o.meta,
             Self::WorkloadGroup(o) => &o.meta,
             Self::ServiceEntry(o) => &o.meta,
+            Self::PeerAuthentication(o) => &o.meta,
         }
     }
 
@@ -188,6 +195,7 @@ impl Object {
             Self::WorkloadEntry(_) => ObjectKind::WorkloadEntry,
             Self::WorkloadGroup(_) => ObjectKind::WorkloadGroup,
             Self::ServiceEntry(_) => ObjectKind::ServiceEntry,
+            Self::PeerAuthentication(_) => ObjectKind::PeerAuthentication,
         }
     }
 
