@@ -53,6 +53,8 @@ struct Class {
     mesh: Arc<crate::security::Mesh>,
     /// Per sidecar (its own address) when it has inbound listeners.
     inbound: Option<Arc<crate::node::Inbound>>,
+    /// A proxyless gRPC server with certificates: whose PeerAuthentications apply.
+    subject: Option<(Option<String>, bowline_model::Labels)>,
 }
 
 impl Class {
@@ -67,6 +69,8 @@ impl Class {
             sds: proxy.sds,
             mesh: proxy.mesh.clone(),
             inbound: proxy.inbound.clone(),
+            subject: (proxy.sds && proxy.kind == ProxyKind::Grpc)
+                .then(|| (proxy.namespace.clone(), proxy.labels.clone())),
         }
     }
 }

@@ -12,7 +12,10 @@
 //!
 //! Mutual TLS: an Envoy whose bootstrap has the node agent's SDS cluster (`sds-grpc`) says so
 //! with `BOWLINE_SDS=true`, or is Istio's (`ISTIO_VERSION` is set: Istio's agent always
-//! bootstraps `sds-grpc`); such a sidecar originates Istio mTLS to endpoints with a proxy and
+//! bootstraps `sds-grpc`); a proxyless gRPC application says so (`BOWLINE_SDS=true`, what
+//! `bowline agent`'s bootstrap sets) when its bootstrap has the certificate provider
+//! `default`, and then reaches every service with mTLS and serves its xDS server listeners
+//! with mTLS (gRFC A29). Such an Envoy sidecar originates Istio mTLS to endpoints with a proxy and
 //! gets inbound listeners for the ports of its `POD_PORTS` (Istio's JSON list of container
 //! ports, `[{"name":"http","containerPort":8080,"protocol":"TCP"}]`), bound at
 //! `BOWLINE_INBOUND_ADDRESS` (default: its first `INSTANCE_IPS`) and forwarding to the
@@ -67,7 +70,9 @@ pub struct ProxyInfo {
     pub auto_register_group: Option<String>,
     /// `node.locality` as `region/zone/subzone`, when set.
     pub locality: Option<String>,
-    /// The proxy has the node agent's SDS (`BOWLINE_SDS=true`, or an Istio agent's Envoy).
+    /// The proxy has the node agent's certificates (`BOWLINE_SDS=true`, or an Istio agent's
+    /// Envoy): an Envoy through its `sds-grpc` cluster, a proxyless gRPC application through
+    /// the certificate provider `default` of its bootstrap.
     pub sds: bool,
     /// The mesh's settings (set by the server, not the proxy).
     #[serde(skip)]
@@ -154,9 +159,8 @@ impl ProxyInfo {
         } else {
             ProxyKind::Grpc
         };
-        let sds = kind == ProxyKind::Envoy
-            && (string(meta, "BOWLINE_SDS").as_deref() == Some("true")
-                || string(meta, "ISTIO_VERSION").is_some());
+        let sds = string(meta, "BOWLINE_SDS").as_deref() == Some("true")
+            || (kind == ProxyKind::Envoy && string(meta, "ISTIO_VERSION").is_some());
         let ip = |key: &str| string(meta, key).and_then(|a| a.parse::<IpAddr>().ok());
         let inbound = string(meta, "POD_PORTS")
             .map(|text| pod_ports(&text))

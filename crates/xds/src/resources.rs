@@ -322,9 +322,13 @@ fn cluster(hp: &HostPort, proxy: &ProxyInfo) -> Cluster {
             pack_any(http2),
         );
     }
+    // A proxyless gRPC client with certificates reaches every service with mTLS.
+    let transport_socket = (proxy.sds && proxy.kind == ProxyKind::Grpc)
+        .then(|| crate::security::grpc_upstream(&proxy.mesh.trust_domain, &hp.namespace));
     Cluster {
         typed_extension_protocol_options: options,
         transport_socket_matches,
+        transport_socket,
         name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
@@ -541,8 +545,27 @@ pub const SERVER_LISTENER_PREFIX: &str = "grpc/server?xds.resource.listening_add
 /// The listener of a proxyless gRPC server: its address, one filter chain with an HTTP
 /// connection manager whose inline routes accept every RPC (`non_forwarding_action`) and end
 /// in the router filter. `None` when the name does not hold an `IP:PORT`.
-fn server_listener(name: &str) -> Option<Listener> {
+fn server_listener(name: &str, proxy: &ProxyInfo, snapshot: &ClusterSet) -> Option<Listener> {
     let address: std::net::SocketAddr = name.strip_prefix(SERVER_LISTENER_PREFIX)?.parse().ok()?;
+    // With certificates, the server takes mTLS unless its PeerAuthentication says DISABLE
+    // (gRPC cannot tell TLS from plaintext on one port, so PERMISSIVE is served as mTLS:
+    // its clients with certificates all originate it).
+    let transport_socket = proxy
+        .sds
+        .then(|| {
+            let mode = bowline_model::objects::effective_mtls(
+                member_policies(proxy, snapshot)
+                    .as_deref()
+                    .unwrap_or_default(),
+                &proxy.mesh.root_namespace,
+                proxy.namespace.as_deref().unwrap_or_default(),
+                &proxy.labels,
+                u32::from(address.port()),
+            );
+            mode != bowline_model::objects::MtlsMode::Disable
+        })
+        .filter(|tls| *tls)
+        .map(|_| crate::security::grpc_downstream());
     let mut hcm = hcm(String::new());
     hcm.stat_prefix = "grpc_server".into();
     hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
@@ -570,10 +593,20 @@ fn server_listener(name: &str) -> Option<Listener> {
                 name: "envoy.filters.network.http_connection_manager".into(),
                 config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
             }],
+            transport_socket,
             ..Default::default()
         }],
         ..Default::default()
     })
+}
+
+/// The PeerAuthentications of `proxy`'s member.
+fn member_policies(
+    proxy: &ProxyInfo,
+    snapshot: &ClusterSet,
+) -> Option<Arc<[bowline_model::objects::PeerAuthentication]>> {
+    let id = ClusterId::new(proxy.member.as_deref()?).ok()?;
+    snapshot.policies.get(&id).cloned()
 }
 
 fn network_filter<M: prost::Name>(name: &str, config: M) -> Filter {
@@ -694,11 +727,7 @@ fn inbound_mode(
     snapshot: &ClusterSet,
     port: u16,
 ) -> bowline_model::objects::MtlsMode {
-    let policies = proxy
-        .member
-        .as_deref()
-        .and_then(|m| ClusterId::new(m).ok())
-        .and_then(|id| snapshot.policies.get(&id).cloned());
+    let policies = member_policies(proxy, snapshot);
     bowline_model::objects::effective_mtls(
         policies.as_deref().unwrap_or_default(),
         &proxy.mesh.root_namespace,
@@ -822,7 +851,7 @@ pub fn generate(
             .flatten()
             .filter(|n| n.starts_with(SERVER_LISTENER_PREFIX))
         {
-            if let Some(listener) = server_listener(name) {
+            if let Some(listener) = server_listener(name, proxy, snapshot) {
                 out.insert(name.clone(), pack_any(listener));
             }
         }

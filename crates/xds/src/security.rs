@@ -203,6 +203,67 @@ pub fn upstream_matches(
     ]
 }
 
+/// A proxyless gRPC client's or server's certificates (gRFC A29): the certificate provider
+/// `default` of its bootstrap (the node agent's `file_watcher` files), for its own certificate
+/// and for the root.
+fn grpc_common(sans: Vec<StringMatcher>) -> CommonTlsContext {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateProviderPluginInstance;
+    let provider = |certificate_name: &str| CertificateProviderPluginInstance {
+        instance_name: GRPC_PROVIDER.into(),
+        certificate_name: certificate_name.into(),
+    };
+    #[allow(deprecated)] // gRPC reads `match_subject_alt_names`, not the typed matchers
+    let validation = CertificateValidationContext {
+        ca_certificate_provider_instance: Some(provider(ROOT)),
+        match_subject_alt_names: sans,
+        ..CertificateValidationContext::default()
+    };
+    CommonTlsContext {
+        tls_certificate_provider_instance: Some(provider(CERTIFICATE)),
+        validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+        ..CommonTlsContext::default()
+    }
+}
+
+/// The certificate provider instance a proxyless gRPC bootstrap names (what `bowline agent`
+/// writes).
+pub const GRPC_PROVIDER: &str = "default";
+
+/// A proxyless gRPC client's transport socket to a service of `namespace`: mTLS with its
+/// bootstrap's certificates, the server a workload of that namespace (gRPC has no transport
+/// socket matches: every endpoint of the cluster is reached with mTLS).
+pub fn grpc_upstream(trust_domain: &str, namespace: &str) -> TransportSocket {
+    let san = StringMatcher {
+        match_pattern: Some(MatchPattern::Prefix(format!(
+            "spiffe://{trust_domain}/ns/{namespace}/sa/"
+        ))),
+        ..StringMatcher::default()
+    };
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(grpc_common(vec![san])),
+        ..UpstreamTlsContext::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+    }
+}
+
+/// A proxyless gRPC server's TLS: its bootstrap's certificates, a client certificate that
+/// verifies to the root required (gRPC refuses SAN matchers on servers, so the trust domain is
+/// not checked there: the root is the bound).
+pub fn grpc_downstream() -> TransportSocket {
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(grpc_common(Vec::new())),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..DownstreamTlsContext::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+    }
+}
+
 /// A server sidecar's inbound TLS: the workload certificate, a client certificate of the
 /// trust domain required.
 pub fn downstream(trust_domain: &str, http: bool) -> TransportSocket {

@@ -49,18 +49,19 @@ impl Credential {
 }
 
 /// `grpcBootstrap`: a gRPC xDS bootstrap for a proxyless application on this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GrpcBootstrap {
     /// Where to write it (`GRPC_XDS_BOOTSTRAP` points there).
     pub path: PathBuf,
     /// The node id the application presents.
     pub node_id: String,
-    /// The node metadata (`CLUSTER_ID`, `NETWORK`, `LABELS`...), as strings.
-    pub metadata: BTreeMap<String, String>,
+    /// The node metadata (`CLUSTER_ID`, `NETWORK`, `NAMESPACE`, `LABELS` as a map...);
+    /// `BOWLINE_SDS: "true"` is added (the bootstrap has the certificate provider).
+    pub metadata: BTreeMap<String, serde_json::Value>,
 }
 
 /// `agent.yaml`, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AgentConfig {
     /// The file it was read from.
     pub file: PathBuf,
@@ -107,7 +108,7 @@ struct RawBootstrap {
     path: PathBuf,
     node_id: String,
     #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    metadata: BTreeMap<String, serde_json::Value>,
 }
 
 impl AgentConfig {

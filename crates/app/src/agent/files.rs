@@ -84,6 +84,8 @@ pub fn bootstrap(
         "refresh_interval": "10s",
     });
     let server = config.address.as_deref().unwrap_or(&config.discovery);
+    let mut metadata = bootstrap.metadata.clone();
+    metadata.insert("BOWLINE_SDS".into(), json!("true"));
     json!({
         "xds_servers": [{
             "server_uri": server,
@@ -92,7 +94,7 @@ pub fn bootstrap(
         }],
         "node": {
             "id": bootstrap.node_id,
-            "metadata": bootstrap.metadata,
+            "metadata": metadata,
         },
         "certificate_providers": {
             "default": {"plugin_name": "file_watcher", "config": files},
