@@ -57,7 +57,7 @@ fn default_image_is_this_version() {
 #[test]
 fn crds_only() {
     let docs = install(&["--crds-only"]);
-    assert_eq!(docs.len(), 6);
+    assert_eq!(docs.len(), 7);
     assert!(docs.iter().all(|d| d["kind"] == "CustomResourceDefinition"));
 }
 
