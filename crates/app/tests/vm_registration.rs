@@ -1115,6 +1115,10 @@ async fn a_plugin_ca_signs_chains_that_verify_to_the_users_root() {
         !config.data_dir.join("ca/root-cert.pem").exists(),
         "no root of Bowline's own"
     );
+    eventually_async("the member is read", || {
+        running.registry.read().members()[0].synced
+    })
+    .await;
     let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
     let (token, _) = store
         .issue(
