@@ -7,6 +7,7 @@ Envoy, and west's east-west gateway Envoy. Each sidecar has a `bowline agent` be
 gets its workload certificate from Bowline's CA with a VM token and serves it over SDS.
 
 Checked:
+- the client sidecar's own xDS goes over TLS with the agent's certificate (from SDS);
 - HTTP and raw TCP from east reach west through the gateway; the app sees the client's SPIFFE
   id in x-forwarded-client-cert (the server sidecar terminated mTLS);
 - the gateway's config has one SNI filter chain per service port and terminates no TLS;
@@ -134,7 +135,15 @@ def start_apps():
     return [http_server, tcp_server]
 
 
-def bootstrap(node_id, xds_port, admin_port, metadata, sds_socket=None):
+def sds_secret(name):
+    return {"name": name, "sds_config": {"resource_api_version": "V3", "api_config_source": {
+        "api_type": "GRPC", "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}]}}}
+
+
+def bootstrap(node_id, xds_port, admin_port, metadata, sds_socket=None, xds_root=None):
+    """With `xds_root`, xDS goes to Bowline's TLS port, the agent's certificate (SDS) as the
+    client certificate, Bowline's certificate checked against `xds_root`."""
     clusters = [{
         "name": "xds", "type": "STATIC", "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -143,6 +152,16 @@ def bootstrap(node_id, xds_port, admin_port, metadata, sds_socket=None):
         "load_assignment": {"cluster_name": "xds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
             "socket_address": {"address": "127.0.0.1", "port_value": xds_port}}}}]}]},
     }]
+    if xds_root:
+        clusters[0]["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "bowline.bowline-system.svc",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [sds_secret("default")],
+                "validation_context": {
+                    "trusted_ca": {"filename": xds_root},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": "bowline.bowline-system.svc"}}]}}}}
     if sds_socket:
         # The node agent's SDS, as docs/operations.md shows it.
         clusters.append({
@@ -267,9 +286,10 @@ def main():
             "POD_PORTS": json.dumps([{"name": "http", "containerPort": HTTP_TARGET, "protocol": "TCP"},
                                      {"name": "tcp-echo", "containerPort": TCP_TARGET, "protocol": "TCP"}])},
             agents["server"])))
-        procs.append(start_envoy(envoy, work, "client", bootstrap("client-east.shop", xds, client_admin, {
+        # The client sidecar's own xDS goes over TLS with the agent's certificate.
+        procs.append(start_envoy(envoy, work, "client", bootstrap("client-east.shop", xds_tls, client_admin, {
             "CLUSTER_ID": "east", "NETWORK": "net-east", "INSTANCE_IPS": CLIENT_IP, "BOWLINE_SDS": "true",
-            "BOWLINE_LISTEN_ADDRESS": CLIENT_IP}, agents["client"])))
+            "NAMESPACE": "shop", "BOWLINE_LISTEN_ADDRESS": CLIENT_IP}, agents["client"], xds_root=root)))
 
         # HTTP through the gateway; the app sees who called.
         answer = eventually("an HTTP request from east through west's gateway", lambda: http_get(http_port), work)

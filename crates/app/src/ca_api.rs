@@ -15,7 +15,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bowline_model::MemberName;
 use bowline_registry::Shared;
 use bowline_vm::{
     ca::RootCa,
@@ -28,8 +27,6 @@ use tonic::{
     server::{NamedService, UnaryService},
 };
 use tracing::{info, warn};
-
-use bowline_kube::Credentials;
 
 use crate::config::Ca;
 
@@ -164,8 +161,8 @@ pub struct CaService {
     tokens: Arc<TokenStore>,
     registry: Shared,
     config: Ca,
-    /// The Kubernetes members, by configured name, for TokenReviews.
-    kubernetes: Vec<(MemberName, Credentials)>,
+    /// Reviews service-account tokens.
+    reviewer: Arc<crate::auth::Reviewer>,
     metrics: Arc<CaMetrics>,
 }
 
@@ -181,7 +178,7 @@ impl CaServer {
         tokens: Arc<TokenStore>,
         registry: Shared,
         config: Ca,
-        kubernetes: Vec<(MemberName, Credentials)>,
+        reviewer: Arc<crate::auth::Reviewer>,
         metrics: Arc<CaMetrics>,
     ) -> Self {
         Self(Arc::new(CaService {
@@ -189,7 +186,7 @@ impl CaServer {
             tokens,
             registry,
             config,
-            kubernetes,
+            reviewer,
             metrics,
         }))
     }
@@ -224,14 +221,21 @@ impl CaService {
             .and_then(|certs| certs.first().map(|c| c.to_vec()));
         let identity = match bearer {
             // Renewal: the certificate this CA issued (the TLS handshake verified it).
-            None if presented.is_some() => self.certified(presented.as_deref().unwrap_or_default()),
+            None if presented.is_some() => crate::auth::certified(
+                presented.as_deref().unwrap_or_default(),
+                &self.config.trust_domain,
+            )
+            .map_err(Status::unauthenticated),
             Some(token) if !bowline_vm::tokens::is_bowline_token(&token) => {
                 let cluster = request
                     .metadata()
                     .get("clusterid")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                self.reviewed(&token, cluster.as_deref()).await
+                self.reviewer
+                    .review(&token, cluster.as_deref())
+                    .await
+                    .map(|(identity, _)| identity)
             }
             _ => {
                 let caller = crate::auth::caller_of(
@@ -248,97 +252,6 @@ impl CaService {
         tokio::task::spawn_blocking(move || service.sign(&identity, request.into_inner()))
             .await
             .map_err(|e| Status::internal(format!("the signer failed: {e}")))?
-    }
-
-    /// The identity a Kubernetes service-account token proves, by a TokenReview in the
-    /// member `cluster` names.
-    async fn reviewed(&self, token: &str, cluster: Option<&str>) -> Result<Identity, Status> {
-        use bowline_kube::review::{Reviewed, review};
-        let (member, credentials) = self.reviewer(cluster)?;
-        let client = credentials.request_client().await.map_err(|e| {
-            Status::unavailable(format!(
-                "cannot reach member {member} to review the token: {e}"
-            ))
-        })?;
-        let reviewed = review(client, token, &self.config.audiences)
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("member {member} could not review the token: {e}"))
-            })?;
-        match reviewed {
-            Reviewed::ServiceAccount { namespace, name } => Ok(Identity {
-                trust_domain: self.config.trust_domain.clone(),
-                namespace,
-                service_account: name,
-            }),
-            Reviewed::OtherUser(user) => Err(Status::permission_denied(format!(
-                "the token is {user:?}'s, not a service account's"
-            ))),
-            Reviewed::Refused(reason) => Err(Status::unauthenticated(format!(
-                "member {member} does not accept the token for audience {}: {reason}",
-                self.config.audiences.join(", ")
-            ))),
-        }
-    }
-
-    /// The identity of a client certificate (DER) Bowline's root issued: its SPIFFE URI
-    /// in this trust domain.
-    fn certified(&self, der: &[u8]) -> Result<Identity, Status> {
-        use x509_parser::{extensions::GeneralName, prelude::FromDer};
-        let refused =
-            |why: String| Status::unauthenticated(format!("the client certificate {why}"));
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-            .map_err(|e| refused(format!("does not parse: {e}")))?;
-        let sans = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .ok_or_else(|| refused("names no identity".into()))?;
-        let uri = sans.value.general_names.iter().find_map(|n| match n {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        });
-        let prefix = format!("spiffe://{}/ns/", self.config.trust_domain);
-        let parsed = uri
-            .and_then(|u| u.strip_prefix(&prefix))
-            .and_then(|rest| rest.split_once("/sa/"))
-            .filter(|(ns, sa)| !ns.is_empty() && !sa.is_empty() && !sa.contains('/'));
-        let Some((namespace, account)) = parsed else {
-            return Err(refused(format!(
-                "names {}, not a workload of trust domain {}",
-                uri.unwrap_or("no URI"),
-                self.config.trust_domain
-            )));
-        };
-        Ok(Identity {
-            trust_domain: self.config.trust_domain.clone(),
-            namespace: namespace.to_owned(),
-            service_account: account.to_owned(),
-        })
-    }
-
-    /// The Kubernetes member to review a token in: the one whose cluster id is `cluster`, or
-    /// the only one.
-    fn reviewer(&self, cluster: Option<&str>) -> Result<(MemberName, Credentials), Status> {
-        let found = match cluster {
-            Some(id) => {
-                let registry = self.registry.read();
-                let name = registry
-                    .members()
-                    .into_iter()
-                    .find(|m| m.admission.id().is_some_and(|i| i.as_str() == id))
-                    .map(|m| m.name);
-                name.and_then(|name| self.kubernetes.iter().find(|(n, _)| *n == name))
-            }
-            None if self.kubernetes.len() == 1 => self.kubernetes.first(),
-            None => None,
-        };
-        found.cloned().ok_or_else(|| {
-            Status::unauthenticated(match cluster {
-                Some(id) => format!("no Kubernetes member has cluster id {id:?} (ClusterID metadata) to review the token"),
-                None => "a Kubernetes token needs the ClusterID metadata naming the member that issued it".to_string(),
-            })
-        })
     }
 
     fn sign(
@@ -378,6 +291,7 @@ impl CaService {
     fn identity(&self, caller: &Caller) -> Result<Identity, Status> {
         let scope = match caller {
             Caller::Token(scope) => scope,
+            Caller::Workload { identity, .. } => return Ok(identity.clone()),
             Caller::Anonymous(why) => {
                 return Err(Status::unauthenticated(format!(
                     "a certificate needs a credential: {why}"

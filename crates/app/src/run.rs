@@ -188,12 +188,9 @@ impl Root<'_> {
         let issued = ca_metrics.clone();
         self.views
             .insert("identities", Arc::new(move |_| Ok(issued.identities())));
-        let certificates = crate::ca_api::CaServer::new(
-            ca,
-            tokens.clone(),
-            registry.clone(),
-            config.ca.clone(),
-            config
+        let reviewer = Arc::new(crate::auth::Reviewer {
+            registry: registry.clone(),
+            kubernetes: config
                 .members
                 .iter()
                 .filter_map(|m| {
@@ -201,6 +198,15 @@ impl Root<'_> {
                     Some((bowline_model::MemberName::new(m.name.as_str()), credentials))
                 })
                 .collect(),
+            audiences: config.ca.audiences.clone(),
+            trust_domain: config.ca.trust_domain.clone(),
+        });
+        let certificates = crate::ca_api::CaServer::new(
+            ca,
+            tokens.clone(),
+            registry.clone(),
+            config.ca.clone(),
+            reviewer.clone(),
             ca_metrics,
         );
         let connections = bowline_xds::status::Connections::default();
@@ -213,6 +219,7 @@ impl Root<'_> {
             registry.clone(),
             vm_metrics,
             tokens.clone(),
+            reviewer,
             self.shutdown.clone(),
         );
         let ads = bowline_xds::server::Ads::new(self.snapshot.clone(), connections.clone())

@@ -85,6 +85,10 @@ pub(crate) struct Registration {
     identities: parking_lot::Mutex<Identities>,
     /// `limits.streamsPerIdentity`.
     streams_per_identity: usize,
+    /// Reviews service-account tokens presented on xDS streams.
+    reviewer: Arc<crate::auth::Reviewer>,
+    /// `listen.xdsPlaintextFrom`.
+    plaintext_from: crate::config::PlaintextAccess,
 }
 
 impl Registration {
@@ -159,14 +163,46 @@ fn refuse(status: Status, proxy: &str, rule: &str) -> Status {
 }
 
 impl Workloads for Registration {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: bowline_xds::server::Credentials<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<bowline_xds::server::Authenticated, Status>> {
+        Box::pin(async move {
+            let caller = crate::auth::authenticate(
+                credentials.peer,
+                credentials.metadata,
+                credentials.extensions,
+                &self.tokens,
+                &self.reviewer,
+            )
+            .await?;
+            let caller: Arc<dyn std::any::Any + Send + Sync> = Arc::new(caller);
+            Ok(Some(caller))
+        })
+    }
+
     fn connected(&self, c: Connecting<'_>) -> Result<(), Status> {
-        // Who the caller is matters to a stream presenting a token or asking to register.
-        if c.metadata.get("authorization").is_none() && c.proxy.auto_register_group.is_none() {
-            return Ok(());
-        }
-        let caller = crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
-        self.count_identity(&c, &caller)?;
-        let registered = self.register(&c, &caller);
+        let classified;
+        let caller = match c.authenticated.and_then(|a| a.downcast_ref::<Caller>()) {
+            Some(caller) => caller,
+            None => {
+                classified =
+                    crate::auth::caller_of(c.metadata, c.extensions, c.peer, Some(&self.tokens));
+                &classified
+            }
+        };
+        let tls = c
+            .extensions
+            .get::<bowline_xds::transport::Origin>()
+            .is_some_and(|o| o.transport == bowline_xds::transport::Transport::Tls);
+        let claims = crate::auth::Claims {
+            proxy: &c.proxy.id,
+            namespace: c.proxy.namespace.as_deref(),
+            cluster: c.proxy.member.as_deref(),
+        };
+        crate::auth::stream_rule(caller, tls, c.peer, self.plaintext_from, &claims)?;
+        self.count_identity(&c, caller)?;
+        let registered = self.register(&c, caller);
         if registered.is_err() {
             self.uncount_identity(c.stream);
         }
@@ -206,7 +242,27 @@ impl Registration {
                 "NAMESPACE is required",
             ));
         };
-        crate::auth::authorize_registration(caller, &c.proxy.id, group, namespace)?;
+        let account =
+            {
+                let registry = self.registry.read();
+                find_group(&registry, namespace, group, c.proxy.member.as_deref()).map(|(_, g)| {
+                    match g.template.service_account.as_str() {
+                        "" => "default".to_string(),
+                        account => account.to_string(),
+                    }
+                })
+            };
+        if account.is_none() && matches!(caller, Caller::Workload { .. }) {
+            return Err(refuse(
+                Status::permission_denied(format!(
+                    "no member holds WorkloadGroup {namespace}/{group}: {caller} cannot be checked against its template's serviceAccount"
+                )),
+                &c.proxy.id,
+                "workload-identity",
+            ));
+        }
+        let account = account.unwrap_or_else(|| "default".to_string());
+        crate::auth::authorize_registration(caller, &c.proxy.id, group, namespace, &account)?;
         if c.proxy.instance_ips.is_empty() {
             return Err(refuse(
                 Status::invalid_argument(format!(
@@ -273,6 +329,7 @@ pub(crate) fn spawn_registration(
     registry: Shared,
     metrics: Arc<VmMetrics>,
     tokens: Arc<bowline_vm::tokens::TokenStore>,
+    reviewer: Arc<crate::auth::Reviewer>,
     shutdown: CancellationToken,
 ) -> Arc<Registration> {
     let (events, inbound) = mpsc::unbounded_channel();
@@ -325,6 +382,8 @@ pub(crate) fn spawn_registration(
         registry,
         identities: Default::default(),
         streams_per_identity: config.limits.streams_per_identity,
+        reviewer,
+        plaintext_from: config.listen.xds_plaintext_from,
     })
 }
 

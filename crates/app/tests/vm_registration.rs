@@ -1046,6 +1046,27 @@ async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated, "{unknown:?}");
+    // xDS over TLS with the same token: the node may claim that namespace and member only.
+    let sidecar = |namespace: &str, cluster: &str| {
+        ads::node("cart-0", "envoy")
+            .meta("NAMESPACE", namespace)
+            .meta("CLUSTER_ID", cluster)
+            .build()
+    };
+    Proxy::with_node(channel.clone(), sidecar("shop", "east"), Some(&token))
+        .await
+        .expect("a reviewed service account's sidecar is served");
+    for (node, claim) in [
+        (sidecar("bank", "east"), "NAMESPACE \"bank\""),
+        (sidecar("shop", "west"), "CLUSTER_ID \"west\""),
+    ] {
+        let lying = Proxy::with_node(channel.clone(), node, Some(&token))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a sidecar claiming {claim} was served"));
+        assert_eq!(lying.code(), tonic::Code::PermissionDenied, "{lying:?}");
+        assert!(lying.message().contains(claim), "{}", lying.message());
+    }
     server.expire_token(&token);
     let expired = create_certificate(&channel, csr_for(None), Some(token), Some("east"))
         .await
@@ -1056,6 +1077,97 @@ async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
         "{}",
         expired.message()
     );
+    running.stop().await;
+}
+
+/// xDS over TLS needs a credential; a client certificate from Bowline's CA is one: it bounds
+/// the namespace the node may claim, and registers a VM into a group whose workloads it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_over_tls_needs_a_credential_and_a_certificate_bounds_what_the_node_claims() {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, running, root) = start_member(dir.path(), "").await;
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let (token, _) = store
+        .issue(
+            "legacy",
+            "demo",
+            Duration::from_secs(3600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let sidecar = |namespace: &str| {
+        ads::node("legacy-0", "envoy")
+            .meta("NAMESPACE", namespace)
+            .meta("CLUSTER_ID", "east")
+            .build()
+    };
+    let anonymous = Proxy::with_node(
+        tls_channel(running.xds_tls_addr, &root).await,
+        sidecar("demo"),
+        None,
+    )
+    .await
+    .err()
+    .expect("an anonymous TLS stream was served");
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous:?}"
+    );
+    assert!(
+        anonymous
+            .message()
+            .contains("client certificate from Bowline's CA"),
+        "{}",
+        anonymous.message()
+    );
+
+    // The certificate of demo/legacy, as the agent gets it.
+    let channel = tls_channel(running.xds_tls_addr, &root).await;
+    let (csr, key) = csr_and_key(None);
+    let chain = create_certificate(&channel, csr, Some(token), None)
+        .await
+        .unwrap();
+    let certified = || async {
+        Channel::from_shared(format!("https://{}", running.xds_tls_addr))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&root))
+                    .identity(Identity::from_pem(&chain[0], &key))
+                    .domain_name(bowline_vm::ca::DISCOVERY_HOST),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    Proxy::with_node(certified().await, sidecar("demo"), None)
+        .await
+        .expect("a certified sidecar is served");
+    let lying = Proxy::with_node(certified().await, sidecar("prod"), None)
+        .await
+        .err()
+        .expect("a sidecar claiming another namespace was served");
+    assert_eq!(lying.code(), tonic::Code::PermissionDenied, "{lying:?}");
+    assert!(
+        lying.message().contains("NAMESPACE \"prod\"")
+            && lying
+                .message()
+                .contains("spiffe://cluster.local/ns/demo/sa/legacy"),
+        "{}",
+        lying.message()
+    );
+    // The certificate registers into the group whose template names its service account.
+    let vm = Proxy::with_node(certified().await, node("legacy"), None)
+        .await
+        .expect("the group's own workload registers");
+    eventually_async("registered with its certificate", || {
+        entry(dir.path()).is_some()
+    })
+    .await;
+    drop(vm);
     running.stop().await;
 }
 

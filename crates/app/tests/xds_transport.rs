@@ -208,7 +208,7 @@ impl AggregatedDiscoveryService for Registering {
             Some(&self.0),
         );
         let transport = bowline_xds::transport::transport(&request);
-        authorize_registration(&who, "vm-1", "web", "shop")?;
+        authorize_registration(&who, "vm-1", "web", "shop", "default")?;
         let response = DiscoveryResponse {
             version_info: format!("{transport:?}: {who}"),
             ..Default::default()

@@ -393,6 +393,14 @@ pub enum Caller {
     Loopback,
     /// A valid token was presented: allowed its scope only.
     Token(Scope),
+    /// A workload identity was proved: a client certificate Bowline's CA issued, or a
+    /// Kubernetes service-account token a member reviewed (that member's cluster id).
+    Workload {
+        /// The identity.
+        identity: crate::workload::Identity,
+        /// The member that reviewed the token; `None` for a certificate.
+        cluster: Option<String>,
+    },
     /// Neither: refused.
     Anonymous(Anonymous),
 }
@@ -407,6 +415,9 @@ pub enum Anonymous {
     PlaintextToken,
     /// The token presented is not accepted.
     BadToken(TokenError),
+    /// A service-account token its member did not accept, or a client certificate that
+    /// names no workload: why.
+    Refused(String),
 }
 
 impl fmt::Display for Anonymous {
@@ -417,6 +428,7 @@ impl fmt::Display for Anonymous {
                 "a bearer token was sent in the clear to the plaintext port from another host",
             ),
             Self::BadToken(e) => e.fmt(f),
+            Self::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -465,6 +477,14 @@ impl fmt::Display for Caller {
         match self {
             Self::Loopback => f.write_str("loopback connection"),
             Self::Token(scope) => scope.fmt(f),
+            Self::Workload {
+                identity,
+                cluster: Some(cluster),
+            } => write!(
+                f,
+                "{identity} (service-account token reviewed by {cluster})"
+            ),
+            Self::Workload { identity, .. } => write!(f, "{identity} (client certificate)"),
             Self::Anonymous(why) => write!(f, "anonymous ({why})"),
         }
     }
@@ -484,6 +504,22 @@ pub enum Refusal {
         namespace: String,
         /// Why the caller is anonymous.
         why: String,
+    },
+    /// The caller's workload identity is not the group's (gRPC `PERMISSION_DENIED`).
+    #[error(
+        "registration of group {group:?} in namespace {namespace:?} refused: the caller is {identity}, and the group's workloads are spiffe://{trust_domain}/ns/{namespace}/sa/{account}"
+    )]
+    OtherIdentity {
+        /// The group asked for.
+        group: String,
+        /// The namespace asked for.
+        namespace: String,
+        /// The caller's identity.
+        identity: String,
+        /// The trust domain.
+        trust_domain: String,
+        /// The group template's service account.
+        account: String,
     },
     /// The caller's token does not cover what it asks (gRPC `PERMISSION_DENIED`).
     #[error(
@@ -505,14 +541,33 @@ impl Refusal {
         match self {
             Self::Anonymous { .. } => "anonymous",
             Self::OutOfScope { .. } => "token-scope",
+            Self::OtherIdentity { .. } => "workload-identity",
         }
     }
 }
 
-/// Whether `caller` may register VMs of `group` in `namespace`.
-pub fn authorize(caller: &Caller, group: &str, namespace: &str) -> Result<(), Refusal> {
+/// Whether `caller` may register VMs of `group` in `namespace`, whose template's service
+/// account is `account` (`default` when it names none): a workload identity must be that one.
+pub fn authorize(
+    caller: &Caller,
+    group: &str,
+    namespace: &str,
+    account: &str,
+) -> Result<(), Refusal> {
     match caller {
         Caller::Loopback => Ok(()),
+        Caller::Workload { identity, .. }
+            if identity.namespace == namespace && identity.service_account == account =>
+        {
+            Ok(())
+        }
+        Caller::Workload { identity, .. } => Err(Refusal::OtherIdentity {
+            group: group.into(),
+            namespace: namespace.into(),
+            identity: identity.spiffe(),
+            trust_domain: identity.trust_domain.clone(),
+            account: account.into(),
+        }),
         Caller::Token(scope) if scope.group == group && scope.namespace == namespace => Ok(()),
         Caller::Token(scope) => Err(Refusal::OutOfScope {
             group: group.into(),
@@ -744,12 +799,30 @@ mod tests {
             group: "web".into(),
             namespace: "shop".into(),
         };
-        assert!(authorize(&Caller::Loopback, "any", "thing").is_ok());
-        assert!(authorize(&Caller::Token(scope.clone()), "web", "shop").is_ok());
+        assert!(authorize(&Caller::Loopback, "any", "thing", "default").is_ok());
+        assert!(authorize(&Caller::Token(scope.clone()), "web", "shop", "default").is_ok());
         let refused = |caller: &Caller, group, ns| {
-            let r = authorize(caller, group, ns).unwrap_err();
+            let r = authorize(caller, group, ns, "web").unwrap_err();
             (r.rule(), r.to_string())
         };
+        // A workload identity registers only into a group whose workloads it is.
+        let workload = Caller::Workload {
+            identity: crate::workload::Identity {
+                trust_domain: "cluster.local".into(),
+                namespace: "shop".into(),
+                service_account: "web".into(),
+            },
+            cluster: None,
+        };
+        assert!(authorize(&workload, "web", "shop", "web").is_ok());
+        assert_eq!(
+            refused(&workload, "web", "other"),
+            (
+                "workload-identity",
+                "registration of group \"web\" in namespace \"other\" refused: the caller is spiffe://cluster.local/ns/shop/sa/web, and the group's workloads are spiffe://cluster.local/ns/other/sa/web".into()
+            )
+        );
+        assert!(authorize(&workload, "db", "shop", "db").is_err());
         assert_eq!(
             refused(&Caller::Token(scope.clone()), "web", "other"),
             (

@@ -53,10 +53,34 @@ pub struct Connecting<'a> {
     pub metadata: &'a tonic::metadata::MetadataMap,
     /// The request's extensions (what the transport recorded about the connection).
     pub extensions: &'a tonic::Extensions,
+    /// What [`Workloads::authenticate`] found for this stream.
+    pub authenticated: Option<&'a (dyn std::any::Any + Send + Sync)>,
 }
+
+/// What a stream presented when it opened, for [`Workloads::authenticate`].
+pub struct Credentials<'a> {
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// The request's gRPC metadata (`authorization`...).
+    pub metadata: &'a tonic::metadata::MetadataMap,
+    /// The request's extensions (the transport, the client certificate).
+    pub extensions: &'a tonic::Extensions,
+}
+
+/// Who a stream's caller is, as [`Workloads::authenticate`] proved it.
+pub type Authenticated = Option<Arc<dyn std::any::Any + Send + Sync>>;
 
 /// What the ADS server tells the VM registration about its streams.
 pub trait Workloads: Send + Sync + 'static {
+    /// Proves who opened a stream, before its first request is read (a token may need a
+    /// review in a member, hence asynchronous). What it returns comes back in
+    /// [`Connecting::authenticated`]; an error ends the stream with that status.
+    fn authenticate<'a>(
+        &'a self,
+        _credentials: Credentials<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Authenticated, Status>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// A stream identified its node. An error ends the stream with that status.
     fn connected(&self, connecting: Connecting<'_>) -> Result<(), Status>;
     /// The proxy on `stream` reported its health.
@@ -112,6 +136,8 @@ pub(crate) struct Caller {
     metadata: tonic::metadata::MetadataMap,
     extensions: tonic::Extensions,
     workloads: Option<Arc<dyn Workloads>>,
+    /// What `authenticate` proved.
+    authenticated: Authenticated,
     /// `connected` accepted the stream: `disconnected` is due when it ends.
     accepted: bool,
 }
@@ -125,6 +151,7 @@ impl Caller {
             metadata: Default::default(),
             extensions: Default::default(),
             workloads: None,
+            authenticated: None,
             accepted: false,
         }
     }
@@ -138,6 +165,7 @@ impl Caller {
                 metadata,
                 extensions,
                 workloads,
+                authenticated: None,
                 accepted: false,
             },
             inbound,
@@ -300,6 +328,7 @@ impl Stream_ {
                 peer,
                 metadata: &caller.metadata,
                 extensions: &caller.extensions,
+                authenticated: caller.authenticated.as_deref(),
             })?;
             caller.accepted = true;
         }
@@ -541,6 +570,20 @@ impl Ads {
         tokio::spawn(
             async move {
                 let mut stream = Stream_::new(id, connections.clone(), cache);
+                if let Some(workloads) = caller.workloads.clone() {
+                    let credentials = Credentials {
+                        peer: caller.peer,
+                        metadata: &caller.metadata,
+                        extensions: &caller.extensions,
+                    };
+                    match workloads.authenticate(credentials).await {
+                        Ok(authenticated) => caller.authenticated = authenticated,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                }
                 // Every way out of the loop goes through the clean-up after it: the connection
                 // table and the VM registration must learn that the stream ended.
                 'stream: loop {

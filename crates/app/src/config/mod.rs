@@ -235,6 +235,20 @@ pub struct Listen {
     pub admin_hosts: Vec<String>,
     /// Who may read the admin server's debug views.
     pub admin_debug: bowline_admin::DebugAccess,
+    /// Who may use the plaintext xDS port.
+    pub xds_plaintext_from: PlaintextAccess,
+}
+
+/// `listen.xdsPlaintextFrom`: who may open xDS streams on the plaintext port, which proves
+/// nobody's identity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlaintextAccess {
+    /// Proxies on this host only (loopback addresses).
+    #[default]
+    Loopback,
+    /// Anyone who can connect (a network you trust, or a test bed).
+    Any,
 }
 
 /// Manifest-directory watching.
@@ -522,6 +536,8 @@ struct RawListen {
     admin_hosts: Option<Vec<String>>,
     #[serde(rename = "adminDebug")]
     admin_debug: Option<bowline_admin::DebugAccess>,
+    #[serde(rename = "xdsPlaintextFrom")]
+    xds_plaintext_from: Option<PlaintextAccess>,
 }
 
 #[derive(Debug, Default, Deserialize)]

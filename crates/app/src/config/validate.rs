@@ -326,6 +326,7 @@ fn listen(raw: super::RawListen, problems: &mut Problems) -> Listen {
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
             .collect(),
         admin_debug: raw.admin_debug.unwrap_or_default(),
+        xds_plaintext_from: raw.xds_plaintext_from.unwrap_or_default(),
     };
     // Port 0 picks a free port for each: never the same one.
     if listen.xds_tls == listen.xds && listen.xds.port() != 0 {
