@@ -1301,3 +1301,56 @@ async fn a_plugin_ca_signs_chains_that_verify_to_the_users_root() {
         "{err}"
     );
 }
+
+/// A VM token revoked (its record deleted from the store) gets no more certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_vm_token_gets_no_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, running, root) = start_member(dir.path(), "").await;
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let (token, record) = store
+        .issue(
+            "legacy",
+            "demo",
+            Duration::from_secs(3600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    let channel = tls_channel(running.xds_tls_addr, &root).await;
+    create_certificate(&channel, csr_for(None), Some(token.clone()), None)
+        .await
+        .expect("a valid token gets a certificate");
+    // Revoke: delete its record, as docs/operations.md says.
+    let kept: Vec<_> = store
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.id != record.id)
+        .collect();
+    fs::write(
+        store.path().unwrap(),
+        bowline_vm::tokens::render_store(kept),
+    )
+    .unwrap();
+    // The store is read again when an unknown token shows up, at most once a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        match create_certificate(&channel, csr_for(None), Some(token.clone()), None).await {
+            Err(status) => break status,
+            Ok(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the revoked token still gets certificates"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("unknown"),
+        "{}",
+        refused.message()
+    );
+    running.stop().await;
+}
