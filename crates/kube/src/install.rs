@@ -128,6 +128,7 @@ pub fn config_file(opts: &InstallOptions) -> String {
         listen: json!({
             "xds": format!("[::]:{XDS_PORT}"),
             "xdsTls": format!("[::]:{XDS_TLS_PORT}"),
+            "xdsPlaintextFrom": "loopback",
             "dns": format!("[::]:{DNS_PORT}"),
             // Reachable by the kubelet's probes and by Prometheus; the debug views only
             // through `kubectl port-forward`.
@@ -371,8 +372,9 @@ fn service(opts: &InstallOptions) -> Service {
         metadata: meta(Some(&opts.namespace), NAME),
         spec: Some(ServiceSpec {
             selector: Some(selector()),
+            // Not the plaintext xDS port: it serves the pod's own loopback callers only
+            // (listen.xdsPlaintextFrom); sidecars and VMs use xds-tls with a credential.
             ports: Some(vec![
-                service_port("xds", XDS_PORT, "xds", "TCP"),
                 service_port("xds-tls", XDS_TLS_PORT, "xds-tls", "TCP"),
                 service_port("dns-udp", 53, "dns-udp", "UDP"),
                 service_port("dns-tcp", 53, "dns-tcp", "TCP"),

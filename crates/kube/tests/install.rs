@@ -696,7 +696,6 @@ fn deployment_and_service_wire_the_ports_and_probes() {
     assert_eq!(
         ports,
         [
-            (15010, "xds".into(), "TCP".into()),
             (15012, "xds-tls".into(), "TCP".into()),
             (53, "dns-udp".into(), "UDP".into()),
             (53, "dns-tcp".into(), "TCP".into()),
