@@ -29,11 +29,21 @@ fn one_member() -> (tempfile::TempDir, Config) {
     (dir, config)
 }
 
-/// The first LDS response over TLS from a client trusting `root` (PEM).
+/// The first LDS response over TLS from a client trusting `root` (PEM), presenting a VM token
+/// (the TLS port serves only callers with a credential).
 async fn first_listener_response(
     running: &bowline_app::Running,
+    config: &Config,
     root: &str,
 ) -> Result<DiscoveryResponse, String> {
+    let (token, _) = bowline_vm::tokens::TokenStore::open(&config.data_dir)
+        .issue(
+            "g",
+            "n",
+            std::time::Duration::from_secs(600),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
     let channel = Channel::from_shared(format!("https://{}", running.xds_tls_addr))
         .unwrap()
         .tls_config(
@@ -53,8 +63,12 @@ async fn first_listener_response(
         type_url: LISTENER.into(),
         ..Default::default()
     };
+    let mut request = tonic::Request::new(tokio_stream::iter([request]));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let mut responses = AggregatedDiscoveryServiceClient::new(channel)
-        .stream_aggregated_resources(tokio_stream::iter([request]))
+        .stream_aggregated_resources(request)
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
@@ -72,7 +86,9 @@ async fn the_tls_listener_serves_ads_with_a_certificate_from_the_persisted_root(
         .await
         .unwrap();
     let root = fs::read_to_string(dir.path().join("state/ca/root-cert.pem")).unwrap();
-    let response = first_listener_response(&running, &root).await.unwrap();
+    let response = first_listener_response(&running, &config, &root)
+        .await
+        .unwrap();
     assert_eq!(response.type_url, LISTENER);
     running.stop().await;
 
@@ -124,6 +140,8 @@ async fn root_ca_files_removed_while_running_are_restored_from_the_served_root()
     let restored = fs::read_to_string(ca.join("root-cert.pem")).unwrap();
     assert_eq!(restored, root);
     assert_eq!(fs::read_to_string(ca.join("root-key.pem")).unwrap(), key);
-    first_listener_response(&running, &restored).await.unwrap();
+    first_listener_response(&running, &config, &restored)
+        .await
+        .unwrap();
     running.stop().await;
 }
