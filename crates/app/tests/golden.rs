@@ -23,8 +23,9 @@ fn demo_snapshot() -> ClusterSet {
     (*bowline_views::from_scratch(&registry, outcome)).clone()
 }
 
+/// A proxy with the node agent's certificates (so it is sent gateways).
 fn proxy(id: &str, agent: &str, member: &str, network: &str, ips: &str) -> ProxyInfo {
-    proxy_with(id, agent, member, network, ips, &[])
+    proxy_with(id, agent, member, network, ips, &[("BOWLINE_SDS", "true")])
 }
 
 fn proxy_with(

@@ -2,8 +2,10 @@
 //!
 //! Endpoints in the proxy's network, or in a network without gateways, are sent directly.
 //! Endpoints in another network that has east-west gateways are replaced by those gateways
-//! (the endpoint's own member's gateways first) when they can do mutual TLS (the gateway
-//! routes by the SNI of the client's mTLS handshake; others are dropped, as Istio does), and
+//! (the endpoint's own member's gateways first) when they can do mutual TLS and the proxy
+//! originates it (the gateway routes by the SNI of the client's mTLS handshake; others are
+//! dropped, as Istio drops the endpoints; a proxy without certificates, which Istio does not
+//! have, would only fail through a gateway), and
 //! every real endpoint contributes the same
 //! weight `S` (the least common multiple of all gateway counts), split evenly over the gateways
 //! that reach it. Load is therefore even over all endpoints of all members (in proportion to
@@ -70,6 +72,9 @@ pub struct ProxyView {
     /// An east-west gateway: it is sent only the endpoints of its own network, directly, and
     /// only those that can do mutual TLS (it passes the client's handshake through by SNI).
     pub local_only: bool,
+    /// The proxy originates Istio mTLS (it has the node agent's certificates): only such a
+    /// proxy can cross a gateway, so only it is sent gateways.
+    pub mtls: bool,
 }
 
 /// One candidate endpoint with the port it serves this cluster on.
@@ -245,7 +250,7 @@ pub fn assign(
                 }
                 continue;
             }
-            if reach.is_empty() || !ep.mtls {
+            if reach.is_empty() || !ep.mtls || !proxy.mtls {
                 continue;
             }
             let share = u64::from(scale) * u64::from(ep.weight.max(1)) / reach.len() as u64;

@@ -218,6 +218,7 @@ impl ProxyInfo {
             network: self.network.clone(),
             families: ProxyFamilies::of(&self.instance_ips),
             local_only: self.gateway_port.is_some(),
+            mtls: self.sds,
         }
     }
 }

@@ -107,9 +107,11 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<ClusterSet> {
     )
 }
 
+/// A proxyless gRPC client with the node agent's certificates: it crosses gateways.
 fn node() -> Node {
     ads::node("client-1", "gRPC Python")
         .at("east", "net-east", "10.1.0.99")
+        .meta("BOWLINE_SDS", "true")
         .build()
 }
 

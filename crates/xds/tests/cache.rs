@@ -136,9 +136,11 @@ impl Set {
     }
 }
 
+/// A proxy with the node agent's certificates (it crosses gateways).
 fn node(id: &str, agent: &str, member: &str, network: &str) -> Node {
     ads::node(id, agent)
         .at(member, network, "10.1.0.99")
+        .meta("BOWLINE_SDS", "true")
         .build()
 }
 

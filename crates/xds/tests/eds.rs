@@ -51,6 +51,7 @@ fn proxy(network: &str, families: ProxyFamilies) -> ProxyView {
         network: Network::new(network),
         families,
         local_only: false,
+        mtls: true,
     }
 }
 
@@ -278,6 +279,7 @@ fn an_east_west_gateway_gets_only_its_networks_endpoints_directly() {
         network: Network::new("net-b"),
         families: ProxyFamilies::V4,
         local_only: true,
+        mtls: false,
     };
     assert_eq!(
         summary(&eps, &gws, &gateway),
@@ -375,6 +377,15 @@ fn endpoints_without_a_proxy_are_never_sent_through_a_gateway_nor_by_one() {
     assert_eq!(
         summary(&endpoints, &gws, &gateway),
         vec![s("10.2.0.1", 1, false)]
+    );
+    // A proxy without certificates could not cross the gateway: it is not sent it.
+    let plain_proxy = ProxyView {
+        mtls: false,
+        ..proxy("net-east", ProxyFamilies::V4)
+    };
+    assert_eq!(
+        summary(&endpoints, &gws, &plain_proxy),
+        vec![s("10.1.0.1", 1, false), s("10.1.0.2", 1, false)]
     );
     // Without gateways the plaintext endpoints of other networks stay direct.
     assert_eq!(
