@@ -209,7 +209,9 @@ pub(crate) async fn authenticate(
         .and_then(bearer);
     let tls = over_tls(extensions);
     match token {
-        Some(token) if !is_bowline_token(token) && tls => {
+        // Not Bowline's shape: a service-account token, when a member can review one (else
+        // it is a malformed VM token).
+        Some(token) if !is_bowline_token(token) && tls && !reviewer.kubernetes.is_empty() => {
             let cluster = metadata.get("clusterid").and_then(|v| v.to_str().ok());
             match reviewer.review(token, cluster).await {
                 Ok((identity, cluster)) => Ok(Caller::Workload {
@@ -244,6 +246,8 @@ pub(crate) struct Claims<'a> {
     pub namespace: Option<&'a str>,
     /// `CLUSTER_ID`.
     pub cluster: Option<&'a str>,
+    /// `AUTO_REGISTER_GROUP`: a registration, refused (naming the group) by its own rule.
+    pub group: Option<&'a str>,
 }
 
 /// Whether `caller` may use the port it came on and claim what its node says:
@@ -265,7 +269,10 @@ pub(crate) fn stream_rule(
         warn!(node = claims.proxy, rule, caller = %caller, "xDS stream refused: {}", status.message());
         status
     };
-    if tls && let Caller::Anonymous(why) = caller {
+    if tls
+        && claims.group.is_none()
+        && let Caller::Anonymous(why) = caller
+    {
         return Err(refuse(
             Status::unauthenticated(format!(
                 "xDS over TLS needs a credential: a client certificate from Bowline's CA (what `bowline agent` holds), a Kubernetes service-account token for {}, or a VM token from `bowline vm token`; {why}",
@@ -296,7 +303,7 @@ pub(crate) fn stream_rule(
     {
         return Err(refuse(
             Status::permission_denied(format!(
-                "proxy {:?} says NAMESPACE {claimed:?}, but its caller is {caller}: a proxy may claim only its own namespace",
+                "proxy {:?} claims namespace {claimed:?} (NAMESPACE), but its caller is {caller}: a proxy may claim only its own namespace",
                 claims.proxy
             )),
             "identity-bounds-namespace",
@@ -307,7 +314,7 @@ pub(crate) fn stream_rule(
     {
         return Err(refuse(
             Status::permission_denied(format!(
-                "proxy {:?} says CLUSTER_ID {claimed:?}, but its token was issued by member {proved:?}: a proxy may claim only the cluster that vouches for it",
+                "proxy {:?} claims cluster {claimed:?} (CLUSTER_ID), but its token was issued by member {proved:?}: a proxy may claim only the cluster that vouches for it",
                 claims.proxy
             )),
             "identity-bounds-cluster",
@@ -358,6 +365,7 @@ mod tests {
             proxy: "echo-0",
             namespace,
             cluster,
+            group: None,
         }
     }
 
@@ -436,7 +444,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(c, tonic::Code::PermissionDenied);
         assert!(
-            m.contains("NAMESPACE \"bank\"")
+            m.contains("namespace \"bank\"")
                 && m.contains("spiffe://cluster.local/ns/shop/sa/echo"),
             "{m}"
         );
@@ -450,7 +458,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(c, tonic::Code::PermissionDenied);
         assert!(
-            m.contains("CLUSTER_ID \"west\"") && m.contains("\"east\""),
+            m.contains("cluster \"west\"") && m.contains("\"east\""),
             "{m}"
         );
         // A certificate names no cluster: CLUSTER_ID is the node's to say.

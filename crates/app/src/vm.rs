@@ -199,6 +199,7 @@ impl Workloads for Registration {
             proxy: &c.proxy.id,
             namespace: c.proxy.namespace.as_deref(),
             cluster: c.proxy.member.as_deref(),
+            group: c.proxy.auto_register_group.as_deref(),
         };
         crate::auth::stream_rule(caller, tls, c.peer, self.plaintext_from, &claims)?;
         self.count_identity(&c, caller)?;

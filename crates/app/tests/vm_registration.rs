@@ -1057,8 +1057,8 @@ async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
         .await
         .expect("a reviewed service account's sidecar is served");
     for (node, claim) in [
-        (sidecar("bank", "east"), "NAMESPACE \"bank\""),
-        (sidecar("shop", "west"), "CLUSTER_ID \"west\""),
+        (sidecar("bank", "east"), "namespace \"bank\""),
+        (sidecar("shop", "west"), "cluster \"west\""),
     ] {
         let lying = Proxy::with_node(channel.clone(), node, Some(&token))
             .await
@@ -1152,7 +1152,7 @@ async fn xds_over_tls_needs_a_credential_and_a_certificate_bounds_what_the_node_
         .expect("a sidecar claiming another namespace was served");
     assert_eq!(lying.code(), tonic::Code::PermissionDenied, "{lying:?}");
     assert!(
-        lying.message().contains("NAMESPACE \"prod\"")
+        lying.message().contains("namespace \"prod\"")
             && lying
                 .message()
                 .contains("spiffe://cluster.local/ns/demo/sa/legacy"),
