@@ -258,3 +258,119 @@ async fn the_agent_serves_rotates_and_renews_the_workload_certificate() {
     assert!(!socket.exists(), "the socket is removed at exit");
     running.stop().await;
 }
+
+/// A CA certificate named `name`, signed by `issuer` (self-signed when `None`).
+fn ca_certificate(
+    name: &str,
+    issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// On Kubernetes: Bowline signs with the plug-in CA of the Secret `istio-system/cacerts`, and
+/// an agent holding a projected service-account token (`jwt:`) gets, over SDS, the
+/// certificate of that service account, chained through the intermediate to the user's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_service_account_token_gets_a_certificate_of_the_plugin_ca() {
+    use base64::Engine as _;
+    let (root, root_issuer) = ca_certificate("user root", None);
+    let (signing, signing_issuer) = ca_certificate("bowline east", Some(&root_issuer));
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let server = bowline_fake_kube::FakeApiServer::start().await;
+    server.install_bowline_crds();
+    for object in [
+        serde_json::json!({"apiVersion": "about.k8s.io/v1beta1", "kind": "ClusterProperty",
+            "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "east"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "cart", "namespace": "shop"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "cacerts", "namespace": "istio-system"},
+        "data": {
+            "ca-cert.pem": b64(&signing),
+            "ca-key.pem": b64(&signing_issuer.key().serialize_pem()),
+            "root-cert.pem": b64(&root),
+            "cert-chain.pem": b64(&format!("{signing}{root}")),
+        }}),
+    ] {
+        server.apply_json(object);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("east.kubeconfig"), server.kubeconfig_yaml("t")).unwrap();
+    fs::write(
+        dir.join("bowline.yaml"),
+        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\nca: {plugin: {secret: istio-system/cacerts}}\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    bowline_test_support::eventually_async("east admitted", || {
+        running.registry.read().members()[0]
+            .admission
+            .id()
+            .is_some()
+    })
+    .await;
+
+    let pod = dir.join("pod");
+    fs::create_dir_all(&pod).unwrap();
+    let token = server
+        .service_account_token("shop", "cart", &["istio-ca"], 3600)
+        .unwrap();
+    fs::write(pod.join("istio-token"), token).unwrap();
+    fs::write(pod.join("root-cert.pem"), &root).unwrap();
+    let port = running.xds_tls_addr.port();
+    fs::write(
+        pod.join("agent.yaml"),
+        format!(
+            "discovery: bowline.bowline-system.svc:{port}\naddress: 127.0.0.1:{port}\nrootCert: root-cert.pem\njwt: istio-token\nclusterId: east\nsdsSocket: sds.sock\ncertDir: ''\n"
+        ),
+    )
+    .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let agent = tokio::spawn(bowline_app::agent::run(
+        AgentConfig::load(&pod.join("agent.yaml")).unwrap(),
+        shutdown.clone(),
+    ));
+    let socket = pod.join("sds.sock");
+    bowline_test_support::eventually_async("the SDS socket is there", || socket.exists()).await;
+    let mut client = sds_client(&socket).await;
+    let (_ack, mut defaults) = subscribe(&mut client, &[sds::DEFAULT]).await;
+    let (chain, key) = certificate(&next(&mut defaults, Duration::from_secs(20)).await);
+    assert_eq!(
+        identity_of(&chain, &key, &signing),
+        "spiffe://cluster.local/ns/shop/sa/cart",
+        "signed by the plug-in's intermediate"
+    );
+    let der = |pem: &str| {
+        x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+            .map(|p| p.unwrap().contents)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        der(&chain)[1],
+        der(&signing)[0],
+        "the intermediate follows the leaf"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+    running.stop().await;
+}
