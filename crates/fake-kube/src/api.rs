@@ -500,6 +500,7 @@ fn create(shared: &Shared, call: &Call) -> Answer {
     without_status(&mut object, writer.scope);
     record_update(&json!({}), &mut object, &writer, &now_rfc3339());
     let mut store = shared.store.lock();
+    crate::crd::admit(&mut store, &call.def, &object)?;
     let created = store.create(&call.def, call.target.namespace.as_deref(), object)?;
     Ok((201, call.render(&created)))
 }
@@ -551,6 +552,7 @@ fn update(shared: &Shared, call: &Call) -> Answer {
     }
     object["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
     record_update(&old, &mut object, &writer, &now_rfc3339());
+    crate::crd::admit(&mut store, &call.def, &object)?;
     let updated = store.replace(call.key(), old, object, writer.scope);
     Ok((200, call.render(&updated)))
 }
@@ -600,6 +602,7 @@ fn patch(shared: &Shared, call: &Call) -> Answer {
     }
     check_name(call, &object)?;
     record_update(&old, &mut object, &writer, &now_rfc3339());
+    crate::crd::admit(&mut store, &call.def, &object)?;
     let patched = store.replace(call.key(), old, object, writer.scope);
     Ok((200, call.render(&patched)))
 }
@@ -656,9 +659,11 @@ fn server_side_apply(shared: &Shared, call: &Call) -> Answer {
         }
         object["metadata"]["name"] = json!(call.name());
         without_status(&mut object, writer.scope);
+        crate::crd::admit(&mut store, &call.def, &object)?;
         let created = store.create(&call.def, call.target.namespace.as_deref(), object)?;
         return Ok((201, call.render(&created)));
     };
+    crate::crd::admit(&mut store, &call.def, &object)?;
     let applied = store.replace(key, old, object, writer.scope);
     Ok((200, call.render(&applied)))
 }

@@ -53,6 +53,7 @@
 
 mod api;
 mod apply;
+mod crd;
 mod fields;
 mod resources;
 mod selector;

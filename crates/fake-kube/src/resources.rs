@@ -120,6 +120,15 @@ pub(crate) fn built_ins() -> Vec<ResourceDef> {
             "TokenReview",
             false,
         ),
+        ResourceDef::built_in("apps", "v1", "deployments", "Deployment", true).with_status(),
+        ResourceDef::built_in(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+        )
+        .with_status(),
         rbac("clusterroles", "ClusterRole", false),
         rbac("clusterrolebindings", "ClusterRoleBinding", false),
         rbac("roles", "Role", true),

@@ -21,6 +21,12 @@ use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
 use serde_json::{Value, json};
 
+/// The annotation kube-apiserver requires on CRDs of protected groups.
+pub const APPROVAL: &str = "api-approved.kubernetes.io";
+/// Where the ClusterProperty API (about.k8s.io) was approved: KEP-2149.
+pub const ABOUT_API_APPROVAL: &str =
+    "https://github.com/kubernetes/enhancements/tree/master/keps/sig-multicluster/2149-clusterid";
+
 /// The types [`crate::decode`] reads. All served versions of a kind share one schema, so one
 /// version's type reads them all.
 pub use about::v1beta1::{ClusterProperty, ClusterPropertySpec};
@@ -122,6 +128,18 @@ pub fn definitions() -> Vec<CustomResourceDefinition> {
             let mut crd = merge_crds(kind.versions, kind.storage)
                 .expect("the versions of one kind merge into one CRD");
             crd.spec.versions.sort_by_key(|v| v.name != kind.storage);
+            // kube-apiserver refuses a CRD of a group under k8s.io or kubernetes.io without
+            // the API-review approval annotation (about.k8s.io: KEP-2149's ClusterProperty).
+            let group = crd.spec.group.as_str();
+            let protected = ["k8s.io", "kubernetes.io"]
+                .iter()
+                .any(|p| group == *p || group.ends_with(&format!(".{p}")));
+            if protected {
+                crd.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(APPROVAL.to_string(), ABOUT_API_APPROVAL.to_string());
+            }
             for version in &mut crd.spec.versions {
                 let Some(schema) = version
                     .schema
