@@ -283,61 +283,26 @@ impl FakeApiServer {
         self.inner.shared.store.lock().install(def);
     }
 
-    /// Installs the CRDs Bowline reads, in the versions `bowline install --crds-only`
-    /// serves: MCS, ClusterProperty, Istio's VM kinds and PeerAuthentication.
+    /// Installs the CRDs Bowline reads: the CustomResourceDefinitions `bowline install
+    /// --crds-only` prints, each created through the API's own checks (as a real server would
+    /// refuse them: see `crd`), so every test against this fake runs on CRDs a real server
+    /// accepts. Panics naming the rule when one is refused.
     pub fn install_bowline_crds(&self) {
-        let mcs = &["v1alpha1", "v1beta1"];
-        let about = &["v1alpha1", "v1beta1"];
-        let istio = &["v1", "v1beta1", "v1alpha3"];
-        for def in [
-            ResourceDef::custom(
-                "multicluster.x-k8s.io",
-                mcs,
-                "serviceexports",
-                "ServiceExport",
-            )
-            .with_status(),
-            ResourceDef::custom(
-                "multicluster.x-k8s.io",
-                mcs,
-                "serviceimports",
-                "ServiceImport",
-            )
-            .with_status(),
-            ResourceDef::custom(
-                "about.k8s.io",
-                about,
-                "clusterproperties",
-                "ClusterProperty",
-            )
-            .cluster_scoped(),
-            ResourceDef::custom(
-                "networking.istio.io",
-                istio,
-                "workloadentries",
-                "WorkloadEntry",
-            )
-            .with_status(),
-            ResourceDef::custom(
-                "networking.istio.io",
-                istio,
-                "workloadgroups",
-                "WorkloadGroup",
-            ),
-            ResourceDef::custom(
-                "networking.istio.io",
-                istio,
-                "serviceentries",
-                "ServiceEntry",
-            ),
-            ResourceDef::custom(
-                "security.istio.io",
-                &["v1", "v1beta1"],
-                "peerauthentications",
-                "PeerAuthentication",
-            ),
-        ] {
-            self.install_crd(def);
+        let mut store = self.inner.shared.store.lock();
+        let def = store
+            .resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .cloned()
+            .expect("CustomResourceDefinitions are built in");
+        for crd in bowline_k8s_api::crds::definitions() {
+            let mut object = serde_json::to_value(&crd).expect("a CRD serializes");
+            object["apiVersion"] = serde_json::json!("apiextensions.k8s.io/v1");
+            object["kind"] = serde_json::json!("CustomResourceDefinition");
+            if let Err(e) = crd::admit(&mut store, &def, &object) {
+                panic!("bowline's CRD would be refused: {}", e.message);
+            }
+            store
+                .create(&def, None, object)
+                .expect("a new CRD is created");
         }
     }
 
