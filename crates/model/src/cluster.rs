@@ -8,6 +8,9 @@ use crate::names::{self, NameError};
 
 /// Name of the `ClusterProperty` holding a member's id.
 pub const CLUSTER_ID_PROPERTY: &str = "cluster.clusterset.k8s.io";
+/// The id's name in KEP-2149's earlier text (a `ClusterProperty`, or OCM's `ClusterClaim`):
+/// read after [`CLUSTER_ID_PROPERTY`].
+pub const LEGACY_ID_PROPERTY: &str = "id.k8s.io";
 /// Name of the `ClusterProperty` naming the ClusterSet a member belongs to.
 pub const CLUSTERSET_PROPERTY: &str = "clusterset.k8s.io";
 /// Largest `ClusterProperty` value, in Unicode code points (KEP-2149).
@@ -94,6 +97,8 @@ impl fmt::Debug for MemberName {
 pub enum IdSource {
     /// The `cluster.clusterset.k8s.io` `ClusterProperty`.
     ClusterProperty,
+    /// The `id.k8s.io` `ClusterProperty` (KEP-2149's earlier name).
+    LegacyClusterProperty,
     /// The member's `id` in the configuration.
     Config,
     /// The UID of the member's `kube-system` Namespace.
@@ -107,6 +112,8 @@ pub struct IdentityInputs<'a> {
     pub id_property: Option<&'a str>,
     /// True when a `cluster.clusterset.k8s.io` ClusterProperty exists but was rejected.
     pub id_property_rejected: bool,
+    /// Value of the `id.k8s.io` ClusterProperty, if present.
+    pub legacy_property: Option<&'a str>,
     /// Value of the `clusterset.k8s.io` ClusterProperty, if present.
     pub clusterset_property: Option<&'a str>,
     /// The `id` configured for the member.
@@ -170,15 +177,49 @@ pub fn derive_identity(
     let (value, from) = match (inputs.id_property, inputs.id_property_rejected) {
         (Some(v), _) => (v, IdSource::ClusterProperty),
         (None, true) => return Err(IdentityError::RejectedIdProperty),
-        (None, false) => match (inputs.configured_id, inputs.kube_system_uid) {
-            (Some(v), _) => (v, IdSource::Config),
-            (None, Some(uid)) => (uid, IdSource::KubeSystemUid),
-            (None, None) => return Err(IdentityError::NoId),
+        (None, false) => match (
+            inputs.legacy_property,
+            inputs.configured_id,
+            inputs.kube_system_uid,
+        ) {
+            (Some(v), _, _) => (v, IdSource::LegacyClusterProperty),
+            (None, Some(v), _) => (v, IdSource::Config),
+            (None, None, Some(uid)) => (uid, IdSource::KubeSystemUid),
+            (None, None, None) => return Err(IdentityError::NoId),
         },
     };
     ClusterId::new(value)
         .map(|id| (id, from))
         .map_err(|source| IdentityError::InvalidId { source, from })
+}
+
+/// When the sources of a member's id that are present disagree (the kube-system UID aside,
+/// which is a fallback, not a claim): the first wins, and this names every value and its
+/// source, for `/debug/members` and the log.
+pub fn id_disagreement(inputs: &IdentityInputs<'_>) -> Option<String> {
+    let claims: Vec<(&str, &str)> = [
+        (
+            inputs.id_property,
+            "ClusterProperty cluster.clusterset.k8s.io",
+        ),
+        (inputs.legacy_property, "ClusterProperty id.k8s.io"),
+        (inputs.configured_id, "the configured id"),
+    ]
+    .into_iter()
+    .filter_map(|(value, source)| Some((value?, source)))
+    .collect();
+    let first = claims.first()?.0;
+    if claims.iter().all(|(value, _)| *value == first) {
+        return None;
+    }
+    let listed: Vec<String> = claims
+        .iter()
+        .map(|(value, source)| format!("{source} says {value:?}"))
+        .collect();
+    Some(format!(
+        "the id sources disagree: {}; the first wins",
+        listed.join(", ")
+    ))
 }
 
 /// Checks a `ClusterProperty` value against the KEP-2149 size limit.

@@ -6,6 +6,7 @@ use bowline_model::{
     ClusterId, ObjectKey, ObjectKind, RejectReason,
     cluster::{
         self, CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY, IdSource, IdentityError, IdentityInputs,
+        LEGACY_ID_PROPERTY,
     },
     labels::KUBE_SYSTEM,
 };
@@ -18,20 +19,21 @@ pub(crate) fn id_property_key() -> ObjectKey {
     ObjectKey::new(ObjectKind::ClusterProperty, "", CLUSTER_ID_PROPERTY)
 }
 
-fn candidate(
-    member: &Member,
-    cluster_set: &str,
-) -> Option<Result<(ClusterId, IdSource), IdentityError>> {
+/// A member's id candidate, and the disagreement of its id sources if any.
+type Candidate = Option<Result<(ClusterId, IdSource), IdentityError>>;
+
+fn candidate(member: &Member, cluster_set: &str) -> (Candidate, Option<String>) {
     if !member.synced {
-        return None;
+        return (None, None);
     }
     if let Some(conflict) = conflict(member) {
         // Neither copy decides: an admitted member keeps the id it has (ids are immutable
         // while a member), any other waits, refused, until one copy remains.
-        return Some(match &member.admission {
+        let candidate = match &member.admission {
             Admission::Admitted { id, from } => Ok((id.clone(), *from)),
             _ => Err(IdentityError::ConflictingProperty(conflict)),
-        });
+        };
+        return (Some(candidate), None);
     }
     let store = &member.store;
     let property = |name: &str| store.properties.get(name).map(|p| p.value.as_str());
@@ -42,6 +44,7 @@ fn candidate(
             .source_rejections
             .iter()
             .any(|r| r.object.as_ref() == Some(&id_key)),
+        legacy_property: property(LEGACY_ID_PROPERTY),
         clusterset_property: property(CLUSTERSET_PROPERTY),
         configured_id: member.config.id.as_deref(),
         kube_system_uid: store
@@ -49,7 +52,10 @@ fn candidate(
             .get(KUBE_SYSTEM)
             .and_then(|ns| ns.meta.uid.as_deref()),
     };
-    Some(cluster::derive_identity(&inputs, cluster_set))
+    (
+        Some(cluster::derive_identity(&inputs, cluster_set)),
+        cluster::id_disagreement(&inputs),
+    )
 }
 
 /// The source's report of conflicting copies of an identity ClusterProperty, if any.
@@ -77,7 +83,16 @@ fn refused(error: &IdentityError) -> Admission {
 /// claim keep it; the others are admitted in configuration order, refused when their id is
 /// taken. Returns the indices of members whose id (or admitted-ness) changed.
 pub(crate) fn reconcile(members: &mut [Member], cluster_set: &str) -> Vec<usize> {
-    let candidates: Vec<_> = members.iter().map(|m| candidate(m, cluster_set)).collect();
+    let (candidates, disagreements): (Vec<_>, Vec<_>) =
+        members.iter().map(|m| candidate(m, cluster_set)).unzip();
+    for (member, disagreement) in members.iter_mut().zip(disagreements) {
+        if member.id_disagreement != disagreement {
+            if let Some(message) = &disagreement {
+                warn!(member = %member.config.name, "{message}");
+            }
+            member.id_disagreement = disagreement;
+        }
+    }
     let mut next: Vec<Option<Admission>> = vec![None; members.len()];
     let mut taken: HashMap<ClusterId, usize> = HashMap::new();
     for (i, member) in members.iter().enumerate() {

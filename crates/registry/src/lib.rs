@@ -98,6 +98,8 @@ pub(crate) struct Member {
     pub withdrawn: bool,
     pub source_rejections: Vec<Rejection>,
     pub admission: Admission,
+    /// Its id sources disagree (the first wins): what they say.
+    pub id_disagreement: Option<String>,
     derived: BTreeMap<ServiceKey, Derived>,
     /// ServiceEntry hosts served under their own name.
     hosts: BTreeMap<String, Arc<HostService>>,
@@ -138,6 +140,7 @@ impl Registry {
                 withdrawn: false,
                 source_rejections: Vec::new(),
                 admission: Admission::Pending,
+                id_disagreement: None,
                 derived: BTreeMap::new(),
                 hosts: BTreeMap::new(),
                 pod_refs: HashMap::new(),
@@ -402,6 +405,7 @@ impl Registry {
             .map(|m| MemberStatus {
                 name: m.config.name.clone(),
                 admission: m.admission.clone(),
+                id_disagreement: m.id_disagreement.clone(),
                 network: m.config.network.clone(),
                 synced: m.synced,
                 source_error: m.source_error.clone(),

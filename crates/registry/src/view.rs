@@ -131,6 +131,9 @@ pub struct MemberStatus {
     pub name: MemberName,
     /// Admission and id.
     pub admission: Admission,
+    /// The id sources disagree (the first wins): what each says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_disagreement: Option<String>,
     /// Default network of its endpoints.
     pub network: Network,
     /// True once its first full listing arrived.

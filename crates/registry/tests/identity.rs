@@ -57,6 +57,24 @@ fn identity_rules() {
             want: Ok(("east", IdSource::ClusterProperty)),
         },
         Case {
+            name: "KEP-2149's earlier id.k8s.io, before the configured id",
+            configured: Some("cfg"),
+            objects: vec![property("id.k8s.io", "legacy"), kube_system(uid)],
+            want: Ok(("legacy", IdSource::LegacyClusterProperty)),
+        },
+        Case {
+            name: "cluster.clusterset.k8s.io wins over id.k8s.io",
+            configured: None,
+            objects: vec![cluster_id("east"), property("id.k8s.io", "legacy")],
+            want: Ok(("east", IdSource::ClusterProperty)),
+        },
+        Case {
+            name: "id.k8s.io follows the id rules",
+            configured: Some("cfg"),
+            objects: vec![property("id.k8s.io", "East")],
+            want: Err((RejectReason::InvalidClusterId, "contains 'E'")),
+        },
+        Case {
             name: "configured",
             configured: Some("cfg"),
             objects: vec![kube_system(uid)],
@@ -129,6 +147,32 @@ fn identity_rules() {
             }
         }
     }
+}
+
+#[test]
+fn disagreeing_id_sources_are_named_in_the_member_status() {
+    let mut reg = registry(&[("m", Some("cfg"))]);
+    reg.apply(reset(
+        "m",
+        vec![cluster_id("east"), property("id.k8s.io", "legacy")],
+    ));
+    assert_eq!(
+        admitted(&reg, "m"),
+        Some(("east".into(), IdSource::ClusterProperty))
+    );
+    let status = reg.members().into_iter().next().unwrap();
+    assert_eq!(
+        status.id_disagreement.as_deref(),
+        Some(
+            "the id sources disagree: ClusterProperty cluster.clusterset.k8s.io says \"east\", ClusterProperty id.k8s.io says \"legacy\", the configured id says \"cfg\"; the first wins"
+        )
+    );
+    // Agreeing sources are not reported.
+    reg.apply(reset(
+        "m",
+        vec![cluster_id("cfg"), property("id.k8s.io", "cfg")],
+    ));
+    assert_eq!(reg.members()[0].id_disagreement, None);
 }
 
 #[test]
