@@ -448,6 +448,13 @@ pub(crate) fn service_import(import: crds::ServiceImport) -> Result<Object> {
     }))
 }
 
+pub(crate) fn cluster_claim(claim: crds::ClusterClaim) -> Result<Object> {
+    let meta = meta(claim.metadata, Scope::Cluster)?;
+    let value = claim.spec.value.unwrap_or_default();
+    validate_property_value(&value)?;
+    Ok(Object::ClusterClaim(objects::ClusterClaim { meta, value }))
+}
+
 pub(crate) fn cluster_property(property: crds::ClusterProperty) -> Result<Object> {
     let meta = meta(property.metadata, Scope::Cluster)?;
     let value = property.spec.value.unwrap_or_default();

@@ -40,6 +40,7 @@ pub fn supported_versions(kind: ObjectKind) -> &'static [&'static str] {
             "networking.istio.io/v1alpha3",
         ],
         ObjectKind::PeerAuthentication => &["security.istio.io/v1", "security.istio.io/v1beta1"],
+        ObjectKind::ClusterClaim => &["cluster.open-cluster-management.io/v1alpha1"],
     }
 }
 
@@ -143,6 +144,7 @@ pub fn decode(value: serde_json::Value) -> Result<Option<Object>, DecodeError> {
         ObjectKind::WorkloadGroup => wire(value).and_then(convert::workload_group),
         ObjectKind::ServiceEntry => wire(value).and_then(convert::service_entry),
         ObjectKind::PeerAuthentication => wire(value).and_then(convert::peer_authentication),
+        ObjectKind::ClusterClaim => wire(value).and_then(convert::cluster_claim),
     };
     converted.map(Some).map_err(|message| DecodeError {
         key: Some(key),
@@ -169,6 +171,7 @@ fn prepare(kind: ObjectKind, mut value: serde_json::Value) -> Result<serde_json:
             | ObjectKind::WorkloadGroup
             | ObjectKind::ServiceEntry
             | ObjectKind::PeerAuthentication
+            | ObjectKind::ClusterClaim
     );
     let Some(object) = value.as_object_mut().filter(|_| crd) else {
         return Ok(value);

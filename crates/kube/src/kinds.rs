@@ -20,15 +20,19 @@ pub struct KindApi {
     pub crd: Option<&'static str>,
     /// Only metadata is needed (Pods: their labels); watched as `PartialObjectMetadata`.
     pub metadata_only: bool,
+    /// Another project's kind, read when its CRD is installed: a missing CRD is no problem to
+    /// report (the kind reads as empty).
+    pub optional: bool,
 }
 
 const MCS: &[&str] = &["v1beta1", "v1alpha1"];
 const ABOUT: &[&str] = &["v1beta1", "v1alpha1"];
 const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const SECURITY: &[&str] = &["v1", "v1beta1"];
+const OCM: &[&str] = &["v1alpha1"];
 
 /// Every kind Bowline reads from a Kubernetes member.
-pub const KINDS: [KindApi; 12] = [
+pub const KINDS: [KindApi; 13] = [
     builtin(ObjectKind::Namespace, "", "namespaces", false),
     builtin(ObjectKind::Node, "", "nodes", false),
     KindApi {
@@ -98,6 +102,17 @@ pub const KINDS: [KindApi; 12] = [
         true,
         "peerauthentications.security.istio.io",
     ),
+    KindApi {
+        optional: true,
+        ..custom(
+            ObjectKind::ClusterClaim,
+            "cluster.open-cluster-management.io",
+            OCM,
+            "clusterclaims",
+            false,
+            "clusterclaims.cluster.open-cluster-management.io",
+        )
+    },
 ];
 
 /// A built-in kind (read at `v1` of its group).
@@ -115,6 +130,7 @@ const fn builtin(
         namespaced,
         crd: None,
         metadata_only: false,
+        optional: false,
     }
 }
 
@@ -134,6 +150,7 @@ const fn custom(
         namespaced,
         crd: Some(crd),
         metadata_only: false,
+        optional: false,
     }
 }
 

@@ -71,6 +71,8 @@ pub const PERMISSIONS: &[Permission] = &[
     cluster("networking.istio.io", "serviceentries", READ),
     // The mTLS mode of sidecars' inbound listeners.
     cluster("security.istio.io", "peerauthentications", READ),
+    // A member's id from Open Cluster Management's id.k8s.io claim, when OCM is installed.
+    cluster("cluster.open-cluster-management.io", "clusterclaims", READ),
     // Workload certificates: a proxy's service-account token is reviewed in its member.
     cluster("authentication.k8s.io", "tokenreviews", &["create"]),
     Permission {

@@ -376,6 +376,20 @@ async fn watch_kind(
                 }
                 version
             }
+            Ok(None) if api.optional => {
+                // Another project's kind not installed here: it reads as empty.
+                if events
+                    .send(KindEvent::Listed(kind, BTreeMap::new()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if !sleep(options.recheck, &cancel).await {
+                    return;
+                }
+                continue;
+            }
             Ok(None) => {
                 let message = missing_message(api);
                 if events

@@ -571,6 +571,7 @@ fn rbac_is_the_permissions_table() {
         ("networking.istio.io", "workloadgroups", &read),
         ("networking.istio.io", "serviceentries", &read),
         ("security.istio.io", "peerauthentications", &read),
+        ("cluster.open-cluster-management.io", "clusterclaims", &read),
         ("authentication.k8s.io", "tokenreviews", &["create"]),
     ] {
         expected.insert((

@@ -24,6 +24,16 @@ const LEASE_NAMESPACE: &str = "bowline-system";
 async fn every_request_is_granted_and_every_grant_is_used() {
     let server = FakeApiServer::start().await;
     server.install_bowline_crds();
+    // Open Cluster Management's ClusterClaim, which Bowline reads where OCM is installed.
+    server.install_crd(
+        bowline_fake_kube::ResourceDef::custom(
+            "cluster.open-cluster-management.io",
+            &["v1alpha1"],
+            "clusterclaims",
+            "ClusterClaim",
+        )
+        .cluster_scoped(),
+    );
     server.apply_json(json!({
         "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
         "metadata": {"name": "cart", "namespace": "shop"},

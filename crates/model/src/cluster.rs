@@ -99,6 +99,8 @@ pub enum IdSource {
     ClusterProperty,
     /// The `id.k8s.io` `ClusterProperty` (KEP-2149's earlier name).
     LegacyClusterProperty,
+    /// The `id.k8s.io` `ClusterClaim` (Open Cluster Management's).
+    ClusterClaim,
     /// The member's `id` in the configuration.
     Config,
     /// The UID of the member's `kube-system` Namespace.
@@ -114,6 +116,8 @@ pub struct IdentityInputs<'a> {
     pub id_property_rejected: bool,
     /// Value of the `id.k8s.io` ClusterProperty, if present.
     pub legacy_property: Option<&'a str>,
+    /// Value of the `id.k8s.io` ClusterClaim, if present.
+    pub claim: Option<&'a str>,
     /// Value of the `clusterset.k8s.io` ClusterProperty, if present.
     pub clusterset_property: Option<&'a str>,
     /// The `id` configured for the member.
@@ -177,16 +181,18 @@ pub fn derive_identity(
     let (value, from) = match (inputs.id_property, inputs.id_property_rejected) {
         (Some(v), _) => (v, IdSource::ClusterProperty),
         (None, true) => return Err(IdentityError::RejectedIdProperty),
-        (None, false) => match (
-            inputs.legacy_property,
-            inputs.configured_id,
-            inputs.kube_system_uid,
-        ) {
-            (Some(v), _, _) => (v, IdSource::LegacyClusterProperty),
-            (None, Some(v), _) => (v, IdSource::Config),
-            (None, None, Some(uid)) => (uid, IdSource::KubeSystemUid),
-            (None, None, None) => return Err(IdentityError::NoId),
-        },
+        (None, false) => {
+            let sources = [
+                (inputs.legacy_property, IdSource::LegacyClusterProperty),
+                (inputs.claim, IdSource::ClusterClaim),
+                (inputs.configured_id, IdSource::Config),
+                (inputs.kube_system_uid, IdSource::KubeSystemUid),
+            ];
+            sources
+                .into_iter()
+                .find_map(|(value, from)| Some((value?, from)))
+                .ok_or(IdentityError::NoId)?
+        }
     };
     ClusterId::new(value)
         .map(|id| (id, from))
@@ -203,6 +209,7 @@ pub fn id_disagreement(inputs: &IdentityInputs<'_>) -> Option<String> {
             "ClusterProperty cluster.clusterset.k8s.io",
         ),
         (inputs.legacy_property, "ClusterProperty id.k8s.io"),
+        (inputs.claim, "ClusterClaim id.k8s.io"),
         (inputs.configured_id, "the configured id"),
     ]
     .into_iter()

@@ -45,6 +45,10 @@ fn candidate(member: &Member, cluster_set: &str) -> (Candidate, Option<String>) 
             .iter()
             .any(|r| r.object.as_ref() == Some(&id_key)),
         legacy_property: property(LEGACY_ID_PROPERTY),
+        claim: store
+            .claims
+            .get(LEGACY_ID_PROPERTY)
+            .map(|c| c.value.as_str()),
         clusterset_property: property(CLUSTERSET_PROPERTY),
         configured_id: member.config.id.as_deref(),
         kube_system_uid: store

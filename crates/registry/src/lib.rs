@@ -587,6 +587,12 @@ impl Registry {
                 .cloned()
                 .map(Object::PeerAuthentication)
                 .collect(),
+            ObjectKind::ClusterClaim => s
+                .claims
+                .values()
+                .cloned()
+                .map(Object::ClusterClaim)
+                .collect(),
         }
     }
 }

@@ -9,8 +9,8 @@ use crate::hosts;
 use bowline_model::{
     Object, ObjectKey, ObjectKind, ServiceKey, Strng,
     objects::{
-        ClusterProperty, EndpointSlice, Namespace, Node, PeerAuthentication, Pod, Service,
-        ServiceEntry, ServiceExport, ServiceImport, WorkloadEntry, WorkloadGroup,
+        ClusterClaim, ClusterProperty, EndpointSlice, Namespace, Node, PeerAuthentication, Pod,
+        Service, ServiceEntry, ServiceExport, ServiceImport, WorkloadEntry, WorkloadGroup,
     },
 };
 
@@ -58,6 +58,8 @@ pub(crate) struct Store {
     pub workload_groups: BTreeMap<NsName, WorkloadGroup>,
     pub service_entries: BTreeMap<NsName, ServiceEntry>,
     pub peer_authentications: BTreeMap<NsName, PeerAuthentication>,
+    /// ClusterClaims, by name (only `id.k8s.io` is read).
+    pub claims: BTreeMap<Strng, ClusterClaim>,
     /// Names of the ServiceEntries whose hosts name each service
     /// (`<svc>.<ns>.svc.cluster.local`, in the ServiceEntry's namespace).
     pub entries_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
@@ -222,6 +224,13 @@ impl Store {
                     _ => self.workload_groups.remove(&ns_name(key)),
                 };
             }
+            ObjectKind::ClusterClaim => {
+                match object {
+                    Some(Object::ClusterClaim(c)) => self.claims.insert(key.name.clone(), c),
+                    _ => self.claims.remove(&key.name),
+                };
+                touched.identity = true;
+            }
             ObjectKind::PeerAuthentication => {
                 match object {
                     Some(Object::PeerAuthentication(o)) => {
@@ -307,6 +316,7 @@ impl Store {
                 ObjectKind::PeerAuthentication,
                 self.peer_authentications.len(),
             ),
+            (ObjectKind::ClusterClaim, self.claims.len()),
         ])
     }
 }

@@ -39,6 +39,14 @@ fn refused(reg: &Registry, name: &str) -> (RejectReason, String) {
     }
 }
 
+/// Open Cluster Management's ClusterClaim `id.k8s.io`.
+fn claim(value: &str) -> bowline_model::Object {
+    bowline_model::Object::ClusterClaim(bowline_model::objects::ClusterClaim {
+        meta: bowline_model::objects::Meta::named("", "id.k8s.io"),
+        value: value.into(),
+    })
+}
+
 #[test]
 fn identity_rules() {
     let uid = "721ab723-13bc-11e5-aec2-42010af0021e";
@@ -60,6 +68,18 @@ fn identity_rules() {
             name: "KEP-2149's earlier id.k8s.io, before the configured id",
             configured: Some("cfg"),
             objects: vec![property("id.k8s.io", "legacy"), kube_system(uid)],
+            want: Ok(("legacy", IdSource::LegacyClusterProperty)),
+        },
+        Case {
+            name: "OCM's ClusterClaim id.k8s.io, after the ClusterProperties",
+            configured: Some("cfg"),
+            objects: vec![claim("ocm"), kube_system(uid)],
+            want: Ok(("ocm", IdSource::ClusterClaim)),
+        },
+        Case {
+            name: "the id.k8s.io ClusterProperty wins over the ClusterClaim",
+            configured: None,
+            objects: vec![claim("ocm"), property("id.k8s.io", "legacy")],
             want: Ok(("legacy", IdSource::LegacyClusterProperty)),
         },
         Case {

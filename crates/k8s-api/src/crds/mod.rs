@@ -14,6 +14,7 @@
 pub mod about;
 pub mod istio;
 pub mod mcs;
+pub mod ocm;
 pub mod security;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -41,6 +42,7 @@ pub use mcs::{
     ClusterStatus, ImportPort, ServiceExportSpec, ServiceExportStatus, ServiceImportSpec,
     ServiceImportStatus,
 };
+pub use ocm::ClusterClaim;
 pub use security::v1::PeerAuthentication;
 pub use security::{Mtls, PeerAuthenticationSpec, Selector};
 

@@ -50,6 +50,16 @@ pub struct ServiceImport {
     pub clusters: Vec<String>,
 }
 
+/// A ClusterClaim (`cluster.open-cluster-management.io`, Open Cluster Management): read
+/// only for its `id.k8s.io` claim, an id source after the ClusterProperties.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterClaim {
+    /// Metadata (the name is the claim).
+    pub meta: Meta,
+    /// `spec.value`.
+    pub value: String,
+}
+
 /// A ClusterProperty (`about.k8s.io`, KEP-2149).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ClusterProperty {

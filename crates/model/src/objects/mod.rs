@@ -40,11 +40,13 @@ pub enum ObjectKind {
     ServiceEntry,
     /// `security.istio.io` PeerAuthentication.
     PeerAuthentication,
+    /// `cluster.open-cluster-management.io` ClusterClaim.
+    ClusterClaim,
 }
 
 impl ObjectKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ObjectKind; 12] = [
+    pub const ALL: [ObjectKind; 13] = [
         Self::Namespace,
         Self::Node,
         Self::Pod,
@@ -57,6 +59,7 @@ impl ObjectKind {
         Self::WorkloadGroup,
         Self::ServiceEntry,
         Self::PeerAuthentication,
+        Self::ClusterClaim,
     ];
 
     /// The kind's name as Kubernetes spells it.
@@ -74,6 +77,7 @@ impl ObjectKind {
             Self::WorkloadGroup => "WorkloadGroup",
             Self::ServiceEntry => "ServiceEntry",
             Self::PeerAuthentication => "PeerAuthentication",
+            Self::ClusterClaim => "ClusterClaim",
         }
     }
 
@@ -160,6 +164,8 @@ pub enum Object {
     ServiceEntry(ServiceEntry),
     /// A PeerAuthentication.
     PeerAuthentication(PeerAuthentication),
+    /// A ClusterClaim.
+    ClusterClaim(ClusterClaim),
 }
 
 impl Object {
@@ -178,6 +184,7 @@ impl Object {
             Self::WorkloadGroup(o) => &o.meta,
             Self::ServiceEntry(o) => &o.meta,
             Self::PeerAuthentication(o) => &o.meta,
+            Self::ClusterClaim(o) => &o.meta,
         }
     }
 
@@ -196,6 +203,7 @@ impl Object {
             Self::WorkloadGroup(_) => ObjectKind::WorkloadGroup,
             Self::ServiceEntry(_) => ObjectKind::ServiceEntry,
             Self::PeerAuthentication(_) => ObjectKind::PeerAuthentication,
+            Self::ClusterClaim(_) => ObjectKind::ClusterClaim,
         }
     }
 
