@@ -489,6 +489,8 @@ async fn run(
     let mut tick = tokio::time::interval(TICK);
     let writers = Arc::new(parking_lot::Mutex::new(writers));
     let mut recent: HashMap<EntryKey, (Option<Value>, Instant)> = HashMap::new();
+    // Connections whose entry cannot be built, logged once each.
+    let mut refused: BTreeMap<u64, String> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -506,6 +508,17 @@ async fn run(
         let world = world(&registry, &peers);
         let now = Timestamp::now();
         recent.retain(|_, (_, at)| at.elapsed() < SETTLE);
+        let refusals = registrar.refusals(&world);
+        for (stream, why) in &refusals {
+            if refused.get(stream) != Some(why) {
+                warn!(
+                    stream,
+                    rule = "proxy labels may not select more than the group's template",
+                    "{why}"
+                );
+            }
+        }
+        refused = refusals;
         let mut actions = Vec::new();
         for action in registrar.reconcile(&world, now) {
             let (key, content) = match &action {

@@ -362,6 +362,39 @@ impl Registrar {
         self.connections.len()
     }
 
+    /// The registering connections whose group exists but whose entry cannot be built (a
+    /// label that would select another service, for a group that appeared after its proxy
+    /// connected): the stream, the proxy's group and namespace, and why. They are not written.
+    pub fn refusals(&self, world: &World) -> BTreeMap<StreamId, String> {
+        let mut out = BTreeMap::new();
+        for (stream, connection) in &self.connections {
+            let proxy = &connection.proxy;
+            let Some((member, group)) = world.group(
+                &proxy.namespace,
+                &proxy.group,
+                connection.cluster.as_deref(),
+            ) else {
+                continue;
+            };
+            if let Err(refusal) = registration::entry(
+                group,
+                proxy,
+                &member.selectors,
+                &self.instance,
+                &stamp(connection.connected_at),
+            ) {
+                out.insert(
+                    *stream,
+                    format!(
+                        "the VM of WorkloadGroup {}/{} is not registered: {refusal}",
+                        proxy.namespace, proxy.group
+                    ),
+                );
+            }
+        }
+        out
+    }
+
     /// The writes that make the members agree with the connections at `now`.
     pub fn reconcile(&self, world: &World, now: Timestamp) -> Vec<Action> {
         let entries = world.controlled();

@@ -429,3 +429,27 @@ fn a_disconnect_right_after_the_start_is_marked_at_once() {
         ["disconnected for longer than the grace period"]
     );
 }
+
+#[test]
+fn a_late_groups_label_refusal_is_named_not_written() {
+    let mut registrar = Registrar::new("bowline-a", Duration::from_secs(10), t(0));
+    let mut labelled = proxy("10.0.0.7");
+    labelled.labels = [("app".to_string(), "echo".to_string())].into();
+    registrar.connect(1, labelled, None, t(1)).unwrap();
+    let mut world = world(false);
+    world.members[0].selectors = vec![bowline_vm::registration::Selector {
+        owner: "Service demo/echo".into(),
+        namespace: "demo".into(),
+        labels: [("app".to_string(), "echo".to_string())].into(),
+    }];
+    let refusals = registrar.refusals(&world);
+    let why = refusals.get(&1).expect("the connection is refused");
+    assert!(
+        why.contains("WorkloadGroup demo/legacy") && why.contains("Service demo/echo"),
+        "{why}"
+    );
+    assert!(
+        step(&registrar, &mut world, t(2)).is_empty(),
+        "nothing is written for it"
+    );
+}
