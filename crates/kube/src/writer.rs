@@ -708,7 +708,8 @@ impl Writer for KubeWriter {
             // Users' ServiceExports are theirs: only their status was Bowline's.
             if key.kind != WriteKind::ServiceExportStatus {
                 match self.delete(&key) {
-                    Ok(_) => report.deleted += 1,
+                    // Already gone (a stale watch event made it look present): nothing done.
+                    Ok(deleted) => report.deleted += usize::from(deleted),
                     Err(e) => {
                         warn!("{e}");
                         first_error.get_or_insert(e);
@@ -749,9 +750,9 @@ impl Writer for KubeWriter {
                     self.live.remove(key);
                     continue;
                 }
-                None => self.delete(key).map(|_| {
+                None => self.delete(key).map(|deleted| {
                     self.live.remove(key);
-                    report.deleted += 1;
+                    report.deleted += usize::from(deleted);
                 }),
             };
             if let Err(e) = done {
