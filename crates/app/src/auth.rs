@@ -193,9 +193,11 @@ impl Reviewer {
     }
 }
 
-/// Who opened a stream: a VM token, else a service-account token (reviewed; only over TLS),
-/// else a client certificate, else the address alone. `Err` only when a member that must
-/// review a token cannot be asked (`UNAVAILABLE`: the proxy retries).
+/// Who opened a stream or called the CA: a VM token, else a service-account token (reviewed;
+/// only over TLS), else a client certificate, else the address alone. A credential refused is
+/// an `Anonymous` caller, saying why; `Err` only for a reviewed token that is no service
+/// account's (`PERMISSION_DENIED`) or a member that cannot be asked (`UNAVAILABLE`: the
+/// caller retries).
 pub(crate) async fn authenticate(
     peer: Option<SocketAddr>,
     metadata: &tonic::metadata::MetadataMap,
@@ -218,10 +220,10 @@ pub(crate) async fn authenticate(
                     identity,
                     cluster: Some(cluster),
                 }),
-                Err(status) if status.code() == tonic::Code::Unavailable => Err(status),
-                Err(status) => Ok(Caller::Anonymous(Anonymous::Refused(
-                    status.message().to_string(),
-                ))),
+                Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(
+                    Caller::Anonymous(Anonymous::Refused(status.message().to_string())),
+                ),
+                Err(status) => Err(status),
             }
         }
         None if tls => match client_certificate(extensions) {
@@ -275,8 +277,7 @@ pub(crate) fn stream_rule(
     {
         return Err(refuse(
             Status::unauthenticated(format!(
-                "xDS over TLS needs a credential: a client certificate from Bowline's CA (what `bowline agent` holds), a Kubernetes service-account token for {}, or a VM token from `bowline vm token`; {why}",
-                "one of ca.audiences"
+                "xDS over TLS needs a credential: a client certificate from Bowline's CA (what `bowline agent` holds), a Kubernetes service-account token for one of ca.audiences, or a VM token from `bowline vm token`; {why}"
             )),
             "tls-needs-credential",
         ));

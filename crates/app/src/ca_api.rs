@@ -210,43 +210,16 @@ impl CaService {
         self: Arc<Self>,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let bearer = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bowline_vm::tokens::bearer)
-            .map(str::to_owned);
-        let presented = request
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|c| c.to_vec()));
-        let identity = match bearer {
-            // Renewal: the certificate this CA issued (the TLS handshake verified it).
-            None if presented.is_some() => crate::auth::certified(
-                presented.as_deref().unwrap_or_default(),
-                &self.config.trust_domain,
-            )
-            .map_err(Status::unauthenticated),
-            Some(token) if !bowline_vm::tokens::is_bowline_token(&token) => {
-                let cluster = request
-                    .metadata()
-                    .get("clusterid")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                self.reviewer
-                    .review(&token, cluster.as_deref())
-                    .await
-                    .map(|(identity, _)| identity)
-            }
-            _ => {
-                let caller = crate::auth::caller_of(
-                    request.metadata(),
-                    request.extensions(),
-                    request.remote_addr(),
-                    Some(&self.tokens),
-                );
-                self.identity(&caller)
-            }
-        }
+        // Renewal presents the certificate this CA issued (the TLS handshake verified it).
+        let identity = crate::auth::authenticate(
+            request.remote_addr(),
+            request.metadata(),
+            request.extensions(),
+            &self.tokens,
+            &self.reviewer,
+        )
+        .await
+        .and_then(|caller| self.identity(&caller))
         .inspect_err(|status| warn!("certificate refused: {}", status.message()))?;
         let service = self.clone();
         tokio::task::spawn_blocking(move || service.sign(&identity, request.into_inner()))
