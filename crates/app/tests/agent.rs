@@ -3,6 +3,8 @@
 //! gRPC bootstrap; it rotates at half of a short lifetime, pushed on the open SDS stream, and
 //! renews with the certificate itself once the token is gone.
 
+mod common;
+use common::ca_certificate;
 use std::{fs, path::Path, time::Duration};
 
 use bowline_app::{
@@ -259,28 +261,6 @@ async fn the_agent_serves_rotates_and_renews_the_workload_certificate() {
     running.stop().await;
 }
 
-/// A CA certificate named `name`, signed by `issuer` (self-signed when `None`).
-fn ca_certificate(
-    name: &str,
-    issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
-) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = match issuer {
-        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    };
-    (cert.pem(), rcgen::Issuer::new(params, key))
-}
-
 /// On Kubernetes: Bowline signs with the plug-in CA of the Secret `istio-system/cacerts`, and
 /// an agent holding a projected service-account token (`jwt:`) gets, over SDS, the
 /// certificate of that service account, chained through the intermediate to the user's root.
@@ -312,13 +292,11 @@ async fn an_agent_with_a_service_account_token_gets_a_certificate_of_the_plugin_
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    fs::write(dir.join("east.kubeconfig"), server.kubeconfig_yaml("t")).unwrap();
-    fs::write(
-        dir.join("bowline.yaml"),
-        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\nca: {plugin: {secret: istio-system/cacerts}}\n",
-    )
-    .unwrap();
-    let config = Config::load(&dir.join("bowline.yaml")).unwrap();
+    let config = common::kubernetes_member(
+        &server,
+        dir,
+        "ca: {plugin: {secret: istio-system/cacerts}}\n",
+    );
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();

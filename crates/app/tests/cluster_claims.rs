@@ -5,6 +5,8 @@
 
 use std::fs;
 
+mod common;
+
 use bowline_app::config::Config;
 use bowline_model::cluster::IdSource;
 use bowline_registry::Admission;
@@ -72,17 +74,7 @@ async fn a_kubernetes_member_takes_its_id_from_an_ocm_cluster_claim() {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "kube-system", "uid": "6c1b5d3e-1111-4a4a-9c9c-000000000001"}}));
     let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("east.kubeconfig"),
-        server.kubeconfig_yaml("t"),
-    )
-    .unwrap();
-    fs::write(
-        dir.path().join("bowline.yaml"),
-        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\n",
-    )
-    .unwrap();
-    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let config = common::kubernetes_member(&server, dir.path(), "");
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
@@ -117,17 +109,7 @@ async fn a_kubernetes_member_without_ocm_is_not_reported_missing_a_crd() {
         "apiVersion": "about.k8s.io/v1beta1", "kind": "ClusterProperty",
         "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "east"}}));
     let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("east.kubeconfig"),
-        server.kubeconfig_yaml("t"),
-    )
-    .unwrap();
-    fs::write(
-        dir.path().join("bowline.yaml"),
-        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\n",
-    )
-    .unwrap();
-    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let config = common::kubernetes_member(&server, dir.path(), "");
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();

@@ -3,6 +3,8 @@
 //! back as an endpoint once healthy, kept across a Bowline restart, and deleted after the
 //! grace period once it disconnects.
 
+mod common;
+use common::ca_certificate;
 use std::{fs, path::Path, time::Duration};
 
 use bowline_app::config::Config;
@@ -979,17 +981,7 @@ async fn a_service_account_token_reviewed_by_its_member_gets_that_identity() {
         server.apply_json(object);
     }
     let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("east.kubeconfig"),
-        server.kubeconfig_yaml("t"),
-    )
-    .unwrap();
-    fs::write(
-        dir.path().join("bowline.yaml"),
-        "clusterSet: set\nmembers: [{kubeconfig: east.kubeconfig, name: east}]\n",
-    )
-    .unwrap();
-    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let config = common::kubernetes_member(&server, dir.path(), "");
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
@@ -1169,29 +1161,6 @@ async fn xds_over_tls_needs_a_credential_and_a_certificate_bounds_what_the_node_
     .await;
     drop(vm);
     running.stop().await;
-}
-
-/// A CA certificate named `name`, signed by `issuer` (self-signed when `None`): its PEM and
-/// its issuer.
-fn ca_certificate(
-    name: &str,
-    issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
-) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = match issuer {
-        Some(issuer) => params.signed_by(&key, issuer).unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    };
-    (cert.pem(), rcgen::Issuer::new(params, key))
 }
 
 /// With `ca.plugin`, Bowline signs with the user's intermediate: the TLS port and every
