@@ -308,7 +308,68 @@ async fn import(
         )
             .into_response();
     }
-    Json(serde_json::json!({"key": key, "import": import, "exports": exports})).into_response()
+    let members: Vec<serde_json::Value> = snapshot
+        .admitted
+        .iter()
+        .map(|m| member_import(&snapshot, &key, m))
+        .collect();
+    Json(serde_json::json!({"key": key, "import": import, "exports": exports, "members": members}))
+        .into_response()
+}
+
+/// Whether member `m` imports `key`, from which exporters, whether a ServiceImport is
+/// written into it, and why not.
+fn member_import(
+    snapshot: &ClusterSet,
+    key: &ServiceKey,
+    m: &bowline_views::MemberInput,
+) -> serde_json::Value {
+    let import = snapshot.imports().get(key);
+    let seen = import.and_then(|i| i.for_member(m.id.as_str()));
+    let has_namespace = m.namespaces.contains_key(&key.namespace);
+    let why = match (import, seen) {
+        (None, _) => format!("no member exports {key} (see exports for each member's decision)"),
+        (Some(_), None) => {
+            let exports = snapshot.exports().get(key);
+            let scoped: Vec<String> = exports
+                .iter()
+                .flat_map(|e| e.iter())
+                .filter(|(_, info)| info.exported)
+                .map(|(id, info)| match &info.scope {
+                    Some(scope) => format!(
+                        "{id} exports to {} ({scope})",
+                        info.consumers
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => format!("{id} exports to every member"),
+                })
+                .collect();
+            format!("no export reaches member {}: {}", m.id, scoped.join("; "))
+        }
+        (Some(_), Some(_)) if !has_namespace => format!(
+            "imported (proxies get the ClusterSet service), but member {} has no namespace {}, so no ServiceImport is written there",
+            m.id, key.namespace
+        ),
+        (Some(_), Some(seen)) => format!(
+            "imported from {}",
+            seen.clusters
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    serde_json::json!({
+        "member": m.name,
+        "id": m.id,
+        "imports": seen.is_some(),
+        "sources": seen.map(|s| &s.clusters),
+        "serviceImport": seen.is_some() && has_namespace,
+        "why": why,
+    })
 }
 
 async fn services(State(state): State<AdminState>) -> Response {

@@ -59,6 +59,19 @@ impl DnsMetrics {
     }
 }
 
+/// Whom a DNS listener answers for.
+#[derive(Clone, Debug)]
+pub(crate) enum Audience {
+    /// Anyone (`listen.dns`): every import, and `cluster.local` of `dns.clusterLocalMember`.
+    ClusterSet {
+        /// `dns.clusterLocalMember`.
+        cluster_local_member: Option<ClusterId>,
+    },
+    /// The clients of one member (`members[].dnsListen`, by member name): the imports that
+    /// reach it, and its own Services under `cluster.local`.
+    Member(String),
+}
+
 /// Republishes the DNS view with every ClusterSet snapshot: imports, the ClusterSet's
 /// namespaces, whether every member synced (or the sync timeout passed), and the
 /// `cluster.local` member's own services when one is configured.
@@ -66,7 +79,7 @@ pub(crate) fn spawn_views(
     tasks: &mut JoinSet<()>,
     mut snapshots: watch::Receiver<Arc<ClusterSet>>,
     views: watch::Sender<Arc<View>>,
-    (sync_timeout, cluster_local_member): (Duration, Option<ClusterId>),
+    (sync_timeout, audience): (Duration, Audience),
     shutdown: CancellationToken,
 ) {
     let started = tokio::time::Instant::now();
@@ -75,11 +88,7 @@ pub(crate) fn spawn_views(
             let snapshot = snapshots.borrow_and_update().clone();
             let synced = snapshot.version > 0
                 && (snapshot.synced || started.elapsed() >= sync_timeout);
-            views.send_replace(Arc::new(view(
-                &snapshot,
-                synced,
-                cluster_local_member.as_ref(),
-            )));
+            views.send_replace(Arc::new(view(&snapshot, synced, &audience)));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
@@ -90,18 +99,47 @@ pub(crate) fn spawn_views(
     });
 }
 
-/// The DNS view of `snapshot`. Every import keeps its `Arc`, so the DNS server's caches
-/// recompute only the names of the imports that changed (`bowline_dns::cache`).
-fn view(snapshot: &ClusterSet, synced: bool, cluster_local_member: Option<&ClusterId>) -> View {
-    View {
-        imports: Arc::new(snapshot.imports().clone()),
-        namespaces: snapshot
-            .namespaces()
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        synced,
-        local: cluster_local_member.map(|id| LocalZone::from_cluster_set(snapshot, id)),
+/// The DNS view of `snapshot` for `audience`. Every import keeps its `Arc`, so the DNS
+/// server's caches recompute only the names of the imports that changed
+/// (`bowline_dns::cache`).
+fn view(snapshot: &ClusterSet, synced: bool, audience: &Audience) -> View {
+    let namespaces = snapshot
+        .namespaces()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    match audience {
+        Audience::ClusterSet {
+            cluster_local_member,
+        } => View {
+            imports: Arc::new(snapshot.imports().clone()),
+            namespaces,
+            synced,
+            local: cluster_local_member
+                .as_ref()
+                .map(|id| LocalZone::from_cluster_set(snapshot, id)),
+        },
+        Audience::Member(name) => {
+            let status = snapshot.members.iter().find(|m| m.name.as_str() == name);
+            match status.and_then(|m| m.admission.id()) {
+                Some(id) => View {
+                    imports: Arc::new(snapshot.imports_for(id.as_str())),
+                    namespaces,
+                    synced,
+                    local: Some(LocalZone::from_cluster_set(snapshot, id)),
+                },
+                // Not (or no longer) a member: nothing is known for its clients, and
+                // every answer is SERVFAIL until it is admitted.
+                None => View {
+                    synced: false,
+                    local: Some(LocalZone {
+                        member: name.clone(),
+                        ..LocalZone::default()
+                    }),
+                    ..View::default()
+                },
+            }
+        }
     }
 }
 
@@ -171,7 +209,10 @@ mod tests {
             "2026-11-22T00:00:00Z".parse().unwrap(),
         );
         let snapshot = bowline_views::from_scratch(&registry, outcome);
-        view(&snapshot, true, config.dns.cluster_local_member.as_ref())
+        let audience = Audience::ClusterSet {
+            cluster_local_member: config.dns.cluster_local_member.clone(),
+        };
+        view(&snapshot, true, &audience)
     }
 
     fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {

@@ -282,14 +282,14 @@ impl Root<'_> {
         let metrics = Arc::new(crate::dns::DnsMetrics::default());
         metrics.register(&mut self.metrics);
         let (dns_views, dns_view) = watch::channel(Arc::new(bowline_dns::answer::View::default()));
+        let audience = crate::dns::Audience::ClusterSet {
+            cluster_local_member: config.dns.cluster_local_member.clone(),
+        };
         crate::dns::spawn_views(
             &mut self.tasks,
             self.snapshot.clone(),
             dns_views,
-            (
-                config.member_sync_timeout,
-                config.dns.cluster_local_member.clone(),
-            ),
+            (config.member_sync_timeout, audience),
             self.shutdown.clone(),
         );
         self.views.insert(
@@ -303,10 +303,46 @@ impl Root<'_> {
             tcp,
             dns_view,
             config.dns.ttl,
-            metrics,
+            metrics.clone(),
             self.shutdown.clone(),
         );
+        self.member_dns(metrics).await?;
         Ok(addr)
+    }
+
+    /// One DNS listener per member with `dnsListen`, answering as that member sees the
+    /// ClusterSet.
+    async fn member_dns(&mut self, metrics: Arc<crate::dns::DnsMetrics>) -> anyhow::Result<()> {
+        let config = self.config;
+        for member in &config.members {
+            let Some(listen) = member.dns_listen else {
+                continue;
+            };
+            let field = format!("members[{}].dnsListen", member.name);
+            let (udp, tcp) = Listeners::bind_dns(listen).await.context(field)?;
+            let addr = tcp.local_addr()?;
+            tracing::info!(member = %member.name, "DNS for the member's clients on {addr}");
+            let (views, view) = watch::channel(Arc::new(bowline_dns::answer::View::default()));
+            let audience = crate::dns::Audience::Member(member.name.clone());
+            crate::dns::spawn_views(
+                &mut self.tasks,
+                self.snapshot.clone(),
+                views,
+                (config.member_sync_timeout, audience),
+                self.shutdown.clone(),
+            );
+            let tcp = self.guard(tcp, "dns-tcp", &config.limits.dns, DNS_FIRST_BYTES);
+            crate::dns::spawn_server(
+                &mut self.tasks,
+                udp,
+                tcp,
+                view,
+                config.dns.ttl,
+                metrics.clone(),
+                self.shutdown.clone(),
+            );
+        }
+        Ok(())
     }
 
     /// Leader election (always leading without `leaderElection`), its gauge and debug view.

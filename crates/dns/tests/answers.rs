@@ -108,6 +108,7 @@ fn view_with(synced: bool, local: Option<&str>) -> View {
             policy: ExportPolicy {
                 default: ExportDefault::None,
                 cluster_local: vec![],
+                ..Default::default()
             },
             pools: vec![
                 "241.0.0.0/16".parse().unwrap(),

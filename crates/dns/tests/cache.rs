@@ -119,6 +119,7 @@ fn view(synced: bool) -> View {
             policy: ExportPolicy {
                 default: ExportDefault::None,
                 cluster_local: vec![],
+                ..Default::default()
             },
             pools: vec![
                 "241.0.0.0/16".parse().unwrap(),

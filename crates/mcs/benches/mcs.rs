@@ -30,6 +30,7 @@ fn full_reconcile(c: &mut Criterion) {
         policy: ExportPolicy {
             default: ExportDefault::All,
             cluster_local: vec![],
+            ..Default::default()
         },
         pools: vec![
             "241.0.0.0/16".parse().unwrap(),

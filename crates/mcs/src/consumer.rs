@@ -118,5 +118,6 @@ fn import_of(snapshot: &Snapshot, view: &ServiceView) -> Option<Import> {
             .into_iter()
             .map(|(c, eps)| (c, eps.into()))
             .collect(),
+        consumers: None,
     })
 }

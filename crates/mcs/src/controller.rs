@@ -11,6 +11,7 @@ use bowline_model::{
     ClusterId, Endpoint, IpFamily, Labels, MemberName, ServiceKey, ServiceType, Strng,
     export::{AUTO_EXPORT, Decision, ExportPolicy, MANAGED_BY_LABEL},
     objects::{ImportType, ServiceExport},
+    scope::{ExportTo, Scope},
 };
 use bowline_registry::{MemberService, ServiceView};
 use serde::Serialize;
@@ -78,6 +79,8 @@ pub struct MemberInput {
     pub namespaces: BTreeMap<Strng, Labels>,
     /// Families it can use (empty: unknown, treated as both).
     pub families: BTreeSet<IpFamily>,
+    /// Its namespaces' export-scope annotations, for those that have any.
+    pub scopes: BTreeMap<Strng, Labels>,
 }
 
 /// The controller's input: admitted members and every service view.
@@ -114,6 +117,12 @@ pub struct ExportInfo {
     pub exported: bool,
     /// Conditions written to the ServiceExport, if there is one.
     pub conditions: Vec<Condition>,
+    /// Where the export goes when something limits it (every member otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// The members its endpoints reach (empty when not exported).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ClusterId>,
 }
 
 /// An imported service: the merged definition, its addresses and its sources.
@@ -137,6 +146,60 @@ pub struct Import {
     /// Each exporting member's endpoints (shared with the registry's views).
     #[serde(skip)]
     pub sources: BTreeMap<ClusterId, Arc<[Endpoint]>>,
+    /// `None`: every member imports this. Otherwise an export is scoped, and only the members
+    /// named here import the name: `None` for those that see every export (this import),
+    /// or the import of just the exports that reach them. Shown as each consumer's sources.
+    #[serde(
+        serialize_with = "consumers_json",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consumers: Option<Consumers>,
+}
+
+/// The members a scoped import reaches, each with the import it sees (`None`: the whole).
+pub type Consumers = BTreeMap<ClusterId, Option<Arc<Import>>>;
+
+fn consumers_json<S: serde::Serializer>(
+    consumers: &Option<Consumers>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let Some(consumers) = consumers else {
+        return s.serialize_none();
+    };
+    let mut map = s.serialize_map(Some(consumers.len()))?;
+    for (id, own) in consumers {
+        map.serialize_entry(
+            id,
+            &serde_json::json!({"sources": own.as_ref().map(|i| &i.clusters)}),
+        )?;
+    }
+    map.end()
+}
+
+impl Import {
+    /// The import as the member with id `member` sees it: `None` when no export reaches it.
+    pub fn for_member(&self, member: &str) -> Option<&Import> {
+        match &self.consumers {
+            None => Some(self),
+            Some(consumers) => match consumers.get(member)? {
+                None => Some(self),
+                Some(own) => Some(own),
+            },
+        }
+    }
+
+    /// `self` as member `member` sees it, shared: `whole` (this import's `Arc`) or the
+    /// member's own.
+    pub fn shared_for(whole: &Arc<Import>, member: &str) -> Option<Arc<Import>> {
+        match &whole.consumers {
+            None => Some(whole.clone()),
+            Some(consumers) => match consumers.get(member)? {
+                None => Some(whole.clone()),
+                Some(own) => Some(own.clone()),
+            },
+        }
+    }
 }
 
 /// The result of a reconcile. Cloning it is cheap: every part is shared.
@@ -198,13 +261,31 @@ impl Memo {
     /// The memo of a fresh part; whatever equals the previous result keeps its `Arc`, so that
     /// writers and the xDS and DNS caches see only what really changed.
     fn new(view: Arc<ServiceView>, fingerprint: u64, part: Part, old: Option<&Memo>) -> Self {
-        let reusable = part.import.as_ref().is_none_or(|i| i.exhausted.is_empty());
-        let import = part
-            .import
-            .map(|fresh| match old.and_then(|o| o.import.as_ref()) {
+        let reusable = part.import.as_ref().is_none_or(|i| {
+            let scoped = i.consumers.iter().flat_map(|c| c.values().flatten());
+            i.exhausted.is_empty() && scoped.into_iter().all(|own| own.exhausted.is_empty())
+        });
+        let import = part.import.map(|mut fresh| {
+            let old = old.and_then(|o| o.import.as_ref());
+            // Consumers' own imports equal to the last ones keep their `Arc`s too (servers
+            // per member compare them).
+            if let (Some(consumers), Some(before)) = (
+                fresh.consumers.as_mut(),
+                old.and_then(|o| o.consumers.as_ref()),
+            ) {
+                for (id, own) in consumers.iter_mut() {
+                    if let (Some(own), Some(Some(kept))) = (own.as_mut(), before.get(id))
+                        && **own == **kept
+                    {
+                        *own = kept.clone();
+                    }
+                }
+            }
+            match old {
                 Some(old) if **old == fresh => old.clone(),
                 _ => Arc::new(fresh),
-            });
+            }
+        });
         let exports =
             (!part.exports.is_empty()).then(|| match old.and_then(|o| o.exports.as_ref()) {
                 Some(old) if **old == part.exports => old.clone(),
@@ -293,6 +374,7 @@ fn members_fingerprint(members: &[MemberInput], namespace: &str) -> u64 {
         m.name.hash(&mut h);
         m.id.hash(&mut h);
         m.namespaces.get(namespace).hash(&mut h);
+        m.scopes.get(namespace).hash(&mut h);
         m.families.hash(&mut h);
     }
     h.finish()
@@ -305,6 +387,10 @@ struct Candidate<'a> {
     decision: Decision,
     user_export: Option<&'a ServiceExport>,
     created: jiff::Timestamp,
+    /// Where the export goes: `Ok(None)` every member; otherwise the ids it reaches (its
+    /// own included), or why the scope is not valid (reason, message).
+    targets: Result<Option<BTreeSet<ClusterId>>, (&'static str, String)>,
+    scope: Option<Scope>,
 }
 
 /// How long, from their start, writers wait for every member's first listing before they
@@ -525,15 +611,96 @@ impl Controller {
                 .and_then(|e| e.meta.created)
                 .or(remembered)
                 .unwrap_or(now);
+            let scope = self.config.policy.scope.scope(
+                &key.namespace,
+                user_export.map(|e| &e.meta.annotations),
+                contribution.service.as_deref().map(|s| &s.meta.annotations),
+                member.scopes.get(&key.namespace),
+            );
+            let targets = match &scope {
+                Err(message) => Err(("InvalidExportScope", message.clone())),
+                Ok(None) => Ok(None),
+                Ok(Some(scope)) => self.targets(scope, member, by_id).map(Some),
+            };
             out.push(Candidate {
                 member,
                 contribution,
                 decision,
                 user_export,
                 created,
+                targets,
+                scope: scope.ok().flatten(),
             });
         }
         out
+    }
+
+    /// The member ids `scope` names, with `member`'s own: every id must be an admitted
+    /// member's and a selector must select one.
+    fn targets(
+        &self,
+        scope: &Scope,
+        member: &MemberInput,
+        by_id: &HashMap<&ClusterId, &MemberInput>,
+    ) -> Result<BTreeSet<ClusterId>, (&'static str, String)> {
+        let known = || {
+            let mut ids: Vec<&str> = by_id.keys().map(|id| id.as_str()).collect();
+            ids.sort_unstable();
+            ids.join(", ")
+        };
+        let mut out = BTreeSet::from([member.id.clone()]);
+        match &scope.to {
+            ExportTo::Members(ids) => {
+                for id in ids {
+                    let found = by_id.keys().find(|k| k.as_str() == id);
+                    let Some(found) = found else {
+                        return Err((
+                            "UnknownMember",
+                            format!(
+                                "{scope} names {id:?}, which is no admitted member's cluster id (members: {})",
+                                known()
+                            ),
+                        ));
+                    };
+                    out.insert((*found).clone());
+                }
+            }
+            ExportTo::Selector(selector) => {
+                let labels = &self.config.policy.scope.member_labels;
+                let empty = Labels::new();
+                let selected: Vec<&ClusterId> = by_id
+                    .values()
+                    .filter(|m| selector.matches(labels.get(m.name.as_str()).unwrap_or(&empty)))
+                    .map(|m| &m.id)
+                    .collect();
+                if selected.is_empty() {
+                    let mut described: Vec<String> = by_id
+                        .values()
+                        .map(|m| match labels.get(m.name.as_str()) {
+                            Some(l) if !l.is_empty() => format!(
+                                "{} {{{}}}",
+                                m.id,
+                                l.iter()
+                                    .map(|(k, v)| format!("{k}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            ),
+                            _ => format!("{} (no labels)", m.id),
+                        })
+                        .collect();
+                    described.sort();
+                    return Err((
+                        "NoMatchingMember",
+                        format!(
+                            "{scope} selects no admitted member (members' labels from bowline.yaml: {})",
+                            described.join("; ")
+                        ),
+                    ));
+                }
+                out.extend(selected.into_iter().cloned());
+            }
+        }
+        Ok(out)
     }
 
     fn reconcile_service(
@@ -563,7 +730,7 @@ impl Controller {
                     "InvalidServiceType",
                     format!("Service {key} is of type ExternalName, which cannot be exported"),
                 )),
-                _ => None,
+                _ => c.targets.as_ref().err().cloned(),
             }
         };
         let mut valid: Vec<&Candidate<'_>> = candidates
@@ -571,42 +738,73 @@ impl Controller {
             .filter(|c| c.decision.exports() && invalid(c).is_none())
             .collect();
         valid.sort_by(|a, b| (a.created, &a.member.id).cmp(&(b.created, &b.member.id)));
-        let constituents: Vec<Constituent<'_>> = valid
-            .iter()
-            .map(|c| {
-                let empty = &EMPTY;
-                Constituent {
-                    cluster: &c.member.id,
-                    service: c
-                        .contribution
-                        .service
-                        .as_deref()
-                        .expect("valid exports have a Service"),
-                    endpoints: &c.contribution.endpoints,
-                    created: c.created,
-                    exported_labels: c.user_export.map_or(empty, |e| &e.exported_labels),
-                    exported_annotations: c.user_export.map_or(empty, |e| &e.exported_annotations),
+        let constituents: Vec<Constituent<'_>> = valid.iter().map(|c| constituent(c)).collect();
+        let mut import =
+            (!constituents.is_empty()).then(|| self.import(key, &constituents, sources(&valid)));
+        // Who sees which exports: with no scope anywhere, every member sees all of them.
+        let sees = |m: &MemberInput| -> Vec<usize> {
+            let reaches = |c: &Candidate<'_>| match &c.targets {
+                Ok(Some(targets)) => targets.contains(&m.id),
+                _ => true,
+            };
+            (0..valid.len()).filter(|&i| reaches(valid[i])).collect()
+        };
+        let scoped = valid.iter().any(|c| matches!(c.targets, Ok(Some(_))));
+        let mut groups: BTreeMap<Vec<usize>, Option<Arc<Import>>> = BTreeMap::new();
+        let mut seen_by: BTreeMap<ClusterId, Vec<usize>> = BTreeMap::new();
+        if scoped && import.is_some() {
+            for m in &snapshot.members {
+                let seen = sees(m);
+                if seen.is_empty() {
+                    continue;
                 }
-            })
-            .collect();
-        let sources: BTreeMap<ClusterId, Arc<[Endpoint]>> = valid
-            .iter()
-            .map(|c| (c.member.id.clone(), c.contribution.endpoints.clone()))
-            .collect();
-        let import = (!constituents.is_empty()).then(|| self.import(key, &constituents, sources));
-        let importers = snapshot
-            .members
-            .iter()
-            .filter(|m| m.namespaces.contains_key(&key.namespace))
-            .count();
+                if !groups.contains_key(&seen) {
+                    let own = (seen.len() < valid.len()).then(|| {
+                        let subset: Vec<&Candidate<'_>> = seen.iter().map(|&i| valid[i]).collect();
+                        let parts: Vec<Constituent<'_>> =
+                            subset.iter().map(|c| constituent(c)).collect();
+                        Arc::new(self.import(key, &parts, sources(&subset)))
+                    });
+                    groups.insert(seen.clone(), own);
+                }
+                seen_by.insert(m.id.clone(), seen);
+            }
+            if let Some(import) = import.as_mut() {
+                import.consumers = Some(
+                    seen_by
+                        .iter()
+                        .map(|(id, seen)| (id.clone(), groups[seen].clone()))
+                        .collect(),
+                );
+            }
+        }
+        let consumers_of = |index: usize| -> Vec<&MemberInput> {
+            let members = snapshot.members.iter();
+            match scoped {
+                false => members.collect(),
+                true => members
+                    .filter(|m| seen_by.get(&m.id).is_some_and(|s| s.contains(&index)))
+                    .collect(),
+            }
+        };
 
         let exports = &mut outcome.exports;
         for c in &candidates {
-            let why = c.decision.to_string();
             let has_export_object = c.user_export.is_some() || c.decision.exports();
             let problem = invalid(c);
+            let decided = c.decision.to_string();
+            let why = match (&problem, c.decision.exports()) {
+                (Some((_, message)), true) => format!(
+                    "not exported: {message} ({})",
+                    decided.trim_start_matches("exported: ")
+                ),
+                _ => decided,
+            };
             let exported = c.decision.exports() && problem.is_none();
+            let index = valid.iter().position(|v| std::ptr::eq(*v, c));
+            let consumers = index.map(consumers_of).unwrap_or_default();
             let mut conditions = Vec::new();
+            let mut written = Vec::new();
             if has_export_object {
                 let kind = if c.user_export.is_some() {
                     WriteKind::ServiceExportStatus
@@ -617,8 +815,8 @@ impl Controller {
                 let cond = |t: &str, ok: bool, reason: &str, message: String| {
                     Condition::new(t, ok, reason, message, previous.as_ref(), now_text)
                 };
-                match (&problem, &import) {
-                    (Some((reason, message)), _) => {
+                match (&problem, &import, index) {
+                    (Some((reason, message)), _, _) => {
                         conditions.push(cond("Valid", false, reason, message.clone()));
                         conditions.push(cond(
                             "Ready",
@@ -627,22 +825,57 @@ impl Controller {
                             format!("not exported: {message}"),
                         ));
                     }
-                    (None, Some(import)) => {
+                    (None, Some(import), Some(index)) => {
+                        let scope = c
+                            .scope
+                            .as_ref()
+                            .map(|s| format!(", to the members of {s}"))
+                            .unwrap_or_default();
                         conditions.push(cond(
                             "Valid",
                             true,
                             "Valid",
-                            format!("Service {key} is exported ({why})"),
+                            format!("Service {key} is exported ({why}{scope})"),
                         ));
+                        let (with, without): (Vec<&MemberInput>, Vec<&MemberInput>) = consumers
+                            .iter()
+                            .partition(|m| m.namespaces.contains_key(&key.namespace));
+                        written = with.iter().map(|m| m.id.clone()).collect();
+                        written.sort();
                         conditions.push(cond(
                             "Ready",
                             true,
                             "Exported",
-                            format!("exported: ServiceImport {key} is in the {importers} member(s) that have namespace {}", key.namespace),
+                            ready_message(key, &consumers, &written, &without),
                         ));
-                        let conflicts = &import.merged.conflicts;
+                        // The conflicts this export takes part in: among the exports that
+                        // reach each member it reaches.
+                        let mut conflicts: Vec<&(crate::merge::ConflictReason, String)> =
+                            match scoped {
+                                false => import.merged.conflicts.iter().collect(),
+                                true => groups
+                                    .iter()
+                                    .filter(|(seen, _)| seen.contains(&index))
+                                    .flat_map(|(_, own)| {
+                                        own.as_deref().unwrap_or(import).merged.conflicts.iter()
+                                    })
+                                    .collect(),
+                            };
+                        if scoped {
+                            conflicts.sort();
+                            conflicts.dedup();
+                        }
+                        let among = match scoped {
+                            false => import.clusters.len(),
+                            true => groups
+                                .keys()
+                                .filter(|seen| seen.contains(&index))
+                                .flatten()
+                                .collect::<BTreeSet<_>>()
+                                .len(),
+                        };
                         let message = if conflicts.is_empty() {
-                            format!("no conflicts among the {} export(s)", import.clusters.len())
+                            format!("no conflicts among the {among} export(s)")
                         } else {
                             conflicts
                                 .iter()
@@ -650,20 +883,28 @@ impl Controller {
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         };
-                        conditions.push(cond(
-                            "Conflict",
-                            !conflicts.is_empty(),
-                            &import.merged.conflict_reason(),
-                            message,
-                        ));
+                        let reason = match scoped {
+                            false => import.merged.conflict_reason(),
+                            true => {
+                                let mut reasons: Vec<String> =
+                                    conflicts.iter().map(|(r, _)| r.to_string()).collect();
+                                reasons.dedup();
+                                match reasons.is_empty() {
+                                    true => "NoConflicts".to_string(),
+                                    false => reasons.join(","),
+                                }
+                            }
+                        };
+                        conditions.push(cond("Conflict", !conflicts.is_empty(), &reason, message));
                     }
-                    (None, None) => unreachable!("a valid export always makes an import"),
+                    _ => unreachable!("a valid export always makes an import"),
                 }
                 let object = render::service_export(
                     key,
                     c.user_export.is_none(),
                     &c.created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     &conditions,
+                    &written,
                 );
                 outcome
                     .writes
@@ -681,17 +922,38 @@ impl Controller {
                     why,
                     exported,
                     conditions,
+                    scope: c.scope.clone(),
+                    consumers: match exported {
+                        true => consumers.iter().map(|m| m.id.clone()).collect(),
+                        false => Vec::new(),
+                    },
                 },
             );
         }
         let Some(import) = import else { return };
-        let slices = imported_slices(&import, &constituents);
+        let whole = imported_slices(&import, &constituents);
+        let mut own_slices: BTreeMap<&[usize], Vec<(WriteKey, Arc<Rendered>)>> = BTreeMap::new();
+        for (seen, own) in &groups {
+            if let Some(own) = own {
+                let parts: Vec<Constituent<'_>> =
+                    seen.iter().map(|&i| constituents[i].clone()).collect();
+                own_slices.insert(seen, imported_slices(own, &parts));
+            }
+        }
         for member in snapshot
             .members
             .iter()
             .filter(|m| m.namespaces.contains_key(&key.namespace))
         {
-            self.write_import(member, &import, &slices, now_text, outcome);
+            let (seen_import, slices) = match seen_by.get(&member.id) {
+                _ if !scoped => (&import, &whole),
+                None => continue,
+                Some(seen) => match &groups[seen] {
+                    None => (&import, &whole),
+                    Some(own) => (&**own, &own_slices[seen.as_slice()]),
+                },
+            };
+            self.write_import(member, seen_import, slices, now_text, outcome);
         }
         outcome.import = Some(import);
     }
@@ -734,6 +996,7 @@ impl Controller {
         Import {
             key: key.clone(),
             clusters: constituents.iter().map(|c| c.cluster.clone()).collect(),
+            consumers: None,
             merged,
             ips,
             ip_families,
@@ -818,6 +1081,65 @@ impl Controller {
     }
 }
 
+/// A valid export as the merge takes it.
+fn constituent<'a>(c: &Candidate<'a>) -> Constituent<'a> {
+    Constituent {
+        cluster: &c.member.id,
+        service: c
+            .contribution
+            .service
+            .as_deref()
+            .expect("valid exports have a Service"),
+        endpoints: &c.contribution.endpoints,
+        created: c.created,
+        exported_labels: c.user_export.map_or(&EMPTY, |e| &e.exported_labels),
+        exported_annotations: c.user_export.map_or(&EMPTY, |e| &e.exported_annotations),
+    }
+}
+
+/// The endpoints of each of `valid`.
+fn sources(valid: &[&Candidate<'_>]) -> BTreeMap<ClusterId, Arc<[Endpoint]>> {
+    valid
+        .iter()
+        .map(|c| (c.member.id.clone(), c.contribution.endpoints.clone()))
+        .collect()
+}
+
+/// The `Ready` message of a valid export: who it reaches, and where the ServiceImport is.
+fn ready_message(
+    key: &ServiceKey,
+    consumers: &[&MemberInput],
+    written: &[ClusterId],
+    without: &[&MemberInput],
+) -> String {
+    let ids = |ms: &mut dyn Iterator<Item = &ClusterId>| {
+        let mut v: Vec<&str> = ms.map(ClusterId::as_str).collect();
+        v.sort_unstable();
+        v.join(", ")
+    };
+    let to = ids(&mut consumers.iter().map(|m| &m.id));
+    let mut message = format!("exported to {to}");
+    if written.is_empty() {
+        message.push_str(&format!(
+            "; none of them has namespace {}, so no ServiceImport is written",
+            key.namespace
+        ));
+    } else {
+        message.push_str(&format!(
+            "; ServiceImport {key} is in {}",
+            ids(&mut written.iter())
+        ));
+    }
+    if !without.is_empty() && !written.is_empty() {
+        message.push_str(&format!(
+            " ({} lack namespace {})",
+            ids(&mut without.iter().map(|m| &m.id)),
+            key.namespace
+        ));
+    }
+    message
+}
+
 /// The imported EndpointSlices of an import, the same in every importing member: one per
 /// source member and family, with the ports that source serves.
 fn imported_slices(
@@ -895,6 +1217,7 @@ impl Snapshot {
                 let id = m.admission.id()?.clone();
                 Some(MemberInput {
                     namespaces: registry.namespaces(&m.name),
+                    scopes: registry.namespace_scopes(&m.name),
                     families: registry.families(&m.name),
                     name: m.name,
                     id,

@@ -334,6 +334,7 @@ pub fn service_export(
     auto: bool,
     created: &str,
     conditions: &[Condition],
+    clusters: &[ClusterId],
 ) -> Value {
     let mut object = json!({
         "apiVersion": MCS_API_VERSION,
@@ -341,6 +342,13 @@ pub fn service_export(
         "metadata": {"name": &*key.name, "namespace": &*key.namespace, "creationTimestamp": created},
         "status": {"conditions": conditions},
     });
+    if !clusters.is_empty() {
+        let clusters: Vec<Value> = clusters
+            .iter()
+            .map(|c| json!({"cluster": c.as_str()}))
+            .collect();
+        object["status"]["clusters"] = Value::Array(clusters);
+    }
     if auto {
         object["metadata"]["labels"] = json!({MANAGED_BY_LABEL: AUTO_EXPORT});
         object["spec"] = json!({});

@@ -32,6 +32,7 @@ fn config(default: ExportDefault, pools: &[&str]) -> McsConfig {
         policy: ExportPolicy {
             default,
             cluster_local: vec![],
+            ..Default::default()
         },
         pools: pools.iter().map(|p| p.parse().unwrap()).collect(),
     }

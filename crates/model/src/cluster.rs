@@ -50,6 +50,13 @@ impl ClusterId {
     }
 }
 
+/// Maps keyed by id can be looked up by a plain `&str` (proxies name their member so).
+impl std::borrow::Borrow<str> for ClusterId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ClusterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

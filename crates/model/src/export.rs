@@ -86,6 +86,8 @@ pub struct ExportPolicy {
     pub default: ExportDefault,
     /// Hosts never exported.
     pub cluster_local: Vec<HostPattern>,
+    /// Where exports go (every member unless something says).
+    pub scope: crate::scope::ScopeConfig,
 }
 
 impl Default for ExportPolicy {
@@ -93,6 +95,7 @@ impl Default for ExportPolicy {
         Self {
             default: ExportDefault::All,
             cluster_local: vec![HostPattern::new("*.kube-system.svc.cluster.local")],
+            scope: crate::scope::ScopeConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod labels;
 pub mod names;
 pub mod objects;
 pub mod rejection;
+pub mod scope;
 pub mod service;
 
 pub use cluster::{ClusterId, ClusterIdError, MemberName};

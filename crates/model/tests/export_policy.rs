@@ -55,14 +55,17 @@ fn precedence_table() {
     let all = ExportPolicy {
         default: ExportDefault::All,
         cluster_local: vec![],
+        ..Default::default()
     };
     let none = ExportPolicy {
         default: ExportDefault::None,
         cluster_local: vec![],
+        ..Default::default()
     };
     let local_ns = ExportPolicy {
         default: ExportDefault::All,
         cluster_local: vec![HostPattern::new("*.shop.svc.cluster.local")],
+        ..Default::default()
     };
     let local_with_exception = ExportPolicy {
         default: ExportDefault::All,
@@ -70,6 +73,7 @@ fn precedence_table() {
             HostPattern::new("*.shop.svc.cluster.local"),
             HostPattern::new("!cart.shop.svc.cluster.local"),
         ],
+        ..Default::default()
     };
     let ip = ServiceType::ClusterIP;
     let cases: Vec<Case<'_>> = vec![

@@ -467,6 +467,28 @@ impl Registry {
             .collect()
     }
 
+    /// A member's namespaces that carry an export-scope annotation, with those annotations
+    /// only ([`bowline_model::scope`]).
+    pub fn namespace_scopes(&self, member: &MemberName) -> BTreeMap<Strng, bowline_model::Labels> {
+        use bowline_model::scope::{EXPORT_TO, EXPORT_TO_SELECTOR};
+        let Some(&i) = self.by_name.get(member) else {
+            return BTreeMap::new();
+        };
+        let namespaces = self.members[i].store.namespaces.iter();
+        namespaces
+            .filter_map(|(name, ns)| {
+                let scope: bowline_model::Labels = ns
+                    .meta
+                    .annotations
+                    .iter()
+                    .filter(|(k, _)| *k == EXPORT_TO || *k == EXPORT_TO_SELECTOR)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (!scope.is_empty()).then(|| (name.clone(), scope))
+            })
+            .collect()
+    }
+
     /// The address families a member is seen to use: those of its Services' cluster IPs and
     /// `ipFamilies` and of its endpoints' addresses. Empty when nothing says.
     pub fn families(&self, member: &MemberName) -> BTreeSet<bowline_model::IpFamily> {

@@ -142,6 +142,26 @@ impl ClusterSet {
         &self.outcome.imports
     }
 
+    /// `key`'s import as the proxies and DNS clients of member `member` see it: `None` when
+    /// no export of the name reaches that member. Without a member (proxies that name
+    /// none, east-west gateways, the shared DNS listener): the import of every export.
+    pub fn import_for(&self, key: &ServiceKey, member: Option<&str>) -> Option<&Import> {
+        let import = self.outcome.imports.get(key)?;
+        match member {
+            Some(member) => import.for_member(member),
+            None => Some(import),
+        }
+    }
+
+    /// Every import as member `member` sees it (see [`Self::import_for`]), sharing the
+    /// controller's `Arc`s: what a server answering for that member alone serves.
+    pub fn imports_for(&self, member: &str) -> BTreeMap<ServiceKey, Arc<Import>> {
+        let imports = self.outcome.imports.iter();
+        imports
+            .filter_map(|(key, import)| Some((key.clone(), Import::shared_for(import, member)?)))
+            .collect()
+    }
+
     /// Per service and member: exported or not, and why.
     pub fn exports(&self) -> &BTreeMap<ServiceKey, Arc<BTreeMap<ClusterId, ExportInfo>>> {
         &self.outcome.exports

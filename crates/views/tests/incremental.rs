@@ -36,6 +36,7 @@ fn controller(existing: BTreeMap<MemberName, WriteSet>) -> Controller {
         policy: ExportPolicy {
             default: ExportDefault::All,
             cluster_local: vec![],
+            ..Default::default()
         },
         pools: vec![
             "241.0.0.0/16".parse().unwrap(),

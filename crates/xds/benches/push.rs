@@ -75,6 +75,7 @@ async fn run(n: usize) {
             policy: ExportPolicy {
                 default: ExportDefault::All,
                 cluster_local: vec![],
+                ..Default::default()
             },
             pools: vec!["241.0.0.0/16".parse().unwrap()],
         },

@@ -478,6 +478,25 @@ fn import_shape(import: Option<&Arc<Import>>) -> Option<Shape<'_>> {
     })
 }
 
+/// The shape each consumer of a scoped import sees (`None`: every member sees the import).
+fn consumer_shapes(import: Option<&Arc<Import>>) -> Option<BTreeMap<&str, Shape<'_>>> {
+    let import = import?;
+    let consumers = import.consumers.as_ref()?;
+    Some(
+        consumers
+            .iter()
+            .map(|(id, own)| {
+                let seen = own.as_deref().unwrap_or(import);
+                let ports = seen.merged.ports.iter();
+                let shape = ports
+                    .map(|p| (p.name.as_str(), p.port, p.app_protocol.as_deref()))
+                    .collect();
+                (id.as_str(), shape)
+            })
+            .collect(),
+    )
+}
+
 fn own_shape<'a>(view: Option<&'a Arc<ServiceView>>, member: &str) -> Option<Shape<'a>> {
     let own = view?
         .members
@@ -538,15 +557,26 @@ fn invalidation(last: &ClusterSet, next: &ClusterSet) -> Invalidation {
         let (old, new) = (last.outcome.imports.get(key), next.outcome.imports.get(key));
         let host = format!("{}.{}.svc.clusterset.local", key.name, key.namespace);
         for import in old.iter().chain(new.iter()) {
-            eds.extend(
-                import
-                    .merged
-                    .ports
-                    .iter()
-                    .map(|p| cluster_name(p.port, &host)),
-            );
+            let scoped = import.consumers.iter().flat_map(|c| c.values().flatten());
+            let whole: &Import = import;
+            for seen in std::iter::once(whole).chain(scoped.map(|i| &**i)) {
+                let ports = seen.merged.ports.iter();
+                eds.extend(ports.map(|p| cluster_name(p.port, &host)));
+            }
         }
         shape_all |= import_shape(old) != import_shape(new);
+        // Which members see the name, and its shape for each, when an export is scoped.
+        match (consumer_shapes(old), consumer_shapes(new)) {
+            (None, None) => {}
+            (Some(before), Some(after)) => {
+                for member in before.keys().chain(after.keys()) {
+                    if before.get(member) != after.get(member) {
+                        shape_members.insert(member.to_string());
+                    }
+                }
+            }
+            _ => shape_all = true,
+        }
         let (old, new) = (last.services.get(key), next.services.get(key));
         let host = format!("{}.{}.svc.cluster.local", key.name, key.namespace);
         let members: BTreeSet<&str> = old

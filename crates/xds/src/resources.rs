@@ -218,8 +218,15 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, Host
             out.insert(hp.cluster_name(), hp);
         }
     };
+    let scope = scope_of(proxy);
     for import in snapshot.outcome.imports.values() {
-        add(import_ports(import, None));
+        let seen = match scope {
+            Some(member) => import.for_member(member),
+            None => Some(&**import),
+        };
+        if let Some(import) = seen {
+            add(import_ports(import, None));
+        }
     }
     if let Some(member) = proxy.member.as_deref() {
         for view in snapshot.services.values() {
@@ -234,6 +241,15 @@ fn host_ports(proxy: &ProxyInfo, snapshot: &ClusterSet) -> BTreeMap<String, Host
         }
     }
     out
+}
+
+/// The member whose view of scoped exports a proxy gets: its own, except at an east-west
+/// gateway, which forwards to its network's endpoints for whichever member the client is in.
+fn scope_of(proxy: &ProxyInfo) -> Option<&str> {
+    match proxy.gateway_port {
+        Some(_) => None,
+        None => proxy.member.as_deref(),
+    }
 }
 
 /// The service a `<svc>.<ns><zone>` host names.
@@ -253,7 +269,7 @@ fn host_port(proxy: &ProxyInfo, snapshot: &ClusterSet, cluster: &str) -> Option<
         }
     };
     let mut found = service_of(host, ".svc.clusterset.local")
-        .and_then(|key| snapshot.outcome.imports.get(&key))
+        .and_then(|key| snapshot.import_for(&key, scope_of(proxy)))
         .and_then(|import| import_ports(import, Some(port)).pop());
     if let Some(member) = proxy.member.as_deref() {
         let view = service_of(host, ".svc.cluster.local").and_then(|k| snapshot.services.get(&k));

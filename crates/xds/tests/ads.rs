@@ -90,6 +90,7 @@ fn snapshot(extra_west_endpoint: bool) -> Arc<ClusterSet> {
             policy: ExportPolicy {
                 default: ExportDefault::All,
                 cluster_local: vec![],
+                ..Default::default()
             },
             pools: vec!["241.0.0.0/16".parse().unwrap()],
         },

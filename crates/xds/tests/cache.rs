@@ -110,6 +110,7 @@ impl Set {
                 policy: ExportPolicy {
                     default: ExportDefault::All,
                     cluster_local: vec![],
+                    ..Default::default()
                 },
                 pools: vec!["241.0.0.0/16".parse().unwrap()],
             },

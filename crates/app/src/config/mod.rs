@@ -178,6 +178,11 @@ pub struct Member {
     pub network: Network,
     /// Configured id, used when it has no `cluster.clusterset.k8s.io` ClusterProperty.
     pub id: Option<String>,
+    /// Labels that `multicluster.bowline.io/export-to-selector` selects on.
+    pub labels: bowline_model::Labels,
+    /// A DNS listener that answers as this member sees the ClusterSet: scoped exports that do
+    /// not reach it are NXDOMAIN, and `cluster.local` is its own Services.
+    pub dns_listen: Option<SocketAddr>,
 }
 
 /// Where a member's objects come from.
@@ -515,6 +520,8 @@ struct RawMember {
     in_cluster: Option<bool>,
     network: Option<String>,
     id: Option<String>,
+    labels: Option<bowline_model::Labels>,
+    dns_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -522,6 +529,14 @@ struct RawMember {
 struct RawExport {
     default: Option<ExportDefault>,
     cluster_local: Option<Vec<String>>,
+    namespaces: Option<std::collections::BTreeMap<String, RawNamespaceExport>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNamespaceExport {
+    export_to: Option<Vec<String>>,
+    export_to_selector: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,7 +6,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bowline_model::{ClusterId, Network, cluster::validate_property_value};
+use bowline_model::{
+    ClusterId, Network,
+    cluster::validate_property_value,
+    scope::{ExportTo, Selector},
+};
 
 use super::{
     Config, ConfigError, ExportDefault, ExportPolicy, HostPattern, Listen, Member, MemberSource,
@@ -30,7 +34,11 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
         problems.add("clusterSet", e.replace("spec.value", "the name"));
     }
     let members = members(base, raw.members, &mut problems);
-    let export = export(raw.export, &mut problems);
+    let mut export = export(raw.export, &mut problems);
+    export.scope.member_labels = members
+        .iter()
+        .map(|m| (m.name.clone(), m.labels.clone()))
+        .collect();
     let pools = raw.cluster_set_ips.unwrap_or_else(|| {
         defaults::CLUSTER_SET_IPS
             .iter()
@@ -39,6 +47,18 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     });
     let cluster_set_ips = cidrs(&pools, &mut problems);
     let listen = listen(raw.listen, &mut problems);
+    let mut dns_listeners: HashMap<SocketAddr, String> =
+        HashMap::from([(listen.dns, "listen.dns".to_string())]);
+    for (i, m) in members.iter().enumerate() {
+        if let Some(addr) = m.dns_listen
+            && let Some(first) = dns_listeners.insert(addr, format!("members[{i}].dnsListen"))
+        {
+            problems.add(
+                format!("members[{i}].dnsListen"),
+                format!("{addr} is already {first}; each DNS listener needs its own address"),
+            );
+        }
+    }
     let data_dir = expand_home(
         base,
         raw.data_dir
@@ -296,9 +316,40 @@ fn export(raw: super::RawExport, problems: &mut Problems) -> ExportPolicy {
             problems.add(format!("export.clusterLocal[{i}]"), e);
         }
     }
+    let mut scope = bowline_model::scope::ScopeConfig::default();
+    for (namespace, ns) in raw.namespaces.unwrap_or_default() {
+        let at = |field: &str| format!("export.namespaces.{namespace}.{field}");
+        if bowline_model::names::validate_label(&namespace).is_err() {
+            problems.add(
+                format!("export.namespaces.{namespace}"),
+                format!("{namespace:?} is not a namespace name (RFC 1123 label)"),
+            );
+        }
+        let to = match (ns.export_to, ns.export_to_selector) {
+            (Some(ids), None) => ExportTo::members(&ids.join(",")).map_err(|e| (at("exportTo"), e)),
+            (None, Some(selector)) => Selector::parse(&selector)
+                .map(ExportTo::Selector)
+                .map_err(|e| (at("exportToSelector"), format!("{selector:?}: {e}"))),
+            (Some(_), Some(_)) => Err((
+                format!("export.namespaces.{namespace}"),
+                "set exportTo or exportToSelector, not both".into(),
+            )),
+            (None, None) => Err((
+                format!("export.namespaces.{namespace}"),
+                "set exportTo (member ids) or exportToSelector (a label selector over members' labels)".into(),
+            )),
+        };
+        match to {
+            Ok(to) => {
+                scope.namespaces.insert(namespace, to);
+            }
+            Err((field, message)) => problems.add(field, message),
+        }
+    }
     ExportPolicy {
         default: raw.default.unwrap_or(ExportDefault::All),
         cluster_local: patterns.into_iter().map(HostPattern::new).collect(),
+        scope,
     }
 }
 
@@ -492,12 +543,30 @@ fn members(base: &Path, raw: Vec<super::RawMember>, problems: &mut Problems) -> 
         if let Err(e) = label_value(&network) {
             problems.add(at("network"), e);
         }
+        let labels = m.labels.clone().unwrap_or_default();
+        for (key, value) in &labels {
+            if let Err(e) = bowline_model::scope::validate_label(key, value) {
+                problems.add(at(&format!("labels.{key}")), e);
+            }
+        }
+        let dns_listen = m.dns_listen.as_ref().and_then(|text| {
+            let parsed = text.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                problems.add(
+                    at("dnsListen"),
+                    format!("{text:?} is not an address:port such as 127.0.0.2:53"),
+                );
+            }
+            parsed
+        });
         if let Some(source) = source {
             out.push(Member {
                 name,
                 source,
                 network: Network::new(network),
                 id: m.id,
+                labels,
+                dns_listen,
             });
         }
     }

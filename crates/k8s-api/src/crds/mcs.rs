@@ -18,6 +18,11 @@ pub struct ServiceExportStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = conditions)]
     pub conditions: Option<Vec<Condition>>,
+    /// The clusters the service is exported to: an entry means the service is available
+    /// for that cluster. Informational only (kubernetes/enhancements#6329).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = clusters)]
+    pub clusters: Option<Vec<ClusterStatus>>,
 }
 
 /// A ServiceImport port (no targetPort, by design of the MCS API).
@@ -60,7 +65,8 @@ pub struct ServiceImportStatus {
 /// One entry of `status.clusters`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 pub struct ClusterStatus {
-    /// The exporting cluster's id (an RFC 1123 DNS label).
+    /// A cluster's id (an RFC 1123 DNS label): on a ServiceImport an exporting cluster, on
+    /// a ServiceExport one it is exported to.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
     pub cluster: Option<String>,
