@@ -38,6 +38,8 @@ pub struct Running {
     pub xds_tls_addr: SocketAddr,
     /// Where the DNS server listens (UDP and TCP).
     pub dns_addr: SocketAddr,
+    /// Where each member's own DNS listener is (`members[].dnsListen`), by member name.
+    pub member_dns_addrs: std::collections::BTreeMap<String, SocketAddr>,
     /// The registry.
     pub registry: Shared,
     shutdown: CancellationToken,
@@ -104,7 +106,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
     let (xds_addr, xds_tls_addr) = root
         .xds(listeners.xds, listeners.xds_tls, &registry)
         .await?;
-    let dns_addr = root.dns(listeners.dns).await?;
+    let (dns_addr, member_dns_addrs) = root.dns(listeners.dns).await?;
     let leadership = root.leader();
     root.pump(&registry);
     let mcs_metrics = root.mcs_metrics();
@@ -124,6 +126,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Runn
         xds_addr,
         xds_tls_addr,
         dns_addr,
+        member_dns_addrs,
         registry,
         shutdown: root.shutdown,
         tasks: root.tasks,
@@ -266,11 +269,12 @@ impl Root<'_> {
         Ok(addrs)
     }
 
-    /// The DNS server, its views and metrics; returns its address.
+    /// The DNS servers, their views and metrics; returns the shared listener's address and
+    /// each member listener's.
     async fn dns(
         &mut self,
         sockets: Option<(Vec<tokio::net::UdpSocket>, TcpListener)>,
-    ) -> anyhow::Result<SocketAddr> {
+    ) -> anyhow::Result<(SocketAddr, std::collections::BTreeMap<String, SocketAddr>)> {
         let config = self.config;
         let (udp, tcp) = match sockets {
             Some(sockets) => sockets,
@@ -306,14 +310,18 @@ impl Root<'_> {
             metrics.clone(),
             self.shutdown.clone(),
         );
-        self.member_dns(metrics).await?;
-        Ok(addr)
+        let members = self.member_dns(metrics).await?;
+        Ok((addr, members))
     }
 
     /// One DNS listener per member with `dnsListen`, answering as that member sees the
     /// ClusterSet.
-    async fn member_dns(&mut self, metrics: Arc<crate::dns::DnsMetrics>) -> anyhow::Result<()> {
+    async fn member_dns(
+        &mut self,
+        metrics: Arc<crate::dns::DnsMetrics>,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, SocketAddr>> {
         let config = self.config;
+        let mut addrs = std::collections::BTreeMap::new();
         for member in &config.members {
             let Some(listen) = member.dns_listen else {
                 continue;
@@ -322,6 +330,7 @@ impl Root<'_> {
             let (udp, tcp) = Listeners::bind_dns(listen).await.context(field)?;
             let addr = tcp.local_addr()?;
             tracing::info!(member = %member.name, "DNS for the member's clients on {addr}");
+            addrs.insert(member.name.clone(), addr);
             let (views, view) = watch::channel(Arc::new(bowline_dns::answer::View::default()));
             let audience = crate::dns::Audience::Member(member.name.clone());
             crate::dns::spawn_views(
@@ -342,7 +351,7 @@ impl Root<'_> {
                 self.shutdown.clone(),
             );
         }
-        Ok(())
+        Ok(addrs)
     }
 
     /// Leader election (always leading without `leaderElection`), its gauge and debug view.

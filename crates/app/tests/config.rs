@@ -140,9 +140,13 @@ members:
   - name: e
     manifests: ./clusters/east
     id: east-1
+    labels: {team: billing}
   - manifests: clusters/west
+    dnsListen: 127.0.0.2:53
 export:
   default: none
+  namespaces:
+    shop: {exportTo: [east-1, west]}
   clusterLocal: ["*.kube-system.svc.cluster.local", "db.prod.svc.cluster.local"]
 clusterSetIPs: [10.200.0.0/16]
 listen: {xds: "127.0.0.1:1", dns: "[::1]:2", admin: "127.0.0.1:3"}
@@ -153,6 +157,19 @@ dns: {ttl: 30s, clusterLocalMember: east-1}
 "#;
     let config = parse(dir.path(), text).unwrap();
     assert_eq!(config.members[0].name, "e");
+    assert_eq!(config.members[0].labels["team"], "billing");
+    assert_eq!(
+        config.export.scope.member_labels["e"]["team"], "billing",
+        "the selector reads members' labels"
+    );
+    assert_eq!(
+        config.export.scope.namespaces["shop"].to_string(),
+        "multicluster.bowline.io/export-to=\"east-1,west\""
+    );
+    assert_eq!(
+        config.members[1].dns_listen,
+        Some("127.0.0.2:53".parse().unwrap())
+    );
     assert_eq!(config.members[0].id.as_deref(), Some("east-1"));
     assert_eq!(config.export.default, ExportDefault::None);
     assert_eq!(config.member_sync_timeout, Duration::from_secs(300));
@@ -233,6 +250,36 @@ fn every_problem_is_named_with_file_and_field() {
         (
             "clusterSet: x\nmembers:\n- {inCluster: true, context: west}\n",
             &["members[0].context: only meaningful with `kubeconfig`"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, labels: {'team x': a}}\n",
+            &["members[0].labels.team x: \"team x\" is not a label key"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, dnsListen: here}\n",
+            &["members[0].dnsListen: \"here\" is not an address:port"],
+        ),
+        (
+            "clusterSet: x\nmembers:\n- {manifests: clusters/east, dnsListen: '127.0.0.1:53'}\nlisten: {dns: '127.0.0.1:53'}\n",
+            &["members[0].dnsListen: 127.0.0.1:53 is already listen.dns"],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nexport: {namespaces: {shop: {exportTo: [East]}}}\n",
+            &[
+                "export.namespaces.shop.exportTo: ",
+                "\"East\" cannot be a member id",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nexport: {namespaces: {shop: {exportToSelector: 'team in x'}}}\n",
+            &[
+                "export.namespaces.shop.exportToSelector: \"team in x\": ",
+                "parentheses",
+            ],
+        ),
+        (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nexport: {namespaces: {shop: {}}}\n",
+            &["export.namespaces.shop: set exportTo (member ids) or exportToSelector"],
         ),
         (
             "clusterSet: x\nmembers: [{manifests: clusters/east}]\nstaleEndpointTTL: soon\n",

@@ -549,3 +549,114 @@ fn a_peer_authentication_reshapes_only_its_members_inbound_listeners() {
     );
     assert!(!cache.touched(&sidecar, excepted.version, &west).shape);
 }
+
+/// The addresses of each assignment `proxy` gets (endpoints, or the gateway for them).
+fn assignment_addresses(
+    proxy: &ProxyInfo,
+    snapshot: &Arc<ClusterSet>,
+) -> BTreeMap<String, Vec<String>> {
+    use envoy_types::pb::envoy::config::{
+        core::v3::address::Address as Kind, endpoint::v3::ClusterLoadAssignment,
+        endpoint::v3::lb_endpoint::HostIdentifier,
+    };
+    use prost::Message;
+    let all = generate(type_url::ENDPOINT, proxy, snapshot, None);
+    all.into_iter()
+        .map(|(name, any)| {
+            let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+            let mut addresses: Vec<String> = cla
+                .endpoints
+                .iter()
+                .flat_map(|l| &l.lb_endpoints)
+                .filter_map(|e| match e.host_identifier.as_ref()? {
+                    HostIdentifier::Endpoint(e) => match e.address.as_ref()?.address.as_ref()? {
+                        Kind::SocketAddress(s) => Some(s.address.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            addresses.sort();
+            (name, addresses)
+        })
+        .collect()
+}
+
+/// Export scope: a proxy gets a clusterset service only when an export reaches its member,
+/// with the endpoints of the exports that do; moving a member in reshapes that member's
+/// proxies only, and the cache then equals generation from scratch.
+#[test]
+fn a_scoped_export_reaches_only_the_proxies_of_its_members() {
+    use bowline_model::scope::EXPORT_TO;
+    const SOLO: &str = "outbound|80||solo.demo.svc.clusterset.local";
+    let mut set = Set::new();
+    let cache = Cache::default();
+    let (east, west) = (proxy("envoy", "east"), proxy("envoy", "west"));
+    let first = set.snapshot();
+    ask_all(&cache, &east, &first);
+    ask_all(&cache, &west, &first);
+    assert_eq!(
+        assignment_addresses(&east, &first)[OTHER],
+        ["10.1.1.1", "192.0.2.20"],
+        "unscoped: east's own endpoint and west's through its gateway"
+    );
+
+    // West's `other` goes to west only; east's `solo` to east only.
+    let scoped_other = service("demo", "other")
+        .port("http", 80)
+        .annotation(EXPORT_TO, "west")
+        .build();
+    set.apply("west", vec![scoped_other]);
+    let solo = |to: &str| {
+        vec![
+            service("demo", "solo")
+                .port("http", 80)
+                .annotation(EXPORT_TO, to)
+                .build(),
+            slice("demo", "solo-e", "solo")
+                .port("http", 8080)
+                .endpoint(ep("10.1.2.1").pod("s"))
+                .build(),
+        ]
+    };
+    let second = set.apply("east", solo("east"));
+    let (for_east, for_west) = (
+        assignment_addresses(&east, &second),
+        assignment_addresses(&west, &second),
+    );
+    assert_eq!(
+        for_east[OTHER],
+        ["10.1.1.1"],
+        "west's export does not reach east"
+    );
+    assert_eq!(for_east[SOLO], ["10.1.2.1"]);
+    assert!(
+        !for_west.contains_key(SOLO),
+        "no cluster for west: {for_west:?}"
+    );
+    let clusters = |proxy: &ProxyInfo, snapshot: &Arc<ClusterSet>| -> BTreeSet<String> {
+        generate(type_url::CLUSTER, proxy, snapshot, None)
+            .into_keys()
+            .collect()
+    };
+    assert!(clusters(&east, &second).contains(SOLO));
+    assert!(!clusters(&west, &second).contains(SOLO));
+    assert!(cache.touched(&west, first.version, &second).shape);
+
+    // Moving west in reshapes west's proxies, not east's.
+    ask_all(&cache, &east, &second);
+    ask_all(&cache, &west, &second);
+    let third = set.apply("east", solo("east,west"));
+    assert!(cache.touched(&west, second.version, &third).shape);
+    assert!(!cache.touched(&east, second.version, &third).shape);
+    assert!(clusters(&west, &third).contains(SOLO));
+    for proxy in [&east, &west] {
+        for t in TYPES {
+            let cached = cache.get(t, proxy, &third, None);
+            let fresh = generate(t, proxy, &third, None);
+            let cached: BTreeMap<String, _> =
+                cached.iter().map(|(n, e)| (n.clone(), e.any())).collect();
+            assert_eq!(cached, fresh, "{t} for {proxy:?}");
+        }
+    }
+}

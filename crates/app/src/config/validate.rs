@@ -47,10 +47,13 @@ pub(super) fn validate(file: &Path, base: &Path, raw: Raw) -> Result<Config, Con
     });
     let cluster_set_ips = cidrs(&pools, &mut problems);
     let listen = listen(raw.listen, &mut problems);
-    let mut dns_listeners: HashMap<SocketAddr, String> =
-        HashMap::from([(listen.dns, "listen.dns".to_string())]);
+    let mut dns_listeners: HashMap<SocketAddr, String> = HashMap::new();
+    if listen.dns.port() != 0 {
+        dns_listeners.insert(listen.dns, "listen.dns".to_string());
+    }
     for (i, m) in members.iter().enumerate() {
-        if let Some(addr) = m.dns_listen
+        // Port 0 picks a free port for each.
+        if let Some(addr) = m.dns_listen.filter(|a| a.port() != 0)
             && let Some(first) = dns_listeners.insert(addr, format!("members[{i}].dnsListen"))
         {
             problems.add(
