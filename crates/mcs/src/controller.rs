@@ -120,7 +120,8 @@ pub struct ExportInfo {
     /// Where the export goes when something limits it (every member otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
-    /// The members its endpoints reach (empty when not exported).
+    /// The members its endpoints reach, when the export is scoped (empty otherwise: every
+    /// member when exported).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ClusterId>,
 }
@@ -923,7 +924,7 @@ impl Controller {
                     exported,
                     conditions,
                     scope: c.scope.clone(),
-                    consumers: match exported {
+                    consumers: match exported && c.scope.is_some() {
                         true => consumers.iter().map(|m| m.id.clone()).collect(),
                         false => Vec::new(),
                     },
