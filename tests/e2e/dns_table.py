@@ -19,9 +19,10 @@ Every row is also asked once over UDP without EDNS (glibc's and nslookup's way):
 must be at most 512 bytes and well formed, with the same answer; only its additional section
 may be a subset of the row's (RFC 1035 §4.2.1, RFC 2181 §9).
 
-The rows cover the records of the MCS DNS specification (the spec digest mcs-spec.md §3.1:
-rows 1-6 and the forbidden <clusterid>.<svc> name), CoreDNS's parsing and NXDOMAIN/NODATA
-rules (§3.2), and conformance specs 22, 23, 25, 26 and 27 (§5.4, §5.5), for IPv4-only,
+The rows cover the records of the MCS DNS specification (kubernetes-sigs/mcs-api
+docs/dns.md: the record table and the forbidden <clusterid>.<svc> name), CoreDNS's multicluster
+plugin's parsing and NXDOMAIN/NODATA rules, and the mcs-api conformance specs 22, 23, 25, 26
+and 27 (the DNS ones), for IPv4-only,
 IPv6-only and dual-stack services.
 
 A second Bowline instance runs with `dns: {clusterLocalMember: v4}` and must answer

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End to end: a VM joins the mesh with a real `bowline vm bundle` (issue #7).
+"""End to end: a VM joins the mesh with a real `bowline vm bundle`.
 
 Two manifest members on one network (net-west): east and west. west holds the WorkloadGroup
 `legacy` (with a probe) and the Service `legacy` selecting it. (Reaching a workload in another

@@ -177,13 +177,58 @@ pub struct TokenFlags {
 
 /// Issues a registration token and records its hash where the configuration keeps the token
 /// store (its data directory, or with `leaderElection` the Secret `bowline-vm-tokens`);
-/// returns the token.
-pub async fn token(flags: &TokenFlags) -> anyhow::Result<String> {
+/// returns the token and warnings. A group that no member holds is refused, naming the
+/// members searched; when some member could not be asked, the token is issued with a warning.
+pub async fn token(flags: &TokenFlags) -> anyhow::Result<(String, Vec<String>)> {
     let config = Config::load(&flags.config)?;
+    let warnings = group_somewhere(&config, &flags.group, &flags.namespace).await?;
     let (token, _) = StateStore::of(&config)
         .issue_token(&flags.group, &flags.namespace, flags.ttl, Timestamp::now())
         .await?;
-    Ok(token)
+    Ok((token, warnings))
+}
+
+/// Whether some member holds WorkloadGroup `namespace/name`: `Ok` with warnings for members
+/// that could not be asked, an error naming every member searched when none has it.
+async fn group_somewhere(
+    config: &Config,
+    name: &str,
+    namespace: &str,
+) -> anyhow::Result<Vec<String>> {
+    let (mut searched, mut unasked) = (Vec::new(), Vec::new());
+    for member in &config.members {
+        let found = match &member.source {
+            MemberSource::Manifests(_) => !find_group(config, name, namespace, Some(&member.name))
+                .await?
+                .is_empty(),
+            _ => match kube_group(member, name, namespace).await {
+                Ok(found) => found.is_some(),
+                Err(e) => {
+                    unasked.push(format!("{} ({e:#})", member.name));
+                    continue;
+                }
+            },
+        };
+        if found {
+            return Ok(Vec::new());
+        }
+        searched.push(member.name.as_str());
+    }
+    if unasked.is_empty() {
+        bail!(
+            "no WorkloadGroup {namespace}/{name} in any member (searched {}): a token for it could register no VM; create the group first (bowline vm group create --name {name} -n {namespace} ...), or check --group and -n",
+            searched.join(", ")
+        );
+    }
+    Ok(vec![format!(
+        "warning: WorkloadGroup {namespace}/{name} is in none of the members searched ({}), and {} could not be asked; the token is issued anyway",
+        if searched.is_empty() {
+            "none".to_string()
+        } else {
+            searched.join(", ")
+        },
+        unasked.join(", ")
+    )])
 }
 
 /// Flags of `bowline vm bundle`.

@@ -9,7 +9,7 @@ use bowline_source::ManifestMember;
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, debug, info_span};
+use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::{
     config::{Config, MemberSource},
@@ -151,6 +151,7 @@ fn spawn_pump(
                 }
             }
             count(&batch, &mut failing_since, &metrics);
+            batch.iter().for_each(log_event);
             let (changes, members) = {
                 let mut reg = registry.write();
                 let changes = reg.apply_all(batch);
@@ -177,6 +178,46 @@ fn spawn_pump(
             );
         }
     });
+}
+
+/// Logs what a member's event changes, at info: a listing's size, or the first few objects
+/// changed.
+fn log_event(event: &SourceEvent) {
+    let member = event.member.as_str();
+    match &event.body {
+        EventBody::Reset {
+            objects,
+            rejections,
+        } => info!(
+            member,
+            "listed {} objects ({} refused)",
+            objects.len(),
+            rejections.len()
+        ),
+        EventBody::Changes { changes, .. } if !changes.is_empty() => {
+            const SHOWN: usize = 3;
+            let mut named: Vec<String> = changes
+                .iter()
+                .take(SHOWN)
+                .map(|change| match change {
+                    bowline_model::Change::Apply(object) => {
+                        let meta = object.meta();
+                        let name = match meta.namespace.is_empty() {
+                            true => meta.name.to_string(),
+                            false => format!("{}/{}", meta.namespace, meta.name),
+                        };
+                        format!("{} {name} applied", object.kind())
+                    }
+                    bowline_model::Change::Delete(key) => format!("{key} deleted"),
+                })
+                .collect();
+            if changes.len() > SHOWN {
+                named.push(format!("{} more", changes.len() - SHOWN));
+            }
+            info!(member, "{}", named.join(", "));
+        }
+        _ => {}
+    }
 }
 
 /// Counts a batch's events and records since when each member's source has been failing.

@@ -1,4 +1,4 @@
-//! Cluster ids from the names of KEP-2149's earlier text (issue #16): the ClusterProperty
+//! Cluster ids from the names of KEP-2149's earlier text: the ClusterProperty
 //! `id.k8s.io` and Open Cluster Management's ClusterClaim `id.k8s.io` give a member its id
 //! after `cluster.clusterset.k8s.io`, in manifest and in Kubernetes members; when the sources
 //! disagree the first wins and the member's status names them.

@@ -286,6 +286,13 @@ fn every_problem_is_named_with_file_and_field() {
             &["staleEndpointTTL", "is not a duration"],
         ),
         (
+            "clusterSet: x\nmembers: [{manifests: clusters/east}]\nwatch: {debounce: 50}\n",
+            &[
+                "watch",
+                "50 is a bare number; a duration needs its unit, such as 50ms or 50s",
+            ],
+        ),
+        (
             "clusterSet: x\nmembers:\n- {manifests: clusters/east, kubeconfig: k}\n",
             &["members[0]: only one of `manifests`, `kubeconfig` and `inCluster` may be set"],
         ),

@@ -1,4 +1,4 @@
-//! Export scope end to end (issue #16, part 1): two manifest members and a Kubernetes member.
+//! Export scope end to end: two manifest members and a Kubernetes member.
 //! `a` exports `cart` to `b` with the ServiceExport's annotation; `c` auto-exports `pay` to
 //! the members labelled `team=billing` with the Service's annotation. The objects written,
 //! the ServiceExport status (`status.clusters`, `Ready`), the shared and per-member DNS

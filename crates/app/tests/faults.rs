@@ -1,4 +1,4 @@
-//! Faults a member's source recovers from without a restart (issue #14): what was lost while
+//! Faults a member's source recovers from without a restart: what was lost while
 //! it failed must all come back, and Bowline must not make the failure worse by writing.
 
 use std::{fs, path::Path, time::Duration};

@@ -1,4 +1,4 @@
-//! End-to-end benchmark of the release binary (issue #13): generated members served as
+//! End-to-end benchmark of the release binary: generated members served as
 //! manifest directories or by in-process fake API servers, `bowline run` spawned on them, N
 //! ADS streams subscribed to one clusterset cluster, and the time from a change in one member
 //! to the new ClusterLoadAssignment on every stream.

@@ -102,6 +102,10 @@ enum Command {
         /// xDS-over-TLS listen address (default: the demo's `listen.xdsTls`, [::]:15012).
         #[arg(long)]
         xds_tls: Option<SocketAddr>,
+        /// With --dir: write the demo's files afresh, replacing edits made there (without it,
+        /// a directory holding a bowline.yaml is used as it is).
+        #[arg(long, requires = "dir")]
+        reset: bool,
     },
 }
 
@@ -246,7 +250,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             xds,
             dns,
             xds_tls,
-        } => demo(dir, admin, xds, dns, xds_tls).await,
+            reset,
+        } => demo(dir, (admin, xds, dns, xds_tls), reset).await,
         Command::Vm { command } => vm(command).await,
         Command::Agent { config } => agent(config).await,
         Command::Member { command } => member_command(command).await,
@@ -258,8 +263,14 @@ async fn vm(command: VmCommand) -> anyhow::Result<ExitCode> {
     match command {
         VmCommand::Group {
             command: VmGroupCommand::Create(flags),
-        } => print!("{}", onboarding::group_yaml(&flags)?),
-        VmCommand::Token(flags) => println!("{}", onboarding::token(&flags).await?),
+        } => print_out(&onboarding::group_yaml(&flags)?, "the WorkloadGroup")?,
+        VmCommand::Token(flags) => {
+            let (token, warnings) = onboarding::token(&flags).await?;
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            print_out(&format!("{token}\n"), "the token")?;
+        }
         VmCommand::Bundle(flags) => {
             let (files, warnings) = onboarding::bundle(&flags).await?;
             for w in warnings {
@@ -333,21 +344,13 @@ async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
 fn install(opts: InstallOptions) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(opts.replicas >= 1, "--replicas must be at least 1");
     let yaml = bowline_kube::install::render_yaml(&bowline_kube::install::manifests(&opts))?;
-    use std::io::Write;
-    std::io::stdout()
-        .lock()
-        .write_all(yaml.as_bytes())
-        .context("cannot write the manifests to stdout")?;
+    print_out(&yaml, "the manifests")?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn member_kubeconfig(opts: MemberKubeconfigOptions) -> anyhow::Result<ExitCode> {
     let printed = member::member_kubeconfig(&opts).await?;
-    use std::io::Write;
-    std::io::stdout()
-        .lock()
-        .write_all(printed.yaml.as_bytes())
-        .context("cannot write the kubeconfig to stdout")?;
+    print_out(&printed.yaml, "the kubeconfig")?;
     for warning in &printed.warnings {
         eprintln!("warning: {warning}");
     }
@@ -359,12 +362,17 @@ async fn member_kubeconfig(opts: MemberKubeconfigOptions) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+type DemoAddresses = (
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+);
+
 async fn demo(
     dir: Option<PathBuf>,
-    admin: Option<SocketAddr>,
-    xds: Option<SocketAddr>,
-    dns: Option<SocketAddr>,
-    xds_tls: Option<SocketAddr>,
+    (admin, xds, dns, xds_tls): DemoAddresses,
+    reset: bool,
 ) -> anyhow::Result<ExitCode> {
     let temp;
     let root = match dir {
@@ -374,8 +382,14 @@ async fn demo(
             temp.path().to_path_buf()
         }
     };
-    bowline_app::demo::write_to(&root)
+    let prepared = bowline_app::demo::prepare(&root, reset)
         .with_context(|| format!("cannot write the demo to {}", root.display()))?;
+    if prepared == bowline_app::demo::Prepared::Kept {
+        say(&format!(
+            "using the demo files already in {} (with your edits); --reset writes them afresh\n",
+            root.display()
+        ));
+    }
     let config = Config::load(&root.join("bowline.yaml"))?;
     let address = admin.unwrap_or(config.listen.admin);
     let admin = TcpListener::bind(address).await.with_context(|| {
@@ -435,6 +449,17 @@ async fn demo(
     wait_for_signal(&running).await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes what a command prints to stdout. A reader that stopped early (`| head`) is not an
+/// error: Unix tools end quietly then (Rust ignores SIGPIPE, so the write says EPIPE).
+fn print_out(text: &str, what: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.with_context(|| format!("cannot write {what} to stdout")),
+    }
 }
 
 /// Tells the user something on stdout. A closed stdout must not stop a running control plane,

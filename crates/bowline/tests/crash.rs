@@ -1,4 +1,4 @@
-//! The release binary killed (`kill -9`) under a steady edit load, then restarted (issue #14):
+//! The release binary killed (`kill -9`) under a steady edit load, then restarted:
 //! once the edits are undone and it has resynced, it writes the same ServiceImports with the
 //! same ClusterSetIPs and serves the same DNS and xDS answers as before the load, and nothing
 //! under any member's `.bowline/` is partial or corrupt, at the kill or after.

@@ -70,3 +70,24 @@ fn refuses_zero_replicas() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
+
+/// `bowline install | head`: a reader that stops early ends the command quietly, with
+/// success, as Unix tools do (not "Broken pipe" and exit 1).
+#[test]
+fn a_reader_that_stops_early_ends_it_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .arg("install")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"apiVersion"));
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -1,4 +1,4 @@
-//! The release binary under a client holding idle connections (issue #14): with the
+//! The release binary under a client holding idle connections: with the
 //! open-files limit at 160, more idle connections than each listener allows are held on
 //! every TCP listener (together more than the descriptors the process has). Meanwhile the
 //! admin server answers, DNS over UDP answers, a manifest edit reaches the registry, and a

@@ -1,4 +1,4 @@
-//! A member's `.bowline/` made read-only while the release binary runs (issue #14): the
+//! A member's `.bowline/` made read-only while the release binary runs: the
 //! failed writes are reported, nothing crashes, the other members are written as usual, and
 //! once it is writable again the writes catch up.
 

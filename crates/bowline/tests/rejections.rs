@@ -1,4 +1,4 @@
-//! 100,000 refused objects in one file of each of two members (issue #14): a later edit makes
+//! 100,000 refused objects in one file of each of two members: a later edit makes
 //! both members rescan and diff their refusals. That work stays off the async workers and
 //! linear in the refusals, so while it runs the admin server and DNS keep answering, and
 //! the edit is served.

@@ -167,14 +167,14 @@ fn token_prints_only_the_token_and_stores_its_hash() {
     let dir = setup();
     let (ok, stdout, stderr) = bowline(
         dir.path(),
-        &["token", "--group", "web", "-n", "shop", "--ttl", "30m"],
+        &["token", "--group", "legacy", "-n", "demo", "--ttl", "30m"],
     );
     assert!(ok, "{stderr}");
     let token = stdout.strip_suffix('\n').unwrap();
     let store = TokenStore::open(&dir.path().join(".bowline-data"));
     assert_eq!(
         store.verify(token, jiff::Timestamp::now()).unwrap().group,
-        "web"
+        "legacy"
     );
     let stored = fs::read_to_string(store.path().unwrap()).unwrap();
     assert!(!stored.contains(token.rsplit('.').next().unwrap()));
@@ -190,6 +190,11 @@ fn refusals_name_the_object() {
         assert!(!ok, "{args:?} succeeded");
         stderr
     };
+    let err = refused(&["token", "--group", "nosuch", "-n", "demo"]);
+    assert!(
+        err.contains("no WorkloadGroup demo/nosuch in any member (searched east, west)"),
+        "{err}"
+    );
     let err = refused(&["bundle", "--group", "nope", "-n", "demo", "-o", out]);
     assert!(
         err.contains("no WorkloadGroup demo/nope in the manifest members"),
@@ -346,7 +351,7 @@ async fn on_kubernetes_the_bundle_reads_the_group_and_the_secrets() {
     );
 
     // `bowline vm token` adds its record beside the bundle's.
-    let (ok, stdout, stderr) = run(["token", "--group", "web", "-n", "shop"]
+    let (ok, stdout, stderr) = run(["token", "--group", "legacy", "-n", "demo"]
         .map(String::from)
         .to_vec())
     .await
@@ -361,7 +366,7 @@ async fn on_kubernetes_the_bundle_reads_the_group_and_the_secrets() {
             .verify(stdout.trim(), jiff::Timestamp::now())
             .unwrap()
             .group,
-        "web"
+        "legacy"
     );
 
     // Without a ClusterProperty, the kube-system Namespace UID is the cluster id.

@@ -1,6 +1,6 @@
 //! CustomResourceDefinitions written through the API: checked as kube-apiserver checks them
 //! when one is created or updated, then served. The checks are the ones a real server proved
-//! the fake too lenient on (issue #16):
+//! the fake too lenient on:
 //!
 //! - groups under `k8s.io` and `kubernetes.io` need the `api-approved.kubernetes.io`
 //!   annotation (a URL, or a value starting with `unapproved`);

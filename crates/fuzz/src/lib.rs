@@ -47,7 +47,7 @@ pub fn target(name: &str) -> Option<Target> {
 }
 
 /// The longest message a refusal may carry: echoed values are capped, so a refusal says what
-/// is wrong without repeating a huge input (issue #14).
+/// is wrong without repeating a huge input.
 const MAX_MESSAGE: usize = 16 * 1024;
 
 /// A manifest file, as the manifest source reads it: non-UTF-8 files are refused before

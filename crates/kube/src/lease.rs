@@ -156,7 +156,7 @@ impl Elector {
                 if next.leading {
                     info!(lease = %next.lease, identity = %next.identity, "leading: this replica writes");
                 } else {
-                    warn!(lease = %next.lease, identity = %next.identity, holder = ?next.holder, "not leading: this replica stops writing");
+                    warn!(lease = %next.lease, identity = %next.identity, holder = next.holder.as_deref().unwrap_or("-"), "not leading: this replica stops writing");
                 }
             }
             *current = next;

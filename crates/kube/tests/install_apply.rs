@@ -1,6 +1,6 @@
 //! `bowline install` applied to the fake API server, which checks CustomResourceDefinitions as
-//! kube-apiserver does (issue #16: a real v1.32 server refused the ClusterProperty CRD the
-//! fake had let through): every document applies, and what the CRDs define is then served.
+//! kube-apiserver does (a real v1.32 server refused the ClusterProperty CRD the fake had let
+//! through): every document applies, and what the CRDs define is then served.
 
 use bowline_kube::install::{InstallOptions, manifests};
 use kube::{

@@ -225,7 +225,7 @@ impl Registry {
                     changes.members |= member.source_error.take().is_some();
                 }
                 EventBody::SourceError(message) => {
-                    warn!(member = %member.config.name, cluster = ?member.admission.id(), "source failing, last known objects kept: {message}");
+                    warn!(member = %member.config.name, cluster = member.admission.id().map_or("-", |id| id.as_str()), "source failing, last known objects kept: {message}");
                     member.source_error = Some(message);
                     changes.members = true;
                 }
@@ -240,7 +240,7 @@ impl Registry {
                 }
                 EventBody::Withdraw => {
                     if !member.withdrawn {
-                        warn!(member = %member.config.name, cluster = ?member.admission.id(), "member unreachable for longer than staleEndpointTTL: its endpoints are withdrawn until it is listed again");
+                        warn!(member = %member.config.name, cluster = member.admission.id().map_or("-", |id| id.as_str()), "member unreachable for longer than staleEndpointTTL: its endpoints are withdrawn until it is listed again");
                         member.withdrawn = true;
                         keys.extend(member.derived.keys().cloned());
                         changes.members = true;

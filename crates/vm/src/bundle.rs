@@ -1,6 +1,6 @@
 //! What a VM needs to join: the files `bowline vm bundle` writes, rendered from a
 //! WorkloadGroup as `istioctl x workload entry configure` renders them
-//! (`istio-behaviour.md` §4.5), with Bowline's discovery address, root certificate and a
+//! (Istio's "Virtual Machine Installation" guide), with Bowline's discovery address, root certificate and a
 //! registration token.
 
 use std::{

@@ -1,5 +1,5 @@
-//! The life of auto-registered WorkloadEntries (Istio's `pilot/pkg/autoregistration`,
-//! digested in `istio-behaviour.md` §4.2–4.3), as a level-triggered state machine with the
+//! The life of auto-registered WorkloadEntries (Istio's `pilot/pkg/autoregistration`, and its
+//! health checks from `HealthInformation` reports), as a level-triggered state machine with the
 //! time given by the caller.
 //!
 //! A [`Registrar`] knows the proxies connected to this Bowline instance; [`Registrar::reconcile`]

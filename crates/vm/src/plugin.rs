@@ -1,7 +1,7 @@
 //! A plug-in CA in Istio's `cacerts` layout: Bowline signs with an intermediate certificate
 //! and key the user brings, and hands out the user's root, so that several Bowline installs,
-//! or Bowline and an Istio mesh, trust one root (`istio-behaviour.md`, "plug in CA
-//! certificates"). Four files (or keys of one Secret):
+//! or Bowline and an Istio mesh, trust one root (Istio's "Plug in CA Certificates" task).
+//! Four files (or keys of one Secret):
 //!
 //! - [`CA_CERT`]: the signing certificate, a CA certificate;
 //! - [`CA_KEY`]: its private key;

@@ -1,5 +1,4 @@
-//! The WorkloadEntry of an auto-registering VM (Istio's `pilot/pkg/autoregistration`, digested
-//! in `istio-behaviour.md` §4.2): named after its group, first address and network, built from
+//! The WorkloadEntry of an auto-registering VM (Istio's `pilot/pkg/autoregistration`): named after its group, first address and network, built from
 //! the group's template, labelled template < group metadata < proxy labels, annotated with the
 //! group, the controlling Bowline and the connection time, and owned by the group.
 

@@ -1,5 +1,5 @@
 //! Workload certificates: a proxy's CSR signed for the identity its caller proved, as
-//! Istio's CA does for `CreateCertificate` (`istio-behaviour.md`). The certificate names that
+//! Istio's CA does for `CreateCertificate` (`security/pkg/server/ca`). The certificate names that
 //! identity only, as the URI SAN `spiffe://<trust domain>/ns/<namespace>/sa/<account>`; a CSR
 //! asking for anything else is refused, naming the identity. The key stays with the proxy.
 

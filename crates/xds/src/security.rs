@@ -1,5 +1,5 @@
 //! Istio mutual TLS between proxies, as Istio's sidecars and east-west gateways expect it
-//! (`istio-behaviour.md`, "Security across networks"):
+//! (Istio's multi-network mesh: mTLS end to end, SNI passthrough at the east-west gateway):
 //!
 //! - a client sidecar's cluster selects, by the endpoint metadata
 //!   `envoy.transport_socket_match: {tlsMode: istio}`, an upstream TLS context with the

@@ -332,7 +332,7 @@ impl Stream_ {
             })?;
             caller.accepted = true;
         }
-        info!(member = ?proxy.member, network = %proxy.network, kind = ?proxy.kind, ?peer, protocol, "proxy connected");
+        info!(member = proxy.member.as_deref().unwrap_or("-"), network = %proxy.network, kind = ?proxy.kind, ?peer, protocol, "proxy connected");
         let held = self.held.clone();
         self.connections
             .connect(self.id, proxy.clone(), protocol, held);

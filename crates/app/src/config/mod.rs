@@ -565,8 +565,21 @@ struct RawWatch {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let Some(text) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
+    /// A duration as written: text with a unit, or a bare number (refused with a hint).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    let text = match Option::<Written>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Written::Text(text)) => text,
+        Some(Written::Number(n)) => {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is a bare number; a duration needs its unit, such as {n}ms or {n}s"
+            )));
+        }
     };
     humantime::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!(
