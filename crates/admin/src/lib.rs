@@ -328,7 +328,9 @@ fn member_import(
     let seen = import.and_then(|i| i.for_member(m.id.as_str()));
     let has_namespace = m.namespaces.contains_key(&key.namespace);
     let why = match (import, seen) {
-        (None, _) => format!("no member exports {key} (see exports for each member's decision)"),
+        (None, _) => {
+            format!("no valid export of {key} (see exports: each member's decision and conditions)")
+        }
         (Some(_), None) => {
             let exports = snapshot.exports().get(key);
             let scoped: Vec<String> = exports

@@ -67,6 +67,44 @@ pub fn controller(config: &Config) -> Controller {
     )
 }
 
+/// What the MCS controller would report on the members' ServiceExports, as `bowline
+/// validate` prints it: every export that is not valid (no Service, an ExternalName,
+/// cluster-local, a scope naming no member) and every conflict (ports, type, IP families...),
+/// one line each, naming the member, the ServiceExport, the condition and its message. These
+/// are states the MCS API allows (the export waits, the oldest definition wins), so they are
+/// warnings; the registry's refusals are the errors. Nothing in consumer mode.
+pub fn export_findings(config: &Config, registry: &Registry) -> Vec<String> {
+    if config.mcs.mode == crate::config::McsMode::Consumer {
+        return Vec::new();
+    }
+    let snapshot = bowline_mcs::Snapshot::from_registry(registry);
+    let outcome = controller(config).reconcile(&snapshot, jiff::Timestamp::now());
+    let mut out = Vec::new();
+    for (key, exports) in &outcome.exports {
+        // A conflict is reported on every constituent: once, naming them all.
+        let mut found: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (id, info) in exports.iter() {
+            for c in &info.conditions {
+                let finding = match (c.type_.as_str(), c.status.as_str()) {
+                    ("Valid", "False") => "not exported",
+                    ("Conflict", "True") => "conflict",
+                    _ => continue,
+                };
+                let line = format!("{finding} ({} {}): {}", c.type_, c.reason, c.message);
+                found.entry(line).or_default().push(id.as_str());
+            }
+        }
+        for (line, members) in found {
+            let whose = match members.as_slice() {
+                [one] => format!("member {one}"),
+                many => format!("members {}", many.join(", ")),
+            };
+            out.push(format!("{whose}: ServiceExport {key}: {line}"));
+        }
+    }
+    out
+}
+
 /// The demo ClusterSet written into `dir`, its configuration and every member read.
 pub fn demo(dir: &std::path::Path) -> std::io::Result<(Config, Registry)> {
     crate::demo::write_to(dir)?;

@@ -180,44 +180,35 @@ fn spawn_pump(
     });
 }
 
-/// Logs what a member's event changes, at info: a listing's size, or the first few objects
-/// changed.
+/// Logs, at info, the first few objects a member's event changes (a listing's size is
+/// logged by its source).
 fn log_event(event: &SourceEvent) {
-    let member = event.member.as_str();
-    match &event.body {
-        EventBody::Reset {
-            objects,
-            rejections,
-        } => info!(
-            member,
-            "listed {} objects ({} refused)",
-            objects.len(),
-            rejections.len()
-        ),
-        EventBody::Changes { changes, .. } if !changes.is_empty() => {
-            const SHOWN: usize = 3;
-            let mut named: Vec<String> = changes
-                .iter()
-                .take(SHOWN)
-                .map(|change| match change {
-                    bowline_model::Change::Apply(object) => {
-                        let meta = object.meta();
-                        let name = match meta.namespace.is_empty() {
-                            true => meta.name.to_string(),
-                            false => format!("{}/{}", meta.namespace, meta.name),
-                        };
-                        format!("{} {name} applied", object.kind())
-                    }
-                    bowline_model::Change::Delete(key) => format!("{key} deleted"),
-                })
-                .collect();
-            if changes.len() > SHOWN {
-                named.push(format!("{} more", changes.len() - SHOWN));
-            }
-            info!(member, "{}", named.join(", "));
-        }
-        _ => {}
+    let EventBody::Changes { changes, .. } = &event.body else {
+        return;
+    };
+    if changes.is_empty() {
+        return;
     }
+    const SHOWN: usize = 3;
+    let mut named: Vec<String> = changes
+        .iter()
+        .take(SHOWN)
+        .map(|change| match change {
+            bowline_model::Change::Apply(object) => {
+                let meta = object.meta();
+                let name = match meta.namespace.is_empty() {
+                    true => meta.name.to_string(),
+                    false => format!("{}/{}", meta.namespace, meta.name),
+                };
+                format!("{} {name} applied", object.kind())
+            }
+            bowline_model::Change::Delete(key) => format!("{key} deleted"),
+        })
+        .collect();
+    if changes.len() > SHOWN {
+        named.push(format!("{} more", changes.len() - SHOWN));
+    }
+    info!(member = %event.member, "{}", named.join(", "));
 }
 
 /// Counts a batch's events and records since when each member's source has been failing.

@@ -395,6 +395,39 @@ fn all_problems_are_reported_at_once() {
     assert_eq!(err.problems.len(), 4, "{err}");
 }
 
+/// Fields that do not parse (an unknown field, a wrong type, a bad enum) are all reported in
+/// one run, beside the rules the rest breaks; a value that did not parse is not reported again
+/// as missing.
+#[test]
+fn every_parse_problem_is_reported_in_one_run() {
+    let dir = setup();
+    let text = "clusterSet: 5\nmembers:\n- {manifests: clusters/east, netwrk: a}\n- {manifests: clusters/west, id: X}\nwatch: {debounce: 50}\nmcs: {mode: producer}\nlisten: {dns: 7, nope: 1}\nclusterSetIPs: [1.2.3.4/8]\n";
+    let err = parse(dir.path(), text).unwrap_err();
+    let fields: Vec<&str> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    for (field, needle) in [
+        ("clusterSet", "invalid type"),
+        ("members[0].netwrk", "unknown field `netwrk`"),
+        ("watch.debounce", "a duration needs its unit"),
+        ("mcs.mode", "unknown variant `producer`"),
+        ("listen.nope", "unknown field `nope`"),
+        ("listen.dns", "invalid type"),
+        ("members[1].id", "cluster id \"X\""),
+        ("clusterSetIPs[0]", "host bits"),
+    ] {
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.field == field && p.message.contains(needle)),
+            "{field}: {needle} in {err}"
+        );
+    }
+    assert_eq!(
+        fields.iter().filter(|f| **f == "clusterSet").count(),
+        1,
+        "a clusterSet that did not parse is not also missing: {err}"
+    );
+}
+
 #[test]
 fn the_demo_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();

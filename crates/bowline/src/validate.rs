@@ -51,10 +51,18 @@ pub fn validate(file: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let warnings = bowline_app::offline::export_findings(&config, &registry);
+    for warning in &warnings {
+        println!("warning: {warning}");
+    }
+    let warned = match warnings.len() {
+        0 => String::new(),
+        n => format!(", {n} warning(s)"),
+    };
     if problems > 0 {
-        println!("{problems} problem(s)");
+        println!("{problems} problem(s){warned}");
         return Ok(ExitCode::FAILURE);
     }
-    println!("{}: ok", config.file.display());
+    println!("{}: ok{warned}", config.file.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -619,12 +619,107 @@ impl Config {
         } else {
             value
         };
-        let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
-            let field = e.path().to_string();
-            let field = if field == "." { String::new() } else { field };
-            error(field, e.into_inner().to_string())
-        })?;
+        // Every field that does not parse is reported, not only the first: each one found is
+        // taken out and the rest parsed again.
+        let mut value = value;
+        let (mut problems, mut dropped) = (Vec::new(), Vec::new());
+        let raw: Raw = loop {
+            match serde_path_to_error::deserialize::<_, Raw>(value.clone()) {
+                Ok(raw) => break raw,
+                Err(e) => {
+                    let field = e.path().to_string();
+                    let field = if field == "." { String::new() } else { field };
+                    let message = e.inner().to_string();
+                    let segments: Vec<_> = e.path().iter().cloned().collect();
+                    problems.push(Problem::new(field.clone(), message.clone()));
+                    match take_out(&mut value, &segments, &message) {
+                        Some(true) => dropped.push(field),
+                        Some(false) => {}
+                        None => {
+                            return Err(ConfigError {
+                                file: file.to_path_buf(),
+                                problems,
+                            });
+                        }
+                    }
+                    if problems.len() >= 100 {
+                        return Err(ConfigError {
+                            file: file.to_path_buf(),
+                            problems,
+                        });
+                    }
+                }
+            }
+        };
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate::validate(file, &base, raw)
+        match validate::validate(file, &base, raw) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError {
+                file: file.to_path_buf(),
+                problems,
+            }),
+            Err(e) => {
+                // A value taken out is reported once, not again as missing.
+                let follows = |p: &Problem| {
+                    dropped.iter().any(|d| {
+                        p.field.strip_prefix(d.as_str()).is_some_and(|rest| {
+                            rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+                        })
+                    })
+                };
+                problems.extend(e.problems.into_iter().filter(|p| !follows(p)));
+                Err(ConfigError {
+                    file: file.to_path_buf(),
+                    problems,
+                })
+            }
+        }
     }
+}
+
+/// Takes out of `value` what a parse error at `path` is about, so that the rest can be parsed
+/// and checked: an unknown field (`Some(false)`: the object stays), or the value itself, or
+/// the whole list holding it (`Some(true)`). `None` when it cannot be found.
+fn take_out(
+    value: &mut serde_json::Value,
+    path: &[serde_path_to_error::Segment],
+    message: &str,
+) -> Option<bool> {
+    use serde_path_to_error::Segment;
+    fn descend<'a>(
+        mut at: &'a mut serde_json::Value,
+        path: &[Segment],
+    ) -> Option<&'a mut serde_json::Value> {
+        for segment in path {
+            at = match segment {
+                Segment::Map { key } => at.get_mut(key.as_str())?,
+                Segment::Seq { index } => at.get_mut(*index)?,
+                _ => return None,
+            };
+        }
+        Some(at)
+    }
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field.to_string());
+    if let Some(field) = unknown {
+        // The path names the unknown field itself, or (inside a list) its object.
+        let path = match path.split_last() {
+            Some((Segment::Map { key }, parent)) if *key == field => parent,
+            _ => path,
+        };
+        let object = descend(value, path)?.as_object_mut()?;
+        return object.remove(&field).map(|_| false);
+    }
+    // A list element's problem takes out the whole list (numbering the rest would shift).
+    let path = match path.iter().position(|s| matches!(s, Segment::Seq { .. })) {
+        Some(i) => &path[..i],
+        None => path,
+    };
+    let (Segment::Map { key }, parent) = path.split_last()? else {
+        return None;
+    };
+    let object = descend(value, parent)?.as_object_mut()?;
+    object.remove(key).map(|_| true)
 }
