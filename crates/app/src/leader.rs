@@ -19,6 +19,15 @@ fn identity() -> String {
     )
 }
 
+/// This replica's name: `leaderElection.identity`, else [`identity`]'s.
+pub(crate) fn replica_identity(config: &Config) -> String {
+    config
+        .leader_election
+        .as_ref()
+        .and_then(|e| e.identity.clone())
+        .unwrap_or_else(identity)
+}
+
 /// Starts campaigning (or declares this replica the leader) and keeps `gauge` at 1 while
 /// leading.
 pub(crate) fn spawn_leader(

@@ -7,6 +7,7 @@ pub mod ca_api;
 pub mod config;
 pub mod demo;
 mod dns;
+pub mod inspect;
 mod leader;
 mod listeners;
 mod mcs;

@@ -258,7 +258,12 @@ impl Root<'_> {
             }
             crate::xds::spawn_server(&mut self.tasks, listener, routes, origin, tls, shutdown);
         }
-        self.views.extend(crate::xds::debug_views(&connections));
+        let replica = crate::leader::replica_identity(self.config);
+        self.views.extend(crate::xds::debug_views(
+            &connections,
+            self.snapshot.clone(),
+            replica,
+        ));
         let hosts = self.snapshot.clone();
         self.views.insert(
             "hosts",

@@ -17,7 +17,7 @@ use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
-use tokio::task::JoinSet;
+use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -63,10 +63,18 @@ pub(crate) fn tls_identity(ca: &RootCa, addr: SocketAddr) -> anyhow::Result<TlsI
 /// was last sent).
 pub(crate) fn debug_views(
     connections: &Connections,
+    snapshots: watch::Receiver<Arc<bowline_views::ClusterSet>>,
+    replica: String,
 ) -> std::collections::BTreeMap<&'static str, bowline_admin::DebugView> {
     let listed = connections.clone();
-    let connections_view: bowline_admin::DebugView =
-        Arc::new(move |_| serde_json::to_value(listed.list()).map_err(|e| e.to_string()));
+    let connections_view: bowline_admin::DebugView = Arc::new(move |_| {
+        let mut list = serde_json::to_value(listed.list()).map_err(|e| e.to_string())?;
+        // Which replica serves each stream (`bowline proxy-status` shows it).
+        for connection in list.as_array_mut().into_iter().flatten() {
+            connection["replica"] = serde_json::Value::from(replica.as_str());
+        }
+        Ok(list)
+    });
     let listed = connections.clone();
     let dump_view: bowline_admin::DebugView = Arc::new(move |query| {
         let node = query
@@ -75,7 +83,14 @@ pub(crate) fn debug_views(
         let connection = listed.list().into_iter().find(|c| &c.proxy.id == node);
         let connection =
             connection.ok_or_else(|| format!("no proxy with node id {node:?} is connected"))?;
-        Ok(bowline_xds::dump::sent_dump(&connection))
+        // `now`: what it would be sent now, for what it subscribes to.
+        match query.get("now").map(String::as_str) {
+            Some("true") => Ok(bowline_xds::dump::fresh_dump(
+                &connection,
+                &snapshots.borrow().clone(),
+            )),
+            _ => Ok(bowline_xds::dump::sent_dump(&connection)),
+        }
     });
     [
         ("connections", connections_view),

@@ -74,6 +74,23 @@ enum Command {
         #[arg(long, short, default_value = "agent.yaml")]
         config: PathBuf,
     },
+    /// The proxies connected to a running Bowline and whether each is in sync, per xDS type:
+    /// SYNCED (it ACKed what was last sent), NOT SENT, STALE (sent, not yet ACKed) or NACKED
+    /// (its error is printed). With a node id: what that proxy was sent against what it
+    /// would be sent now, resource by resource.
+    ///
+    /// Asks the admin server's /debug/connections and /debug/config_dump (listen.adminDebug
+    /// decides who may; by default callers on loopback). It lists the proxies of the replica
+    /// asked.
+    ///
+    /// Example: bowline proxy-status; bowline proxy-status sidecar~10.1.0.5~web.shop
+    ProxyStatus {
+        /// A connected proxy's node id: diff what it was sent against what it would get now.
+        node: Option<String>,
+        /// The admin server (listen.admin).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        admin: String,
+    },
     /// Prepare clusters to be members of a Bowline running elsewhere.
     Member {
         #[command(subcommand)]
@@ -212,6 +229,7 @@ fn init_logging(command: &Command) {
             | Command::Install { .. }
             | Command::Member { .. }
             | Command::Vm { .. }
+            | Command::ProxyStatus { .. }
     ) {
         "warn"
     } else {
@@ -255,6 +273,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Vm { command } => vm(command).await,
         Command::Agent { config } => agent(config).await,
         Command::Member { command } => member_command(command).await,
+        Command::ProxyStatus { node, admin } => proxy_status(node, admin).await,
     }
 }
 
@@ -280,6 +299,47 @@ async fn vm(command: VmCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bowline proxy-status [NODE]`.
+async fn proxy_status(node: Option<String>, admin: String) -> anyhow::Result<ExitCode> {
+    use bowline_app::inspect;
+    let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        match node {
+            None => Ok(inspect::proxy_status_table(&inspect::admin_json(
+                &admin,
+                "/debug/connections",
+            )?)),
+            Some(node) => {
+                let path = format!("/debug/config_dump?node={}", query_escape(&node));
+                let sent = inspect::admin_json(&admin, &path)?;
+                let now = inspect::admin_json(&admin, &format!("{path}&now=true"))?;
+                let (diff, same) = inspect::proxy_diff(&sent, &now);
+                let verdict = match same {
+                    true => format!("{node}: in sync: what it was sent is what it would get now\n"),
+                    false => format!(
+                        "{node}: behind: what it was sent differs from what it would get now\n"
+                    ),
+                };
+                Ok(format!("{verdict}{diff}"))
+            }
+        }
+    })
+    .await??;
+    print_out(&text, "the proxy status")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as a URL query value.
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `bowline member kubeconfig`.

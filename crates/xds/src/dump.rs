@@ -165,6 +165,30 @@ pub fn sent_dump(connection: &ConnectionStatus) -> Value {
     })
 }
 
+/// What a connected proxy would be sent now, for what it subscribes to, in
+/// [`sent_dump`]'s shape: the two differ exactly where the proxy is behind.
+pub fn fresh_dump(connection: &ConnectionStatus, snapshot: &ClusterSet) -> Value {
+    let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
+        let subscribed = connection.types.get(t).map(|s| &s.subscribed);
+        let names: Option<std::collections::BTreeSet<String>> = subscribed
+            .filter(|names| !names.is_empty() && !names.iter().any(|n| n == "*"))
+            .map(|names| names.iter().cloned().collect());
+        if subscribed.is_none() {
+            return Vec::new();
+        }
+        let generated = generate(t, &connection.proxy, snapshot, names.as_ref());
+        generated.values().map(render).collect()
+    };
+    json!({
+        "node": connection.proxy,
+        "protocol": connection.protocol,
+        "clusters": render(type_url::CLUSTER, cluster),
+        "endpoints": render(type_url::ENDPOINT, assignment),
+        "listeners": render(type_url::LISTENER, listener),
+        "routes": render(type_url::ROUTE, routes),
+    })
+}
+
 /// What `proxy` would be served now: every resource of every type, as JSON summaries.
 pub fn config_dump(proxy: &ProxyInfo, snapshot: &ClusterSet) -> Value {
     let all = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {

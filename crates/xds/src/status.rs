@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::{cache::Encoded, node::ProxyInfo};
 
 /// Per-type state of a connection as shown in debug views.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeStatus {
     /// Subscribed names (`*`: wildcard).
@@ -26,6 +26,34 @@ pub struct TypeStatus {
     pub acked_version: Option<String>,
     /// Last NACK, with the proxy's error.
     pub last_nack: Option<String>,
+    /// Where the proxy stands, as `istioctl proxy-status` says it: `SYNCED` (it ACKed the
+    /// version last sent), `NOT SENT` (nothing sent yet), `STALE` (sent, not yet ACKed) or
+    /// `NACKED` (it refused the version last sent; `last_nack` says why).
+    pub state: &'static str,
+}
+
+impl Default for TypeStatus {
+    fn default() -> Self {
+        Self {
+            subscribed: Vec::new(),
+            sent_version: None,
+            acked_version: None,
+            last_nack: None,
+            state: "NOT SENT",
+        }
+    }
+}
+
+impl TypeStatus {
+    /// [`TypeStatus::state`] from the versions and the last NACK.
+    fn current_state(&self) -> &'static str {
+        match (&self.sent_version, &self.acked_version, &self.last_nack) {
+            (None, _, _) => "NOT SENT",
+            (Some(sent), Some(acked), _) if sent == acked => "SYNCED",
+            (Some(_), _, Some(_)) => "NACKED",
+            (Some(_), _, None) => "STALE",
+        }
+    }
 }
 
 /// One connected proxy.
@@ -115,7 +143,9 @@ impl Connections {
 
     pub(crate) fn update_type(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(c) = self.0.connections.lock().get_mut(&id) {
-            f(c.types.entry(type_url.to_string()).or_default());
+            let status = c.types.entry(type_url.to_string()).or_default();
+            f(status);
+            status.state = status.current_state();
         }
     }
 
