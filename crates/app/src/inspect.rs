@@ -211,6 +211,108 @@ pub fn proxy_diff(sent: &Value, now: &Value) -> (String, bool) {
     (out, same)
 }
 
+/// `bowline explain`: `/debug/explain`'s answer as text, one line per endpoint.
+pub fn explain_text(explained: &Value) -> String {
+    let text = |v: &Value| {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let proxy = &explained["proxy"];
+    let ips: Vec<String> = proxy["instanceIps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let mut out = format!(
+        "proxy {} (member {}, network {}, instance IPs {}, {}{})\n{}: {}\n",
+        text(&proxy["id"]),
+        text(&proxy["member"]),
+        text(&proxy["network"]),
+        if ips.is_empty() {
+            "unknown (every family)".to_string()
+        } else {
+            ips.join(" ")
+        },
+        if proxy["mtls"] == true {
+            "originates mTLS"
+        } else {
+            "no mTLS"
+        },
+        if proxy["gateway"] == true {
+            ", east-west gateway"
+        } else {
+            ""
+        },
+        text(&explained["service"]),
+        text(&explained["import"]),
+    );
+    let totals = |v: &Value| match v.is_null() {
+        true => "nothing".to_string(),
+        false => format!("{} endpoint(s), weight {}", v["endpoints"], v["weight"]),
+    };
+    for cluster in explained["clusters"].as_array().into_iter().flatten() {
+        let sent = match cluster["connected"] == true {
+            true => format!("; last sent: {}", totals(&cluster["sent"])),
+            false => String::new(),
+        };
+        out.push_str(&format!(
+            "\n{} (port {} {}): assignment now: {}{sent}\n",
+            text(&cluster["cluster"]),
+            text(&cluster["portName"]),
+            cluster["port"],
+            totals(&cluster["now"]),
+        ));
+        let mut rows = Vec::new();
+        for e in cluster["endpoints"].as_array().into_iter().flatten() {
+            let addresses: Vec<String> = e["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let verdict = match e["verdict"].as_str() {
+                Some("direct") => format!("direct {}, weight {}", text(&e["address"]), e["weight"]),
+                Some("gateway") => {
+                    let gateways: Vec<String> = e["gateways"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect();
+                    format!(
+                        "through gateway {}, weight {} each",
+                        gateways.join(", "),
+                        e["weight"]
+                    )
+                }
+                _ => format!("excluded ({}): {}", text(&e["rule"]), text(&e["reason"])),
+            };
+            rows.push(vec![
+                format!("  {}", text(&e["member"])),
+                addresses.join(","),
+                text(&e["workload"]),
+                verdict,
+            ]);
+        }
+        if rows.is_empty() {
+            out.push_str("  no member has endpoints for it\n");
+        } else {
+            out.push_str(&columns(&rows));
+        }
+    }
+    for m in explained["members"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nmember {}: {}\n",
+            text(&m["member"]),
+            text(&m["note"])
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

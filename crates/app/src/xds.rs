@@ -76,6 +76,7 @@ pub(crate) fn debug_views(
         Ok(list)
     });
     let listed = connections.clone();
+    let explained = snapshots.clone();
     let dump_view: bowline_admin::DebugView = Arc::new(move |query| {
         let node = query
             .get("node")
@@ -87,17 +88,82 @@ pub(crate) fn debug_views(
         match query.get("now").map(String::as_str) {
             Some("true") => Ok(bowline_xds::dump::fresh_dump(
                 &connection,
-                &snapshots.borrow().clone(),
+                &explained.borrow().clone(),
             )),
             _ => Ok(bowline_xds::dump::sent_dump(&connection)),
+        }
+    });
+    let listed = connections.clone();
+    let explain_view: bowline_admin::DebugView = Arc::new(move |query| {
+        let snapshot = snapshots.borrow().clone();
+        let (key, port) = explain_target(query)?;
+        match query.get("node") {
+            Some(node) => {
+                let connection = listed.list().into_iter().find(|c| &c.proxy.id == node);
+                let connection = connection
+                    .ok_or_else(|| format!("no proxy with node id {node:?} is connected"))?;
+                Ok(bowline_xds::explain::explain(
+                    &connection.proxy,
+                    &snapshot,
+                    &key,
+                    port,
+                    Some(&connection.sent),
+                ))
+            }
+            None => {
+                let ips = query
+                    .get("ip")
+                    .map(String::as_str)
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|ip| {
+                        ip.parse()
+                            .map_err(|_| format!("ip: {ip:?} is not an IP address"))
+                    })
+                    .collect::<Result<Vec<std::net::IpAddr>, String>>()?;
+                let proxy = bowline_xds::node::ProxyInfo::asked(
+                    query.get("member").map(String::as_str),
+                    query.get("network").map(String::as_str).unwrap_or_default(),
+                    &ips,
+                    query.get("mtls").map(String::as_str) != Some("false"),
+                );
+                Ok(bowline_xds::explain::explain(
+                    &proxy, &snapshot, &key, port, None,
+                ))
+            }
         }
     });
     [
         ("connections", connections_view),
         ("config_dump", dump_view),
+        ("explain", explain_view),
     ]
     .into_iter()
     .collect()
+}
+
+/// The service (and port) `/debug/explain` asks about: `service=<ns>/<name>`, or
+/// `cluster=outbound|<port>||<name>.<ns>.svc.clusterset.local`.
+fn explain_target(
+    query: &std::collections::HashMap<String, String>,
+) -> Result<(bowline_model::ServiceKey, Option<u16>), String> {
+    let usage = "give service=<ns>/<name> or cluster=outbound|<port>||<name>.<ns>.svc.clusterset.local, and node=<connected proxy id> or member=, network=, ip= (and mtls=false) for a proxy that is not connected";
+    if let Some(service) = query.get("service") {
+        let (ns, name) = service.split_once('/').ok_or(usage)?;
+        return Ok((bowline_model::ServiceKey::new(ns, name), None));
+    }
+    let cluster = query.get("cluster").ok_or(usage)?;
+    let (port, host) = cluster
+        .strip_prefix("outbound|")
+        .and_then(|rest| rest.split_once("||"))
+        .ok_or(usage)?;
+    let port: u16 = port.parse().map_err(|_| usage.to_string())?;
+    let (name, ns) = host
+        .strip_suffix(".svc.clusterset.local")
+        .and_then(|h| h.split_once('.'))
+        .ok_or("only ClusterSet services (<name>.<ns>.svc.clusterset.local) are explained")?;
+    Ok((bowline_model::ServiceKey::new(ns, name), Some(port)))
 }
 
 /// Registers the xDS metrics: the connection table's, read at scrape time, and the push

@@ -91,6 +91,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:15014")]
         admin: String,
     },
+    /// Why a proxy does or does not reach each endpoint of a ClusterSet service: for every
+    /// endpoint of every member, sent directly (weight), through which east-west gateway
+    /// (weight), or excluded with the rule (member state, export decision, export scope,
+    /// port conflict, readiness, IP family, network and mTLS). Beside it, what the assignment
+    /// holds now and what a connected proxy was last sent.
+    ///
+    /// Asks the admin server's /debug/explain. Name a connected proxy with --node, or describe
+    /// one that is not connected with --member, --network and --ip.
+    ///
+    /// Example: bowline explain --node sidecar~10.1.1.7~probe.demo~demo --service demo/echo;
+    /// bowline explain --member central --network net-east --ip fd00:10::9 --service demo/echo
+    Explain(ExplainFlags),
     /// Prepare clusters to be members of a Bowline running elsewhere.
     Member {
         #[command(subcommand)]
@@ -124,6 +136,34 @@ enum Command {
         #[arg(long, requires = "dir")]
         reset: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainFlags {
+    /// The service, `<namespace>/<name>` (every port of it).
+    #[arg(long, required_unless_present = "cluster")]
+    service: Option<String>,
+    /// Or one cluster: `outbound|<port>||<name>.<ns>.svc.clusterset.local`.
+    #[arg(long, conflicts_with = "service")]
+    cluster: Option<String>,
+    /// A connected proxy's node id.
+    #[arg(long, conflicts_with_all = ["member", "network", "ip"])]
+    node: Option<String>,
+    /// For a proxy that is not connected: its member's cluster id.
+    #[arg(long)]
+    member: Option<String>,
+    /// Its network.
+    #[arg(long)]
+    network: Option<String>,
+    /// Its instance IPs (their families are the ones it uses), comma-separated.
+    #[arg(long)]
+    ip: Option<String>,
+    /// It has no node agent certificates (does not originate mTLS).
+    #[arg(long)]
+    no_mtls: bool,
+    /// The admin server (listen.admin).
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    admin: String,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +270,7 @@ fn init_logging(command: &Command) {
             | Command::Member { .. }
             | Command::Vm { .. }
             | Command::ProxyStatus { .. }
+            | Command::Explain(_)
     ) {
         "warn"
     } else {
@@ -274,6 +315,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent { config } => agent(config).await,
         Command::Member { command } => member_command(command).await,
         Command::ProxyStatus { node, admin } => proxy_status(node, admin).await,
+        Command::Explain(flags) => explain(flags).await,
     }
 }
 
@@ -327,6 +369,50 @@ async fn proxy_status(node: Option<String>, admin: String) -> anyhow::Result<Exi
     })
     .await??;
     print_out(&text, "the proxy status")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bowline explain`.
+async fn explain(flags: ExplainFlags) -> anyhow::Result<ExitCode> {
+    let mut query: Vec<(&str, String)> = Vec::new();
+    match (&flags.service, &flags.cluster) {
+        (Some(service), _) => query.push(("service", service.clone())),
+        (None, Some(cluster)) => query.push(("cluster", cluster.clone())),
+        (None, None) => anyhow::bail!("give --service <ns>/<name> or --cluster <name>"),
+    }
+    match &flags.node {
+        Some(node) => query.push(("node", node.clone())),
+        None => {
+            for (key, value) in [
+                ("member", &flags.member),
+                ("network", &flags.network),
+                ("ip", &flags.ip),
+            ] {
+                if let Some(value) = value {
+                    query.push((key, value.clone()));
+                }
+            }
+            if flags.no_mtls {
+                query.push(("mtls", "false".into()));
+            }
+        }
+    }
+    let path = format!(
+        "/debug/explain?{}",
+        query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", query_escape(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let admin = flags.admin.clone();
+    let explained =
+        tokio::task::spawn_blocking(move || bowline_app::inspect::admin_json(&admin, &path))
+            .await??;
+    print_out(
+        &bowline_app::inspect::explain_text(&explained),
+        "the explanation",
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

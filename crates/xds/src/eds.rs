@@ -193,79 +193,185 @@ fn addresses_for(endpoint: &Endpoint, proxy: &ProxyView) -> Option<(IpAddr, Vec<
     Some((rest.next()?, rest.collect()))
 }
 
+/// Why an endpoint of a cluster is not sent to a proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Excluded {
+    /// Not ready (its readiness probe, or a VM's health check, fails).
+    NotReady,
+    /// Terminating.
+    Terminating,
+    /// The proxy is an east-west gateway, which is sent only its own network's endpoints
+    /// that can do mutual TLS.
+    NotForGateway,
+    /// The endpoint has no address of a family the proxy uses.
+    NoAddressOfFamily,
+    /// Its network's gateways have no address of a family the proxy uses.
+    NoGatewayOfFamily,
+    /// In another network behind gateways, but it has no proxy to take Istio mTLS, which is
+    /// all a gateway passes on.
+    NoMtls,
+    /// In another network behind gateways, but the proxy does not originate mTLS (it has no
+    /// node agent certificates), so it cannot cross a gateway.
+    ProxyNoMtls,
+}
+
+impl Excluded {
+    /// The rule, in words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotReady => "not ready: its readiness probe (for a VM, its health check) fails",
+            Self::Terminating => "terminating",
+            Self::NotForGateway => {
+                "an east-west gateway is sent only its own network's endpoints that can take mTLS"
+            }
+            Self::NoAddressOfFamily => "it has no address of the proxy's IP family",
+            Self::NoGatewayOfFamily => {
+                "its network's east-west gateways have no address of the proxy's IP family"
+            }
+            Self::NoMtls => {
+                "in another network, behind a gateway, but it has no proxy (tlsMode istio) to take the mTLS a gateway passes on"
+            }
+            Self::ProxyNoMtls => {
+                "in another network, behind a gateway, but this proxy does not originate mTLS (no node agent certificates)"
+            }
+        }
+    }
+}
+
+/// How one endpoint reaches a proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route<'g> {
+    /// Sent as itself.
+    Direct {
+        /// Primary address.
+        address: IpAddr,
+        /// Other addresses.
+        additional: Vec<IpAddr>,
+        /// Its weight.
+        weight: u32,
+    },
+    /// Stood for by gateways, each of which gains `share` of weight for it.
+    Gateways {
+        /// The gateways reaching it, for this proxy.
+        gateways: Vec<&'g Gateway>,
+        /// Weight each gateway carries for this endpoint.
+        share: u64,
+    },
+    /// Not sent.
+    Excluded(Excluded),
+}
+
+/// The weight scale of assignments for `proxy`: see [`scale_factor`].
+pub fn scale_for(gateways: &Gateways, proxy: &ProxyView) -> u32 {
+    if gateways.is_empty() || proxy.local_only {
+        1
+    } else {
+        scale_factor(gateways)
+    }
+}
+
+/// How `target` reaches `proxy` (the rule [`assign`] applies to each endpoint).
+pub fn route<'g>(
+    target: &Target<'_>,
+    gateways: &'g Gateways,
+    proxy: &ProxyView,
+    scale: u32,
+) -> Route<'g> {
+    let ep = target.endpoint;
+    if !ep.ready {
+        return Route::Excluded(Excluded::NotReady);
+    }
+    if ep.terminating {
+        return Route::Excluded(Excluded::Terminating);
+    }
+    let local =
+        !proxy.local_only || (ep.mtls && (ep.network == proxy.network || ep.network.is_empty()));
+    if !local {
+        return Route::Excluded(Excluded::NotForGateway);
+    }
+    let (network_has_gateways, reach) = if proxy.local_only {
+        (false, Vec::new())
+    } else {
+        reaching(gateways, ep, proxy)
+    };
+    let in_network =
+        proxy.network == ep.network || proxy.network.is_empty() || ep.network.is_empty();
+    let force = proxy.network.is_empty() && !ep.network.is_empty() && network_has_gateways;
+    if !force && (in_network || !network_has_gateways) {
+        return match addresses_for(ep, proxy) {
+            Some((address, additional)) => Route::Direct {
+                address,
+                additional,
+                weight: scale.saturating_mul(ep.weight.max(1)),
+            },
+            None => Route::Excluded(Excluded::NoAddressOfFamily),
+        };
+    }
+    if reach.is_empty() {
+        return Route::Excluded(Excluded::NoGatewayOfFamily);
+    }
+    if !ep.mtls {
+        return Route::Excluded(Excluded::NoMtls);
+    }
+    if !proxy.mtls {
+        return Route::Excluded(Excluded::ProxyNoMtls);
+    }
+    let share = u64::from(scale) * u64::from(ep.weight.max(1)) / reach.len() as u64;
+    Route::Gateways {
+        gateways: reach,
+        share,
+    }
+}
+
 /// Builds the localities of a cluster load assignment for `proxy`.
 pub fn assign(
     targets: &[Target<'_>],
     gateways: &Gateways,
     proxy: &ProxyView,
 ) -> Vec<LocalityEndpoints> {
-    let scale = if gateways.is_empty() || proxy.local_only {
-        1
-    } else {
-        scale_factor(gateways)
-    };
-    let mut by_locality: BTreeMap<&Locality, Vec<&Target<'_>>> = BTreeMap::new();
-    let visible = |t: &&Target<'_>| {
-        let ep = t.endpoint;
-        let local = !proxy.local_only
-            || (ep.mtls && (ep.network == proxy.network || ep.network.is_empty()));
-        ep.ready && !ep.terminating && local
-    };
-    for target in targets.iter().filter(visible) {
-        by_locality
-            .entry(&target.endpoint.locality)
-            .or_default()
-            .push(target);
-    }
+    let scale = scale_for(gateways, proxy);
+    let mut by_locality: BTreeMap<&Locality, Vec<LbEndpoint>> = BTreeMap::new();
     // Gateways are summed over every locality: one entry per gateway address in the whole
     // assignment (gRPC refuses an address listed twice), in the locality of no region.
     let mut through: BTreeMap<(IpAddr, u16), (u64, &Gateway)> = BTreeMap::new();
-    let mut out = Vec::new();
-    for (locality, members) in by_locality {
-        let mut endpoints = Vec::new();
-        for target in members {
-            let ep = target.endpoint;
-            let (network_has_gateways, reach) = if proxy.local_only {
-                (false, Vec::new())
-            } else {
-                reaching(gateways, ep, proxy)
-            };
-            let in_network =
-                proxy.network == ep.network || proxy.network.is_empty() || ep.network.is_empty();
-            let force = proxy.network.is_empty() && !ep.network.is_empty() && network_has_gateways;
-            if !force && (in_network || !network_has_gateways) {
-                if let Some((address, additional)) = addresses_for(ep, proxy) {
-                    endpoints.push(LbEndpoint {
-                        address,
-                        additional,
-                        port: target.port,
-                        weight: scale.saturating_mul(ep.weight.max(1)),
-                        cluster: ep.cluster.clone(),
-                        network: ep.network.clone(),
-                        via: Via::Direct {
-                            workload: ep.workload.as_ref().map(|w| w.name.to_string()),
-                        },
-                        mtls: ep.mtls,
-                    });
+    for target in targets {
+        let ep = target.endpoint;
+        match route(target, gateways, proxy, scale) {
+            Route::Excluded(_) => {}
+            Route::Direct {
+                address,
+                additional,
+                weight,
+            } => by_locality
+                .entry(&ep.locality)
+                .or_default()
+                .push(LbEndpoint {
+                    address,
+                    additional,
+                    port: target.port,
+                    weight,
+                    cluster: ep.cluster.clone(),
+                    network: ep.network.clone(),
+                    via: Via::Direct {
+                        workload: ep.workload.as_ref().map(|w| w.name.to_string()),
+                    },
+                    mtls: ep.mtls,
+                }),
+            Route::Gateways { gateways, share } => {
+                for g in gateways {
+                    through.entry((g.address, g.port)).or_insert((0, g)).0 += share;
                 }
-                continue;
             }
-            if reach.is_empty() || !ep.mtls || !proxy.mtls {
-                continue;
-            }
-            let share = u64::from(scale) * u64::from(ep.weight.max(1)) / reach.len() as u64;
-            for g in reach {
-                through.entry((g.address, g.port)).or_insert((0, g)).0 += share;
-            }
-        }
-        if !endpoints.is_empty() {
-            out.push(LocalityEndpoints {
-                locality: locality.clone(),
-                weight: 0,
-                endpoints,
-            });
         }
     }
+    let mut out: Vec<LocalityEndpoints> = by_locality
+        .into_iter()
+        .map(|(locality, endpoints)| LocalityEndpoints {
+            locality: locality.clone(),
+            weight: 0,
+            endpoints,
+        })
+        .collect();
     let gateway_endpoints = through
         .into_iter()
         .map(|((address, port), (weight, g))| LbEndpoint {

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod dump;
 pub mod eds;
+pub mod explain;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod node;

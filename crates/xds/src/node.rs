@@ -212,6 +212,32 @@ impl ProxyInfo {
         }
     }
 
+    /// A proxy that is not connected, as `bowline explain` asks about one: an Envoy sidecar
+    /// of `member` in `network` with `instance_ips`, originating mTLS when `mtls`.
+    pub fn asked(member: Option<&str>, network: &str, instance_ips: &[IpAddr], mtls: bool) -> Self {
+        use envoy_types::pb::google::protobuf::Value;
+        let text = |s: String| Value {
+            kind: Some(Kind::StringValue(s)),
+        };
+        let mut fields = std::collections::HashMap::new();
+        if let Some(member) = member {
+            fields.insert("CLUSTER_ID".to_string(), text(member.to_string()));
+        }
+        fields.insert("NETWORK".to_string(), text(network.to_string()));
+        let ips: Vec<String> = instance_ips.iter().map(IpAddr::to_string).collect();
+        fields.insert("INSTANCE_IPS".to_string(), text(ips.join(",")));
+        if mtls {
+            fields.insert("BOWLINE_SDS".to_string(), text("true".into()));
+        }
+        let node = Node {
+            id: "explain~asked".into(),
+            user_agent_name: "envoy".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        };
+        Self::from_node(&node)
+    }
+
     /// The view the EDS rule needs.
     pub fn view(&self) -> ProxyView {
         ProxyView {
