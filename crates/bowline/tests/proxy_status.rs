@@ -127,6 +127,39 @@ fn proxies_are_listed_with_their_sync_state_and_a_node_is_diffed() {
     let before = clusters(&diff);
     assert!(before > 3, "{diff}");
 
+    // `bowline explain` of the connected proxy: what it would get, and what it was sent
+    // (it subscribed to no assignment).
+    let out = Command::new(env!("CARGO_BIN_EXE_bowline"))
+        .args([
+            "explain",
+            "--admin",
+            &admin,
+            "--node",
+            NODE,
+            "--service",
+            "demo/echo",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("proxy {NODE} (member east, network net-east")),
+        "{text}"
+    );
+    assert!(
+        text.contains("outbound|80||echo.demo.svc.clusterset.local (port http 80): assignment now: 2 endpoint(s), weight 4; last sent: nothing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("this proxy does not originate mTLS"),
+        "no node agent: west's pods are out of reach: {text}"
+    );
+
     // A new Service: the stream is pushed its cluster, and holds what it would get now.
     std::fs::write(
         dir.path().join("members/east/extra.yaml"),

@@ -48,17 +48,26 @@ pub fn explain(
         ),
         (Some(_), Some(seen)) => format!("imported from {}", ids(&seen.clusters)),
     };
-    // The ports of the import the proxy sees, else of the whole set's (to explain why not).
-    let ports: Vec<(u16, String)> = seen
-        .or(whole.map(|w| &**w))
-        .map(|i| {
-            i.merged
-                .ports
-                .iter()
-                .map(|p| (p.port, p.name.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    // The ports of the import the proxy sees, else of the whole set's, else of the members'
+    // Services (to explain why not).
+    let ports: Vec<(u16, String)> = match seen.or(whole.map(|w| &**w)) {
+        Some(i) => i
+            .merged
+            .ports
+            .iter()
+            .map(|p| (p.port, p.name.clone()))
+            .collect(),
+        None => {
+            let services = snapshot.service(key).into_iter().flat_map(|v| {
+                v.members
+                    .values()
+                    .filter_map(|c| c.service.as_deref())
+                    .flat_map(|s| s.ports.iter().map(|p| (p.port, p.name.clone())))
+            });
+            let unique: BTreeSet<(u16, String)> = services.collect();
+            unique.into_iter().collect()
+        }
+    };
     let clusters: Vec<Value> = ports
         .iter()
         .filter(|(number, _)| port.is_none_or(|p| p == *number))
