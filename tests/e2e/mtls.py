@@ -135,6 +135,21 @@ def start_apps():
     return [http_server, tcp_server]
 
 
+def check_sample_bootstrap(envoy, work, root):
+    """The sidecar bootstrap users are given (examples/bootstrap/envoy-sidecar.yaml) is one
+    Envoy accepts: `envoy --mode validate` loads it, TLS contexts included."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "examples", "bootstrap", "envoy-sidecar.yaml")) as f:
+        sample = f.read().replace("/etc/bowline/root-cert.pem", root)
+    path = os.path.join(work, "envoy-sample.yaml")
+    with open(path, "w") as f:
+        f.write(sample)
+    result = subprocess.run([envoy, "--mode", "validate", "-c", path, "--disable-hot-restart"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the sample bootstrap is refused: {result.stdout}{result.stderr}"
+    print("mtls: examples/bootstrap/envoy-sidecar.yaml passes envoy --mode validate")
+
+
 def sds_secret(name):
     return {"name": name, "sds_config": {"resource_api_version": "V3", "api_config_source": {
         "api_type": "GRPC", "transport_api_version": "V3",
@@ -261,6 +276,7 @@ def main():
     try:
         root = os.path.join(work, ".bowline-data", "ca", "root-cert.pem")
         eventually("Bowline's root CA", lambda: os.path.exists(root), work)
+        check_sample_bootstrap(envoy, work, root)
         agents = {}
         for name, group in [("client", "client"), ("server", "echo")]:
             d = os.path.join(work, f"agent-{name}")

@@ -114,12 +114,14 @@ def main():
             "  - {manifests: central, network: net-a}\n"
             f"listen: {{admin: '127.0.0.1:{admin}', xds: '127.0.0.1:{xds}', xdsTls: '127.0.0.1:{free_port()}', dns: '127.0.0.1:{free_port()}'}}\n"
         )
-    bootstrap = {
-        "xds_servers": [{"server_uri": f"127.0.0.1:{xds}", "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-        "node": {"id": "e2e-python", "cluster": "e2e", "locality": {"region": "r", "zone": "z"},
-                 "metadata": {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1,::1"}},
-        "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
-    }
+    # The sample users are given (examples/bootstrap/grpc-xds-bootstrap.json), pointed at this
+    # Bowline and this test's member and addresses.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "examples", "bootstrap", "grpc-xds-bootstrap.json")) as f:
+        bootstrap = json.load(f)
+    bootstrap["xds_servers"][0]["server_uri"] = f"127.0.0.1:{xds}"
+    bootstrap["node"].update({"id": "e2e-python", "cluster": "e2e", "locality": {"region": "r", "zone": "z"}})
+    bootstrap["node"]["metadata"] = {"CLUSTER_ID": "east", "NETWORK": "net-a", "INSTANCE_IPS": "127.0.0.1,::1"}
     os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = json.dumps(bootstrap)
     import grpc  # after the bootstrap is in the environment
 
