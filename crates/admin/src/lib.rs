@@ -3,6 +3,7 @@
 //! one the xDS and DNS servers serve, and holds no lock.
 
 mod metrics;
+pub mod overview;
 mod readiness;
 
 use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
@@ -15,7 +16,7 @@ use axum::{
     routing::get,
 };
 use bowline_model::ServiceKey;
-use bowline_views::{Admission, ClusterSet};
+use bowline_views::ClusterSet;
 use tokio::sync::watch;
 
 pub use crate::{metrics::ClusterSetCollector, readiness::Readiness};
@@ -58,6 +59,15 @@ pub enum DebugAccess {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("ui/app.js")) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset("text/css; charset=utf-8", include_str!("ui/style.css")) }),
+        )
+        .route("/debug/overview", get(overview_view))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -421,56 +431,31 @@ async fn rejected(State(state): State<AdminState>) -> Response {
     Json(&*state.snapshot().rejections).into_response()
 }
 
-async fn index(State(state): State<AdminState>) -> Html<String> {
-    let snapshot = state.snapshot();
-    let (members, services, rejected, cluster_set) = (
-        &snapshot.members,
-        snapshot.services.len(),
-        snapshot.rejections.len(),
-        &snapshot.name,
-    );
-    let rows: String = members
-        .iter()
-        .map(|m| {
-            let id = m
-                .admission
-                .id()
-                .map(|id| id.to_string())
-                .unwrap_or_else(|| "-".into());
-            let state = match &m.admission {
-                Admission::Admitted { .. } => "admitted".to_string(),
-                Admission::Pending => "pending".to_string(),
-                Admission::Refused { reason, .. } => {
-                    format!("refused ({reason})")
-                }
-            };
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(m.name.as_str()),
-                escape(&id),
-                escape(m.network.as_str()),
-                state,
-                m.endpoints,
-                m.rejected
-            )
-        })
-        .collect();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>Bowline: {cs}</title></head><body>\
-         <h1>Bowline ClusterSet {cs}</h1>\
-         <table border=1 cellpadding=4><tr><th>member</th><th>cluster id</th><th>network</th><th>state</th><th>endpoints</th><th>rejected documents</th></tr>{rows}</table>\
-         <p>{services} services, {rejected} rejected objects.</p>\
-         <ul><li><a href=/readyz>/readyz</a></li><li><a href=/metrics>/metrics</a></li><li><a href=/debug/members>/debug/members</a></li>\
-         <li><a href=/debug/services>/debug/services</a></li><li><a href=/debug/gateways>/debug/gateways</a></li><li><a href=/debug/rejected>/debug/rejected</a></li></ul>\
-         </body></html>",
-        cs = escape(cluster_set)
-    ))
+/// The status page: static HTML drawing `/debug/overview` (every asset is in the binary).
+async fn index() -> Html<&'static str> {
+    Html(include_str!("ui/index.html"))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/debug/overview`: see [`overview::overview`]; the proxies come from the xDS server's
+/// `connections` view when it is registered.
+async fn overview_view(State(state): State<AdminState>) -> Response {
+    let snapshot = state.snapshot();
+    let connections = state
+        .views
+        .get("connections")
+        .and_then(|render| render(&Default::default()).ok());
+    Json(overview::overview(&snapshot, connections)).into_response()
 }
 
 #[cfg(test)]

@@ -180,7 +180,34 @@ async fn debug_views_and_metrics() {
             "missing {line:?} in\n{metrics}"
         );
     }
-    assert_eq!(get(&state, "/").await.0, 200);
+    // The status page and its assets are served by the binary; what it draws is one view.
+    let (code, page) = get(&state, "/").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<script src=\"/ui/app.js\"></script>"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external asset"
+    );
+    assert_eq!(get(&state, "/ui/app.js").await.0, 200);
+    assert_eq!(get(&state, "/ui/style.css").await.0, 200);
+    let (code, body) = get(&state, "/debug/overview").await;
+    assert_eq!(code, 200);
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(overview["clusterSet"], "demo");
+    assert_eq!(
+        overview["networks"],
+        serde_json::json!([
+            {"name": "net-east", "members": ["east"], "gateways": []},
+            {"name": "net-west", "members": ["west"], "gateways": []},
+        ])
+    );
+    assert_eq!(overview["members"][0]["state"], "admitted");
+    assert_eq!(overview["members"][1]["rejected"], 1);
+    assert_eq!(overview["services"][0]["key"], "demo/echo");
+    assert_eq!(overview["rejected"], 1);
 }
 
 /// With `listen.adminDebug: loopback` (the default, and what `bowline install` writes) a

@@ -92,6 +92,8 @@ pub(crate) struct Member {
     pub store: Store,
     pub synced: bool,
     pub source_error: Option<String>,
+    /// Since when the source has been failing (the first error after it last read).
+    pub stale_since: Option<jiff::Timestamp>,
     /// Kinds the member cannot serve (CRD missing), with what to do.
     pub missing: BTreeMap<ObjectKind, String>,
     /// Endpoints withdrawn after `staleEndpointTTL` of unreachability, until the next listing.
@@ -136,6 +138,7 @@ impl Registry {
                 store: Store::default(),
                 synced: false,
                 source_error: None,
+                stale_since: None,
                 missing: BTreeMap::new(),
                 withdrawn: false,
                 source_rejections: Vec::new(),
@@ -223,10 +226,12 @@ impl Registry {
                         member.source_rejections = rejections;
                     }
                     changes.members |= member.source_error.take().is_some();
+                    member.stale_since = None;
                 }
                 EventBody::SourceError(message) => {
                     warn!(member = %member.config.name, cluster = member.admission.id().map_or("-", |id| id.as_str()), "source failing, last known objects kept: {message}");
                     member.source_error = Some(message);
+                    member.stale_since.get_or_insert_with(jiff::Timestamp::now);
                     changes.members = true;
                 }
                 EventBody::Missing(missing) => {
@@ -410,6 +415,7 @@ impl Registry {
                 synced: m.synced,
                 source_error: m.source_error.clone(),
                 stale: m.source_error.is_some(),
+                stale_since: m.stale_since.filter(|_| m.source_error.is_some()),
                 withdrawn: m.withdrawn,
                 missing: m.missing.clone(),
                 objects: m.store.counts(),

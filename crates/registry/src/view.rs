@@ -143,6 +143,9 @@ pub struct MemberStatus {
     pub source_error: Option<String>,
     /// True while the source is failing: the objects served are the last known ones.
     pub stale: bool,
+    /// Since when it has been stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<jiff::Timestamp>,
     /// True once stale for longer than `staleEndpointTTL`: its endpoints are withdrawn.
     pub withdrawn: bool,
     /// Kinds it cannot serve (CRD not installed), with what to do.
