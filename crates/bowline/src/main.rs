@@ -235,6 +235,49 @@ enum MemberCommand {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Join a cluster to a Bowline that runs on Kubernetes (installed by `bowline install`),
+    /// as `istioctl create-remote-secret` or `subctl join` do: what `member kubeconfig`
+    /// does in the cluster of --context, then, in Bowline's cluster (--bowline-context), the
+    /// kubeconfig goes into the Secret bowline-members (key <name>.kubeconfig, mounted at
+    /// /etc/bowline-members), the member into bowline.yaml of the ConfigMap bowline, and the
+    /// Deployment is restarted to read it. Running it again rotates the token and changes
+    /// nothing else.
+    ///
+    /// Example: bowline member join --context east --bowline-context hub --network net-east
+    Join {
+        /// The context naming the cluster to join.
+        #[arg(long)]
+        context: String,
+        /// The member's name in bowline.yaml (default: the context).
+        #[arg(long)]
+        name: Option<String>,
+        /// The member's network.
+        #[arg(long)]
+        network: Option<String>,
+        /// Your kubeconfig (default: the first file of $KUBECONFIG defining the context, else
+        /// ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The context of the cluster Bowline runs in (default: the kubeconfig's current
+        /// context).
+        #[arg(long)]
+        bowline_context: Option<String>,
+        /// The kubeconfig reaching Bowline's cluster (default: --kubeconfig's).
+        #[arg(long)]
+        bowline_kubeconfig: Option<PathBuf>,
+        /// The namespace `bowline install` installed into.
+        #[arg(long, default_value = "bowline-system")]
+        bowline_namespace: String,
+        /// Namespace of the member's ServiceAccount (created).
+        #[arg(long, short, default_value = "bowline-system")]
+        namespace: String,
+        /// Requested token validity, at least 10m.
+        #[arg(long, default_value = "8760h", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The API server URL Bowline reaches the member at (default: the context's).
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -428,25 +471,84 @@ fn query_escape(text: &str) -> String {
         .collect()
 }
 
-/// `bowline member kubeconfig`.
-async fn member_command(command: MemberCommand) -> anyhow::Result<ExitCode> {
-    let MemberCommand::Kubeconfig {
-        context,
-        kubeconfig,
-        namespace,
-        name,
-        duration,
-        server,
-    } = command;
-    let kubeconfig = match kubeconfig {
-        Some(path) => path,
+/// The kubeconfig holding `context`: the one given, else the first of `$KUBECONFIG`
+/// defining it, else `~/.kube/config`.
+fn kubeconfig_for(given: Option<PathBuf>, context: &str) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
         None => member::default_kubeconfig(
             std::env::var_os("KUBECONFIG").as_deref(),
             std::env::home_dir().as_deref(),
-            &context,
+            context,
         )
-        .context("no kubeconfig: pass --kubeconfig, or set KUBECONFIG or HOME")?,
+        .context("no kubeconfig: pass --kubeconfig, or set KUBECONFIG or HOME"),
+    }
+}
+
+/// `bowline member kubeconfig` and `bowline member join`.
+async fn member_command(command: MemberCommand) -> anyhow::Result<ExitCode> {
+    let (context, kubeconfig, namespace, name, duration, server) = match command {
+        MemberCommand::Kubeconfig {
+            context,
+            kubeconfig,
+            namespace,
+            name,
+            duration,
+            server,
+        } => (context, kubeconfig, namespace, name, duration, server),
+        MemberCommand::Join {
+            context,
+            name,
+            network,
+            kubeconfig,
+            bowline_context,
+            bowline_kubeconfig,
+            bowline_namespace,
+            namespace,
+            duration,
+            server,
+        } => {
+            let kubeconfig = kubeconfig_for(kubeconfig, &context)?;
+            let opts = bowline_kube::join::JoinOptions {
+                name: name.unwrap_or_else(|| context.clone()),
+                network,
+                bowline_kubeconfig: bowline_kubeconfig.unwrap_or_else(|| kubeconfig.clone()),
+                bowline_context,
+                bowline_namespace,
+                member: MemberKubeconfigOptions {
+                    kubeconfig,
+                    context,
+                    namespace,
+                    name: "bowline-member".into(),
+                    duration,
+                    server,
+                },
+            };
+            let joined = bowline_kube::join::member_join(&opts).await?;
+            for warning in &joined.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let config = match (joined.added, joined.restarted) {
+                (true, true) => {
+                    "added to bowline.yaml; Bowline's replicas are restarting to read it"
+                }
+                (true, false) => "added to bowline.yaml; restart Bowline to read it",
+                (false, _) => {
+                    "already in bowline.yaml; its token was rotated (read without a restart)"
+                }
+            };
+            say(&format!(
+                "member {} joined: kubeconfig in Secret {}/{} key {}, {config}; the token expires at {}\n",
+                opts.name,
+                opts.bowline_namespace,
+                bowline_kube::install::MEMBERS_SECRET,
+                joined.key,
+                joined.expires_at
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
     };
+    let kubeconfig = kubeconfig_for(kubeconfig, &context)?;
     member_kubeconfig(MemberKubeconfigOptions {
         kubeconfig,
         context,

@@ -7,8 +7,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     HTTPGetAction, Namespace, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
@@ -25,6 +26,11 @@ use crate::rbac::{self, Scope};
 pub const NAME: &str = "bowline";
 /// Where the ConfigMap is mounted; the configuration file is `bowline.yaml` in it.
 pub const CONFIG_DIR: &str = "/etc/bowline";
+/// The Secret holding the kubeconfigs of members joined with `bowline member join`, one key
+/// `<name>.kubeconfig` each; mounted (optional) at [`MEMBERS_DIR`].
+pub const MEMBERS_SECRET: &str = "bowline-members";
+/// Where [`MEMBERS_SECRET`] is mounted.
+pub const MEMBERS_DIR: &str = "/etc/bowline-members";
 /// The member name the in-cluster configuration gives the cluster Bowline runs in.
 pub const MEMBER: &str = "local";
 /// xDS port (gRPC, TCP).
@@ -285,12 +291,20 @@ fn container(opts: &InstallOptions) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "members".into(),
+                mount_path: MEMBERS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     }
 }
@@ -326,14 +340,26 @@ fn deployment(opts: &InstallOptions) -> Deployment {
             }),
             ..Affinity::default()
         }),
-        volumes: Some(vec![Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: NAME.into(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: NAME.into(),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            // Members joined by `bowline member join`; absent until the first one.
+            Volume {
+                name: "members".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(MEMBERS_SECRET.into()),
+                    optional: Some(true),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         ..PodSpec::default()
     };
     Deployment {

@@ -12,6 +12,7 @@
 pub mod credentials;
 pub mod heartbeat;
 pub mod install;
+pub mod join;
 pub mod kinds;
 pub mod lease;
 pub mod member;
