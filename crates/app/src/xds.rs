@@ -122,6 +122,19 @@ pub(crate) fn debug_views(
                             .map_err(|_| format!("ip: {ip:?} is not an IP address"))
                     })
                     .collect::<Result<Vec<std::net::IpAddr>, String>>()?;
+                // Without addresses, the family alone says which the proxy uses.
+                let ips = match (ips.is_empty(), query.get("family").map(String::as_str)) {
+                    (false, _) | (true, None) => ips,
+                    (true, Some("ipv4")) => vec![std::net::Ipv4Addr::new(192, 0, 2, 1).into()],
+                    (true, Some("ipv6")) => vec!["2001:db8::1".parse().expect("an address")],
+                    (true, Some("dual")) => vec![
+                        std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+                        "2001:db8::1".parse().expect("an address"),
+                    ],
+                    (true, Some(other)) => {
+                        return Err(format!("family: {other:?} is not ipv4, ipv6 or dual"));
+                    }
+                };
                 let proxy = bowline_xds::node::ProxyInfo::asked(
                     query.get("member").map(String::as_str),
                     query.get("network").map(String::as_str).unwrap_or_default(),
@@ -148,7 +161,7 @@ pub(crate) fn debug_views(
 fn explain_target(
     query: &std::collections::HashMap<String, String>,
 ) -> Result<(bowline_model::ServiceKey, Option<u16>), String> {
-    let usage = "give service=<ns>/<name> or cluster=outbound|<port>||<name>.<ns>.svc.clusterset.local, and node=<connected proxy id> or member=, network=, ip= (and mtls=false) for a proxy that is not connected";
+    let usage = "give service=<ns>/<name> or cluster=outbound|<port>||<name>.<ns>.svc.clusterset.local, and node=<connected proxy id> or member=, network=, ip= or family=ipv4|ipv6|dual (and mtls=false) for a proxy that is not connected";
     if let Some(service) = query.get("service") {
         let (ns, name) = service.split_once('/').ok_or(usage)?;
         return Ok((bowline_model::ServiceKey::new(ns, name), None));

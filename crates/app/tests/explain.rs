@@ -1,6 +1,6 @@
 //! `bowline explain` golden file: the demo ClusterSet, plus a few objects that bring out the
 //! rules the demo alone does not (an export scope, a workload without a proxy across networks,
-//! a cluster-local Service, a refused member, a withdrawn one), explained for proxies of each
+//! a cluster-local Service, a VM failing its health check, a refused member, a withdrawn one), explained for proxies of each
 //! member, network, family and mTLS. Every exclusion rule must appear at least once.
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p bowline-app --test explain`.
 
@@ -39,7 +39,22 @@ ports: [{name: http, port: 8080, protocol: TCP}]
 endpoints: [{addresses: [10.2.7.2], conditions: {ready: true}}]
 "#;
 
-const EXTRA_EAST: &str = r#"apiVersion: v1
+const EXTRA_EAST: &str = r#"apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: legacy-sick
+  namespace: demo
+  labels: {app: legacy}
+  annotations: {proxy.istio.io/health-checks-enabled: "true"}
+spec:
+  address: 192.0.2.51
+  labels: {app: legacy}
+  network: net-east
+  ports: {http: 8080}
+status:
+  conditions: [{type: Healthy, status: "False"}]
+---
+apiVersion: v1
 kind: Service
 metadata: {name: coredns, namespace: kube-system}
 spec:
@@ -100,7 +115,13 @@ fn every_exclusion_rule_is_explained_on_the_demo() {
     let snapshot = snapshot();
     let ip =
         |s: &str| -> Vec<std::net::IpAddr> { s.split(',').map(|a| a.parse().unwrap()).collect() };
-    let cases: [(&str, ProxyInfo, &str); 8] = [
+    let cases: [(&str, ProxyInfo, &str); 9] = [
+        // A VM whose health check fails.
+        (
+            "an east sidecar",
+            ProxyInfo::asked(Some("east"), "net-east", &ip("10.1.1.50"), true),
+            "demo/legacy",
+        ),
         // East, IPv4, with certificates: west's pods through west's gateway; central's
         // IPv6-only pods by family; the unready one; reviews' port conflict.
         (
@@ -160,6 +181,7 @@ fn every_exclusion_rule_is_explained_on_the_demo() {
     }
     for rule in [
         "excluded (readiness): not ready",
+        "excluded (health): health check failing",
         "excluded (IP family): it has no address of the proxy's IP family",
         "excluded (IP family): its network's east-west gateways have no address",
         "excluded (network and gateways): in another network, behind a gateway, but this proxy does not originate mTLS",

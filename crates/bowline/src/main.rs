@@ -147,7 +147,7 @@ struct ExplainFlags {
     #[arg(long, conflicts_with = "service")]
     cluster: Option<String>,
     /// A connected proxy's node id.
-    #[arg(long, conflicts_with_all = ["member", "network", "ip"])]
+    #[arg(long, conflicts_with_all = ["member", "network", "ip", "family"])]
     node: Option<String>,
     /// For a proxy that is not connected: its member's cluster id.
     #[arg(long)]
@@ -156,8 +156,11 @@ struct ExplainFlags {
     #[arg(long)]
     network: Option<String>,
     /// Its instance IPs (their families are the ones it uses), comma-separated.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "family")]
     ip: Option<String>,
+    /// Or only the families it uses: ipv4, ipv6 or dual (default: every family).
+    #[arg(long, value_parser = ["ipv4", "ipv6", "dual"])]
+    family: Option<String>,
     /// It has no node agent certificates (does not originate mTLS).
     #[arg(long)]
     no_mtls: bool,
@@ -430,6 +433,7 @@ async fn explain(flags: ExplainFlags) -> anyhow::Result<ExitCode> {
                 ("member", &flags.member),
                 ("network", &flags.network),
                 ("ip", &flags.ip),
+                ("family", &flags.family),
             ] {
                 if let Some(value) = value {
                     query.push((key, value.clone()));

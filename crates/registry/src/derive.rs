@@ -183,7 +183,13 @@ fn workload_entry_endpoints(
             kind: "WorkloadEntry".into(),
             name: name.clone(),
         };
-        out.extend(vm_endpoint(cx, namespace_labels, spec, workload, ports));
+        out.extend(
+            vm_endpoint(cx, namespace_labels, spec, workload, ports).map(|mut ep| {
+                ep.ready = entry.serves();
+                ep.serving = ep.ready;
+                ep
+            }),
+        );
     }
     out
 }

@@ -164,12 +164,14 @@ pub(crate) fn endpoints(
         .collect();
     let mut out = Vec::new();
     for entry in entries {
-        let mut add = |spec: &WorkloadSpec, workload: WorkloadRef| {
+        let mut add = |spec: &WorkloadSpec, workload: WorkloadRef, ready: bool| {
             if seen.contains(&workload) {
                 return;
             }
             let ports = endpoint_ports(&entry.ports, spec);
-            if let Some(ep) = vm_endpoint(cx, namespace_labels, spec, workload.clone(), ports) {
+            if let Some(mut ep) = vm_endpoint(cx, namespace_labels, spec, workload.clone(), ports) {
+                ep.ready = ready;
+                ep.serving = ready;
                 seen.insert(workload);
                 out.push(ep);
             }
@@ -180,7 +182,7 @@ pub(crate) fn endpoints(
                     kind: "WorkloadEntry".into(),
                     name: name.clone(),
                 };
-                add(&we.spec, workload);
+                add(&we.spec, workload, we.serves());
             }
         }
         for (i, spec) in entry.endpoints.iter().enumerate() {
@@ -188,7 +190,7 @@ pub(crate) fn endpoints(
                 kind: "ServiceEntry".into(),
                 name: format!("{}-{i}", entry.meta.name).into(),
             };
-            add(spec, workload);
+            add(spec, workload, true);
         }
     }
     out

@@ -22,8 +22,10 @@ pub(crate) struct MemberContext<'a> {
     pub withdrawn: bool,
 }
 
-/// The member's WorkloadEntries in `namespace` whose labels include `selector` and that may be
-/// endpoints now ([`WorkloadEntry::serves`]), by name.
+/// The member's WorkloadEntries in `namespace` whose labels include `selector`, by name. An
+/// entry whose health check fails ([`WorkloadEntry::serves`] false) is still selected: its
+/// endpoint is not ready (as a Pod failing its readiness probe), so that MCS exports it as
+/// not ready and `explain` can say why no traffic reaches it.
 pub(crate) fn selected_entries<'a>(
     store: &'a Store,
     namespace: &'a Strng,
@@ -37,7 +39,6 @@ pub(crate) fn selected_entries<'a>(
             selector
                 .iter()
                 .all(|(k, v)| e.spec.labels.get(k) == Some(v))
-                && e.serves()
         })
         .map(|((_, name), e)| (name, e))
 }

@@ -500,7 +500,7 @@ fn entry_and_workload_changes_recompute_the_services_they_name() {
 }
 
 #[test]
-fn a_health_checked_entry_is_an_endpoint_of_a_service_entry_only_while_healthy() {
+fn a_health_checked_entry_is_a_ready_endpoint_of_a_service_entry_only_while_healthy() {
     let vm = |healthy| {
         workload_entry("demo", "vm-1", "192.0.2.50")
             .label("app", "legacy")
@@ -513,14 +513,13 @@ fn a_health_checked_entry_is_an_endpoint_of_a_service_entry_only_while_healthy()
         .port("http", 80)
         .selector(&[("app", "legacy")])
         .build();
+    let ready = |reg: &bowline_registry::Registry| -> Vec<bool> {
+        view(reg, "legacy").endpoints().map(|e| e.ready).collect()
+    };
     reg.apply(reset("east", vec![se, vm(None)]));
-    assert_eq!(
-        view(&reg, "legacy").endpoints().count(),
-        0,
-        "new: unhealthy"
-    );
+    assert_eq!(ready(&reg), [false], "new: unhealthy, so not ready");
     reg.apply(applied("east", vec![vm(Some(true))]));
-    assert_eq!(view(&reg, "legacy").endpoints().count(), 1);
+    assert_eq!(ready(&reg), [true]);
     reg.apply(applied("east", vec![vm(Some(false))]));
-    assert_eq!(view(&reg, "legacy").endpoints().count(), 0);
+    assert_eq!(ready(&reg), [false]);
 }

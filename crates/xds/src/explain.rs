@@ -298,6 +298,19 @@ fn verdict(
                 .into();
             out["weight"] = share.into();
         }
+        // A VM's readiness is its health check.
+        Route::Excluded(eds::Excluded::NotReady)
+            if endpoint
+                .workload
+                .as_ref()
+                .is_some_and(|w| &*w.kind == "WorkloadEntry") =>
+        {
+            excluded(
+                &mut out,
+                "health check failing: the WorkloadEntry is not reported Healthy (its group probes it)",
+                "health",
+            );
+        }
         Route::Excluded(why) => {
             let rule = match why {
                 eds::Excluded::NotReady | eds::Excluded::Terminating => "readiness",
