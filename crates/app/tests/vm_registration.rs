@@ -182,12 +182,22 @@ impl Proxy {
     }
 }
 
+/// The ready endpoints of demo/legacy: those traffic reaches (a VM failing its health check
+/// is an endpoint that is not ready).
 fn endpoints(running: &bowline_app::Running) -> Vec<String> {
+    all_endpoints(running)
+        .into_iter()
+        .filter(|e| e.ready)
+        .map(|e| format!("{e:?}"))
+        .collect()
+}
+
+fn all_endpoints(running: &bowline_app::Running) -> Vec<bowline_model::Endpoint> {
     running
         .registry
         .read()
         .service(&ServiceKey::new("demo", "legacy"))
-        .map(|view| view.endpoints().map(|e| format!("{e:?}")).collect())
+        .map(|view| view.endpoints().cloned().collect())
         .unwrap_or_default()
 }
 
@@ -210,10 +220,13 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
     assert_eq!(annotations["proxy.istio.io/health-checks-enabled"], "true");
     assert_eq!(written["spec"]["address"], "127.0.0.50");
     assert_eq!(written["spec"]["labels"]["app"], "legacy");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually_async("the entry is an endpoint", || {
+        all_endpoints(&running).len() == 1
+    })
+    .await;
     assert!(
         endpoints(&running).is_empty(),
-        "a probed group's entry is no endpoint before it reports healthy"
+        "a probed group's entry is no ready endpoint before it reports healthy"
     );
 
     proxy.health(None).await;
@@ -276,7 +289,7 @@ async fn a_vm_registers_serves_when_healthy_survives_a_restart_and_goes_after_th
         entry(dir.path()).is_none()
     })
     .await;
-    eventually_async("no endpoint left", || endpoints(&running).is_empty()).await;
+    eventually_async("no endpoint left", || all_endpoints(&running).is_empty()).await;
     running.stop().await;
 }
 
