@@ -350,11 +350,7 @@ fn member_import(
                 .map(|(id, info)| match &info.scope {
                     Some(scope) => format!(
                         "{id} exports to {} ({scope})",
-                        info.consumers
-                            .iter()
-                            .map(|c| c.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        bowline_model::cluster::join_ids(&info.consumers)
                     ),
                     None => format!("{id} exports to every member"),
                 })
@@ -367,11 +363,7 @@ fn member_import(
         ),
         (Some(_), Some(seen)) => format!(
             "imported from {}",
-            seen.clusters
-                .iter()
-                .map(|c| c.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            bowline_model::cluster::join_ids(&seen.clusters)
         ),
     };
     serde_json::json!({

@@ -38,11 +38,7 @@ fn cell(
             "imported",
             format!(
                 "imported from {}",
-                seen.clusters
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                bowline_model::cluster::join_ids(&seen.clusters)
             ),
         ),
         _ => ("absent", String::new()),

@@ -50,6 +50,12 @@ impl ClusterId {
     }
 }
 
+/// Ids as a list for messages: `a, b, c`.
+pub fn join_ids<'a>(ids: impl IntoIterator<Item = &'a ClusterId>) -> String {
+    let ids: Vec<&str> = ids.into_iter().map(ClusterId::as_str).collect();
+    ids.join(", ")
+}
+
 /// Maps keyed by id can be looked up by a plain `&str` (proxies name their member so).
 impl std::borrow::Borrow<str> for ClusterId {
     fn borrow(&self) -> &str {

@@ -149,59 +149,46 @@ fn routes(any: &Any) -> Value {
     json!({"name": r.name, "virtualHosts": hosts})
 }
 
+/// The summaries of every type's resources, as `of(type URL)` gives them.
+fn summaries(mut head: Value, of: impl Fn(&str) -> Vec<Any>) -> Value {
+    let render = |t: &str, render: fn(&Any) -> Value| -> Value {
+        of(t).iter().map(render).collect::<Vec<_>>().into()
+    };
+    head["clusters"] = render(type_url::CLUSTER, cluster);
+    head["endpoints"] = render(type_url::ENDPOINT, assignment);
+    head["listeners"] = render(type_url::LISTENER, listener);
+    head["routes"] = render(type_url::ROUTE, routes);
+    head
+}
+
 /// What a connected proxy was last sent, per type, as JSON summaries.
 pub fn sent_dump(connection: &ConnectionStatus) -> Value {
-    let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
+    let head = json!({"node": connection.proxy, "protocol": connection.protocol});
+    summaries(head, |t| {
         let held = connection.sent.resources(t);
-        held.iter().map(|(_, e)| render(&e.any())).collect()
-    };
-    json!({
-        "node": connection.proxy,
-        "protocol": connection.protocol,
-        "clusters": render(type_url::CLUSTER, cluster),
-        "endpoints": render(type_url::ENDPOINT, assignment),
-        "listeners": render(type_url::LISTENER, listener),
-        "routes": render(type_url::ROUTE, routes),
+        held.iter().map(|(_, e)| e.any()).collect()
     })
 }
 
 /// What a connected proxy would be sent now, for what it subscribes to, in
 /// [`sent_dump`]'s shape: the two differ exactly where the proxy is behind.
 pub fn fresh_dump(connection: &ConnectionStatus, snapshot: &ClusterSet) -> Value {
-    let render = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
-        let subscribed = connection.types.get(t).map(|s| &s.subscribed);
-        let names: Option<std::collections::BTreeSet<String>> = subscribed
-            .filter(|names| !names.is_empty() && !names.iter().any(|n| n == "*"))
-            .map(|names| names.iter().cloned().collect());
-        if subscribed.is_none() {
+    let head = json!({"node": connection.proxy, "protocol": connection.protocol});
+    summaries(head, |t| {
+        let Some(subscribed) = connection.types.get(t).map(|s| &s.subscribed) else {
             return Vec::new();
-        }
+        };
+        let names: Option<std::collections::BTreeSet<String>> = (!subscribed.is_empty()
+            && !subscribed.iter().any(|n| n == "*"))
+        .then(|| subscribed.iter().cloned().collect());
         let generated = generate(t, &connection.proxy, snapshot, names.as_ref());
-        generated.values().map(render).collect()
-    };
-    json!({
-        "node": connection.proxy,
-        "protocol": connection.protocol,
-        "clusters": render(type_url::CLUSTER, cluster),
-        "endpoints": render(type_url::ENDPOINT, assignment),
-        "listeners": render(type_url::LISTENER, listener),
-        "routes": render(type_url::ROUTE, routes),
+        generated.into_values().collect()
     })
 }
 
 /// What `proxy` would be served now: every resource of every type, as JSON summaries.
 pub fn config_dump(proxy: &ProxyInfo, snapshot: &ClusterSet) -> Value {
-    let all = |t: &str, render: fn(&Any) -> Value| -> Vec<Value> {
-        generate(t, proxy, snapshot, None)
-            .values()
-            .map(render)
-            .collect()
-    };
-    json!({
-        "node": proxy,
-        "clusters": all(type_url::CLUSTER, cluster),
-        "endpoints": all(type_url::ENDPOINT, assignment),
-        "listeners": all(type_url::LISTENER, listener),
-        "routes": all(type_url::ROUTE, routes),
+    summaries(json!({"node": proxy}), |t| {
+        generate(t, proxy, snapshot, None).into_values().collect()
     })
 }

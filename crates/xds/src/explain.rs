@@ -46,7 +46,10 @@ pub fn explain(
             "no export of {key} reaches member {}",
             scope.unwrap_or_default()
         ),
-        (Some(_), Some(seen)) => format!("imported from {}", ids(&seen.clusters)),
+        (Some(_), Some(seen)) => format!(
+            "imported from {}",
+            bowline_model::cluster::join_ids(&seen.clusters)
+        ),
     };
     // The ports of the import the proxy sees, else of the whole set's, else of the members'
     // Services (to explain why not).
@@ -134,13 +137,6 @@ pub fn explain(
         "clusters": clusters,
         "members": members,
     })
-}
-
-fn ids(list: &[bowline_model::ClusterId]) -> String {
-    list.iter()
-        .map(|c| c.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Endpoints and total weight of an encoded assignment.
