@@ -13,10 +13,7 @@ fn cell(
     key: &bowline_model::ServiceKey,
     id: &str,
 ) -> (&'static str, String) {
-    let info = snapshot
-        .exports()
-        .get(key)
-        .and_then(|e| e.iter().find(|(c, _)| c.as_str() == id).map(|(_, i)| i));
+    let info = snapshot.exports().get(key).and_then(|e| e.get(id));
     if let Some(info) = info {
         let conflict = info
             .conditions

@@ -12,21 +12,15 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// The xDS types `proxy-status` shows, in istioctl's order, with their columns.
-const TYPES: [(&str, &str); 4] = [
-    ("CDS", "type.googleapis.com/envoy.config.cluster.v3.Cluster"),
-    (
-        "LDS",
-        "type.googleapis.com/envoy.config.listener.v3.Listener",
-    ),
-    (
-        "EDS",
-        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    ),
-    (
-        "RDS",
-        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-    ),
-];
+const TYPES: [(&str, &str); 4] = {
+    use bowline_xds::resources::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+    [
+        ("CDS", CLUSTER),
+        ("LDS", LISTENER),
+        ("EDS", ENDPOINT),
+        ("RDS", ROUTE),
+    ]
+};
 
 /// GETs `path` from the admin server at `admin` (`host:port`) and parses the JSON answer; an
 /// answer other than 200 is an error carrying the server's text.

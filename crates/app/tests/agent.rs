@@ -164,14 +164,7 @@ async fn the_agent_serves_rotates_and_renews_the_workload_certificate() {
         .await
         .unwrap();
     let root = fs::read_to_string(config.data_dir.join("ca/root-cert.pem")).unwrap();
-    let (token, _) = bowline_vm::tokens::TokenStore::open(&config.data_dir)
-        .issue(
-            "legacy",
-            "demo",
-            Duration::from_secs(3600),
-            jiff::Timestamp::now(),
-        )
-        .unwrap();
+    let token = common::vm_token(&config, "legacy", "demo");
     let vm = dir.join("vm");
     fs::create_dir_all(&vm).unwrap();
     fs::write(vm.join("token"), &token).unwrap();

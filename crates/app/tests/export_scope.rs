@@ -222,8 +222,15 @@ async fn scoped_exports_reach_their_members_only_in_writes_dns_xds_and_debug_vie
         "no slice of cart in c: {imported_slices:?}"
     );
 
-    // Where each export went: status.clusters and the Ready message.
-    let status = written(d, "a", "serviceexport-status", "cart").unwrap();
+    // Where each export went: status.clusters and the Ready message (written by a's writer,
+    // which may come after the imports).
+    let mut status = None;
+    eventually_async("a's ServiceExport status is written", || {
+        status = written(d, "a", "serviceexport-status", "cart");
+        status.is_some()
+    })
+    .await;
+    let status = status.unwrap();
     assert_eq!(clusters(&status), ["a", "b"]);
     let ready = status["status"]["conditions"]
         .as_array()

@@ -815,15 +815,7 @@ fn spiffe_of(chain: &[String], root: &str) -> String {
 async fn a_vm_token_gets_a_certificate_for_its_groups_service_account_only() {
     let dir = tempfile::tempdir().unwrap();
     let (config, running, root) = start_member(dir.path(), "").await;
-    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
-    let (token, _) = store
-        .issue(
-            "legacy",
-            "demo",
-            Duration::from_secs(3600),
-            jiff::Timestamp::now(),
-        )
-        .unwrap();
+    let token = common::vm_token(&config, "legacy", "demo");
     let channel = tls_channel(running.xds_tls_addr, &root).await;
     let create =
         |csr: String, token: Option<String>| create_certificate(&channel, csr, token, None);
@@ -1092,15 +1084,7 @@ async fn xds_over_tls_needs_a_credential_and_a_certificate_bounds_what_the_node_
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     let dir = tempfile::tempdir().unwrap();
     let (config, running, root) = start_member(dir.path(), "").await;
-    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
-    let (token, _) = store
-        .issue(
-            "legacy",
-            "demo",
-            Duration::from_secs(3600),
-            jiff::Timestamp::now(),
-        )
-        .unwrap();
+    let token = common::vm_token(&config, "legacy", "demo");
     let sidecar = |namespace: &str| {
         ads::node("legacy-0", "envoy")
             .meta("NAMESPACE", namespace)
@@ -1213,15 +1197,7 @@ async fn a_plugin_ca_signs_chains_that_verify_to_the_users_root() {
         running.registry.read().members()[0].synced
     })
     .await;
-    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
-    let (token, _) = store
-        .issue(
-            "legacy",
-            "demo",
-            Duration::from_secs(3600),
-            jiff::Timestamp::now(),
-        )
-        .unwrap();
+    let token = common::vm_token(&config, "legacy", "demo");
     // The serving certificate verifies to the user's root through the intermediate.
     let channel = tls_channel(running.xds_tls_addr, &root).await;
     let identity = "spiffe://cluster.local/ns/demo/sa/legacy";

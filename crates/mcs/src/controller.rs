@@ -179,27 +179,23 @@ fn consumers_json<S: serde::Serializer>(
 }
 
 impl Import {
-    /// The import as the member with id `member` sees it: `None` when no export reaches it.
-    pub fn for_member(&self, member: &str) -> Option<&Import> {
+    /// How member `member` sees this import: `None` when no export reaches it, `Some(None)`
+    /// when it sees all of it, else its own.
+    fn seen_by(&self, member: &str) -> Option<Option<&Arc<Import>>> {
         match &self.consumers {
-            None => Some(self),
-            Some(consumers) => match consumers.get(member)? {
-                None => Some(self),
-                Some(own) => Some(own),
-            },
+            None => Some(None),
+            Some(consumers) => consumers.get(member).map(Option::as_ref),
         }
     }
 
-    /// `self` as member `member` sees it, shared: `whole` (this import's `Arc`) or the
-    /// member's own.
+    /// The import as the member with id `member` sees it: `None` when no export reaches it.
+    pub fn for_member(&self, member: &str) -> Option<&Import> {
+        Some(self.seen_by(member)?.map_or(self, |own| own))
+    }
+
+    /// `whole` as member `member` sees it, shared: `whole` itself or the member's own.
     pub fn shared_for(whole: &Arc<Import>, member: &str) -> Option<Arc<Import>> {
-        match &whole.consumers {
-            None => Some(whole.clone()),
-            Some(consumers) => match consumers.get(member)? {
-                None => Some(whole.clone()),
-                Some(own) => Some(own.clone()),
-            },
-        }
+        Some(whole.seen_by(member)?.unwrap_or(whole).clone())
     }
 }
 

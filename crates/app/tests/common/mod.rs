@@ -44,3 +44,14 @@ pub fn kubernetes_member(
     .unwrap();
     Config::load(&dir.join("bowline.yaml")).unwrap()
 }
+
+/// A VM registration token for `group` in `namespace`, valid for an hour, recorded in the
+/// configuration's token store (its data directory).
+pub fn vm_token(config: &Config, group: &str, namespace: &str) -> String {
+    let store = bowline_vm::tokens::TokenStore::open(&config.data_dir);
+    let hour = std::time::Duration::from_secs(3600);
+    let (token, _) = store
+        .issue(group, namespace, hour, jiff::Timestamp::now())
+        .unwrap();
+    token
+}
