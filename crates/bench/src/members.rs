@@ -115,6 +115,16 @@ impl Members {
         }
     }
 
+    /// Stops the fake API servers and frees their stores before returning, so that the
+    /// next run does not compete with their teardown.
+    pub async fn stop(self) {
+        if let Self::Kube(servers) = self {
+            for server in servers {
+                server.stop().await;
+            }
+        }
+    }
+
     /// Writes `bowline.yaml` for these members into `dir` and returns its path.
     pub fn write_config(&self, dir: &Path, ports: &Ports) -> anyhow::Result<PathBuf> {
         let mut text = String::from("clusterSet: bench\nmembers:\n");

@@ -121,6 +121,23 @@ struct Started {
     _dir: tempfile::TempDir,
 }
 
+impl Started {
+    /// Ends the run: the process killed, then the members and the directory gone, all before
+    /// returning (a drop would leave the fake API servers' teardown to their tasks, running
+    /// on the driver's threads during the next run's cold start).
+    async fn finish(self) {
+        let Self {
+            bowline,
+            members,
+            _dir: dir,
+            ..
+        } = self;
+        drop(bowline);
+        members.stop().await;
+        drop(dir);
+    }
+}
+
 async fn start(mode: Mode, size: Size, options: &Options) -> anyhow::Result<Started> {
     size.check().map_err(anyhow::Error::msg)?;
     let mut dir = tempfile::Builder::new()
@@ -244,10 +261,12 @@ pub async fn baseline(mode: Mode, size: Size, options: &Options) -> anyhow::Resu
     let quiet = quiet(pid, started.spawned, options.quiet).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     started.bowline.alive()?;
+    let rss_kib = rss_kib(pid).unwrap_or(0);
+    started.finish().await;
     Ok(Baseline {
         first_served,
         quiet,
-        rss_kib: rss_kib(pid).unwrap_or(0),
+        rss_kib,
     })
 }
 
@@ -305,6 +324,7 @@ pub async fn measure(scenario: Scenario, options: &Options) -> anyhow::Result<Ou
     ));
     started.bowline.alive()?;
     close(streams);
+    started.finish().await;
     Ok(Outcome {
         cold_start,
         quiet,

@@ -135,6 +135,9 @@ impl Controls {
 pub(crate) enum Command {
     /// Close (false) or reopen (true) the listener; acknowledged once done.
     SetReachable(bool, oneshot::Sender<()>),
+    /// Stop serving: acknowledged once every connection task has ended and dropped its
+    /// share of the state.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Serves `router` on `listener` until the command channel closes (the handle is dropped).
@@ -162,6 +165,12 @@ pub(crate) async fn run(
                         while connections.join_next().await.is_some() {}
                     }
                     let _ = done.send(());
+                }
+                Some(Command::Stop(done)) => {
+                    connections.shutdown().await;
+                    drop((router, shared));
+                    let _ = done.send(());
+                    return;
                 }
             },
             accepted = accept(listener.as_ref()) => match accepted {
