@@ -235,6 +235,15 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     }
     let report = state.readiness.check(&snapshot.members);
+    if snapshot.starting {
+        // Every member listed, the first MCS outcome not yet computed from them.
+        let text = if report.ready {
+            "starting\n".to_string()
+        } else {
+            report.text
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+    }
     let code = if report.ready {
         StatusCode::OK
     } else {

@@ -122,6 +122,7 @@ pub fn overview(snapshot: &ClusterSet, connections: Option<Value>) -> Value {
         "clusterSet": &*snapshot.name,
         "version": snapshot.version,
         "synced": snapshot.synced,
+        "starting": snapshot.starting,
         "networks": networks,
         "members": members,
         "memberIds": ids,

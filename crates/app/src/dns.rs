@@ -86,7 +86,10 @@ pub(crate) fn spawn_views(
     tasks.spawn(async move {
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
+            // A name not found is NXDOMAIN only once the imports were computed from every
+            // member (SERVFAIL until then: "try again", not "it does not exist").
             let synced = snapshot.version > 0
+                && !snapshot.starting
                 && (snapshot.synced || started.elapsed() >= sync_timeout);
             views.send_replace(Arc::new(view(&snapshot, synced, &audience)));
             tokio::select! {

@@ -107,11 +107,18 @@ pub(crate) fn spawn_pipeline(
         quiet: config.xds.debounce,
         max: config.xds.max_debounce,
     };
+    // How long the start waits for the members: a shorter `memberSyncTimeout` shortens it.
+    let grace = INITIAL_READ_BACK.min(config.member_sync_timeout);
     if config.mcs.mode == McsMode::Consumer {
         info!("MCS consumer mode: Bowline writes nothing and reads the provider's ServiceImports");
-        tasks.spawn(consume_loop(
-            registry, snapshots, metrics, shutdown, debounce,
-        ));
+        tasks.spawn(consume_loop(Pipeline {
+            registry,
+            snapshots,
+            metrics,
+            debounce,
+            grace,
+            shutdown,
+        }));
         return;
     }
     let (adoptions, adopted) = mpsc::channel::<Adoption>(config.members.len().max(1));
@@ -147,6 +154,7 @@ pub(crate) fn spawn_pipeline(
             snapshots,
             metrics,
             debounce,
+            grace,
             shutdown,
         },
         mcs_config,
@@ -161,12 +169,19 @@ struct Pipeline {
     snapshots: watch::Sender<Arc<ClusterSet>>,
     metrics: Arc<McsMetrics>,
     debounce: Debounce,
+    /// How long the start waits for every member's read-back and first listing.
+    grace: Duration,
     shutdown: CancellationToken,
 }
 
 impl Pipeline {
-    /// One registry read, the outcome `compute` makes of it, one snapshot published.
-    fn publish(&self, views: &mut Views, compute: impl FnOnce(&bowline_mcs::Snapshot) -> Outcome) {
+    /// One registry read, the outcome `compute` makes of it, one snapshot published (and
+    /// returned).
+    fn publish(
+        &self,
+        views: &mut Views,
+        compute: impl FnOnce(&bowline_mcs::Snapshot) -> Outcome,
+    ) -> Arc<ClusterSet> {
         let input = Input::read(&self.registry.read());
         let outcome = compute(&input.mcs);
         self.metrics.reconciles.inc();
@@ -175,15 +190,30 @@ impl Pipeline {
             version = snapshot.version,
             changed = snapshot.changed.services.len(),
             imports = snapshot.imports().len(),
+            starting = snapshot.starting,
             "ClusterSet snapshot published"
         );
-        self.snapshots.send_replace(snapshot);
+        self.snapshots.send_replace(snapshot.clone());
+        snapshot
     }
 }
 
+/// Names the members whose first listing is not in yet.
+fn unsynced(snapshot: &ClusterSet) -> Vec<&str> {
+    snapshot
+        .members
+        .iter()
+        .filter(|m| !m.synced)
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
 /// Controller mode: starts from what the members hold (every member's read-back, waited for
-/// a little, so that ClusterSetIPs already written are served from the first snapshot on),
-/// then publishes a snapshot after every registry change and every later read-back.
+/// a little, so that ClusterSetIPs already written are served from the first snapshot on)
+/// and from every member's first listing (so that the first outcome is computed once, from
+/// all of them, not again as each member comes in), then publishes a snapshot after every
+/// registry change and every later read-back. Until that first outcome, snapshots are
+/// [`starting`](ClusterSet::starting): they carry the members and services, no imports.
 async fn controller_loop(
     pipeline: Pipeline,
     config: McsConfig,
@@ -192,17 +222,18 @@ async fn controller_loop(
 ) {
     let mut existing = BTreeMap::new();
     let mut replies = Vec::new();
-    let deadline = tokio::time::Instant::now() + INITIAL_READ_BACK;
-    let mut views = Views::default();
+    let deadline = tokio::time::Instant::now() + pipeline.grace;
+    let mut views = Views::starting();
     let mut changes = pipeline.registry.read().subscribe_changes();
-    // Until then, snapshots carry the members and services but no imports.
-    pipeline.publish(&mut views, |_| Outcome::default());
-    while existing.len() < members {
+    let mut snapshot = pipeline.publish(&mut views, |_| Outcome::default());
+    while existing.len() < members || !snapshot.synced {
         tokio::select! {
             _ = pipeline.shutdown.cancelled() => return,
             changed = changes.changed() => {
-                if changed.is_err() { return }
-                pipeline.publish(&mut views, |_| Outcome::default());
+                if changed.is_err() || !settle(&mut changes, pipeline.debounce).await {
+                    return;
+                }
+                snapshot = pipeline.publish(&mut views, |_| Outcome::default());
             }
             adoption = adopted.recv() => match adoption {
                 Some(a) => {
@@ -212,12 +243,18 @@ async fn controller_loop(
                 None => return,
             },
             _ = tokio::time::sleep_until(deadline) => {
-                warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
+                if existing.len() < members {
+                    warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
+                }
+                if !snapshot.synced {
+                    warn!(pending = ?unsynced(&snapshot), grace = ?pipeline.grace, "members are still listing; serving without them (they are added once listed)");
+                }
                 break;
             }
         }
     }
     let mut controller = Controller::new(config, existing);
+    views.started();
     loop {
         pipeline.publish(&mut views, |input| {
             controller.reconcile(input, jiff::Timestamp::now())
@@ -411,27 +448,25 @@ async fn blocking<T: Send + 'static>(
 
 /// Consumer mode: a snapshot of the provider's view after every registry change (each name's
 /// import recomputed only when its service view changed).
-async fn consume_loop(
-    registry: Shared,
-    snapshots: watch::Sender<Arc<ClusterSet>>,
-    metrics: Arc<McsMetrics>,
-    shutdown: CancellationToken,
-    debounce: Debounce,
-) {
-    let pipeline = Pipeline {
-        registry,
-        snapshots,
-        metrics,
-        debounce,
-        shutdown,
-    };
-    let mut views = Views::default();
+async fn consume_loop(pipeline: Pipeline) {
+    let debounce = pipeline.debounce;
+    let mut views = Views::starting();
     let mut consumer = bowline_mcs::consumer::Consumer::default();
     let mut changes = pipeline.registry.read().subscribe_changes();
+    let deadline = tokio::time::Instant::now() + pipeline.grace;
     loop {
-        pipeline.publish(&mut views, |snapshot| consumer.consume(snapshot));
-        if !settled_change(&mut changes, &pipeline.shutdown, debounce).await {
-            return;
+        let snapshot = pipeline.publish(&mut views, |snapshot| consumer.consume(snapshot));
+        // Every member's objects (the provider's ServiceImports among them) are in: serve.
+        if snapshot.starting && snapshot.synced {
+            views.started();
+            continue;
+        }
+        tokio::select! {
+            changed = settled_change(&mut changes, &pipeline.shutdown, debounce) => if !changed { return },
+            _ = tokio::time::sleep_until(deadline), if snapshot.starting => {
+                warn!(pending = ?unsynced(&snapshot), grace = ?pipeline.grace, "members are still listing; serving without them (they are added once listed)");
+                views.started();
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ const HTTP1_FIRST_BYTES: usize = 16;
 /// and admin servers.
 pub async fn start(config: &Config, listeners: Listeners) -> anyhow::Result<Running> {
     let registry = new_registry(config);
-    let (snapshots, snapshot) = watch::channel(Arc::new(ClusterSet::default()));
+    let (snapshots, snapshot) = watch::channel(Arc::new(ClusterSet::before_start()));
     bowline_net::raise_open_files_limit();
     let listen_metrics = Arc::new(bowline_net::Metrics::default());
     let mut metrics = Metrics::default();

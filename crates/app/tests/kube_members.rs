@@ -764,3 +764,84 @@ async fn after_a_restart_a_member_not_yet_synced_keeps_its_imports_in_the_others
     );
     running.stop().await;
 }
+
+/// The first EDS answer for echo's ClusterSet cluster to a proxy in east, on a stream opened
+/// now (answered when Bowline has it).
+async fn first_echo_assignment(
+    xds: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse> {
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    };
+    let request = DiscoveryRequest {
+        node: Some(
+            bowline_test_support::ads::node("early", "envoy")
+                .at("east", "net-east", "10.1.0.99")
+                .build(),
+        ),
+        type_url: bowline_xds::resources::type_url::ENDPOINT.into(),
+        resource_names: vec!["outbound|80||echo.demo.svc.clusterset.local".into()],
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}"))
+            .await
+            .unwrap();
+        let mut responses = client
+            .stream_aggregated_resources(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        responses.message().await.unwrap().expect("an answer")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_asking_at_start_gets_the_whole_cluster_set_not_the_members_listed_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    bowline_app::demo::write_to(&files).unwrap();
+    // west is on an API server that does not answer yet; east is a directory, read at once.
+    let server = FakeApiServer::start().await;
+    server.install_bowline_crds();
+    for object in documents(&files.join("members/west")) {
+        server.restore_json(object);
+    }
+    fs::write(
+        dir.path().join("west.kubeconfig"),
+        server.kubeconfig_yaml("t"),
+    )
+    .unwrap();
+    server.set_reachable(false).await;
+    fs::write(
+        dir.path().join("bowline.yaml"),
+        format!(
+            "clusterSet: demo\nmembers:\n- {{manifests: {}, network: net-east}}\n\
+             - {{kubeconfig: west.kubeconfig, name: west, network: net-west}}\n",
+            files.join("members/east").display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("bowline.yaml")).unwrap();
+    let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
+        .await
+        .unwrap();
+    let early = first_echo_assignment(running.xds_addr).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !early.is_finished(),
+        "nothing is served while west's first listing is missing"
+    );
+    server.set_reachable(true).await;
+    let early = tokio::time::timeout(Duration::from_secs(20), early)
+        .await
+        .expect("answered once west is listed")
+        .unwrap();
+    ready(&running.admin_addr.to_string()).await;
+    let late = first_echo_assignment(running.xds_addr).await.await.unwrap();
+    assert_eq!(
+        early.resources, late.resources,
+        "the first answer already holds both members' endpoints"
+    );
+    running.stop().await;
+}

@@ -97,11 +97,25 @@ pub struct ClusterSet {
     pub rejections: Arc<[Rejection]>,
     /// Every member completed its first listing.
     pub synced: bool,
+    /// Bowline is still starting: this snapshot was built before every member's first
+    /// listing was in and the MCS outcome computed from all of them (or the grace for it
+    /// passed). It is incomplete, and serving it would make a proxy drop what it was last
+    /// given, so the xDS server holds requests until a snapshot that is not starting.
+    pub starting: bool,
     /// When it was published (push latency is measured from here).
     pub published: Option<Instant>,
 }
 
 impl ClusterSet {
+    /// The snapshot before the pipeline's first: empty and [`starting`](Self::starting), so
+    /// that no proxy is served an empty ClusterSet.
+    pub fn before_start() -> Self {
+        Self {
+            starting: true,
+            ..Self::default()
+        }
+    }
+
     /// Everything that changed after snapshot `version` up to this one; `None` when this
     /// snapshot no longer remembers (or `version` is not older): rebuild everything.
     pub fn changes_since(&self, version: u64) -> Option<Changed> {
@@ -221,9 +235,30 @@ impl Input {
 #[derive(Debug, Default)]
 pub struct Views {
     last: Arc<ClusterSet>,
+    starting: bool,
 }
 
 impl Views {
+    /// A stage whose snapshots say they are [`starting`](ClusterSet::starting) until
+    /// [`started`](Self::started) is called (the pipeline at start-up; `default()` builds
+    /// complete snapshots from the first).
+    pub fn starting() -> Self {
+        Self {
+            last: Arc::default(),
+            starting: true,
+        }
+    }
+
+    /// From the next snapshot on, snapshots are complete.
+    pub fn started(&mut self) {
+        self.starting = false;
+    }
+
+    /// Whether the next snapshot will still say it is starting.
+    pub fn is_starting(&self) -> bool {
+        self.starting
+    }
+
     /// The last snapshot built.
     pub fn last(&self) -> &Arc<ClusterSet> {
         &self.last
@@ -294,6 +329,7 @@ impl Views {
             hosts,
             policies,
             synced: members.iter().all(|m| m.synced),
+            starting: self.starting,
             members,
             admitted,
             rejections,

@@ -584,30 +584,42 @@ impl Ads {
                         }
                     }
                 }
+                // Requests that came while Bowline was starting, answered once it is not.
+                let mut held: Vec<R> = Vec::new();
+                // The proxy sent its last request (half-closed) with some still held.
+                let mut closed = false;
                 // Every way out of the loop goes through the clean-up after it: the connection
                 // table and the VM registration must learn that the stream ended.
                 'stream: loop {
                     tokio::select! {
-                        message = inbound.message() => {
+                        message = inbound.message(), if !closed => {
                             let request = match message {
                                 Ok(Some(r)) => r,
+                                Ok(None) if !held.is_empty() => {
+                                    closed = true;
+                                    continue;
+                                }
                                 Ok(None) => break,
                                 Err(e) => {
                                     debug!("stream ended: {e}");
                                     break;
                                 }
                             };
-                            match step(&mut stream, &mut caller, &request, &snapshots) {
-                                Ok(None) => {}
-                                Ok(Some(response)) => {
-                                    if tx.send(response).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(status) => {
+                            if snapshots.borrow().starting {
+                                if held.len() == HELD_WHILE_STARTING {
+                                    let status = Status::resource_exhausted(format!("more than {HELD_WHILE_STARTING} requests before Bowline finished starting"));
                                     let _ = tx.send(Err(status)).await;
                                     break;
                                 }
+                                if held.is_empty() {
+                                    debug!("request held until every member's first listing is in");
+                                }
+                                held.push(request);
+                                continue;
+                            }
+                            let step = step(&mut stream, &mut caller, &request, &snapshots);
+                            if !deliver(&tx, step).await {
+                                break;
                             }
                         }
                         changed = snapshots.changed() => {
@@ -615,6 +627,18 @@ impl Ads {
                                 break;
                             }
                             let snapshot = snapshots.borrow_and_update().clone();
+                            if snapshot.starting {
+                                continue;
+                            }
+                            for request in std::mem::take(&mut held) {
+                                let step = step(&mut stream, &mut caller, &request, &snapshots);
+                                if !deliver(&tx, step).await {
+                                    break 'stream;
+                                }
+                            }
+                            if closed {
+                                break;
+                            }
                             for response in stream.push(&snapshot, respond) {
                                 if tx.send(response).await.is_err() {
                                     break 'stream;
@@ -636,6 +660,23 @@ impl Ads {
 /// What one request calls for: a response to send (`Some`), nothing, or the status that
 /// ends the stream.
 type Step = Result<Option<Reply>, Status>;
+
+/// Requests one stream may send before Bowline finished starting (a proxy sends one per
+/// type it subscribes to, and waits for the answers); more end the stream.
+const HELD_WHILE_STARTING: usize = 64;
+
+/// Sends what `step` calls for; false when the stream is over (the status that ended it was
+/// sent, or the proxy is gone).
+async fn deliver(tx: &mpsc::Sender<Reply>, step: Step) -> bool {
+    match step {
+        Ok(None) => true,
+        Ok(Some(response)) => tx.send(response).await.is_ok(),
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
+            false
+        }
+    }
+}
 
 impl Stream_ {
     /// One state-of-the-world request: identify the proxy, check the bounds, take the ACK or

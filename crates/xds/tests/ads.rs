@@ -555,3 +555,62 @@ fn prost_types_value(text: String) -> envoy_types::pb::google::protobuf::Value {
         )),
     }
 }
+
+/// The snapshot of [`snapshot`], but built while Bowline is starting.
+fn starting_snapshot() -> Arc<ClusterSet> {
+    let reg = registry(false);
+    let outcome = snapshot(false).outcome.clone();
+    bowline_views::Views::starting().next(bowline_views::Input::read(&reg), outcome)
+}
+
+#[tokio::test]
+async fn requests_made_while_bowline_is_starting_are_answered_once_it_has_started() {
+    let (snapshots, rx) = watch::channel(Arc::new(ClusterSet::before_start()));
+    let connections = Connections::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(rx, connections.clone()),
+        std::future::pending(),
+    ));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, requests) = mpsc::channel(16);
+    let rx = grpc
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = Client { tx, rx };
+
+    // An empty or incomplete ClusterSet is not served: a proxy would drop what it has.
+    client
+        .send(type_url::CLUSTER, &[EDS_NAME], None, None)
+        .await;
+    client
+        .send(type_url::ENDPOINT, &[EDS_NAME], None, None)
+        .await;
+    client.nothing().await;
+    snapshots.send_replace(starting_snapshot());
+    client.nothing().await;
+    assert!(
+        connections.list().is_empty(),
+        "a held stream is not identified yet"
+    );
+
+    // Started: both requests are answered, in order, from the complete snapshot.
+    snapshots.send_replace(snapshot(false));
+    let cds = client.recv().await;
+    assert_eq!(cds.type_url, type_url::CLUSTER);
+    let cluster = Cluster::decode(cds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(cluster.name, EDS_NAME);
+    let eds = client.recv().await;
+    assert_eq!(eds.type_url, type_url::ENDPOINT);
+    let assignment = ClusterLoadAssignment::decode(eds.resources[0].value.as_slice()).unwrap();
+    assert_eq!(assignment.cluster_name, EDS_NAME);
+    assert!(!assignment.endpoints.is_empty());
+    client.nothing().await;
+    assert_eq!(connections.list().len(), 1);
+}
