@@ -189,7 +189,7 @@ pub(crate) fn service(svc: Service) -> Result<Object> {
     for (i, addr) in spec.external_ips.iter().flatten().enumerate() {
         external_addresses.push(ip(&format!("spec.externalIPs[{i}]"), addr)?);
     }
-    Ok(Object::Service(objects::Service {
+    Ok(Object::Service(Arc::new(objects::Service {
         meta,
         service_type,
         cluster_ips,
@@ -206,7 +206,7 @@ pub(crate) fn service(svc: Service) -> Result<Object> {
             .and_then(|c| c.timeout_seconds),
         internal_traffic_policy: spec.internal_traffic_policy,
         traffic_distribution: spec.traffic_distribution,
-    }))
+    })))
 }
 
 fn service_cluster_ips(spec: &ServiceSpec, service_type: ServiceType) -> Result<Vec<IpAddr>> {
@@ -355,13 +355,13 @@ pub(crate) fn endpoint_slice(slice: EndpointSlice) -> Result<Object> {
             app_protocol: p.app_protocol,
         });
     }
-    Ok(Object::EndpointSlice(objects::EndpointSlice {
+    Ok(Object::EndpointSlice(Arc::new(objects::EndpointSlice {
         meta,
         service_name,
         address_type,
         endpoints: endpoints.into(),
         ports: ports.into(),
-    }))
+    })))
 }
 
 /// The strings one conversion has seen, so that a value repeated across a slice's endpoints

@@ -28,20 +28,21 @@ fn provider_import() -> Object {
 }
 
 fn provider_slice(name: &str, source: &str, addr: &str) -> Object {
-    let Object::EndpointSlice(mut s) = slice("shop", name, "unused")
+    let Object::EndpointSlice(s) = slice("shop", name, "unused")
         .port("http", 8080)
         .endpoint(ep(addr).hostname("h"))
         .build()
     else {
         unreachable!()
     };
+    let mut s = std::sync::Arc::unwrap_or_clone(s);
     s.service_name = None;
     s.meta.labels.clear();
     s.meta.labels.insert(MCS_SERVICE_NAME.into(), "cart".into());
     s.meta
         .labels
         .insert(MCS_SOURCE_CLUSTER.into(), source.into());
-    Object::EndpointSlice(s)
+    Object::EndpointSlice(s.into())
 }
 
 /// A ClusterSet of member `m`, whose id is `m`.

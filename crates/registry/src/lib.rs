@@ -567,7 +567,7 @@ impl Registry {
             ObjectKind::Service => s
                 .services
                 .values()
-                .map(|o| Object::Service((**o).clone()))
+                .map(|o| Object::Service(o.clone()))
                 .collect(),
             ObjectKind::EndpointSlice => s
                 .slices

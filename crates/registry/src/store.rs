@@ -45,7 +45,7 @@ pub(crate) struct Store {
     pub nodes: HashMap<Strng, Node>,
     pub pods: HashMap<NsName, Pod>,
     pub services: BTreeMap<ServiceKey, Arc<Service>>,
-    pub slices: HashMap<NsName, EndpointSlice>,
+    pub slices: HashMap<NsName, Arc<EndpointSlice>>,
     /// Slice names of each service, from the `kubernetes.io/service-name` label.
     pub slices_by_service: BTreeMap<ServiceKey, BTreeSet<Strng>>,
     /// Names of imported (MCS) slices of each service, from the
@@ -142,7 +142,7 @@ impl Store {
                             touched.gateways = true;
                             self.gateway_services.insert(skey.clone());
                         }
-                        self.services.insert(skey.clone(), Arc::new(svc))
+                        self.services.insert(skey.clone(), svc)
                     }
                     _ => self.services.remove(&skey),
                 };

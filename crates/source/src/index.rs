@@ -81,6 +81,47 @@ enum Slot {
 
 type Claim = (FileName, Slot);
 
+/// An object's claims in order, without duplicates. Nearly every object has one, so a sorted
+/// vector (one exact allocation) rather than a `BTreeSet` (a node for eleven).
+#[derive(Debug, Default)]
+struct Claims(Vec<Claim>);
+
+impl Claims {
+    fn first(&self) -> Option<&Claim> {
+        self.0.first()
+    }
+
+    fn insert(&mut self, claim: Claim) {
+        if let Err(at) = self.0.binary_search(&claim) {
+            self.0.reserve_exact(1);
+            self.0.insert(at, claim);
+        }
+    }
+
+    fn remove(&mut self, claim: &Claim) {
+        if let Ok(at) = self.0.binary_search(claim) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Claim> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Claims {
+    type Item = &'a Claim;
+    type IntoIter = std::slice::Iter<'a, Claim>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 #[derive(Debug, Default)]
 struct FileState {
     /// Set when the file could not be read.
@@ -111,7 +152,7 @@ pub(crate) struct Index {
     member: MemberName,
     files: BTreeMap<FileName, FileState>,
     /// Never empty; the first claim wins.
-    claims: BTreeMap<ObjectKey, BTreeSet<Claim>>,
+    claims: BTreeMap<ObjectKey, Claims>,
 }
 
 impl Index {

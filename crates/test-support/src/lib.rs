@@ -294,7 +294,7 @@ impl ServiceBuilder {
 
     /// The object.
     pub fn build(self) -> Object {
-        Object::Service(self.0)
+        Object::Service(self.0.into())
     }
 }
 
@@ -575,7 +575,7 @@ impl SliceBuilder {
     pub fn build(mut self) -> Object {
         self.slice.ports = self.ports.into();
         self.slice.endpoints = self.endpoints.into();
-        Object::EndpointSlice(self.slice)
+        Object::EndpointSlice(self.slice.into())
     }
 }
 

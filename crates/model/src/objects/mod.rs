@@ -146,10 +146,10 @@ pub enum Object {
     Node(Node),
     /// A Pod.
     Pod(Pod),
-    /// A Service.
-    Service(Service),
-    /// An EndpointSlice.
-    EndpointSlice(EndpointSlice),
+    /// A Service (shared by its copies: the source's, and the registry's store).
+    Service(Arc<Service>),
+    /// An EndpointSlice (shared as a Service is).
+    EndpointSlice(Arc<EndpointSlice>),
     /// A ServiceExport.
     ServiceExport(ServiceExport),
     /// A ServiceImport.
