@@ -107,25 +107,25 @@ pub(crate) fn spawn_pipeline(
         quiet: config.xds.debounce,
         max: config.xds.max_debounce,
     };
-    // How long the start waits for the members: a shorter `memberSyncTimeout` shortens it.
-    let grace = INITIAL_READ_BACK.min(config.member_sync_timeout);
+    let pipeline = Pipeline {
+        registry,
+        snapshots,
+        metrics,
+        debounce,
+        // How long the start waits for the members: a shorter `memberSyncTimeout` shortens it.
+        grace: INITIAL_READ_BACK.min(config.member_sync_timeout),
+        shutdown,
+    };
     if config.mcs.mode == McsMode::Consumer {
         info!("MCS consumer mode: Bowline writes nothing and reads the provider's ServiceImports");
-        tasks.spawn(consume_loop(Pipeline {
-            registry,
-            snapshots,
-            metrics,
-            debounce,
-            grace,
-            shutdown,
-        }));
+        tasks.spawn(consume_loop(pipeline));
         return;
     }
     let (adoptions, adopted) = mpsc::channel::<Adoption>(config.members.len().max(1));
     for member in &config.members {
         let slot = Slot {
             member: MemberName::new(member.name.as_str()),
-            writer: writer(member, &shutdown, Some(config.watch.resync)),
+            writer: writer(member, &pipeline.shutdown, Some(config.watch.resync)),
             read: false,
             written: None,
             failing: None,
@@ -133,13 +133,13 @@ pub(crate) fn spawn_pipeline(
         tasks.spawn(member_writer(
             slot,
             WriterContext {
-                snapshots: snapshots.subscribe(),
+                snapshots: pipeline.snapshots.subscribe(),
                 leadership: leadership.clone(),
                 adoptions: adoptions.clone(),
                 resync: config.mcs.resync,
                 follow: config.leader_election.as_ref().map(|e| e.follower_refresh),
-                metrics: metrics.clone(),
-                shutdown: shutdown.clone(),
+                metrics: pipeline.metrics.clone(),
+                shutdown: pipeline.shutdown.clone(),
             },
         ));
     }
@@ -148,19 +148,7 @@ pub(crate) fn spawn_pipeline(
         pools: config.cluster_set_ips.clone(),
     };
     let members = config.members.len();
-    tasks.spawn(controller_loop(
-        Pipeline {
-            registry,
-            snapshots,
-            metrics,
-            debounce,
-            grace,
-            shutdown,
-        },
-        mcs_config,
-        adopted,
-        members,
-    ));
+    tasks.spawn(controller_loop(pipeline, mcs_config, adopted, members));
 }
 
 /// What the views stage's loop works with.
@@ -247,7 +235,7 @@ async fn controller_loop(
                     warn!(read = existing.len(), members, "not every member could be read back in time; the others are adopted when they are");
                 }
                 if !snapshot.synced {
-                    warn!(pending = ?unsynced(&snapshot), grace = ?pipeline.grace, "members are still listing; serving without them (they are added once listed)");
+                    warn!(pending = ?unsynced(&snapshot), grace = ?pipeline.grace, "members are still listing; serving and writing without them (their endpoints and imports are added once listed)");
                 }
                 break;
             }
@@ -305,7 +293,8 @@ pub(crate) fn writer(
     }
 }
 
-/// How long the controller waits for every member's read-back before its first computation.
+/// The longest the start waits for every member's read-back and first listing: the
+/// controller's first computation, the writers and the xDS answers wait for them as long.
 const INITIAL_READ_BACK: Duration = bowline_mcs::FIRST_SYNC_GRACE;
 
 /// What a member holds, read back by its writer, for the controller to resume from; `done`
@@ -340,7 +329,6 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
     let mut was_leading = false;
     let mut read_at = tokio::time::Instant::now();
     let mut full = true;
-    let mut first_sync = FirstSync::new(tokio::time::Instant::now());
     loop {
         let leading = cx.leadership.borrow_and_update().leading;
         let following =
@@ -371,7 +359,11 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             }
         }
         let snapshot = cx.snapshots.borrow_and_update().clone();
-        if slot.read && leading && first_sync.done(&snapshot, &slot.member) {
+        // Until every member's first listing is in (or the start's grace passed), a member
+        // not yet read would look as if its exports were gone, and writing then would delete
+        // its imported objects from every other member, to write them again a moment later
+        // (after a restart, withdrawing endpoints that never went away).
+        if slot.read && leading && !snapshot.starting {
             let metrics = cx.metrics.clone();
             (slot, ()) =
                 blocking(slot, move |slot| write_one(slot, &snapshot, full, &metrics)).await;
@@ -388,48 +380,6 @@ async fn member_writer(mut slot: Slot, mut cx: WriterContext) {
             }
             _ = tick.tick() => full = true,
         }
-    }
-}
-
-/// How long writers wait, from their start, for every member's first sync (as long as the
-/// controller waits for their read-backs).
-const FIRST_SYNC_GRACE: Duration = INITIAL_READ_BACK;
-
-/// Whether the ClusterSet is complete enough to write from: until every member's first
-/// listing is in (or [`FIRST_SYNC_GRACE`] has passed), a member not yet read would look as if
-/// its exports were gone, and writing then would delete its imported objects from every
-/// other member, to write them again a moment later (after a restart, that withdraws
-/// endpoints that never went away). Waiting also keeps the cold start's writes off the CPU
-/// while the sources parse and the first snapshot is served.
-struct FirstSync {
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl FirstSync {
-    fn new(start: tokio::time::Instant) -> Self {
-        Self {
-            deadline: Some(start + FIRST_SYNC_GRACE),
-        }
-    }
-
-    /// True once no member is pending, or the grace has passed (said once, naming them).
-    fn done(&mut self, snapshot: &ClusterSet, member: &MemberName) -> bool {
-        let Some(deadline) = self.deadline else {
-            return true;
-        };
-        let pending: Vec<&str> = snapshot
-            .members
-            .iter()
-            .filter(|m| !m.synced)
-            .map(|m| m.name.as_str())
-            .collect();
-        if pending.is_empty() {
-            self.deadline = None;
-        } else if tokio::time::Instant::now() >= deadline {
-            warn!(%member, pending = ?pending, grace = ?FIRST_SYNC_GRACE, "members are still not synced; writing without them (their imports are written once they are)");
-            self.deadline = None;
-        }
-        self.deadline.is_none()
     }
 }
 

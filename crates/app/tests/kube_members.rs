@@ -767,7 +767,7 @@ async fn after_a_restart_a_member_not_yet_synced_keeps_its_imports_in_the_others
 
 /// The first EDS answer for echo's ClusterSet cluster to a proxy in east, on a stream opened
 /// now (answered when Bowline has it).
-async fn first_echo_assignment(
+fn first_echo_assignment(
     xds: std::net::SocketAddr,
 ) -> tokio::task::JoinHandle<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse> {
     use envoy_types::pb::envoy::service::discovery::v3::{
@@ -826,7 +826,7 @@ async fn a_proxy_asking_at_start_gets_the_whole_cluster_set_not_the_members_list
     let running = bowline_app::start(&config, bowline_app::Listeners::loopback().await.unwrap())
         .await
         .unwrap();
-    let early = first_echo_assignment(running.xds_addr).await;
+    let early = first_echo_assignment(running.xds_addr);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         !early.is_finished(),
@@ -838,7 +838,7 @@ async fn a_proxy_asking_at_start_gets_the_whole_cluster_set_not_the_members_list
         .expect("answered once west is listed")
         .unwrap();
     ready(&running.admin_addr.to_string()).await;
-    let late = first_echo_assignment(running.xds_addr).await.await.unwrap();
+    let late = first_echo_assignment(running.xds_addr).await.unwrap();
     assert_eq!(
         early.resources, late.resources,
         "the first answer already holds both members' endpoints"

@@ -327,10 +327,12 @@ impl FakeApiServer {
         wait.await.expect("the accept loop acknowledges");
     }
 
-    /// Stops the server and frees what it holds before returning, on the caller's thread,
-    /// instead of in connection tasks as they wind down later (which, for a store of a
-    /// hundred thousand objects, takes seconds of CPU while whatever runs next competes
-    /// with it). Other handles still work, but requests to the stopped server are refused.
+    /// Stops the server: its connections are closed and its port refuses new ones. When this
+    /// is the last handle, what the server holds is freed before returning, on the caller's
+    /// thread, instead of in connection tasks as they wind down later (which, for a store of a
+    /// hundred thousand objects, takes seconds of CPU while whatever runs next competes with
+    /// it). Other handles still reach the store, but [`set_reachable`](Self::set_reachable)
+    /// panics on them.
     pub async fn stop(self) {
         let (done, wait) = oneshot::channel();
         if self.inner.commands.send(Command::Stop(done)).is_ok() {

@@ -254,11 +254,6 @@ impl Views {
         self.starting = false;
     }
 
-    /// Whether the next snapshot will still say it is starting.
-    pub fn is_starting(&self) -> bool {
-        self.starting
-    }
-
     /// The last snapshot built.
     pub fn last(&self) -> &Arc<ClusterSet> {
         &self.last

@@ -121,6 +121,28 @@ struct Client {
     rx: tonic::Streaming<DiscoveryResponse>,
 }
 
+/// An ADS server on loopback reading `snapshots`, and one stream to it.
+async fn serve(snapshots: watch::Receiver<Arc<ClusterSet>>) -> (Client, Connections) {
+    let connections = Connections::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(bowline_xds::serve(
+        listener,
+        Ads::new(snapshots, connections.clone()),
+        std::future::pending(),
+    ));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, requests) = mpsc::channel(16);
+    let rx = grpc
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    (Client { tx, rx }, connections)
+}
+
 impl Client {
     async fn send(
         &self,
@@ -166,24 +188,7 @@ const EDS_NAME: &str = "outbound|80||echo.demo.svc.clusterset.local";
 #[tokio::test]
 async fn grpc_client_conversation() {
     let (snapshots, rx) = watch::channel(snapshot(false));
-    let connections = Connections::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bowline_xds::serve(
-        listener,
-        Ads::new(rx, connections.clone()),
-        std::future::pending(),
-    ));
-    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, requests) = mpsc::channel(16);
-    let rx = grpc
-        .stream_aggregated_resources(ReceiverStream::new(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut client = Client { tx, rx };
+    let (mut client, connections) = serve(rx).await;
 
     // LDS for the target, as gRPC asks first: an api_listener with RDS over ADS and the router.
     let listener_name = "echo.demo.svc.clusterset.local:80";
@@ -566,24 +571,7 @@ fn starting_snapshot() -> Arc<ClusterSet> {
 #[tokio::test]
 async fn requests_made_while_bowline_is_starting_are_answered_once_it_has_started() {
     let (snapshots, rx) = watch::channel(Arc::new(ClusterSet::before_start()));
-    let connections = Connections::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(bowline_xds::serve(
-        listener,
-        Ads::new(rx, connections.clone()),
-        std::future::pending(),
-    ));
-    let mut grpc = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, requests) = mpsc::channel(16);
-    let rx = grpc
-        .stream_aggregated_resources(ReceiverStream::new(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut client = Client { tx, rx };
+    let (mut client, connections) = serve(rx).await;
 
     // An empty or incomplete ClusterSet is not served: a proxy would drop what it has.
     client
