@@ -99,6 +99,24 @@ pub(crate) fn render(
     object
 }
 
+/// One line of a watch response: `type` first, then `object`, the order the API server
+/// writes (its `WatchEvent` struct's), which clients reading the object as raw text rely on.
+fn event_line(event: &Value) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        type_: &'a Value,
+        object: &'a Value,
+    }
+    let line = Line {
+        type_: &event["type"],
+        object: &event["object"],
+    };
+    let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
 fn error_event(error: &ApiError) -> Value {
     json!({ "type": "ERROR", "object": error.to_status() })
 }
@@ -121,9 +139,7 @@ impl Watch {
     async fn next_line(&mut self) -> Option<Bytes> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                let mut line = serde_json::to_vec(&event).expect("events serialize");
-                line.push(b'\n');
-                return Some(Bytes::from(line));
+                return Some(Bytes::from(event_line(&event)));
             }
             if self.finished {
                 return None;

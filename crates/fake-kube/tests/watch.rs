@@ -398,3 +398,24 @@ async fn paginated_list_and_expired_continue_token() {
         .unwrap_err();
     assert!(matches!(error, kube::Error::Api(s) if s.code == 410 && s.reason == "Expired"));
 }
+
+#[tokio::test]
+async fn watch_lines_put_the_type_before_the_object_as_the_api_server_does() {
+    let server = FakeApiServer::start().await;
+    server.apply_json(slice("a", "10.0.0.1"));
+    let request = http::Request::get(
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?watch=1&resourceVersion=0&timeoutSeconds=1",
+    )
+    .body(Vec::new())
+    .unwrap();
+    let text = server
+        .client()
+        .request_text(request)
+        .await
+        .expect("the watch answers");
+    let first = text.lines().next().expect("an event for the slice");
+    assert!(
+        first.starts_with(r#"{"type":"ADDED","object":{"#),
+        "clients that keep the object as raw text read it only after its type: {first}"
+    );
+}

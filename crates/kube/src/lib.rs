@@ -15,6 +15,7 @@ pub mod install;
 pub mod join;
 pub mod kinds;
 pub mod lease;
+mod listed;
 pub mod member;
 pub mod rbac;
 pub mod review;

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::{
     credentials::Credentials,
     kinds::{KINDS, KindApi},
+    listed::Listed,
 };
 
 /// Timings of a Kubernetes member's watches.
@@ -529,16 +530,10 @@ fn watch_stream(
             })
             .boxed()
     } else {
-        let objects: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        // Read as text, each object parsed as it is read: a page is never held as JSON trees.
+        let objects: Api<Listed> = Api::all_with(client.clone(), &resource);
         watcher(objects, config)
-            .map(move |r| {
-                r.map(|e| {
-                    map_event(e, |mut o| {
-                        o.types = Some(types.clone());
-                        serde_json::to_value(o).unwrap_or_default()
-                    })
-                })
-            })
+            .map(move |r| r.map(|e| map_event(e, |o| o.value(Some(&types)))))
             .boxed()
     }
 }

@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 use crate::{
     credentials::{Credentials, Fingerprint},
     kinds::KindApi,
+    listed::Listed,
 };
 
 /// Bowline's field manager.
@@ -115,18 +116,19 @@ impl Drop for Watches {
 enum Known {
     /// It holds every field of this desired object (applied, or compared after a listing).
     Holds(Arc<Rendered>),
-    /// As listed, not compared with a desired object yet (read back at start).
-    Listed(Arc<Value>),
+    /// As listed (its JSON text), not compared with a desired object yet (read back at
+    /// start).
+    Listed(Arc<str>),
     /// It was found to differ from what is desired of it, or nothing is.
     Differs,
 }
 
 impl Known {
     /// What a listed object is known as, compared with `desired` when that is known.
-    fn listed(live: Arc<Value>, desired: Option<Option<&Arc<Rendered>>>) -> Known {
+    fn listed(live: Arc<str>, desired: Option<Option<&Arc<Rendered>>>) -> Known {
         match desired {
             None => Known::Listed(live),
-            Some(Some(desired)) if unchanged(&live, &desired.to_value()) => {
+            Some(Some(desired)) if unchanged(&parse(&live), &desired.to_value()) => {
                 Known::Holds(desired.clone())
             }
             Some(_) => Known::Differs,
@@ -137,7 +139,7 @@ impl Known {
     fn holds(&self, desired: &Arc<Rendered>) -> bool {
         match self {
             Known::Holds(held) => Arc::ptr_eq(held, desired) || held == desired,
-            Known::Listed(live) => unchanged(live, &desired.to_value()),
+            Known::Listed(live) => unchanged(&parse(live), &desired.to_value()),
             Known::Differs => false,
         }
     }
@@ -231,7 +233,7 @@ impl KubeWriter {
     fn sweep(
         &mut self,
         desired: Option<&WriteSet>,
-    ) -> Result<Vec<(WriteKey, Arc<Value>)>, WriteError> {
+    ) -> Result<Vec<(WriteKey, Arc<str>)>, WriteError> {
         let client = self.client()?;
         if self.mcs_version.is_none() {
             self.mcs_version = Some(
@@ -249,7 +251,7 @@ impl KubeWriter {
         let mut listed_at = Vec::new();
         for kind in OWNED {
             let resource = self.resource(kind);
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+            let api: Api<Listed> = Api::all_with(client.clone(), &resource);
             let params = match kind {
                 // Users' ServiceExports too: their status is Bowline's.
                 WriteKind::ServiceExport => ListParams::default(),
@@ -474,12 +476,15 @@ impl KubeWriter {
 }
 
 /// A listed object's key (a user's ServiceExport is known by its status, the part that is
-/// Bowline's) and its JSON.
-fn listed_object(kind: WriteKind, object: DynamicObject) -> (WriteKey, Arc<Value>) {
-    (
-        key_of(kind, &object.metadata),
-        Arc::new(serde_json::to_value(&object).unwrap_or_default()),
-    )
+/// Bowline's) and its JSON text: listed objects are held as text (a tenth of their parsed
+/// size) and parsed one at a time to be compared.
+fn listed_object(kind: WriteKind, object: Listed) -> (WriteKey, Arc<str>) {
+    (key_of(kind, object.metadata()), object.text().into())
+}
+
+/// A listed object's text, parsed.
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// The key of an object of `kind` (a user's ServiceExport is known by its status).
@@ -663,7 +668,7 @@ impl Writer for KubeWriter {
             .sweep(None)?
             .into_iter()
             .filter(|(key, _)| key.kind != WriteKind::EndpointSlice)
-            .map(|(key, live)| (key, Arc::new(Rendered::new(&live))))
+            .map(|(key, live)| (key, Arc::new(Rendered::new(&parse(&live)))))
             .collect::<BTreeMap<_, _>>())
     }
 

@@ -288,8 +288,9 @@ impl Memo {
                 Some(old) if **old == part.exports => old.clone(),
                 _ => Arc::new(part.exports),
             });
-        let writes = part
-            .writes
+        let mut part_writes = part.writes;
+        share_equal(&mut part_writes);
+        let writes = part_writes
             .into_iter()
             .filter(|(_, set)| !set.is_empty())
             .map(|(member, set)| {
@@ -305,6 +306,28 @@ impl Memo {
             writes,
             import,
             exports,
+        }
+    }
+}
+
+/// Makes equal objects of one name one allocation across members: a ServiceImport, and an
+/// export's status, is usually the same text in every member (at 10 × 1,000 × 10, 20,000
+/// texts of about 800 bytes, 16 MB, where 2,000 are distinct). Imported EndpointSlices are
+/// built once per name and shared already.
+fn share_equal(writes: &mut BTreeMap<MemberName, WriteSet>) {
+    let mut seen: Vec<Arc<Rendered>> = Vec::new();
+    for object in writes
+        .values_mut()
+        .flat_map(|set| set.iter_mut())
+        .filter(|(key, _)| key.kind != WriteKind::EndpointSlice)
+        .map(|(_, object)| object)
+    {
+        match seen
+            .iter()
+            .find(|s| Arc::ptr_eq(s, object) || ***s == **object)
+        {
+            Some(same) => *object = same.clone(),
+            None => seen.push(object.clone()),
         }
     }
 }

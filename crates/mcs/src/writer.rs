@@ -99,6 +99,10 @@ fn key_of(relative: &Path) -> Option<WriteKey> {
 /// (their files have events of their own), WorkloadEntries (not reconciled) and reads are
 /// not changes; anything else that is not one object's file means checking everything.
 fn note(root: &Path, event: &notify::Event, touched: &mut Touched) {
+    if touched.lost || touched.overflowed {
+        // Every file is checked next: which ones were touched no longer matters.
+        return;
+    }
     if matches!(
         event.kind,
         EventKind::Access(_) | EventKind::Create(CreateKind::Folder)
@@ -125,6 +129,10 @@ fn note(root: &Path, event: &notify::Event, touched: &mut Touched) {
             }
             None => touched.lost = true,
         }
+    }
+    if touched.keys.len() >= Touched::LIMIT {
+        touched.overflowed = true;
+        touched.keys = HashSet::new();
     }
 }
 
@@ -175,6 +183,15 @@ struct Touched {
     keys: HashSet<WriteKey>,
     /// Events were lost or named something other than one object's file.
     lost: bool,
+    /// More than [`Touched::LIMIT`] files were touched (the writer's own writes at a cold
+    /// start, 12,000 files a member at 10 × 1,000 × 10): every file is checked next instead.
+    overflowed: bool,
+}
+
+impl Touched {
+    /// Keys remembered between checks; past it checking every file is as cheap as checking
+    /// these, and holding them is not.
+    const LIMIT: usize = 4096;
 }
 /// Creates `dir` and the directories between it and `member_dir`, which must exist: a member
 /// directory that was deleted or moved away is never created again by Bowline's writes (the
@@ -474,9 +491,12 @@ impl Writer for FileWriter {
             std::mem::take(&mut *touched)
         });
         let lost = touched.as_ref().is_none_or(|t| t.lost);
+        let overflowed = touched.as_ref().is_some_and(|t| t.overflowed);
         let quick = match (&self.watch, touched) {
             (Some(watch), Some(touched))
-                if !lost && watch.checked.is_some_and(|at| at.elapsed() < full_check) =>
+                if !lost
+                    && !overflowed
+                    && watch.checked.is_some_and(|at| at.elapsed() < full_check) =>
             {
                 Some(touched.keys)
             }
@@ -510,6 +530,7 @@ impl Writer for FileWriter {
         };
         let touched = watch.touched.lock();
         touched.lost
+            || touched.overflowed
             || !touched.keys.is_empty()
             || watch.checked.is_none_or(|at| at.elapsed() >= full_check)
     }
@@ -749,6 +770,37 @@ mod tests {
         // Objects no longer desired are deleted.
         assert_eq!(writer.reconcile(&WriteSet::new()).unwrap().deleted, 1);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn past_its_limit_the_watch_remembers_no_file_and_every_file_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = FileWriter::watched(dir.path(), Duration::from_secs(3600));
+        let want = desired();
+        assert_eq!(writer.reconcile(&want).unwrap().written, 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(writer.reconcile(&want).unwrap(), WriteReport::default());
+
+        // As many touched files as the watch remembers, none of them the written one (whose
+        // edit below the watcher is not told of).
+        let root = dir.path().join(DIR);
+        let touched = writer.watch.as_ref().unwrap().touched.clone();
+        for i in 0..Touched::LIMIT {
+            let path = root.join(format!("endpointslices/demo/s{i}.yaml"));
+            let event = notify::Event::new(EventKind::Any).add_path(path);
+            note(&root, &event, &mut touched.lock());
+        }
+        assert!(touched.lock().overflowed);
+        assert!(touched.lock().keys.is_empty(), "the keys are let go");
+        assert!(writer.needs_check());
+        let path = root.join("serviceimports/demo/echo.yaml");
+        fs::write(&path, "spec: {ips: [10.9.9.9]}\n").unwrap();
+        assert_eq!(
+            writer.reconcile(&want).unwrap().written,
+            1,
+            "every file is checked: the edit nobody reported is undone"
+        );
+        assert!(fs::read_to_string(&path).unwrap().contains("241.0.0.1"));
     }
 
     #[test]

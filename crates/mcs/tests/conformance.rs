@@ -1132,3 +1132,18 @@ fn flat(outcome: &Outcome) -> BTreeMap<MemberName, WriteSet> {
         .map(|(member, writes)| (member.clone(), writes.to_set()))
         .collect()
 }
+
+#[test]
+fn a_service_import_the_same_in_every_member_is_held_once() {
+    let mut set = Set::new(3);
+    set.apply("c1", exported_hello("c1", "10.0.0.1", T1));
+    let key = WriteKey::new(WriteKind::ServiceImport, NS, "hello");
+    let held: Vec<&std::sync::Arc<Rendered>> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|m| set.outcome.writes[&MemberName::new(*m)].get(&key).unwrap())
+        .collect();
+    assert!(
+        held.windows(2).all(|w| std::sync::Arc::ptr_eq(w[0], w[1])),
+        "one allocation for the three members' equal ServiceImports"
+    );
+}
