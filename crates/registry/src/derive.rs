@@ -234,7 +234,7 @@ fn imported_endpoints(
 }
 
 /// Localities already derived in this recomputation, by (node, slice zone): endpoints share a
-/// handful of nodes, so their locality strings are built once and shared.
+/// handful of nodes, so each is derived once (and shared with the member's other services).
 #[derive(Default)]
 struct LocalityCache(HashMap<(Option<Strng>, Option<Strng>), Arc<Locality>>);
 
@@ -261,11 +261,18 @@ fn new_endpoint(
         cluster: cx.id.clone(),
         network: network(pod_labels, namespace_labels, cx.default_network),
         locality: match pod_labels.is_some_and(|l| l.contains_key(labels::POD_LOCALITY)) {
-            true => Arc::new(locality(pod_labels, node_labels, ep.zone.as_deref())),
+            true => cx.localities.borrow_mut().share(locality(
+                pod_labels,
+                node_labels,
+                ep.zone.as_deref(),
+            )),
             false => localities
                 .0
                 .entry((ep.node_name.clone(), ep.zone.clone()))
-                .or_insert_with(|| Arc::new(locality(None, node_labels, ep.zone.as_deref())))
+                .or_insert_with(|| {
+                    let derived = locality(None, node_labels, ep.zone.as_deref());
+                    cx.localities.borrow_mut().share(derived)
+                })
                 .clone(),
         },
         addresses: ep.addresses.clone(),

@@ -29,6 +29,7 @@ mod view;
 mod workloads;
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
@@ -43,6 +44,7 @@ use tracing::warn;
 use crate::{
     derive::Derived,
     store::{NsName, Store, Touched},
+    topology::Localities,
     workloads::MemberContext,
 };
 pub use crate::{
@@ -109,6 +111,8 @@ pub(crate) struct Member {
     /// held inline (at 100,000 endpoints a tree per pod took 37 MB, a vector per pod 3 MB).
     pod_refs: HashMap<NsName, Refs>,
     node_refs: HashMap<Strng, Refs>,
+    /// The localities of its endpoints, one allocation each.
+    localities: RefCell<Localities>,
 }
 
 /// The ClusterSet's state: members' objects in, service views and gateways out.
@@ -148,6 +152,7 @@ impl Registry {
                 hosts: BTreeMap::new(),
                 pod_refs: HashMap::new(),
                 node_refs: HashMap::new(),
+                localities: RefCell::default(),
             })
             .collect();
         let by_name = members
@@ -673,6 +678,7 @@ impl Member {
                 id,
                 default_network: &self.config.network,
                 store: &self.store,
+                localities: &self.localities,
                 withdrawn: self.withdrawn,
             };
             for (host, entries) in service_entry::external_hosts(&self.store) {
@@ -713,6 +719,7 @@ impl Member {
                 id,
                 default_network: &self.config.network,
                 store: &self.store,
+                localities: &self.localities,
                 withdrawn: self.withdrawn,
             };
             derive::member_service(&cx, key)

@@ -1,7 +1,7 @@
 //! VM endpoints: the WorkloadEntries a selector picks, and the endpoint of a VM (a
 //! WorkloadEntry or a ServiceEntry's inline endpoint), shared by Services and ServiceEntries.
 
-use std::net::IpAddr;
+use std::{cell::RefCell, net::IpAddr};
 
 use bowline_model::{
     ClusterId, Endpoint, EndpointPort, Labels, Locality, Network, Strng, WorkloadRef,
@@ -10,7 +10,7 @@ use bowline_model::{
 
 use crate::{
     store::Store,
-    topology::{locality, network},
+    topology::{Localities, locality, network},
 };
 
 /// What the member knows about its network layout.
@@ -18,6 +18,8 @@ pub(crate) struct MemberContext<'a> {
     pub id: &'a ClusterId,
     pub default_network: &'a Network,
     pub store: &'a Store,
+    /// The member's localities, shared by its endpoints.
+    pub localities: &'a RefCell<Localities>,
     /// Unreachable past its TTL: contributes no endpoints of its own.
     pub withdrawn: bool,
 }
@@ -70,7 +72,7 @@ pub(crate) fn vm_endpoint(
     Some(Endpoint {
         cluster: cx.id.clone(),
         network,
-        locality: locality.into(),
+        locality: cx.localities.borrow_mut().share(locality),
         addresses: std::sync::Arc::from([address]),
         ports: ports.into(),
         hostname: None,
