@@ -317,7 +317,7 @@ async fn find_group(
                 found.push(Found {
                     member: member.name.clone(),
                     cluster_id: property.clone().or_else(|| member.id.clone()),
-                    group,
+                    group: *group,
                 });
             }
         }
@@ -382,7 +382,7 @@ async fn kube_group(
     Ok(Some(Found {
         member: member.name.clone(),
         cluster_id,
-        group,
+        group: *group,
     }))
 }
 

@@ -740,7 +740,7 @@ pub(crate) fn find_group(
     found
         .into_iter()
         .nth(preferred)
-        .map(|(member, _, group)| (member, group))
+        .map(|(member, _, group)| (member, *group))
 }
 
 /// The synced members' groups and entries, and which other instances run.
@@ -752,14 +752,14 @@ fn world(registry: &Shared, peers: &Peers) -> World {
         let groups: Vec<_> = objects(ObjectKind::WorkloadGroup)
             .into_iter()
             .filter_map(|o| match o {
-                Object::WorkloadGroup(g) => Some(g),
+                Object::WorkloadGroup(g) => Some(*g),
                 _ => None,
             })
             .collect();
         let entries = objects(ObjectKind::WorkloadEntry)
             .into_iter()
             .filter_map(|o| match o {
-                Object::WorkloadEntry(e) => Some(e),
+                Object::WorkloadEntry(e) => Some(*e),
                 _ => None,
             })
             .collect();

@@ -431,7 +431,7 @@ pub(crate) fn service_import(import: crds::ServiceImport) -> Result<Object> {
         .enumerate()
         .map(|(i, s)| ip(&format!("spec.ips[{i}]"), s))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Object::ServiceImport(objects::ServiceImport {
+    Ok(Object::ServiceImport(Box::new(objects::ServiceImport {
         meta,
         import_type,
         ips,
@@ -445,7 +445,7 @@ pub(crate) fn service_import(import: crds::ServiceImport) -> Result<Object> {
             .into_iter()
             .map(|c| c.cluster.unwrap_or_default())
             .collect(),
-    }))
+    })))
 }
 
 pub(crate) fn cluster_claim(claim: crds::ClusterClaim) -> Result<Object> {
@@ -509,11 +509,11 @@ pub(crate) fn workload_entry(entry: crds::WorkloadEntry) -> Result<Object> {
             Some("False") => Some(false),
             _ => None,
         });
-    Ok(Object::WorkloadEntry(objects::WorkloadEntry {
+    Ok(Object::WorkloadEntry(Box::new(objects::WorkloadEntry {
         meta: meta(entry.metadata, Scope::Namespaced)?,
         spec: workload_spec("spec", entry.spec.0, true)?,
         healthy,
-    }))
+    })))
 }
 
 pub(crate) fn workload_group(group: crds::WorkloadGroup) -> Result<Object> {
@@ -521,13 +521,13 @@ pub(crate) fn workload_group(group: crds::WorkloadGroup) -> Result<Object> {
     let spec = group.spec.0;
     let template = spec.template.ok_or("spec.template is required")?;
     let entry_meta = spec.metadata.unwrap_or_default();
-    Ok(Object::WorkloadGroup(objects::WorkloadGroup {
+    Ok(Object::WorkloadGroup(Box::new(objects::WorkloadGroup {
         meta,
         entry_labels: entry_meta.labels.unwrap_or_default(),
         entry_annotations: entry_meta.annotations.unwrap_or_default(),
         template: workload_spec("spec.template", template, false)?,
         probe: spec.probe.map(probe).transpose()?,
-    }))
+    })))
 }
 
 pub(crate) fn peer_authentication(policy: crds::PeerAuthentication) -> Result<Object> {
@@ -563,12 +563,14 @@ pub(crate) fn peer_authentication(policy: crds::PeerAuthentication) -> Result<Ob
     if !port_level.is_empty() && selector.as_ref().is_none_or(|s| s.is_empty()) {
         return Err("spec.portLevelMtls: needs spec.selector (Istio applies port-level modes to selected workloads only)".into());
     }
-    Ok(Object::PeerAuthentication(objects::PeerAuthentication {
-        meta,
-        selector,
-        mode: mode("spec.mtls.mode", spec.mtls)?,
-        port_level,
-    }))
+    Ok(Object::PeerAuthentication(Box::new(
+        objects::PeerAuthentication {
+            meta,
+            selector,
+            mode: mode("spec.mtls.mode", spec.mtls)?,
+            port_level,
+        },
+    )))
 }
 
 fn probe(p: crds::Probe) -> Result<ReadinessProbe> {
@@ -647,7 +649,7 @@ pub(crate) fn service_entry(entry: crds::ServiceEntry) -> Result<Object> {
         .enumerate()
         .map(|(i, e)| workload_spec(&format!("spec.endpoints[{i}]"), e, true))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Object::ServiceEntry(objects::ServiceEntry {
+    Ok(Object::ServiceEntry(Box::new(objects::ServiceEntry {
         meta,
         hosts,
         addresses: spec.addresses.unwrap_or_default(),
@@ -656,5 +658,5 @@ pub(crate) fn service_entry(entry: crds::ServiceEntry) -> Result<Object> {
         resolution: spec.resolution.unwrap_or_else(|| "NONE".into()),
         endpoints,
         workload_selector: spec.workload_selector.and_then(|s| s.labels),
-    }))
+    })))
 }

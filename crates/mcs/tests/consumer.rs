@@ -10,7 +10,7 @@ use bowline_registry::{MemberConfig, Registry};
 use bowline_test_support::*;
 
 fn provider_import() -> Object {
-    Object::ServiceImport(ServiceImport {
+    Object::ServiceImport(Box::new(ServiceImport {
         meta: Meta::named("shop", "cart"),
         import_type: ImportType::ClusterSetIP,
         ips: vec!["242.1.0.7".parse().unwrap()],
@@ -24,7 +24,7 @@ fn provider_import() -> Object {
         }],
         session_affinity: "None".into(),
         clusters: vec!["east".into(), "west".into()],
-    })
+    }))
 }
 
 fn provider_slice(name: &str, source: &str, addr: &str) -> Object {

@@ -261,17 +261,17 @@ fn new_endpoint(
         cluster: cx.id.clone(),
         network: network(pod_labels, namespace_labels, cx.default_network),
         locality: match pod_labels.is_some_and(|l| l.contains_key(labels::POD_LOCALITY)) {
-            true => cx.localities.borrow_mut().share(locality(
-                pod_labels,
-                node_labels,
-                ep.zone.as_deref(),
-            )),
+            true => {
+                cx.localities
+                    .lock()
+                    .share(locality(pod_labels, node_labels, ep.zone.as_deref()))
+            }
             false => localities
                 .0
                 .entry((ep.node_name.clone(), ep.zone.clone()))
                 .or_insert_with(|| {
                     let derived = locality(None, node_labels, ep.zone.as_deref());
-                    cx.localities.borrow_mut().share(derived)
+                    cx.localities.lock().share(derived)
                 })
                 .clone(),
         },

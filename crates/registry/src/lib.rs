@@ -29,7 +29,6 @@ mod view;
 mod workloads;
 
 use std::{
-    cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
@@ -38,6 +37,7 @@ use bowline_model::{
     Change, ClusterId, EventBody, MemberName, Network, Object, ObjectKind, RejectReason, Rejection,
     ServiceKey, SourceEvent, Strng, objects::PeerAuthentication,
 };
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -112,7 +112,7 @@ pub(crate) struct Member {
     pod_refs: HashMap<NsName, Refs>,
     node_refs: HashMap<Strng, Refs>,
     /// The localities of its endpoints, one allocation each.
-    localities: RefCell<Localities>,
+    localities: Mutex<Localities>,
 }
 
 /// The ClusterSet's state: members' objects in, service views and gateways out.
@@ -152,7 +152,7 @@ impl Registry {
                 hosts: BTreeMap::new(),
                 pod_refs: HashMap::new(),
                 node_refs: HashMap::new(),
-                localities: RefCell::default(),
+                localities: Mutex::default(),
             })
             .collect();
         let by_name = members
@@ -588,7 +588,7 @@ impl Registry {
             ObjectKind::ServiceImport => s
                 .imports
                 .values()
-                .map(|o| Object::ServiceImport((**o).clone()))
+                .map(|o| Object::ServiceImport(Box::new((**o).clone())))
                 .collect(),
             ObjectKind::ClusterProperty => s
                 .properties
@@ -599,26 +599,22 @@ impl Registry {
             ObjectKind::WorkloadEntry => s
                 .workload_entries
                 .values()
-                .cloned()
-                .map(Object::WorkloadEntry)
+                .map(|o| Object::WorkloadEntry(Box::new(o.clone())))
                 .collect(),
             ObjectKind::WorkloadGroup => s
                 .workload_groups
                 .values()
-                .cloned()
-                .map(Object::WorkloadGroup)
+                .map(|o| Object::WorkloadGroup(Box::new(o.clone())))
                 .collect(),
             ObjectKind::ServiceEntry => s
                 .service_entries
                 .values()
-                .cloned()
-                .map(Object::ServiceEntry)
+                .map(|o| Object::ServiceEntry(Box::new(o.clone())))
                 .collect(),
             ObjectKind::PeerAuthentication => s
                 .peer_authentications
                 .values()
-                .cloned()
-                .map(Object::PeerAuthentication)
+                .map(|o| Object::PeerAuthentication(Box::new(o.clone())))
                 .collect(),
             ObjectKind::ClusterClaim => s
                 .claims

@@ -197,7 +197,7 @@ impl Store {
                 let skey = service_key(key);
                 match object {
                     Some(Object::ServiceImport(import)) => {
-                        self.imports.insert(skey.clone(), Arc::new(import))
+                        self.imports.insert(skey.clone(), Arc::from(import))
                     }
                     _ => self.imports.remove(&skey),
                 };
@@ -212,7 +212,9 @@ impl Store {
             }
             ObjectKind::WorkloadEntry => {
                 match object {
-                    Some(Object::WorkloadEntry(o)) => self.workload_entries.insert(ns_name(key), o),
+                    Some(Object::WorkloadEntry(o)) => {
+                        self.workload_entries.insert(ns_name(key), *o)
+                    }
                     _ => self.workload_entries.remove(&ns_name(key)),
                 };
                 // Services of the namespace may select it (or have selected it).
@@ -220,7 +222,7 @@ impl Store {
             }
             ObjectKind::WorkloadGroup => {
                 match object {
-                    Some(Object::WorkloadGroup(o)) => self.workload_groups.insert(ns_name(key), o),
+                    Some(Object::WorkloadGroup(o)) => self.workload_groups.insert(ns_name(key), *o),
                     _ => self.workload_groups.remove(&ns_name(key)),
                 };
             }
@@ -234,7 +236,7 @@ impl Store {
             ObjectKind::PeerAuthentication => {
                 match object {
                     Some(Object::PeerAuthentication(o)) => {
-                        self.peer_authentications.insert(ns_name(key), o)
+                        self.peer_authentications.insert(ns_name(key), *o)
                     }
                     _ => self.peer_authentications.remove(&ns_name(key)),
                 };
@@ -256,7 +258,7 @@ impl Store {
                             .insert(key.name.clone());
                         touched.keys.insert(skey);
                     }
-                    self.service_entries.insert(name, entry);
+                    self.service_entries.insert(name, *entry);
                 }
                 touched.rejections = true;
             }

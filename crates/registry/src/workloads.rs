@@ -1,12 +1,13 @@
 //! VM endpoints: the WorkloadEntries a selector picks, and the endpoint of a VM (a
 //! WorkloadEntry or a ServiceEntry's inline endpoint), shared by Services and ServiceEntries.
 
-use std::{cell::RefCell, net::IpAddr};
+use std::net::IpAddr;
 
 use bowline_model::{
     ClusterId, Endpoint, EndpointPort, Labels, Locality, Network, Strng, WorkloadRef,
     objects::{WorkloadEntry, WorkloadSpec},
 };
+use parking_lot::Mutex;
 
 use crate::{
     store::Store,
@@ -19,7 +20,7 @@ pub(crate) struct MemberContext<'a> {
     pub default_network: &'a Network,
     pub store: &'a Store,
     /// The member's localities, shared by its endpoints.
-    pub localities: &'a RefCell<Localities>,
+    pub localities: &'a Mutex<Localities>,
     /// Unreachable past its TTL: contributes no endpoints of its own.
     pub withdrawn: bool,
 }
@@ -72,7 +73,7 @@ pub(crate) fn vm_endpoint(
     Some(Endpoint {
         cluster: cx.id.clone(),
         network,
-        locality: cx.localities.borrow_mut().share(locality),
+        locality: cx.localities.lock().share(locality),
         addresses: std::sync::Arc::from([address]),
         ports: ports.into(),
         hostname: None,

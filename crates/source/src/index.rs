@@ -52,10 +52,6 @@ pub(crate) enum Contents {
 
 /// One document of a file, in the file's order.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every entry is an object: boxing them would cost an allocation each"
-)]
 enum Entry {
     Object {
         key: ObjectKey,

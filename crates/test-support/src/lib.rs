@@ -363,7 +363,7 @@ impl WorkloadEntryBuilder {
 
     /// The object.
     pub fn build(self) -> Object {
-        Object::WorkloadEntry(self.0)
+        Object::WorkloadEntry(Box::new(self.0))
     }
 }
 
@@ -449,7 +449,7 @@ impl ServiceEntryBuilder {
 
     /// The object.
     pub fn build(self) -> Object {
-        Object::ServiceEntry(self.0)
+        Object::ServiceEntry(Box::new(self.0))
     }
 }
 

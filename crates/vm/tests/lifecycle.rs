@@ -77,7 +77,7 @@ fn perform(world: &mut World, actions: &[Action]) {
                 };
                 let member = member(world, key);
                 member.entries.retain(|e| *e.meta.name != *key.name);
-                member.entries.push(entry);
+                member.entries.push(*entry);
             }
             Action::Delete { key, .. } => {
                 member(world, key)

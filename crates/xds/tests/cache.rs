@@ -436,7 +436,7 @@ fn peer_authentication(
     selector: Option<&[(&str, &str)]>,
     mode: bowline_model::objects::MtlsMode,
 ) -> Object {
-    Object::PeerAuthentication(bowline_model::objects::PeerAuthentication {
+    Object::PeerAuthentication(Box::new(bowline_model::objects::PeerAuthentication {
         meta: bowline_model::objects::Meta::named(namespace, name),
         selector: selector.map(|s| {
             s.iter()
@@ -445,7 +445,7 @@ fn peer_authentication(
         }),
         mode,
         port_level: BTreeMap::new(),
-    })
+    }))
 }
 
 /// The filter chains' transport protocols of each inbound listener.

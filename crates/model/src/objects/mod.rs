@@ -152,18 +152,20 @@ pub enum Object {
     EndpointSlice(Arc<EndpointSlice>),
     /// A ServiceExport.
     ServiceExport(ServiceExport),
-    /// A ServiceImport.
-    ServiceImport(ServiceImport),
+    /// A ServiceImport. This and the kinds below are boxed: few, and large (a WorkloadGroup
+    /// is 432 bytes), they would make every object, and every entry of a source's index,
+    /// that large.
+    ServiceImport(Box<ServiceImport>),
     /// A ClusterProperty.
     ClusterProperty(ClusterProperty),
     /// A WorkloadEntry.
-    WorkloadEntry(WorkloadEntry),
+    WorkloadEntry(Box<WorkloadEntry>),
     /// A WorkloadGroup.
-    WorkloadGroup(WorkloadGroup),
+    WorkloadGroup(Box<WorkloadGroup>),
     /// A ServiceEntry.
-    ServiceEntry(ServiceEntry),
+    ServiceEntry(Box<ServiceEntry>),
     /// A PeerAuthentication.
-    PeerAuthentication(PeerAuthentication),
+    PeerAuthentication(Box<PeerAuthentication>),
     /// A ClusterClaim.
     ClusterClaim(ClusterClaim),
 }
