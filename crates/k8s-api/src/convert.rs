@@ -3,7 +3,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use bowline_model::{
-    EndpointPort, IpFamily, Object, Protocol, ServicePort, ServiceType, TargetPort,
+    EndpointPort, IpFamily, Labels, Object, Protocol, ServicePort, ServiceType, TargetPort,
     cluster::validate_property_value,
     echo::capped,
     labels,
@@ -76,8 +76,8 @@ fn meta(m: ObjectMeta, scope: Scope) -> Result<Meta> {
         namespace: namespace.into(),
         name: name.into(),
         uid: m.uid,
-        labels,
-        annotations,
+        labels: labels.into(),
+        annotations: annotations.into(),
         created: m.creation_timestamp.map(|t| t.0),
     })
 }
@@ -195,7 +195,7 @@ pub(crate) fn service(svc: Service) -> Result<Object> {
         cluster_ips,
         ip_families,
         ports,
-        selector: spec.selector.filter(|s| !s.is_empty()),
+        selector: spec.selector.filter(|s| !s.is_empty()).map(Labels::from),
         external_name,
         external_addresses,
         external_hostnames,
@@ -389,8 +389,8 @@ pub(crate) fn service_export(export: crds::ServiceExport) -> Result<Object> {
     let spec = export.spec;
     Ok(Object::ServiceExport(objects::ServiceExport {
         meta: meta(export.metadata, Scope::NamespacedLabel)?,
-        exported_labels: spec.exported_labels.unwrap_or_default(),
-        exported_annotations: spec.exported_annotations.unwrap_or_default(),
+        exported_labels: spec.exported_labels.unwrap_or_default().into(),
+        exported_annotations: spec.exported_annotations.unwrap_or_default().into(),
     }))
 }
 
@@ -489,7 +489,7 @@ fn workload_spec(
     Ok(WorkloadSpec {
         address,
         ports,
-        labels: spec.labels.unwrap_or_default(),
+        labels: spec.labels.unwrap_or_default().into(),
         network,
         locality: spec.locality.unwrap_or_default(),
         weight: spec.weight.unwrap_or_default(),
@@ -523,8 +523,8 @@ pub(crate) fn workload_group(group: crds::WorkloadGroup) -> Result<Object> {
     let entry_meta = spec.metadata.unwrap_or_default();
     Ok(Object::WorkloadGroup(Box::new(objects::WorkloadGroup {
         meta,
-        entry_labels: entry_meta.labels.unwrap_or_default(),
-        entry_annotations: entry_meta.annotations.unwrap_or_default(),
+        entry_labels: entry_meta.labels.unwrap_or_default().into(),
+        entry_annotations: entry_meta.annotations.unwrap_or_default().into(),
         template: workload_spec("spec.template", template, false)?,
         probe: spec.probe.map(probe).transpose()?,
     })))
@@ -566,7 +566,7 @@ pub(crate) fn peer_authentication(policy: crds::PeerAuthentication) -> Result<Ob
     Ok(Object::PeerAuthentication(Box::new(
         objects::PeerAuthentication {
             meta,
-            selector,
+            selector: selector.map(Labels::from),
             mode: mode("spec.mtls.mode", spec.mtls)?,
             port_level,
         },
@@ -657,6 +657,9 @@ pub(crate) fn service_entry(entry: crds::ServiceEntry) -> Result<Object> {
         location: spec.location.unwrap_or_else(|| "MESH_EXTERNAL".into()),
         resolution: spec.resolution.unwrap_or_else(|| "NONE".into()),
         endpoints,
-        workload_selector: spec.workload_selector.and_then(|s| s.labels),
+        workload_selector: spec
+            .workload_selector
+            .and_then(|s| s.labels)
+            .map(Labels::from),
     })))
 }

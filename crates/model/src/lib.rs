@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod event;
 pub mod export;
 pub mod files;
+pub mod label_map;
 pub mod labels;
 pub mod names;
 pub mod objects;
@@ -20,12 +21,10 @@ pub mod service;
 pub use cluster::{ClusterId, ClusterIdError, MemberName};
 pub use endpoint::{Endpoint, EndpointPort, IpFamily, Locality, Network, WorkloadRef};
 pub use event::{Change, EventBody, SourceEvent};
+pub use label_map::Labels;
 pub use objects::{Object, ObjectKey, ObjectKind};
 pub use rejection::{RejectReason, Rejection};
 pub use service::{Protocol, ServiceKey, ServicePort, ServiceType, TargetPort};
-
-/// A set of Kubernetes labels or annotations, ordered so that output is deterministic.
-pub type Labels = std::collections::BTreeMap<String, String>;
 
 /// Shared immutable string, cheap to clone: names that appear in many endpoints.
 pub type Strng = std::sync::Arc<str>;

@@ -127,7 +127,7 @@ fn entry_labels(
             let (label, value) = selector
                 .labels
                 .iter()
-                .find(|(k, v)| base.get(*k) != Some(*v))
+                .find(|(k, v)| base.get(k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .unwrap_or_default();
             return Err(Refusal::SelectingLabel {
