@@ -159,6 +159,21 @@ fn seen(bowline: &common::Bowline, dir: &Path) -> Seen {
     }
 }
 
+/// What clients see once the writes of the start are done: every member's imports written
+/// (no write in flight, so no temporary file) and the same over a pause, or `None`.
+fn settled(bowline: &common::Bowline, dir: &Path) -> Option<Seen> {
+    let first = seen(bowline, dir);
+    let in_flight = first.imports.keys().any(|p| {
+        p.file_name()
+            .is_some_and(|f| f.to_string_lossy().ends_with(".tmp"))
+    });
+    if in_flight || first.imports.len() < 10 {
+        return None;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    (seen(bowline, dir) == first).then_some(first)
+}
+
 /// Panics naming every entry that differs.
 fn assert_same<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
     what: &str,
@@ -225,8 +240,7 @@ fn killed_under_an_edit_load_it_restarts_to_the_same_imports_addresses_and_answe
     let mut bowline = common::start(&config, None);
     ready(&bowline);
     let before = eventually("the demo's imports written and served", || {
-        let seen = seen(&bowline, dir.path());
-        (seen.imports.len() >= 10).then_some(seen)
+        settled(&bowline, dir.path())
     });
 
     let stop = Arc::new(AtomicBool::new(false));
