@@ -315,19 +315,21 @@ impl Memo {
 /// texts of about 800 bytes, 16 MB, where 2,000 are distinct). Imported EndpointSlices are
 /// built once per name and shared already.
 fn share_equal(writes: &mut BTreeMap<MemberName, WriteSet>) {
-    let mut seen: Vec<Arc<Rendered>> = Vec::new();
-    for object in writes
+    // Only copies of one object (one key) can be equal: each member's is compared with the
+    // distinct copies of its own key, not with every object of the name.
+    let mut seen: BTreeMap<WriteKey, Vec<Arc<Rendered>>> = BTreeMap::new();
+    for (key, object) in writes
         .values_mut()
         .flat_map(|set| set.iter_mut())
         .filter(|(key, _)| key.kind != WriteKind::EndpointSlice)
-        .map(|(_, object)| object)
     {
-        match seen
+        let copies = seen.entry(key.clone()).or_default();
+        match copies
             .iter()
             .find(|s| Arc::ptr_eq(s, object) || ***s == **object)
         {
             Some(same) => *object = same.clone(),
-            None => seen.push(object.clone()),
+            None => copies.push(object.clone()),
         }
     }
 }
